@@ -1,0 +1,344 @@
+//! Domain separation, Signed/Verified, and agreement of the batch path with
+//! `verify_strict` on edge-case vectors.
+
+#![allow(clippy::unwrap_used)]
+
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::traits::Identity;
+use curve25519_dalek::{EdwardsPoint, Scalar};
+use ed25519_dalek::{SigningKey, Verifier as _, VerifyingKey};
+use sha2::{Digest as _, Sha512};
+use stele_crypto::sim::{MacScheme, MacSigner};
+use stele_crypto::{
+    signing_message, ChainId, Ed25519, KeyPair, PublicKey, Scheme, Signable, Signature,
+    SignatureError, Signed, Signer,
+};
+
+#[derive(Clone, Debug, PartialEq)]
+struct Vote(u64);
+impl Signable for Vote {
+    const DOMAIN: &'static str = "test/vote";
+    fn signing_bytes(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Ballot(u64);
+impl Signable for Ballot {
+    const DOMAIN: &'static str = "test/ballot";
+    fn signing_bytes(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+}
+
+fn chain(s: &str) -> ChainId {
+    ChainId::new(s).unwrap()
+}
+
+#[test]
+fn signature_verifies_only_for_its_kind_chain_and_value() {
+    let k = KeyPair::from_seed([1; 32]);
+    let c = chain("stele-a");
+    let v = Signed::sign(Vote(7), &c, &k);
+    assert!(v.clone().verify(&c, &k.public(), &Ed25519).is_ok());
+    // another chain
+    assert_eq!(
+        v.clone()
+            .verify(&chain("stele-b"), &k.public(), &Ed25519)
+            .unwrap_err(),
+        SignatureError::Invalid
+    );
+    // another kind with the very same payload bytes
+    let moved = Signed {
+        value: Ballot(7),
+        signature: v.signature,
+    };
+    assert!(moved.verify(&c, &k.public(), &Ed25519).is_err());
+    // another value
+    let other = Signed {
+        value: Vote(8),
+        signature: v.signature,
+    };
+    assert!(other.verify(&c, &k.public(), &Ed25519).is_err());
+    // another key
+    assert!(v
+        .verify(&c, &KeyPair::from_seed([2; 32]).public(), &Ed25519)
+        .is_err());
+}
+
+#[test]
+fn chain_ids_are_checked() {
+    assert!(ChainId::new("stele-testnet-1").is_ok());
+    for bad in ["", "Upper", "has space", "slash/", &"x".repeat(65)] {
+        assert!(ChainId::new(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn verified_derefs_to_the_value_and_keeps_the_signature() {
+    let k = KeyPair::from_seed([3; 32]);
+    let c = chain("c");
+    let s = Signed::sign(Vote(9), &c, &k);
+    let v = s.clone().verify(&c, &k.public(), &Ed25519).unwrap();
+    assert_eq!(v.0, 9);
+    assert_eq!(v.signed(), &s);
+}
+
+#[test]
+fn sim_scheme_detects_forgery() {
+    let a = MacSigner::new([1; 32]);
+    let b = MacSigner::new([2; 32]);
+    let scheme = MacScheme::new([&a, &b]);
+    let c = chain("sim");
+    let s = Signed::sign(Vote(1), &c, &a);
+    assert!(s.clone().verify(&c, &a.public_key(), &scheme).is_ok());
+    assert!(s.clone().verify(&c, &b.public_key(), &scheme).is_err());
+    let mut forged = s.clone();
+    forged.signature.0[0] ^= 1;
+    assert!(forged.verify(&c, &a.public_key(), &scheme).is_err());
+    let stranger = MacSigner::new([9; 32]);
+    let s = Signed::sign(Vote(1), &c, &stranger);
+    assert_eq!(
+        s.verify(&c, &stranger.public_key(), &scheme).unwrap_err(),
+        SignatureError::BadPublicKey
+    );
+}
+
+// ---- edge-case vectors -------------------------------------------------------------
+
+struct Vector {
+    name: &'static str,
+    key: PublicKey,
+    msg: Vec<u8>,
+    sig: Signature,
+}
+
+fn k_scalar(r: &[u8; 32], a: &[u8; 32], msg: &[u8]) -> Scalar {
+    let mut h = Sha512::new();
+    h.update(r);
+    h.update(a);
+    h.update(msg);
+    Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+}
+
+fn sig_bytes(r: [u8; 32], s: [u8; 32]) -> Signature {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&r);
+    out[32..].copy_from_slice(&s);
+    Signature(out)
+}
+
+fn vectors() -> Vec<Vector> {
+    let sk = SigningKey::from_bytes(&[42; 32]);
+    let a = sk.verifying_key().to_bytes();
+    let key = PublicKey(a);
+    let msg = b"edge".to_vec();
+    let kp = KeyPair::from_seed([42; 32]);
+    let good = kp.sign_raw(&msg);
+    let mut v = vec![Vector {
+        name: "valid",
+        key,
+        msg: msg.clone(),
+        sig: good,
+    }];
+
+    // Small-order public key (the identity) with R = identity and s = 0: the
+    // cofactorless equation holds for every message, so plain `verify` accepts it.
+    let identity = EdwardsPoint::identity().compress().to_bytes();
+    v.push(Vector {
+        name: "small-order key",
+        key: PublicKey(identity),
+        msg: msg.clone(),
+        sig: sig_bytes(identity, [0; 32]),
+    });
+
+    // Small-order R with s = k·a: valid under plain `verify`, rejected by `verify_strict`.
+    let k = k_scalar(&identity, &a, &msg);
+    let s = k * sk.to_scalar();
+    v.push(Vector {
+        name: "small-order R",
+        key,
+        msg: msg.clone(),
+        sig: sig_bytes(identity, s.to_bytes()),
+    });
+
+    // Non-canonical s: s + l encodes the same scalar mod l.
+    let mut s_bytes = [0u8; 32];
+    s_bytes.copy_from_slice(&good.0[32..]);
+    let l: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    let mut s_plus_l = [0u8; 32];
+    for i in 0..32 {
+        let t = s_bytes[i] as u16 + l[i] as u16 + carry;
+        s_plus_l[i] = t as u8;
+        carry = t >> 8;
+    }
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&good.0[..32]);
+    v.push(Vector {
+        name: "non-canonical s",
+        key,
+        msg: msg.clone(),
+        sig: sig_bytes(r, s_plus_l),
+    });
+
+    // Non-canonical R encodings: y ≥ p, for the few small y that decompress.
+    for y0 in 2u8..19 {
+        let mut enc = [0xffu8; 32];
+        enc[0] = 0xed + y0; // p = 2^255 - 19, so p + y0 has low byte 0xed + y0
+        enc[31] = 0x7f;
+        if CompressedEdwardsY(enc).decompress().is_some() {
+            v.push(Vector {
+                name: "non-canonical R",
+                key,
+                msg: msg.clone(),
+                sig: sig_bytes(enc, good.0[32..].try_into().unwrap()),
+            });
+        }
+    }
+
+    // A key that is not a curve point.
+    let mut not_point = [0u8; 32];
+    for y in 2u8..=255 {
+        not_point[0] = y;
+        if CompressedEdwardsY(not_point).decompress().is_none() {
+            break;
+        }
+    }
+    v.push(Vector {
+        name: "key off the curve",
+        key: PublicKey(not_point),
+        msg: msg.clone(),
+        sig: good,
+    });
+
+    // Wrong message, flipped bits.
+    v.push(Vector {
+        name: "wrong message",
+        key,
+        msg: b"other".to_vec(),
+        sig: good,
+    });
+    let mut flipped = good;
+    flipped.0[40] ^= 4;
+    v.push(Vector {
+        name: "flipped s bit",
+        key,
+        msg: msg.clone(),
+        sig: flipped,
+    });
+
+    // More valid ones so a batch has honest company.
+    for i in 0..4u8 {
+        let kp = KeyPair::from_seed([i + 100; 32]);
+        let m = vec![i; 10 + i as usize];
+        v.push(Vector {
+            name: "valid",
+            key: kp.public(),
+            sig: kp.sign_raw(&m),
+            msg: m,
+        });
+    }
+    v
+}
+
+#[test]
+fn edge_vectors_are_what_they_claim() {
+    let v = vectors();
+    let lax = |x: &Vector| {
+        VerifyingKey::from_bytes(&x.key.0)
+            .map(|k| {
+                k.verify(&x.msg, &ed25519_dalek::Signature::from_bytes(&x.sig.0))
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    };
+    let find = |n: &str| v.iter().find(|x| x.name == n).unwrap();
+    // The small-order vectors pass the lax check and must fail the strict one.
+    assert!(lax(find("small-order key")));
+    assert!(lax(find("small-order R")));
+    assert!(Ed25519
+        .verify(
+            &find("small-order key").key,
+            &find("small-order key").msg,
+            &find("small-order key").sig
+        )
+        .is_err());
+    assert!(Ed25519
+        .verify(
+            &find("small-order R").key,
+            &find("small-order R").msg,
+            &find("small-order R").sig
+        )
+        .is_err());
+    assert!(v.iter().any(|x| x.name == "non-canonical R"));
+}
+
+#[test]
+fn batch_and_single_paths_agree_on_edge_vectors() {
+    let v = vectors();
+    let single: Vec<_> = v
+        .iter()
+        .map(|x| Ed25519.verify(&x.key, &x.msg, &x.sig))
+        .collect();
+    assert_eq!(single.iter().filter(|r| r.is_ok()).count(), 5, "{single:?}");
+
+    // The whole set as one batch, each vector alone among valid ones, and each pair.
+    let items: Vec<_> = v
+        .iter()
+        .map(|x| (&x.key, x.msg.as_slice(), &x.sig))
+        .collect();
+    assert_eq!(Ed25519.verify_batch(&items), single);
+    let valid: Vec<usize> = (0..v.len()).filter(|&i| single[i].is_ok()).collect();
+    for i in 0..v.len() {
+        let mut idx = valid.clone();
+        idx.push(i);
+        let sub: Vec<_> = idx.iter().map(|&j| items[j]).collect();
+        let want: Vec<_> = idx.iter().map(|&j| single[j]).collect();
+        assert_eq!(Ed25519.verify_batch(&sub), want, "vector {}", v[i].name);
+        for j in 0..v.len() {
+            let pair = [items[i], items[j]];
+            assert_eq!(
+                Ed25519.verify_batch(&pair),
+                vec![single[i], single[j]],
+                "{} + {}",
+                v[i].name,
+                v[j].name
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_finds_the_bad_items_among_many() {
+    let c = chain("batch");
+    let keys: Vec<KeyPair> = (0..64u8).map(|i| KeyPair::from_seed([i; 32])).collect();
+    let mut items: Vec<(Signed<Vote>, PublicKey)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (Signed::sign(Vote(i as u64), &c, k), k.public()))
+        .collect();
+    items[5].0.value = Vote(999);
+    items[40].0.signature.0[3] ^= 1;
+    let out = Signed::verify_batch(items, &c, &Ed25519);
+    for (i, r) in out.iter().enumerate() {
+        assert_eq!(r.is_ok(), i != 5 && i != 40, "item {i}");
+    }
+}
+
+#[test]
+fn signing_message_separates_every_part() {
+    let c = chain("c");
+    assert_ne!(
+        signing_message(&c, "a", b"bc"),
+        signing_message(&c, "ab", b"c")
+    );
+    assert_ne!(
+        signing_message(&chain("c1"), "a", b""),
+        signing_message(&c, "1a", b"")
+    );
+}
