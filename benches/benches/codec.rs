@@ -1,1 +1,22 @@
-fn main() {}
+//! Encoding, decoding and hashing a 1,000-tx block.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use stele_types::{codec, Block};
+
+fn bench(c: &mut Criterion) {
+    let block = stele_benches::block(1000);
+    let bytes = codec::encode(&block);
+    let mut g = c.benchmark_group("block of 1000 txs");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("encode", |b| b.iter(|| codec::encode(&block)));
+    g.bench_function("decode", |b| {
+        b.iter(|| codec::decode::<Block>(&bytes, bytes.len()).expect("decodes"))
+    });
+    g.bench_function("match (tx hashes, Merkle root, header)", |b| {
+        b.iter(|| block.matches(block.height(), &block.digest()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

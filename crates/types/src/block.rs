@@ -1,0 +1,264 @@
+//! Blocks: a header {height, timestamp_ms, tx_root} and the transactions.
+//!
+//! The digest is H(header). View and proposer are not in the header: they live in the
+//! signed PRE-PREPARE, so a block prepared in view v and re-proposed in view v' keeps its
+//! digest. Heights are pipelined, so blocks are chained by the state digest, not by a
+//! parent hash.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use stele_crypto::{merkle, ChainId, Digest};
+
+use crate::codec;
+use crate::ids::Height;
+use crate::tx::{check_well_formed, tx_hash, Transaction, TxError, TxHash};
+
+/// The part of a block that its digest covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    pub height: Height,
+    /// Proposer's clock, made monotonic over non-null blocks; 0 for a null block.
+    pub timestamp_ms: u64,
+    /// Merkle root over the tx hashes, in block order.
+    pub tx_root: Digest,
+}
+
+impl BlockHeader {
+    /// The block digest d = H(header).
+    pub fn digest(&self) -> Digest {
+        Digest::of_parts("stele/block-header", &[&codec::encode(self)])
+    }
+}
+
+/// A block: header and transactions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub txs: Vec<Transaction>,
+}
+
+/// Why a block body is unacceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("block has {count} txs, the maximum is {max}")]
+    TooManyTxs { count: usize, max: usize },
+    #[error("block txs encode to {len} bytes, the maximum is {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("tx {hash} appears twice in the block")]
+    DuplicateTx { hash: TxHash },
+    #[error("tx {index} of the block: {source}")]
+    BadTx { index: usize, source: TxError },
+    #[error("block does not match height {height} digest {digest}")]
+    Mismatch { height: Height, digest: Digest },
+}
+
+impl Block {
+    /// A block of `txs` at `height`.
+    pub fn new(height: Height, timestamp_ms: u64, txs: Vec<Transaction>) -> Block {
+        let tx_root = Block::root_of(&txs);
+        Block {
+            header: BlockHeader {
+                height,
+                timestamp_ms,
+                tx_root,
+            },
+            txs,
+        }
+    }
+
+    /// The null block that fills a view-change gap at `height`: {height, 0, root of no txs}.
+    pub fn null(height: Height) -> Block {
+        Block::new(height, 0, Vec::new())
+    }
+
+    /// The null block's digest at `height`, without building it.
+    pub fn null_digest(height: Height) -> Digest {
+        Block::null(height).digest()
+    }
+
+    /// Whether this is a null block.
+    pub fn is_null(&self) -> bool {
+        self.txs.is_empty() && self.header.timestamp_ms == 0
+    }
+
+    /// The block digest, H(header).
+    pub fn digest(&self) -> Digest {
+        self.header.digest()
+    }
+
+    /// The height.
+    pub fn height(&self) -> Height {
+        self.header.height
+    }
+
+    /// The tx hashes in block order.
+    pub fn tx_hashes(&self) -> Vec<TxHash> {
+        self.txs.iter().map(tx_hash).collect()
+    }
+
+    fn root_of(txs: &[Transaction]) -> Digest {
+        let hashes: Vec<TxHash> = txs.iter().map(tx_hash).collect();
+        merkle::root(&hashes)
+    }
+
+    /// Whether this body is the block named by (height, digest): the header hashes to
+    /// `digest`, the txs' Merkle root is the header's, and the header's height is `height`.
+    pub fn matches(&self, height: Height, digest: &Digest) -> bool {
+        self.header.height == height
+            && self.header.digest() == *digest
+            && Block::root_of(&self.txs) == self.header.tx_root
+    }
+
+    /// Like [`Block::matches`], as a `Result`.
+    pub fn check_matches(&self, height: Height, digest: &Digest) -> Result<(), BlockError> {
+        if self.matches(height, digest) {
+            Ok(())
+        } else {
+            Err(BlockError::Mismatch {
+                height,
+                digest: *digest,
+            })
+        }
+    }
+
+    /// The content checks of a proposed body: count and size limits, every tx
+    /// well-formed for `chain`, no tx twice. Signatures are checked elsewhere, batched.
+    pub fn check_content(
+        &self,
+        chain: &ChainId,
+        max_txs: usize,
+        max_bytes: usize,
+    ) -> Result<(), BlockError> {
+        if self.txs.len() > max_txs {
+            return Err(BlockError::TooManyTxs {
+                count: self.txs.len(),
+                max: max_txs,
+            });
+        }
+        let mut seen = HashSet::with_capacity(self.txs.len());
+        let mut total = 0usize;
+        for (index, tx) in self.txs.iter().enumerate() {
+            check_well_formed(tx, chain).map_err(|source| BlockError::BadTx { index, source })?;
+            total += codec::encoded_len(tx);
+            let hash = tx_hash(tx);
+            if !seen.insert(hash) {
+                return Err(BlockError::DuplicateTx { hash });
+            }
+        }
+        if total > max_bytes {
+            return Err(BlockError::TooLarge {
+                len: total,
+                max: max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The Merkle proof that tx `index` is in this block.
+    pub fn prove_tx(&self, index: usize) -> Option<merkle::Proof> {
+        merkle::prove(&self.tx_hashes(), index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Amount, Nonce};
+    use crate::tx::{sign_tx, Op, TxBody};
+    use stele_crypto::KeyPair;
+
+    fn txs(n: u64) -> Vec<Transaction> {
+        let k = KeyPair::from_seed([3; 32]);
+        (0..n)
+            .map(|i| {
+                sign_tx(
+                    TxBody {
+                        chain_id: ChainId::new("t").unwrap(),
+                        sender: k.public(),
+                        nonce: Nonce(i),
+                        op: Op::Transfer {
+                            to: KeyPair::from_seed([4; 32]).public(),
+                            amount: Amount(1 + i),
+                        },
+                    },
+                    &k,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_block_matches_its_own_height_and_digest() {
+        let b = Block::new(Height(5), 1000, txs(3));
+        assert!(b.matches(Height(5), &b.digest()));
+        assert!(!b.matches(Height(6), &b.digest()));
+    }
+
+    #[test]
+    fn header_matching_but_txs_not_does_not_match() {
+        let b = Block::new(Height(5), 1000, txs(3));
+        let d = b.digest();
+        let mut swapped = b.clone();
+        swapped.txs.swap(0, 1);
+        assert!(!swapped.matches(Height(5), &d));
+        let mut fewer = b.clone();
+        fewer.txs.pop();
+        assert!(!fewer.matches(Height(5), &d));
+        // The reverse: the txs are right but the header is another.
+        let mut other_header = b.clone();
+        other_header.header.timestamp_ms += 1;
+        assert!(!other_header.matches(Height(5), &d));
+    }
+
+    #[test]
+    fn header_height_must_be_the_height_asked_for() {
+        let mut b = Block::new(Height(5), 1000, txs(1));
+        b.header.height = Height(6);
+        let d = b.digest();
+        assert!(b.matches(Height(6), &d));
+        assert!(!b.matches(Height(5), &d));
+    }
+
+    #[test]
+    fn null_blocks_are_recognised_and_distinct_per_height() {
+        let n = Block::null(Height(3));
+        assert!(n.is_null());
+        assert_eq!(n.header.tx_root, merkle::empty_root());
+        assert_ne!(Block::null_digest(Height(3)), Block::null_digest(Height(4)));
+        assert!(!Block::new(Height(3), 1, vec![]).is_null());
+    }
+
+    #[test]
+    fn a_tx_twice_is_refused() {
+        let mut t = txs(2);
+        t.push(t[0].clone());
+        let b = Block::new(Height(1), 1, t);
+        let chain = ChainId::new("t").unwrap();
+        assert!(matches!(
+            b.check_content(&chain, 10, 1 << 20),
+            Err(BlockError::DuplicateTx { .. })
+        ));
+        let ok = Block::new(Height(1), 1, txs(2));
+        assert_eq!(ok.check_content(&chain, 10, 1 << 20), Ok(()));
+        assert!(matches!(
+            ok.check_content(&chain, 1, 1 << 20),
+            Err(BlockError::TooManyTxs { .. })
+        ));
+        assert!(matches!(
+            ok.check_content(&chain, 10, 10),
+            Err(BlockError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn every_tx_proves_against_the_header_root() {
+        let b = Block::new(Height(1), 1, txs(7));
+        for (i, h) in b.tx_hashes().iter().enumerate() {
+            assert!(b
+                .prove_tx(i)
+                .unwrap()
+                .verify(&b.header.tx_root, h.as_bytes()));
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Client transactions: what a sender signs, and the hash that names a signed tx.
+//!
+//! The tx hash covers the whole signed tx, signature included: dedup, the verified
+//! cache, the tx index and "no tx twice in a block" all use it, so a relayed copy with a
+//! garbled signature can never shadow the real one.
+
+use serde::{Deserialize, Serialize};
+use stele_crypto::{ChainId, Digest, PublicKey, Signable, Signed, Signer};
+
+use crate::bounded::BoundedBytes;
+use crate::codec;
+use crate::ids::{Amount, Nonce};
+
+/// Longest record key of a `Put`.
+pub const MAX_RECORD_KEY_LEN: usize = 64;
+/// Longest record value of a `Put`.
+pub const MAX_RECORD_VALUE_LEN: usize = 1024;
+/// Longest encoded signed transaction; anything longer is refused before it is verified.
+pub const MAX_TX_LEN: usize = 1400;
+
+/// A record key (at most [`MAX_RECORD_KEY_LEN`] bytes).
+pub type RecordKey = BoundedBytes<MAX_RECORD_KEY_LEN>;
+/// A record value (at most [`MAX_RECORD_VALUE_LEN`] bytes).
+pub type RecordValue = BoundedBytes<MAX_RECORD_VALUE_LEN>;
+/// The hash of a signed transaction.
+pub type TxHash = Digest;
+
+/// What a transaction does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Moves `amount` from the sender to `to`, creating `to`'s account if the amount is at
+    /// least the genesis minimum.
+    Transfer { to: PublicKey, amount: Amount },
+    /// Stores `value` under `key` in the sender's namespace.
+    Put { key: RecordKey, value: RecordValue },
+}
+
+/// The signed part of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBody {
+    pub chain_id: ChainId,
+    pub sender: PublicKey,
+    pub nonce: Nonce,
+    pub op: Op,
+}
+
+impl Signable for TxBody {
+    const DOMAIN: &'static str = "stele/tx";
+    fn signing_bytes(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+}
+
+/// A signed transaction: `chain_id`, `sender`, `nonce`, `op` and `signature`.
+pub type Transaction = Signed<TxBody>;
+
+/// Signs a transaction body with the sender's key.
+pub fn sign_tx(body: TxBody, signer: &dyn Signer) -> Transaction {
+    let chain = body.chain_id.clone();
+    Signed::sign(body, &chain, signer)
+}
+
+/// The tx hash: SHA-256 of the canonical bytes of the whole signed tx.
+pub fn tx_hash(tx: &Transaction) -> TxHash {
+    Digest::of(&codec::encode(tx))
+}
+
+/// Why a transaction is not well-formed (checked before its signature).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("transaction is for chain {found}, this is {expected}")]
+    WrongChain { expected: ChainId, found: ChainId },
+    #[error("transaction encodes to {len} bytes, the maximum is {MAX_TX_LEN}")]
+    TooLarge { len: usize },
+    #[error("transfer of amount 0")]
+    ZeroAmount,
+    #[error("sender signs its own key as the recipient of a transfer")]
+    SelfTransfer,
+}
+
+/// Checks what can be checked without state or signature: chain, size, op sanity.
+pub fn check_well_formed(tx: &Transaction, chain: &ChainId) -> Result<(), TxError> {
+    if tx.chain_id != *chain {
+        return Err(TxError::WrongChain {
+            expected: chain.clone(),
+            found: tx.chain_id.clone(),
+        });
+    }
+    let len = codec::encoded_len(tx);
+    if len > MAX_TX_LEN {
+        return Err(TxError::TooLarge { len });
+    }
+    if let Op::Transfer { to, amount } = &tx.op {
+        if amount.0 == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        if *to == tx.sender {
+            return Err(TxError::SelfTransfer);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stele_crypto::KeyPair;
+
+    fn tx(nonce: u64) -> (Transaction, KeyPair) {
+        let k = KeyPair::from_seed([1; 32]);
+        let body = TxBody {
+            chain_id: ChainId::new("t").unwrap(),
+            sender: k.public(),
+            nonce: Nonce(nonce),
+            op: Op::Transfer {
+                to: KeyPair::from_seed([2; 32]).public(),
+                amount: Amount(5),
+            },
+        };
+        (sign_tx(body, &k), k)
+    }
+
+    #[test]
+    fn a_changed_signature_changes_the_hash() {
+        let (t, _) = tx(0);
+        let mut garbled = t.clone();
+        garbled.signature.0[10] ^= 1;
+        assert_ne!(tx_hash(&t), tx_hash(&garbled));
+        assert_eq!(tx_hash(&t), tx_hash(&t.clone()));
+    }
+
+    #[test]
+    fn largest_put_fits_in_max_tx_len() {
+        let k = KeyPair::from_seed([1; 32]);
+        let body = TxBody {
+            chain_id: ChainId::new(&"c".repeat(64)).unwrap(),
+            sender: k.public(),
+            nonce: Nonce(u64::MAX),
+            op: Op::Put {
+                key: RecordKey::new(vec![0; MAX_RECORD_KEY_LEN]).unwrap(),
+                value: RecordValue::new(vec![0; MAX_RECORD_VALUE_LEN]).unwrap(),
+            },
+        };
+        let t = sign_tx(body, &k);
+        assert!(
+            codec::encoded_len(&t) <= MAX_TX_LEN,
+            "{}",
+            codec::encoded_len(&t)
+        );
+        assert_eq!(check_well_formed(&t, &t.chain_id.clone()), Ok(()));
+    }
+
+    #[test]
+    fn wrong_chain_and_zero_amount_are_not_well_formed() {
+        let (t, _) = tx(0);
+        assert!(matches!(
+            check_well_formed(&t, &ChainId::new("other").unwrap()),
+            Err(TxError::WrongChain { .. })
+        ));
+        let k = KeyPair::from_seed([1; 32]);
+        let mut body = t.value.clone();
+        body.op = Op::Transfer {
+            to: KeyPair::from_seed([2; 32]).public(),
+            amount: Amount(0),
+        };
+        assert_eq!(
+            check_well_formed(&sign_tx(body, &k), &t.chain_id),
+            Err(TxError::ZeroAmount)
+        );
+    }
+}
