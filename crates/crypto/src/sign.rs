@@ -9,7 +9,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::OnceLock;
 
+use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::Scalar;
 use ed25519_dalek::VerifyingKey;
@@ -204,10 +206,10 @@ impl Ed25519 {
     /// Whether an item may go into a batch: everything `verify_strict` rejects without
     /// doing the group equation is rejected here too, and a non-canonical R (which a
     /// batch would accept, since it decompresses R instead of comparing encodings) is
-    /// sent to the single path.
+    /// sent to the single path. R is never decompressed here: a batch does that anyway,
+    /// and an R that does not decompress fails the batch and then the single path.
     fn batchable(key: &PublicKey, sig: &Signature) -> Result<Option<VerifyingKey>, SignatureError> {
-        let vk =
-            VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
+        let vk = VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
         if vk.is_weak() {
             return Err(SignatureError::Invalid);
         }
@@ -218,18 +220,64 @@ impl Ed25519 {
         }
         let mut r = [0u8; 32];
         r.copy_from_slice(&sig.0[..32]);
-        let r_comp = CompressedEdwardsY(r);
-        let Some(r_point) = r_comp.decompress() else {
-            return Err(SignatureError::Invalid);
-        };
-        if r_point.is_small_order() {
+        if small_order_encodings().contains(&r) {
             return Err(SignatureError::Invalid);
         }
-        if r_point.compress() != r_comp {
+        if !is_canonical_y(&r) {
             return Ok(None);
         }
         Ok(Some(vk))
     }
+}
+
+/// Whether the y coordinate of an encoded point (sign bit aside) is below p = 2^255 − 19.
+fn is_canonical_y(enc: &[u8; 32]) -> bool {
+    let top = enc[31] & 0x7f;
+    !(top == 0x7f && enc[1..31].iter().all(|&b| b == 0xff) && enc[0] >= 0xed)
+}
+
+/// Every 32-byte string that decompresses to a point of small order: the eight torsion
+/// points, with non-canonical y and sign-bit variants. Computed once; checking R against
+/// it costs a few comparisons instead of a decompression.
+fn small_order_encodings() -> &'static [[u8; 32]] {
+    static SET: OnceLock<Vec<[u8; 32]>> = OnceLock::new();
+    SET.get_or_init(|| {
+        let mut out: Vec<[u8; 32]> = Vec::new();
+        for t in EIGHT_TORSION.iter() {
+            let c = t.compress().to_bytes();
+            let mut candidates = vec![c];
+            // y + p, when that still fits in 255 bits (y < 19).
+            let mut y_plus_p = c;
+            let mut carry = 0u16;
+            let p: [u8; 32] = {
+                let mut p = [0xffu8; 32];
+                p[0] = 0xed;
+                p[31] = 0x7f;
+                p
+            };
+            y_plus_p[31] &= 0x7f;
+            for (b, pb) in y_plus_p.iter_mut().zip(p.iter()) {
+                let v = *b as u16 + *pb as u16 + carry;
+                *b = v as u8;
+                carry = v >> 8;
+            }
+            if carry == 0 && y_plus_p[31] & 0x80 == 0 {
+                y_plus_p[31] |= c[31] & 0x80;
+                candidates.push(y_plus_p);
+            }
+            for cand in candidates {
+                for sign in [0u8, 0x80] {
+                    let mut e = cand;
+                    e[31] = (e[31] & 0x7f) | sign;
+                    let small = CompressedEdwardsY(e).decompress().is_some_and(|pt| pt.is_small_order());
+                    if small && !out.contains(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        out
+    })
 }
 
 impl Scheme for Ed25519 {
@@ -402,5 +450,41 @@ impl<T> Deref for Verified<T> {
 impl<T: Serialize> Serialize for Verified<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+
+    #[test]
+    fn small_order_set_holds_every_torsion_encoding_and_nothing_else() {
+        let set = small_order_encodings();
+        // 8 canonical encodings, plus non-canonical and sign variants of the few with small y.
+        assert!(set.len() > 8, "{}", set.len());
+        for t in EIGHT_TORSION.iter() {
+            assert!(set.contains(&t.compress().to_bytes()));
+        }
+        for e in set {
+            assert!(CompressedEdwardsY(*e).decompress().is_some_and(|p| p.is_small_order()));
+        }
+        let mut p = ED25519_BASEPOINT_POINT;
+        for _ in 0..64 {
+            assert!(!set.contains(&p.compress().to_bytes()));
+            p += ED25519_BASEPOINT_POINT;
+        }
+    }
+
+    #[test]
+    fn canonical_y_boundary() {
+        let mut p = [0xffu8; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        assert!(!is_canonical_y(&p));
+        p[0] = 0xec;
+        assert!(is_canonical_y(&p));
+        p[31] = 0xff; // sign bit does not matter
+        assert!(is_canonical_y(&p));
     }
 }
