@@ -209,7 +209,8 @@ impl Ed25519 {
     /// sent to the single path. R is never decompressed here: a batch does that anyway,
     /// and an R that does not decompress fails the batch and then the single path.
     fn batchable(key: &PublicKey, sig: &Signature) -> Result<Option<VerifyingKey>, SignatureError> {
-        let vk = VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
+        let vk =
+            VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
         if vk.is_weak() {
             return Err(SignatureError::Invalid);
         }
@@ -269,7 +270,9 @@ fn small_order_encodings() -> &'static [[u8; 32]] {
                 for sign in [0u8, 0x80] {
                     let mut e = cand;
                     e[31] = (e[31] & 0x7f) | sign;
-                    let small = CompressedEdwardsY(e).decompress().is_some_and(|pt| pt.is_small_order());
+                    let small = CompressedEdwardsY(e)
+                        .decompress()
+                        .is_some_and(|pt| pt.is_small_order());
                     if small && !out.contains(&e) {
                         out.push(e);
                     }
@@ -467,7 +470,9 @@ mod tests {
             assert!(set.contains(&t.compress().to_bytes()));
         }
         for e in set {
-            assert!(CompressedEdwardsY(*e).decompress().is_some_and(|p| p.is_small_order()));
+            assert!(CompressedEdwardsY(*e)
+                .decompress()
+                .is_some_and(|p| p.is_small_order()));
         }
         let mut p = ED25519_BASEPOINT_POINT;
         for _ in 0..64 {
