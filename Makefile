@@ -8,9 +8,9 @@ SHELL := /bin/bash
 # RocksDB's C++ alone takes a quarter of an hour on two cores.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/stele-target
 CARGO ?= cargo
-CARGO_FLAGS ?= --locked
+CARGO_FLAGS ?=
 
-.PHONY: help setup test lint unit bench testnet
+.PHONY: help setup test lint unit bench sim testnet
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -29,7 +29,11 @@ unit: ## the workspace's tests (unit, property, integration)
 	$(CARGO) test --workspace $(CARGO_FLAGS)
 
 bench: setup ## criterion micro benchmarks (figures in README.md)
-	$(CARGO) bench -p stele-benches $(CARGO_FLAGS)
+	$(CARGO) bench --workspace $(CARGO_FLAGS)
+
+SIM_SEEDS ?= 100000
+sim: setup ## a long simulator campaign: make sim SIM_SEEDS=100000 (make test runs 1,000)
+	SIM_SEEDS=$(SIM_SEEDS) $(CARGO) test -p stele-sim --test seeds $(CARGO_FLAGS) -- campaign --nocapture
 
 testnet: ## a four-validator testnet (arrives with the node)
 	@echo "make testnet: the validator node is not built yet (issue: 'The validator node, the stele client, a one-command testnet ...')." >&2

@@ -1,0 +1,1735 @@
+//! The PBFT replica: one struct, no I/O. Inputs are method calls carrying time; outputs
+//! are [`Action`]s the caller drains in order (a `Persist` before any send after it).
+//!
+//! The log keeps, per height in the window (h, h + L], the PRE-PREPARE and votes of the
+//! current view, the bodies known, and the commit certificate once committed. Prepared
+//! certificates are kept across views (highest view per height) until a stable
+//! checkpoint discards them. Everything is bounded by the window.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
+
+use stele_crypto::{Digest, Signature, Signed, Signer, Verified};
+use stele_types::certs::SignatureEntry;
+use stele_types::{
+    codec, Block, BlockBatch, Bodies, Checkpoint, CheckpointCertificate, Commit, CommitCertificate,
+    CommittedBlock, DurableEntry, FetchBlocks, FetchBodies, Genesis, Height, Message, NewView,
+    Params, PrePrepare, Prepare, PreparedCertificate, Proposal, ReplicaId, Status, TxBody, TxHash,
+    ValidatorSet, ViewChange, ViewNumber,
+};
+
+use crate::action::{Action, Evidence, Halt, Timer};
+use crate::pending::{Pending, TxClass, TxOutcome};
+use crate::verify::{Inbound, Reject, VerifiedMessage};
+use crate::viewchange;
+
+/// Most bodies kept per height (one per distinct digest seen: the current view's plus
+/// re-proposals); more are ignored.
+const MAX_BODIES_PER_HEIGHT: usize = 4;
+
+/// What an engine needs to start.
+#[derive(Clone)]
+pub struct Config {
+    pub id: ReplicaId,
+    pub genesis: Genesis,
+    pub signer: Arc<dyn Signer>,
+    /// The state digest at height 0.
+    pub genesis_state: Digest,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The committed chain as the store holds it, for a restart.
+#[derive(Debug, Clone, Default)]
+pub struct ChainState {
+    /// Last executed (= committed, the node executes as it delivers) height.
+    pub executed: Height,
+    /// State digest after `executed`.
+    pub state_digest: Digest,
+    /// The committed blocks above the stable checkpoint with their certificates.
+    pub recent: Vec<CommittedBlock>,
+    /// The state digests at checkpoint heights above the stable checkpoint.
+    pub checkpoint_digests: Vec<(Height, Digest)>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// The PRE-PREPARE accepted in the current view.
+    pre_prepare: Option<Signed<PrePrepare>>,
+    /// Whether that PRE-PREPARE came fresh (skew-checked) or on a NEW-VIEW's authority.
+    bodies: BTreeMap<Digest, Block>,
+    prepares: BTreeMap<ReplicaId, (Digest, Signature)>,
+    commits: BTreeMap<ReplicaId, (Digest, Signature)>,
+    sent_prepare: Option<Digest>,
+    sent_commit: Option<Digest>,
+    /// Digest this replica signed a PRE-PREPARE or PREPARE for, per view: never another.
+    signed: BTreeMap<ViewNumber, Digest>,
+    committed: Option<CommitCertificate>,
+}
+
+impl Slot {
+    fn clear_view(&mut self) {
+        self.pre_prepare = None;
+        self.prepares.clear();
+        self.commits.clear();
+        self.sent_prepare = None;
+        self.sent_commit = None;
+    }
+
+    fn add_body(&mut self, body: Block) {
+        let d = body.digest();
+        if self.bodies.len() < MAX_BODIES_PER_HEIGHT || self.bodies.contains_key(&d) {
+            self.bodies.insert(d, body);
+        }
+    }
+}
+
+/// Counters the engine keeps for the driver's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub view_changes: u64,
+    pub committed_heights: u64,
+}
+
+/// A PBFT replica.
+pub struct Engine {
+    id: ReplicaId,
+    vs: ValidatorSet,
+    params: Params,
+    signer: Arc<dyn Signer>,
+
+    view: ViewNumber,
+    active: bool,
+    halted: bool,
+
+    /// Low watermark h: the stable checkpoint.
+    low: Height,
+    stable: Option<CheckpointCertificate>,
+    /// Highest height delivered (committed and handed to the executor, in order).
+    delivered: Height,
+    /// Highest height executed (reported by `on_executed`).
+    executed: Height,
+    /// Highest height ever committed by this replica (timer back-off rule).
+    max_committed: Height,
+    /// Own state digests at checkpoint heights above h.
+    own_checkpoints: BTreeMap<Height, Digest>,
+    checkpoint_votes: BTreeMap<Height, BTreeMap<ReplicaId, (Digest, Signature)>>,
+
+    slots: BTreeMap<Height, Slot>,
+    /// Highest-view prepared certificate per height, kept across views.
+    prepared: BTreeMap<Height, PreparedCertificate>,
+    /// Latest VIEW-CHANGE per replica (outside the per-peer buffer).
+    latest_vc: BTreeMap<ReplicaId, Verified<ViewChange>>,
+    /// Latest accepted NEW-VIEW.
+    new_view: Option<Signed<NewView>>,
+    /// Our own latest VIEW-CHANGE.
+    own_vc: Option<Signed<ViewChange>>,
+    /// The view whose NEW-VIEW wait timer is running.
+    nv_timer_view: Option<ViewNumber>,
+    /// Current view-change timeout (doubles, capped, returns to base).
+    timeout: u64,
+    /// The request the timer follows.
+    tracking: Option<TxHash>,
+
+    /// Next height this primary proposes.
+    next_height: Height,
+    /// Highest timestamp of a non-null block known.
+    max_timestamp: u64,
+    pending: Pending,
+    relay_buf: Vec<Signed<TxBody>>,
+    /// Messages for a future view or just above the window, per peer, bounded.
+    buffer: BTreeMap<ReplicaId, VecDeque<(u64, Inbound)>>,
+    buffer_cap: usize,
+    /// Bodies wanted for O entries: height → digest.
+    wanted: BTreeMap<Height, Digest>,
+    /// State transfer in progress: up to which height, asked at what time.
+    fetching: Option<(Height, u64)>,
+
+    timers: BTreeMap<Timer, u64>,
+    actions: Vec<Action>,
+    stats: EngineStats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("id", &self.id)
+            .field("view", &self.view)
+            .field("active", &self.active)
+            .field("low", &self.low)
+            .field("delivered", &self.delivered)
+            .field("executed", &self.executed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A replica at genesis, active in view 0.
+    pub fn new(config: Config, now: u64) -> Engine {
+        Engine::restore(config, Vec::new(), ChainState::default(), now)
+    }
+
+    /// A replica rebuilt from its durable consensus record and committed chain: active
+    /// again only in the view whose NEW-VIEW it accepted and had not left.
+    pub fn restore(
+        config: Config,
+        durable: Vec<DurableEntry>,
+        chain: ChainState,
+        now: u64,
+    ) -> Engine {
+        let vs = config.genesis.validator_set();
+        let params = config.genesis.params.clone();
+        assert!(
+            vs.contains(config.id),
+            "own id {} is not in the validator set",
+            config.id
+        );
+        assert_eq!(
+            vs.key(config.id),
+            Some(&config.signer.public_key()),
+            "signer key is not validator {}'s genesis key",
+            config.id
+        );
+        let mut e = Engine {
+            id: config.id,
+            pending: Pending::new(params.mempool_size as usize),
+            buffer_cap: 3 * params.window as usize + 16,
+            timeout: params.view_timeout_ms,
+            vs,
+            params,
+            signer: config.signer,
+            view: ViewNumber(0),
+            active: true,
+            halted: false,
+            low: Height(0),
+            stable: None,
+            delivered: chain.executed,
+            executed: chain.executed,
+            max_committed: chain.executed,
+            own_checkpoints: BTreeMap::new(),
+            checkpoint_votes: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            latest_vc: BTreeMap::new(),
+            new_view: None,
+            own_vc: None,
+            nv_timer_view: None,
+            tracking: None,
+            next_height: chain.executed.next(),
+            max_timestamp: 0,
+            relay_buf: Vec::new(),
+            buffer: BTreeMap::new(),
+            wanted: BTreeMap::new(),
+            fetching: None,
+            timers: BTreeMap::new(),
+            actions: Vec::new(),
+            stats: EngineStats::default(),
+        };
+        e.own_checkpoints.insert(Height(0), config.genesis_state);
+        for (h, d) in chain.checkpoint_digests {
+            e.own_checkpoints.insert(h, d);
+        }
+        e.own_checkpoints.insert(chain.executed, chain.state_digest);
+        let window_top = e.low_after(&durable).0.saturating_add(e.params.window);
+        for cb in chain.recent {
+            let h = cb.block.height();
+            if h.0 > window_top {
+                continue;
+            }
+            if !cb.block.is_null() {
+                e.max_timestamp = e.max_timestamp.max(cb.block.header.timestamp_ms);
+            }
+            let slot = e.slots.entry(h).or_default();
+            slot.add_body(cb.block);
+            slot.committed = Some(cb.certificate);
+        }
+        let mut vc_view = ViewNumber(0);
+        for entry in durable {
+            match entry {
+                DurableEntry::PrePrepareSent { pre_prepare, body }
+                | DurableEntry::PrepareSent {
+                    pre_prepare, body, ..
+                } => {
+                    let slot = e.slots.entry(pre_prepare.height).or_default();
+                    slot.signed.insert(pre_prepare.view, pre_prepare.digest);
+                    slot.add_body(body);
+                }
+                DurableEntry::Prepared(c) => {
+                    let keep = e
+                        .prepared
+                        .get(&c.height())
+                        .is_none_or(|cur| cur.view() < c.view());
+                    if keep {
+                        e.prepared.insert(c.height(), c);
+                    }
+                }
+                DurableEntry::ViewChangeSent { view } => vc_view = vc_view.max(view),
+                DurableEntry::NewViewAccepted(nv) => {
+                    if e.new_view.as_ref().is_none_or(|cur| cur.view < nv.view) {
+                        e.new_view = Some(nv);
+                    }
+                }
+                DurableEntry::StableCheckpoint(c) => {
+                    if c.height > e.low {
+                        e.low = c.height;
+                        e.stable = Some(c);
+                    }
+                }
+            }
+        }
+        let nv_view = e.new_view.as_ref().map_or(ViewNumber(0), |nv| nv.view);
+        e.view = vc_view.max(nv_view);
+        // Active in view 0 from genesis, in w > 0 only through an accepted NEW-VIEW(w)
+        // that we have not left by sending a VIEW-CHANGE for a higher view.
+        e.active = vc_view <= nv_view && (e.view == ViewNumber(0) || e.new_view.is_some());
+        if e.active && e.view > ViewNumber(0) {
+            // Our NEW-VIEW entries are our PRE-PREPAREs in this view.
+            if let Some(nv) = e.new_view.clone() {
+                for pp in nv.value.pre_prepares {
+                    if pp.height > e.low {
+                        let h = pp.height;
+                        e.slots.entry(h).or_default().pre_prepare = Some(pp);
+                    }
+                }
+            }
+        }
+        e.gc_below(e.low);
+        let highest_signed = e
+            .slots
+            .iter()
+            .filter(|(_, s)| s.signed.contains_key(&e.view))
+            .map(|(h, _)| *h)
+            .next_back()
+            .unwrap_or(Height(0));
+        e.next_height = e.delivered.max(highest_signed).max(e.low).next();
+        if !e.active {
+            // Re-send our VIEW-CHANGE for the view we were changing to.
+            e.send_view_change(e.view, now);
+        }
+        e.set_timer(Timer::Status, now + e.status_interval());
+        debug_assert!(e.low <= e.delivered || e.delivered < e.low);
+        e
+    }
+
+    /// The stable checkpoint height a durable record holds.
+    fn low_after(&self, durable: &[DurableEntry]) -> Height {
+        durable
+            .iter()
+            .filter_map(|e| match e {
+                DurableEntry::StableCheckpoint(c) => Some(c.height),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(Height(0))
+    }
+
+    // ---- accessors ---------------------------------------------------------------
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    /// The current view.
+    pub fn view(&self) -> ViewNumber {
+        self.view
+    }
+    /// Whether it is active in its view.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+    /// Whether it halted.
+    pub fn is_halted(&self) -> bool {
+        self.halted
+    }
+    /// The low watermark (stable checkpoint height).
+    pub fn low_watermark(&self) -> Height {
+        self.low
+    }
+    /// Highest delivered height.
+    pub fn delivered(&self) -> Height {
+        self.delivered
+    }
+    /// Highest executed height.
+    pub fn executed(&self) -> Height {
+        self.executed
+    }
+    /// Pending txs.
+    pub fn pending(&self) -> &Pending {
+        &self.pending
+    }
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+    /// The validator set.
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.vs
+    }
+    /// Sizes of the bounded structures, for the simulator's memory checker:
+    /// (slots, prepared certificates, checkpoint vote heights, buffered messages).
+    pub fn footprint(&self) -> (usize, usize, usize, usize) {
+        (
+            self.slots.len(),
+            self.prepared.len(),
+            self.checkpoint_votes.len(),
+            self.buffer.values().map(VecDeque::len).sum(),
+        )
+    }
+    /// The bound on each of [`Engine::footprint`]'s log parts.
+    pub fn window(&self) -> u64 {
+        self.params.window
+    }
+    /// The per-peer buffer bound.
+    pub fn buffer_cap(&self) -> usize {
+        self.buffer_cap
+    }
+
+    /// The earliest timer deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.values().min().copied()
+    }
+
+    /// Takes the actions produced so far, in order.
+    pub fn drain(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    fn status_interval(&self) -> u64 {
+        (self.params.view_timeout_ms / 4).clamp(50, 1000)
+    }
+
+    fn set_timer(&mut self, t: Timer, at: u64) {
+        self.timers.insert(t, at);
+    }
+
+    fn primary(&self) -> ReplicaId {
+        self.vs.primary(self.view)
+    }
+
+    fn is_primary(&self) -> bool {
+        self.primary() == self.id
+    }
+
+    fn sign<T: stele_crypto::Signable>(&self, v: T) -> Signed<T> {
+        Signed::sign(v, self.vs.chain_id(), self.signer.as_ref())
+    }
+
+    fn reject(&mut self, from: ReplicaId, reason: Reject) {
+        self.actions.push(Action::Rejected { from, reason });
+    }
+
+    fn in_window(&self, h: Height) -> bool {
+        h > self.low && h.0 <= self.low.0.saturating_add(self.params.window)
+    }
+
+    // ---- requests ----------------------------------------------------------------
+
+    /// A verified client tx, classified by the node's admission. `from_client` txs are
+    /// relayed to the other validators in batches; relayed ones are not relayed again.
+    pub fn on_request(
+        &mut self,
+        now: u64,
+        unix_ms: u64,
+        tx: Verified<TxBody>,
+        class: TxClass,
+        from_client: bool,
+    ) {
+        if self.halted {
+            return;
+        }
+        let signed = tx.signed().clone();
+        if !self.pending.insert(tx, class, now) {
+            return;
+        }
+        if from_client {
+            self.relay_buf.push(signed);
+            if self.relay_buf.len() >= self.params.relay_batch_txs as usize {
+                self.flush_relay();
+            } else {
+                self.timers.entry(Timer::RelayFlush).or_insert(now + 5);
+            }
+        }
+        self.update_tracking(now);
+        self.maybe_propose(now, unix_ms);
+    }
+
+    fn flush_relay(&mut self) {
+        self.timers.remove(&Timer::RelayFlush);
+        if !self.relay_buf.is_empty() {
+            let txs = std::mem::take(&mut self.relay_buf);
+            self.actions
+                .push(Action::Broadcast(Message::Relay(stele_types::TxRelay {
+                    txs,
+                })));
+        }
+    }
+
+    /// Moves the view-change timer to the oldest tracked request, when the current one
+    /// is no longer tracked (committed) or none was.
+    fn update_tracking(&mut self, now: u64) {
+        if !self.active {
+            return;
+        }
+        if let Some(h) = self.tracking {
+            if self.pending.is_tracked(&h) {
+                return;
+            }
+        }
+        match self.pending.oldest_tracked() {
+            Some((h, since)) => {
+                // Tracking of the next request begins now (a fresh T), or when it arrived
+                // if that is later.
+                let start = since.max(now);
+                self.tracking = Some(h);
+                self.set_timer(Timer::ViewChange, start + self.timeout);
+            }
+            None => {
+                self.tracking = None;
+                self.timers.remove(&Timer::ViewChange);
+            }
+        }
+    }
+
+    // ---- time --------------------------------------------------------------------
+
+    /// Fires the timers due at `now`.
+    pub fn on_tick(&mut self, now: u64, unix_ms: u64) {
+        if self.halted {
+            return;
+        }
+        let due: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, &t)| t <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for t in due {
+            self.timers.remove(&t);
+            match t {
+                Timer::ViewChange => self.on_view_timer(now),
+                Timer::ViewChangeResend => {
+                    if !self.active {
+                        if let Some(vc) = self.own_vc.clone() {
+                            self.actions
+                                .push(Action::Broadcast(Message::ViewChange(vc)));
+                        }
+                        self.set_timer(Timer::ViewChangeResend, now + (self.timeout / 2).max(1));
+                    }
+                }
+                Timer::BatchFlush => self.maybe_propose(now, unix_ms),
+                Timer::RelayFlush => self.flush_relay(),
+                Timer::Status => {
+                    self.broadcast_status();
+                    self.retry_fetches(now);
+                    self.pending.expire_gapped(now, self.params.gapped_ttl_ms);
+                    self.set_timer(Timer::Status, now + self.status_interval());
+                }
+            }
+        }
+        self.maybe_propose(now, unix_ms);
+    }
+
+    fn on_view_timer(&mut self, now: u64) {
+        if self.active {
+            // The tracked request did not commit within T.
+            self.start_view_change(self.view.next(), now);
+        } else {
+            // No valid NEW-VIEW within the timeout: double it (capped) and move on.
+            self.timeout = (self.timeout.saturating_mul(2)).min(self.params.max_view_timeout_ms);
+            self.start_view_change(self.view.next(), now);
+        }
+    }
+
+    fn broadcast_status(&mut self) {
+        let s = self.sign(Status {
+            replica: self.id,
+            view: self.view,
+            active: self.active,
+            executed: self.executed,
+            stable_checkpoint: self.low,
+        });
+        self.actions.push(Action::Broadcast(Message::Status(s)));
+    }
+
+    fn retry_fetches(&mut self, now: u64) {
+        if !self.wanted.is_empty() {
+            let wanted: Vec<(Height, Digest)> = self.wanted.iter().map(|(h, d)| (*h, *d)).collect();
+            self.actions
+                .push(Action::Broadcast(Message::FetchBodies(FetchBodies {
+                    wanted,
+                })));
+        }
+        if let Some((to, at)) = self.fetching {
+            if self.delivered >= to {
+                self.fetching = None;
+            } else if now.saturating_sub(at) > self.params.view_timeout_ms {
+                // The peer did not answer; ask again (another peer, round-robin).
+                self.fetching = None;
+                let peer = ReplicaId(((now / 1000) % self.vs.n() as u64) as u16);
+                if peer != self.id {
+                    self.request_blocks(peer, to, now);
+                }
+            }
+        }
+    }
+
+    // ---- messages ----------------------------------------------------------------
+
+    /// A verified message from `from`, which arrived at `arrival_unix_ms`.
+    pub fn on_message(
+        &mut self,
+        now: u64,
+        unix_ms: u64,
+        from: ReplicaId,
+        arrival_unix_ms: u64,
+        msg: VerifiedMessage,
+    ) {
+        if self.halted || from == self.id || !self.vs.contains(from) {
+            return;
+        }
+        self.handle(now, unix_ms, from, arrival_unix_ms, msg.0);
+        self.maybe_propose(now, unix_ms);
+    }
+
+    fn handle(&mut self, now: u64, unix_ms: u64, from: ReplicaId, arrival: u64, m: Inbound) {
+        match m {
+            Inbound::Proposal { pre_prepare, body } => {
+                self.on_proposal(now, from, arrival, pre_prepare, body)
+            }
+            Inbound::Prepare(p) => self.on_prepare(now, from, arrival, p),
+            Inbound::Commit(c) => self.on_commit(now, from, arrival, c),
+            Inbound::Checkpoint(c) => self.on_checkpoint(now, from, arrival, c),
+            Inbound::CheckpointCertificate(c) => self.make_stable(c, now),
+            Inbound::ViewChange(vc) => self.on_view_change(now, from, vc),
+            Inbound::NewView(nv) => self.on_new_view(now, unix_ms, from, nv),
+            Inbound::Status(s) => self.on_status(now, from, s),
+            Inbound::FetchBodies(f) => self.on_fetch_bodies(from, f),
+            Inbound::Bodies(b) => self.on_bodies(now, b),
+            Inbound::FetchBlocks(f) => self.on_fetch_blocks(from, f),
+            Inbound::Blocks(b) => self.on_blocks(now, b),
+            // The node admits relayed txs and calls `on_request`.
+            Inbound::Relay(_) => {}
+        }
+    }
+
+    /// Keeps a message for later (future view or just above the window), bounded per peer.
+    fn buffer(&mut self, from: ReplicaId, arrival: u64, m: Inbound) {
+        let cap = self.buffer_cap;
+        let q = self.buffer.entry(from).or_default();
+        if q.len() >= cap {
+            q.pop_front();
+        }
+        q.push_back((arrival, m));
+        debug_assert!(q.len() <= cap);
+    }
+
+    fn replay_buffer(&mut self, now: u64, unix_ms: u64) {
+        let buffered = std::mem::take(&mut self.buffer);
+        for (from, q) in buffered {
+            for (arrival, m) in q {
+                self.handle(now, unix_ms, from, arrival, m);
+            }
+        }
+    }
+
+    /// Common gate for PRE-PREPARE / PREPARE / COMMIT: Ok(true) act, Ok(false) buffered.
+    fn vote_gate(
+        &mut self,
+        from: ReplicaId,
+        arrival: u64,
+        view: ViewNumber,
+        height: Height,
+        m: &Inbound,
+    ) -> bool {
+        if view < self.view {
+            self.reject(from, Reject::WrongView(format!("{view} < {}", self.view)));
+            return false;
+        }
+        if view > self.view || !self.active {
+            self.buffer(from, arrival, m.clone());
+            return false;
+        }
+        if height <= self.low {
+            // Below the window: already stable; not an error from an honest laggard.
+            return false;
+        }
+        if !self.in_window(height) {
+            if height.0 <= self.low.0.saturating_add(2 * self.params.window) {
+                self.buffer(from, arrival, m.clone());
+            } else {
+                self.reject(
+                    from,
+                    Reject::OutOfWindow(format!(
+                        "{height} above {}+{}",
+                        self.low, self.params.window
+                    )),
+                );
+            }
+            return false;
+        }
+        true
+    }
+
+    fn on_proposal(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        arrival: u64,
+        pp: Verified<PrePrepare>,
+        body: Block,
+    ) {
+        let m = Inbound::Proposal {
+            pre_prepare: pp.clone(),
+            body: body.clone(),
+        };
+        if !self.vote_gate(from, arrival, pp.view, pp.height, &m) {
+            return;
+        }
+        debug_assert!(
+            body.matches(pp.height, &pp.digest),
+            "verify checked the body"
+        );
+        let primary = self.primary();
+        let slot = self.slots.entry(pp.height).or_default();
+        if let Some(cur) = &slot.pre_prepare {
+            if cur.digest != pp.digest {
+                let ev = Evidence::EquivocatingPrimary {
+                    primary,
+                    view: pp.view,
+                    height: pp.height,
+                    digests: (cur.digest, pp.digest),
+                };
+                self.actions.push(Action::Evidence(ev));
+                self.reject(from, Reject::Equivocation(primary));
+            } else {
+                // A retransmission: make sure we have the body.
+                slot.add_body(body);
+                self.progress(pp.height, now);
+            }
+            return;
+        }
+        if self.id == primary {
+            // We are the primary of this view; only our own PRE-PREPAREs exist.
+            self.reject(from, Reject::Equivocation(primary));
+            return;
+        }
+        let skew = self.params.clock_skew_ms;
+        let ts = body.header.timestamp_ms;
+        if ts.abs_diff(arrival) > skew {
+            self.reject(
+                from,
+                Reject::Skew {
+                    timestamp_ms: ts,
+                    arrival_ms: arrival,
+                },
+            );
+            return;
+        }
+        if !body.is_null() {
+            self.max_timestamp = self.max_timestamp.max(ts);
+        }
+        let slot = self.slots.entry(pp.height).or_default();
+        slot.add_body(body);
+        slot.pre_prepare = Some(pp.signed().clone());
+        self.progress(pp.height, now);
+    }
+
+    fn on_prepare(&mut self, now: u64, from: ReplicaId, arrival: u64, p: Verified<Prepare>) {
+        let m = Inbound::Prepare(p.clone());
+        if !self.vote_gate(from, arrival, p.view, p.height, &m) {
+            return;
+        }
+        if p.replica == self.primary() {
+            self.reject(from, Reject::PrimaryPrepare(p.replica));
+            return;
+        }
+        let slot = self.slots.entry(p.height).or_default();
+        if let Some((d, _)) = slot.prepares.get(&p.replica) {
+            if *d != p.digest {
+                let ev = Evidence::ConflictingVotes {
+                    replica: p.replica,
+                    kind: "prepare",
+                    view: p.view,
+                    height: p.height,
+                };
+                self.actions.push(Action::Evidence(ev));
+            }
+            self.reject(from, Reject::Duplicate(p.replica));
+            return;
+        }
+        slot.prepares.insert(p.replica, (p.digest, *p.signature()));
+        self.progress(p.height, now);
+    }
+
+    fn on_commit(&mut self, now: u64, from: ReplicaId, arrival: u64, c: Verified<Commit>) {
+        let m = Inbound::Commit(c.clone());
+        if !self.vote_gate(from, arrival, c.view, c.height, &m) {
+            return;
+        }
+        let slot = self.slots.entry(c.height).or_default();
+        if let Some((d, _)) = slot.commits.get(&c.replica) {
+            if *d != c.digest {
+                let ev = Evidence::ConflictingVotes {
+                    replica: c.replica,
+                    kind: "commit",
+                    view: c.view,
+                    height: c.height,
+                };
+                self.actions.push(Action::Evidence(ev));
+            }
+            self.reject(from, Reject::Duplicate(c.replica));
+            return;
+        }
+        slot.commits.insert(c.replica, (c.digest, *c.signature()));
+        self.progress(c.height, now);
+    }
+
+    /// Drives one height forward as far as its messages allow.
+    fn progress(&mut self, height: Height, now: u64) {
+        if !self.active || !self.in_window(height) {
+            return;
+        }
+        let view = self.view;
+        let primary = self.primary();
+        let q = self.vs.quorum();
+        let id = self.id;
+        let Some(slot) = self.slots.get_mut(&height) else {
+            return;
+        };
+        let Some(pp) = slot.pre_prepare.clone() else {
+            return;
+        };
+        let d = pp.digest;
+        let Some(body) = slot.bodies.get(&d).cloned() else {
+            self.wanted.insert(height, d);
+            return;
+        };
+        // 1. PREPARE (backups), durable with the body before it is sent.
+        if id != primary && slot.sent_prepare.is_none() {
+            if slot.signed.get(&view).is_some_and(|s| *s != d) {
+                // We signed another digest at (view, height) before a restart: never conflict.
+                return;
+            }
+            let prepare = Signed::sign(
+                Prepare {
+                    view,
+                    height,
+                    digest: d,
+                    replica: id,
+                },
+                self.vs.chain_id(),
+                self.signer.as_ref(),
+            );
+            slot.signed.insert(view, d);
+            slot.sent_prepare = Some(d);
+            slot.prepares.insert(id, (d, prepare.signature));
+            self.actions
+                .push(Action::Persist(vec![DurableEntry::PrepareSent {
+                    pre_prepare: pp.clone(),
+                    prepare: prepare.clone(),
+                    body: body.clone(),
+                }]));
+            self.actions
+                .push(Action::Broadcast(Message::Prepare(prepare)));
+        }
+        // 2. Prepared: PRE-PREPARE + q−1 matching PREPAREs from distinct backups.
+        let slot = self.slots.get_mut(&height).expect("slot exists");
+        if slot.sent_commit.is_none() {
+            let backups: Vec<SignatureEntry> = slot
+                .prepares
+                .iter()
+                .filter(|(r, (pd, _))| **r != primary && *pd == d)
+                .map(|(r, (_, s))| SignatureEntry {
+                    replica: *r,
+                    signature: *s,
+                })
+                .collect();
+            if backups.len() + 1 < q {
+                return;
+            }
+            let cert = PreparedCertificate {
+                pre_prepare: pp.clone(),
+                prepares: backups[..q - 1].to_vec(),
+            };
+            let commit = Signed::sign(
+                Commit {
+                    view,
+                    height,
+                    digest: d,
+                    replica: id,
+                },
+                self.vs.chain_id(),
+                self.signer.as_ref(),
+            );
+            slot.sent_commit = Some(d);
+            slot.commits.insert(id, (d, commit.signature));
+            debug_assert!(cert.prepares.iter().all(|e| e.replica != primary));
+            let keep = self.prepared.get(&height).is_none_or(|c| c.view() <= view);
+            if keep {
+                self.prepared.insert(height, cert.clone());
+            }
+            self.actions
+                .push(Action::Persist(vec![DurableEntry::Prepared(cert)]));
+            self.actions
+                .push(Action::Broadcast(Message::Commit(commit)));
+        }
+        // 3. Committed-local: prepared + q matching COMMITs.
+        let slot = self.slots.get_mut(&height).expect("slot exists");
+        if slot.committed.is_none() {
+            let commits: Vec<SignatureEntry> = slot
+                .commits
+                .iter()
+                .filter(|(_, (cd, _))| *cd == d)
+                .map(|(r, (_, s))| SignatureEntry {
+                    replica: *r,
+                    signature: *s,
+                })
+                .collect();
+            if commits.len() < q {
+                return;
+            }
+            slot.committed = Some(CommitCertificate {
+                view,
+                height,
+                digest: d,
+                commits: commits[..q].to_vec(),
+            });
+            self.deliver_ready(now);
+        }
+    }
+
+    /// Delivers committed heights in order.
+    fn deliver_ready(&mut self, now: u64) {
+        loop {
+            let next = self.delivered.next();
+            let Some(slot) = self.slots.get(&next) else {
+                break;
+            };
+            let Some(cert) = slot.committed.clone() else {
+                break;
+            };
+            let Some(body) = slot.bodies.get(&cert.digest).cloned() else {
+                self.wanted.insert(next, cert.digest);
+                break;
+            };
+            debug_assert!(body.matches(next, &cert.digest));
+            self.delivered = next;
+            self.wanted.remove(&next);
+            if next > self.max_committed {
+                // A height this replica never committed before: the timer returns to base.
+                self.max_committed = next;
+                self.timeout = self.params.view_timeout_ms;
+            }
+            self.stats.committed_heights += 1;
+            self.pending.mark_committed(&body.txs);
+            if !body.is_null() {
+                self.max_timestamp = self.max_timestamp.max(body.header.timestamp_ms);
+            }
+            self.actions.push(Action::Deliver {
+                block: body,
+                certificate: cert,
+            });
+        }
+        if self.next_height <= self.delivered {
+            self.next_height = self.delivered.next();
+        }
+        self.update_tracking(now);
+    }
+
+    /// The executor finished `height`: its state digest and what became of pending txs.
+    pub fn on_executed(
+        &mut self,
+        now: u64,
+        height: Height,
+        state_digest: Digest,
+        outcomes: &[(TxHash, TxOutcome)],
+    ) {
+        assert_eq!(
+            height,
+            self.executed.next(),
+            "blocks execute strictly in height order"
+        );
+        assert!(
+            height <= self.delivered,
+            "executed a height that was not delivered"
+        );
+        self.executed = height;
+        self.pending.apply_outcomes(outcomes, now);
+        if height.0 % self.params.checkpoint_interval == 0 {
+            self.own_checkpoints.insert(height, state_digest);
+            if let Some(stable) = self.stable.clone() {
+                if stable.height == height {
+                    self.check_divergence(&stable);
+                }
+            }
+            if self.halted {
+                return;
+            }
+            let c = self.sign(Checkpoint {
+                height,
+                state_digest,
+                replica: self.id,
+            });
+            if self.in_window(height) {
+                self.checkpoint_votes
+                    .entry(height)
+                    .or_default()
+                    .insert(self.id, (state_digest, c.signature));
+            }
+            self.actions.push(Action::Broadcast(Message::Checkpoint(c)));
+            self.try_stable(height, now);
+        }
+        self.update_tracking(now);
+    }
+
+    // ---- checkpoints -------------------------------------------------------------
+
+    fn on_checkpoint(&mut self, now: u64, from: ReplicaId, arrival: u64, c: Verified<Checkpoint>) {
+        if c.height <= self.low {
+            return;
+        }
+        if c.height.0 % self.params.checkpoint_interval != 0 {
+            self.reject(
+                from,
+                Reject::Malformed {
+                    what: "CHECKPOINT",
+                    why: format!("height {} not a multiple of K", c.height),
+                },
+            );
+            return;
+        }
+        if !self.in_window(c.height) {
+            if c.height.0 <= self.low.0.saturating_add(2 * self.params.window) {
+                self.buffer(from, arrival, Inbound::Checkpoint(c));
+            } else {
+                self.reject(
+                    from,
+                    Reject::OutOfWindow(format!("checkpoint {}", c.height)),
+                );
+            }
+            return;
+        }
+        let votes = self.checkpoint_votes.entry(c.height).or_default();
+        if votes.contains_key(&c.replica) {
+            return;
+        }
+        votes.insert(c.replica, (c.state_digest, *c.signature()));
+        self.try_stable(c.height, now);
+    }
+
+    fn try_stable(&mut self, height: Height, now: u64) {
+        let Some(votes) = self.checkpoint_votes.get(&height) else {
+            return;
+        };
+        let mut by_digest: BTreeMap<Digest, Vec<SignatureEntry>> = BTreeMap::new();
+        for (r, (d, s)) in votes {
+            by_digest.entry(*d).or_default().push(SignatureEntry {
+                replica: *r,
+                signature: *s,
+            });
+        }
+        let q = self.vs.quorum();
+        if let Some((d, sigs)) = by_digest.into_iter().find(|(_, s)| s.len() >= q) {
+            let cert = CheckpointCertificate {
+                height,
+                state_digest: d,
+                signatures: sigs[..q].to_vec(),
+            };
+            self.make_stable(cert, now);
+        }
+    }
+
+    fn check_divergence(&mut self, stable: &CheckpointCertificate) {
+        if let Some(ours) = self.own_checkpoints.get(&stable.height) {
+            if *ours != stable.state_digest {
+                self.halted = true;
+                self.actions.push(Action::Halt(Halt::Divergence {
+                    height: stable.height,
+                    ours: *ours,
+                    stable: stable.state_digest,
+                }));
+            }
+        }
+    }
+
+    /// A checkpoint certificate (ours or a peer's, verified): h moves to its height.
+    fn make_stable(&mut self, cert: CheckpointCertificate, now: u64) {
+        if cert.height <= self.low || self.halted {
+            return;
+        }
+        if cert.height <= self.executed {
+            self.check_divergence(&cert);
+            if self.halted {
+                return;
+            }
+        }
+        self.actions.push(Action::PersistCheckpoint(cert.clone()));
+        self.low = cert.height;
+        self.stable = Some(cert.clone());
+        self.gc_below(cert.height);
+        if self.next_height <= self.low {
+            self.next_height = self.low.next();
+        }
+        if self.delivered < cert.height {
+            // Behind a stable checkpoint: fetch the committed blocks up to it.
+            let peer = cert
+                .signatures
+                .iter()
+                .map(|e| e.replica)
+                .find(|r| *r != self.id);
+            if let Some(peer) = peer {
+                self.request_blocks(peer, cert.height, now);
+            }
+        }
+        debug_assert!(self.slots.keys().all(|h| *h > self.low));
+        debug_assert!(self.prepared.keys().all(|h| *h > self.low));
+    }
+
+    /// Discards the log at or below `h` (committed blocks live on in the store).
+    fn gc_below(&mut self, h: Height) {
+        self.slots = self.slots.split_off(&h.next());
+        self.prepared = self.prepared.split_off(&h.next());
+        self.checkpoint_votes = self.checkpoint_votes.split_off(&h.next());
+        self.wanted = self.wanted.split_off(&h.next());
+        // Keep our own digest at h itself (a stable checkpoint we may still compare).
+        self.own_checkpoints = self.own_checkpoints.split_off(&h);
+    }
+
+    // ---- state transfer ----------------------------------------------------------
+
+    fn request_blocks(&mut self, peer: ReplicaId, upto: Height, now: u64) {
+        if self.fetching.is_some_and(|(to, _)| to >= upto) {
+            return;
+        }
+        let from = self.delivered.next();
+        if from > upto {
+            return;
+        }
+        let to = Height(
+            upto.0
+                .min(from.0 + self.params.transfer_batch_blocks as u64 - 1),
+        );
+        self.fetching = Some((upto, now));
+        self.actions.push(Action::Send(
+            peer,
+            Message::FetchBlocks(FetchBlocks { from, to }),
+        ));
+    }
+
+    fn on_fetch_blocks(&mut self, from: ReplicaId, f: FetchBlocks) {
+        if f.from > f.to || f.from > self.delivered {
+            return;
+        }
+        let to = Height(
+            f.to.0
+                .min(self.delivered.0)
+                .min(f.from.0 + self.params.transfer_batch_blocks as u64 - 1),
+        );
+        self.actions.push(Action::ServeBlocks {
+            to: from,
+            from: f.from,
+            to_height: to,
+        });
+    }
+
+    fn on_blocks(&mut self, now: u64, blocks: Vec<CommittedBlock>) {
+        let mut progressed = false;
+        for cb in blocks {
+            let h = cb.block.height();
+            if h != self.delivered.next() {
+                continue;
+            }
+            debug_assert!(cb.block.matches(h, &cb.certificate.digest));
+            let slot = self.slots.entry(h).or_default();
+            if let Some(c) = &slot.committed {
+                if c.digest != cb.certificate.digest {
+                    // Two valid commit certificates for different blocks at one height:
+                    // more than f faulty. Stop rather than pick one.
+                    self.halted = true;
+                    self.actions.push(Action::Halt(Halt::ConflictingNewView {
+                        height: h,
+                        executed: c.digest,
+                        proposed: cb.certificate.digest,
+                    }));
+                    return;
+                }
+            }
+            slot.add_body(cb.block);
+            slot.committed = Some(cb.certificate);
+            self.deliver_ready(now);
+            progressed = true;
+            // Outside the window the log keeps nothing: the committed chain lives in the
+            // store, and the log stays bounded by L however far behind we were.
+            if !self.in_window(h) {
+                self.slots.remove(&h);
+            }
+        }
+        if progressed {
+            if let Some((upto, _)) = self.fetching {
+                self.fetching = None;
+                if self.delivered < upto {
+                    let peer = self.vs.ids().find(|r| *r != self.id).unwrap_or(self.id);
+                    let _ = peer;
+                    // Continue from whoever answered last time: ask round-robin.
+                    let next_peer = ReplicaId(((self.delivered.0 / 7) % self.vs.n() as u64) as u16);
+                    let target = if next_peer == self.id {
+                        ReplicaId((self.id.0 + 1) % self.vs.n() as u16)
+                    } else {
+                        next_peer
+                    };
+                    self.request_blocks(target, upto, now);
+                }
+            }
+        }
+    }
+
+    fn on_fetch_bodies(&mut self, from: ReplicaId, f: FetchBodies) {
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let limit =
+            self.params.max_block_bytes as usize * self.params.transfer_batch_blocks as usize;
+        for (h, d) in f.wanted {
+            if let Some(b) = self.slots.get(&h).and_then(|s| s.bodies.get(&d)) {
+                let len = codec::encoded_len(b);
+                if bytes + len > limit {
+                    break;
+                }
+                bytes += len;
+                blocks.push(b.clone());
+            }
+        }
+        if !blocks.is_empty() {
+            self.actions
+                .push(Action::Send(from, Message::Bodies(Bodies { blocks })));
+        }
+    }
+
+    fn on_bodies(&mut self, now: u64, blocks: Vec<Block>) {
+        for b in blocks {
+            let h = b.height();
+            let Some(d) = self.wanted.get(&h).copied() else {
+                continue;
+            };
+            if !b.matches(h, &d) {
+                continue;
+            }
+            self.wanted.remove(&h);
+            self.slots.entry(h).or_default().add_body(b);
+            self.progress(h, now);
+            self.deliver_ready(now);
+        }
+    }
+
+    // ---- status and retransmission -----------------------------------------------
+
+    fn on_status(&mut self, now: u64, from: ReplicaId, s: Verified<Status>) {
+        // Its view is behind ours, or equal while it is inactive and we are active:
+        // it lacks our NEW-VIEW.
+        if (s.view < self.view || (s.view == self.view && !s.active && self.active))
+            && self.view > ViewNumber(0)
+        {
+            if let Some(nv) = self.new_view.clone() {
+                if nv.view == self.view {
+                    self.actions.push(Action::Send(from, Message::NewView(nv)));
+                }
+            }
+        }
+        if !self.active {
+            if let Some(vc) = self.own_vc.clone() {
+                self.actions
+                    .push(Action::Send(from, Message::ViewChange(vc)));
+            }
+        }
+        if s.stable_checkpoint < self.low {
+            if let Some(c) = self.stable.clone() {
+                self.actions
+                    .push(Action::Send(from, Message::CheckpointCertificate(c)));
+            }
+        }
+        if s.executed < self.delivered {
+            let to = Height(
+                self.delivered
+                    .0
+                    .min(s.executed.0 + self.params.transfer_batch_blocks as u64),
+            );
+            self.actions.push(Action::ServeBlocks {
+                to: from,
+                from: s.executed.next(),
+                to_height: to,
+            });
+        }
+        if s.view == self.view && s.active && self.active {
+            // Our own votes for in-window heights it has not committed.
+            let mut msgs = Vec::new();
+            for (h, slot) in self.slots.range(s.executed.next()..) {
+                if !self.in_window(*h) {
+                    break;
+                }
+                if let (Some(pp), true) = (&slot.pre_prepare, self.is_primary()) {
+                    if let Some(body) = slot.bodies.get(&pp.digest) {
+                        msgs.push(Message::Proposal(Proposal {
+                            pre_prepare: pp.clone(),
+                            body: body.clone(),
+                        }));
+                    }
+                }
+                if let Some(d) = slot.sent_prepare {
+                    if let Some((_, sig)) = slot.prepares.get(&self.id) {
+                        msgs.push(Message::Prepare(Signed {
+                            value: Prepare {
+                                view: self.view,
+                                height: *h,
+                                digest: d,
+                                replica: self.id,
+                            },
+                            signature: *sig,
+                        }));
+                    }
+                }
+                if let Some(d) = slot.sent_commit {
+                    if let Some((_, sig)) = slot.commits.get(&self.id) {
+                        msgs.push(Message::Commit(Signed {
+                            value: Commit {
+                                view: self.view,
+                                height: *h,
+                                digest: d,
+                                replica: self.id,
+                            },
+                            signature: *sig,
+                        }));
+                    }
+                }
+            }
+            for m in msgs {
+                self.actions.push(Action::Send(from, m));
+            }
+        }
+        // A peer ahead of us: catch up.
+        if s.executed > self.delivered.plus(0) && self.fetching.is_none() {
+            let behind_window = s.executed.0 > self.delivered.0 + self.params.max_in_flight as u64;
+            if behind_window {
+                self.request_blocks(from, s.executed, now);
+            }
+        }
+        // A view claimed in a STATUS only makes us ask for that NEW-VIEW (via its status
+        // reply above); it never moves our view.
+    }
+
+    // ---- view change -------------------------------------------------------------
+
+    fn send_view_change(&mut self, w: ViewNumber, now: u64) {
+        let prepared: Vec<PreparedCertificate> = self
+            .prepared
+            .range(self.low.next()..)
+            .take_while(|(h, _)| h.0 <= self.low.0 + self.params.window)
+            .filter(|(_, c)| c.view() < w)
+            .map(|(_, c)| c.clone())
+            .collect();
+        let vc = self.sign(ViewChange {
+            new_view: w,
+            replica: self.id,
+            checkpoint: self.stable.clone(),
+            prepared,
+        });
+        self.own_vc = Some(vc.clone());
+        // Our own VIEW-CHANGE counts toward the quorum for w.
+        let verified =
+            vc.clone()
+                .verify(self.vs.chain_id(), &self.signer.public_key(), &SelfSigned);
+        if let Ok(v) = verified {
+            self.latest_vc.insert(self.id, v);
+        }
+        self.actions
+            .push(Action::Persist(vec![DurableEntry::ViewChangeSent {
+                view: w,
+            }]));
+        self.actions
+            .push(Action::Broadcast(Message::ViewChange(vc)));
+        self.set_timer(Timer::ViewChangeResend, now + (self.timeout / 2).max(1));
+    }
+
+    /// Leaves the current view for `w`: inactive until a valid NEW-VIEW(w).
+    fn start_view_change(&mut self, w: ViewNumber, now: u64) {
+        assert!(w > self.view || (w == self.view && !self.active));
+        self.view = w;
+        self.active = false;
+        self.stats.view_changes += 1;
+        self.tracking = None;
+        self.timers.remove(&Timer::ViewChange);
+        self.timers.remove(&Timer::BatchFlush);
+        self.nv_timer_view = None;
+        for slot in self.slots.values_mut() {
+            slot.clear_view();
+        }
+        self.pending.clear_in_flight();
+        self.send_view_change(w, now);
+        self.actions.push(Action::ViewChanged {
+            view: w,
+            active: false,
+        });
+        self.after_view_change_input(now);
+    }
+
+    fn on_view_change(&mut self, now: u64, from: ReplicaId, vc: Verified<ViewChange>) {
+        if vc.replica != from {
+            // A VIEW-CHANGE relayed by someone else is fine (signatures prove it).
+        }
+        let r = vc.replica;
+        let newer = self
+            .latest_vc
+            .get(&r)
+            .is_none_or(|cur| cur.new_view < vc.new_view);
+        if !newer {
+            return;
+        }
+        self.latest_vc.insert(r, vc);
+        self.after_view_change_input(now);
+    }
+
+    /// Reacts to the set of VIEW-CHANGEs held: join on f+1, start the NEW-VIEW timer on
+    /// q, build the NEW-VIEW as the new primary.
+    fn after_view_change_input(&mut self, now: u64) {
+        // f+1 VIEW-CHANGEs for views above ours: join the smallest.
+        let above: Vec<ViewNumber> = self
+            .latest_vc
+            .iter()
+            .filter(|(r, vc)| **r != self.id && vc.new_view > self.view)
+            .map(|(_, vc)| vc.new_view)
+            .collect();
+        if above.len() > self.vs.f() {
+            if let Some(w) = above.iter().min().copied() {
+                self.start_view_change(w, now);
+                return;
+            }
+        }
+        if self.active {
+            return;
+        }
+        let w = self.view;
+        let holders: Vec<ReplicaId> = self
+            .latest_vc
+            .iter()
+            .filter(|(_, vc)| vc.new_view == w)
+            .map(|(r, _)| *r)
+            .collect();
+        if holders.len() < self.vs.quorum() {
+            return;
+        }
+        if self.nv_timer_view != Some(w) {
+            self.nv_timer_view = Some(w);
+            self.set_timer(Timer::ViewChange, now + self.timeout);
+        }
+        if self.vs.primary(w) == self.id && self.new_view.as_ref().is_none_or(|nv| nv.view < w) {
+            self.build_new_view(w, &holders, now);
+        }
+    }
+
+    fn build_new_view(&mut self, w: ViewNumber, holders: &[ReplicaId], now: u64) {
+        // V: our own first, then the lowest ids, q in all.
+        let mut chosen: Vec<ReplicaId> = vec![self.id];
+        chosen.extend(holders.iter().copied().filter(|r| *r != self.id));
+        chosen.truncate(self.vs.quorum());
+        let view_changes: Vec<Signed<ViewChange>> = chosen
+            .iter()
+            .filter_map(|r| self.latest_vc.get(r))
+            .map(|v| v.signed().clone())
+            .collect();
+        debug_assert_eq!(view_changes.len(), self.vs.quorum());
+        let refs: Vec<&ViewChange> = view_changes.iter().map(|s| &s.value).collect();
+        let plan = viewchange::plan(&refs);
+        let pre_prepares: Vec<Signed<PrePrepare>> = plan
+            .entries
+            .iter()
+            .map(|(h, d)| {
+                self.sign(PrePrepare {
+                    view: w,
+                    height: *h,
+                    digest: *d,
+                })
+            })
+            .collect();
+        let nv = self.sign(NewView {
+            view: w,
+            view_changes,
+            pre_prepares,
+        });
+        let verified =
+            nv.clone()
+                .verify(self.vs.chain_id(), &self.signer.public_key(), &SelfSigned);
+        if let Ok(v) = verified {
+            self.actions.push(Action::Broadcast(Message::NewView(nv)));
+            // Accepting our own NEW-VIEW persists it before anything else is sent.
+            let pos = self.actions.len() - 1;
+            self.accept_new_view(now, 0, v, plan);
+            // The broadcast must follow the persist: move it after.
+            let b = self.actions.remove(pos);
+            let persist_at = self
+                .actions
+                .iter()
+                .position(|a| matches!(a, Action::Persist(v) if v.iter().any(|e| matches!(e, DurableEntry::NewViewAccepted(_)))))
+                .unwrap_or(0);
+            self.actions.insert(persist_at + 1, b);
+        }
+    }
+
+    fn on_new_view(&mut self, now: u64, unix_ms: u64, from: ReplicaId, nv: Verified<NewView>) {
+        let w = nv.view;
+        if w < self.view || (w == self.view && self.active) {
+            return;
+        }
+        let refs: Vec<&ViewChange> = nv.view_changes.iter().map(|s| &s.value).collect();
+        let plan = viewchange::plan(&refs);
+        let given: Vec<(Height, Digest)> = nv
+            .pre_prepares
+            .iter()
+            .map(|p| (p.height, p.digest))
+            .collect();
+        if given != plan.entries {
+            self.reject(
+                from,
+                Reject::BadNewView(format!(
+                    "O has {} entries, V implies {}",
+                    given.len(),
+                    plan.entries.len()
+                )),
+            );
+            return;
+        }
+        self.accept_new_view(now, unix_ms, nv, plan);
+    }
+
+    fn accept_new_view(
+        &mut self,
+        now: u64,
+        unix_ms: u64,
+        nv: Verified<NewView>,
+        plan: viewchange::Plan,
+    ) {
+        let w = nv.view;
+        // Entries at heights we already committed must name the block we committed.
+        for (h, d) in &plan.entries {
+            if *h <= self.low || *h > self.delivered {
+                continue;
+            }
+            if let Some(c) = self.slots.get(h).and_then(|s| s.committed.as_ref()) {
+                if c.digest != *d {
+                    self.halted = true;
+                    self.actions.push(Action::Halt(Halt::ConflictingNewView {
+                        height: *h,
+                        executed: c.digest,
+                        proposed: *d,
+                    }));
+                    return;
+                }
+            }
+        }
+        self.actions
+            .push(Action::Persist(vec![DurableEntry::NewViewAccepted(
+                nv.signed().clone(),
+            )]));
+        if w > self.view {
+            self.stats.view_changes += 1;
+        }
+        self.view = w;
+        self.active = true;
+        self.new_view = Some(nv.signed().clone());
+        self.timers.remove(&Timer::ViewChangeResend);
+        self.timers.remove(&Timer::ViewChange);
+        self.nv_timer_view = None;
+        self.tracking = None;
+        for slot in self.slots.values_mut() {
+            slot.clear_view();
+        }
+        self.pending.clear_in_flight();
+        self.actions.push(Action::ViewChanged {
+            view: w,
+            active: true,
+        });
+        if let Some(c) = plan.checkpoint.clone() {
+            if c.height > self.low {
+                self.make_stable(c, now);
+            }
+        }
+        let mut max_s = self.low;
+        for pp in nv.pre_prepares.iter() {
+            if pp.height <= self.low {
+                continue;
+            }
+            max_s = max_s.max(pp.height);
+            let slot = self.slots.entry(pp.height).or_default();
+            if pp.digest == Block::null_digest(pp.height) && !slot.bodies.contains_key(&pp.digest) {
+                slot.add_body(Block::null(pp.height));
+            }
+            slot.pre_prepare = Some(pp.clone());
+            if let Some(b) = slot.bodies.get(&pp.digest) {
+                let txs = b.txs.clone();
+                self.pending.set_in_flight(&txs, true);
+            }
+        }
+        self.next_height = max_s.max(self.delivered).next();
+        let heights: Vec<Height> = nv
+            .pre_prepares
+            .iter()
+            .map(|p| p.height)
+            .filter(|h| *h > self.low)
+            .collect();
+        for h in heights {
+            self.progress(h, now);
+        }
+        self.update_tracking(now);
+        self.replay_buffer(now, unix_ms);
+    }
+
+    // ---- proposing ---------------------------------------------------------------
+
+    fn maybe_propose(&mut self, now: u64, unix_ms: u64) {
+        if !self.active || !self.is_primary() || self.halted {
+            return;
+        }
+        loop {
+            let n = self.next_height;
+            if !self.in_window(n) {
+                return;
+            }
+            if n.0.saturating_sub(self.delivered.0) > self.params.max_in_flight as u64 {
+                return;
+            }
+            if !self.pending.has_proposable() {
+                self.timers.remove(&Timer::BatchFlush);
+                return;
+            }
+            let max_txs = self.params.max_block_txs as usize;
+            let txs = self.pending.select(
+                max_txs,
+                self.params.max_block_bytes as usize,
+                codec::encoded_len,
+            );
+            if txs.is_empty() {
+                return;
+            }
+            let since = self.pending.oldest_proposable_since().unwrap_or(now);
+            let due = since + self.params.max_batch_delay_ms;
+            if txs.len() < max_txs && now < due {
+                self.set_timer(Timer::BatchFlush, due);
+                return;
+            }
+            self.timers.remove(&Timer::BatchFlush);
+            let ts = unix_ms.max(self.max_timestamp + 1);
+            let body = Block::new(n, ts, txs);
+            self.propose(n, body, now);
+        }
+    }
+
+    fn propose(&mut self, n: Height, body: Block, now: u64) {
+        debug_assert!(self.is_primary() && self.active);
+        let view = self.view;
+        let d = body.digest();
+        let slot = self.slots.entry(n).or_default();
+        assert!(
+            slot.signed.get(&view).is_none_or(|s| *s == d),
+            "never two PRE-PREPAREs for one (view, height)"
+        );
+        let pp = Signed::sign(
+            PrePrepare {
+                view,
+                height: n,
+                digest: d,
+            },
+            self.vs.chain_id(),
+            self.signer.as_ref(),
+        );
+        slot.signed.insert(view, d);
+        slot.pre_prepare = Some(pp.clone());
+        slot.add_body(body.clone());
+        self.max_timestamp = self.max_timestamp.max(body.header.timestamp_ms);
+        self.pending.set_in_flight(&body.txs, true);
+        self.next_height = n.next();
+        self.actions
+            .push(Action::Persist(vec![DurableEntry::PrePrepareSent {
+                pre_prepare: pp.clone(),
+                body: body.clone(),
+            }]));
+        self.actions
+            .push(Action::Broadcast(Message::Proposal(Proposal {
+                pre_prepare: pp,
+                body,
+            })));
+        self.progress(n, now);
+    }
+
+    /// Heights this replica holds a commit certificate for but has not delivered, and
+    /// other introspection for tests.
+    pub fn committed_digest(&self, h: Height) -> Option<Digest> {
+        self.slots
+            .get(&h)
+            .and_then(|s| s.committed.as_ref())
+            .map(|c| c.digest)
+    }
+
+    /// Ids of replicas whose latest VIEW-CHANGE is for a view above ours.
+    pub fn higher_view_changes(&self) -> BTreeSet<ReplicaId> {
+        self.latest_vc
+            .iter()
+            .filter(|(_, v)| v.new_view > self.view)
+            .map(|(r, _)| *r)
+            .collect()
+    }
+
+    /// Whether the tx is pending here.
+    pub fn has_pending(&self, h: &TxHash) -> bool {
+        self.pending.contains(h)
+    }
+
+    /// Txs to reclassify after executing a block touching `senders`.
+    pub fn pending_of(
+        &self,
+        senders: &HashSet<stele_crypto::PublicKey>,
+    ) -> Vec<(TxHash, stele_crypto::PublicKey, stele_types::Nonce)> {
+        senders
+            .iter()
+            .flat_map(|s| {
+                self.pending
+                    .of_sender(s)
+                    .into_iter()
+                    .map(move |(h, n)| (h, *s, n))
+            })
+            .collect()
+    }
+
+    /// Test and simulator hook: the tx class a relayed or restored tx gets.
+    pub fn class_hint(&self) -> TxClass {
+        TxClass::Executable
+    }
+
+    /// The state-transfer batch a driver serves for `ServeBlocks` must not exceed this.
+    pub fn transfer_batch(&self) -> u64 {
+        self.params.transfer_batch_blocks as u64
+    }
+
+    #[doc(hidden)]
+    pub fn blocks_batch(blocks: Vec<CommittedBlock>) -> Message {
+        Message::Blocks(BlockBatch { blocks })
+    }
+}
+
+/// Verifies our own freshly made signatures: trivially valid, but going through
+/// `Signed::verify` keeps `Verified` constructible only by checking.
+#[derive(Debug)]
+struct SelfSigned;
+
+impl stele_crypto::Scheme for SelfSigned {
+    fn verify(
+        &self,
+        _: &stele_crypto::PublicKey,
+        _: &[u8],
+        _: &Signature,
+    ) -> Result<(), stele_crypto::SignatureError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! stele-consensus: the PBFT engine, sans-IO and deterministic.
+//!
+//! A plain struct driven by method calls that carry time ([`Engine::on_message`],
+//! [`Engine::on_request`], [`Engine::on_tick`], [`Engine::on_executed`]); it answers with
+//! [`Action`]s the caller drains in order and a [`Engine::next_deadline`]. The same engine
+//! runs in the node and in the simulator. [`verify`] turns decoded messages into the
+//! verified input the engine accepts, doing all cryptography off the engine's thread.
+
+mod action;
+mod engine;
+mod pending;
+pub mod verify;
+pub mod viewchange;
+
+pub use action::{Action, Evidence, Halt, Timer};
+pub use engine::{ChainState, Config, Engine, EngineStats};
+pub use pending::{Pending, TxClass, TxOutcome};
+pub use verify::{Inbound, Reject, VerifiedMessage, Verifier};

@@ -1,0 +1,338 @@
+//! The engine's bounded set of pending client transactions.
+//!
+//! It knows each tx's class (executable or gapped, as the node's admission said), whether
+//! it is in flight (in a block pre-prepared in the current view) or committed, and its
+//! arrival order. The view-change timer follows the oldest *tracked* tx: executable, not
+//! yet committed, not shadowed by a committed tx with the same (sender, nonce).
+
+use std::collections::{BTreeMap, HashMap};
+
+use stele_crypto::{PublicKey, Verified};
+use stele_types::{tx_hash, Nonce, Transaction, TxBody, TxHash};
+
+/// How the node's admission classified a pending tx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxClass {
+    /// The sender's next nonce (against executed state plus blocks in flight).
+    Executable,
+    /// A nonce ahead of the sender's next: waits, expires after the TTL, evicted first.
+    Gapped,
+}
+
+/// What execution meant for a pending tx (reported with `on_executed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// Applied: it leaves the pending set.
+    Applied,
+    /// Dead (its nonce is used) or otherwise unexecutable: it leaves the pending set.
+    Dropped,
+    /// Still pending, with this class.
+    Reclassified(TxClass),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    tx: Transaction,
+    class: TxClass,
+    /// When it arrived or was last reclassified (engine time, ms).
+    since: u64,
+    seq: u64,
+    in_flight: bool,
+    committed: bool,
+    shadowed: bool,
+}
+
+/// The pending set.
+#[derive(Debug)]
+pub struct Pending {
+    entries: HashMap<TxHash, Entry>,
+    order: BTreeMap<u64, TxHash>,
+    by_sender: HashMap<PublicKey, BTreeMap<Nonce, Vec<TxHash>>>,
+    cap: usize,
+    next_seq: u64,
+}
+
+impl Pending {
+    /// An empty set holding at most `cap` txs.
+    pub fn new(cap: usize) -> Pending {
+        assert!(cap > 0);
+        Pending {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            by_sender: HashMap::new(),
+            cap,
+            next_seq: 0,
+        }
+    }
+
+    /// Number of pending txs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `hash` is pending.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.entries.contains_key(hash)
+    }
+
+    /// Adds a verified tx; false if already there or full of executable txs.
+    pub fn insert(&mut self, tx: Verified<TxBody>, class: TxClass, now: u64) -> bool {
+        let tx = tx.into_signed();
+        let hash = tx_hash(&tx);
+        if self.entries.contains_key(&hash) {
+            return false;
+        }
+        if self.entries.len() >= self.cap && !self.evict_gapped() {
+            return false;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_sender
+            .entry(tx.sender)
+            .or_default()
+            .entry(tx.nonce)
+            .or_default()
+            .push(hash);
+        self.order.insert(seq, hash);
+        self.entries.insert(
+            hash,
+            Entry {
+                tx,
+                class,
+                since: now,
+                seq,
+                in_flight: false,
+                committed: false,
+                shadowed: false,
+            },
+        );
+        debug_assert!(self.entries.len() <= self.cap);
+        true
+    }
+
+    fn evict_gapped(&mut self) -> bool {
+        let victim = self
+            .order
+            .values()
+            .find(|h| {
+                self.entries
+                    .get(h)
+                    .is_some_and(|e| e.class == TxClass::Gapped && !e.in_flight)
+            })
+            .copied();
+        match victim {
+            Some(h) => {
+                self.remove(&h);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes a tx.
+    pub fn remove(&mut self, hash: &TxHash) {
+        if let Some(e) = self.entries.remove(hash) {
+            self.order.remove(&e.seq);
+            if let Some(nonces) = self.by_sender.get_mut(&e.tx.sender) {
+                if let Some(v) = nonces.get_mut(&e.tx.nonce) {
+                    v.retain(|h| h != hash);
+                    if v.is_empty() {
+                        nonces.remove(&e.tx.nonce);
+                    }
+                }
+                if nonces.is_empty() {
+                    self.by_sender.remove(&e.tx.sender);
+                }
+            }
+        }
+    }
+
+    /// The pending txs of `sender`, for the node to reclassify after an execution.
+    pub fn of_sender(&self, sender: &PublicKey) -> Vec<(TxHash, Nonce)> {
+        self.by_sender
+            .get(sender)
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(n, hs)| hs.iter().map(move |h| (*h, *n)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Marks the txs of a committed block: no longer tracked or proposable; txs with the
+    /// same (sender, nonce) are shadowed until execution says what became of them.
+    pub fn mark_committed(&mut self, txs: &[Transaction]) {
+        for tx in txs {
+            let hash = tx_hash(tx);
+            if let Some(e) = self.entries.get_mut(&hash) {
+                e.committed = true;
+                e.in_flight = false;
+            }
+            let same: Vec<TxHash> = self
+                .by_sender
+                .get(&tx.sender)
+                .and_then(|m| m.get(&tx.nonce))
+                .cloned()
+                .unwrap_or_default();
+            for h in same {
+                if h != hash {
+                    if let Some(e) = self.entries.get_mut(&h) {
+                        e.shadowed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies execution outcomes.
+    pub fn apply_outcomes(&mut self, outcomes: &[(TxHash, TxOutcome)], now: u64) {
+        for (hash, outcome) in outcomes {
+            match outcome {
+                TxOutcome::Applied | TxOutcome::Dropped => self.remove(hash),
+                TxOutcome::Reclassified(class) => {
+                    if let Some(e) = self.entries.get_mut(hash) {
+                        if e.class != *class || e.committed || e.shadowed {
+                            e.since = now;
+                        }
+                        e.class = *class;
+                        e.committed = false;
+                        e.shadowed = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets the in-flight flag of the txs of a pre-prepared block.
+    pub fn set_in_flight(&mut self, txs: &[Transaction], in_flight: bool) {
+        for tx in txs {
+            if let Some(e) = self.entries.get_mut(&tx_hash(tx)) {
+                if !e.committed {
+                    e.in_flight = in_flight;
+                }
+            }
+        }
+    }
+
+    /// Clears every in-flight flag (a view change: uncommitted proposals are void).
+    pub fn clear_in_flight(&mut self) {
+        for e in self.entries.values_mut() {
+            e.in_flight = false;
+        }
+    }
+
+    /// The oldest tracked tx and when its tracking began.
+    pub fn oldest_tracked(&self) -> Option<(TxHash, u64)> {
+        self.order.values().find_map(|h| {
+            let e = self.entries.get(h)?;
+            (e.class == TxClass::Executable && !e.committed && !e.shadowed).then_some((*h, e.since))
+        })
+    }
+
+    /// Whether `hash` is still tracked.
+    pub fn is_tracked(&self, hash: &TxHash) -> bool {
+        self.entries
+            .get(hash)
+            .is_some_and(|e| e.class == TxClass::Executable && !e.committed && !e.shadowed)
+    }
+
+    /// Whether some tx could be proposed now.
+    pub fn has_proposable(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.class == TxClass::Executable && !e.in_flight && !e.committed && !e.shadowed)
+    }
+
+    /// Earliest `since` of a proposable tx (for the batch delay).
+    pub fn oldest_proposable_since(&self) -> Option<u64> {
+        self.entries
+            .values()
+            .filter(|e| {
+                e.class == TxClass::Executable && !e.in_flight && !e.committed && !e.shadowed
+            })
+            .map(|e| e.since)
+            .min()
+    }
+
+    /// Picks txs for a block in arrival order, each sender's in nonce order: an executable
+    /// tx, then the same sender's next nonces while contiguous. At most `max_txs` and
+    /// `max_bytes` encoded bytes (`size` gives a tx's encoded length).
+    pub fn select(
+        &self,
+        max_txs: usize,
+        max_bytes: usize,
+        size: impl Fn(&Transaction) -> usize,
+    ) -> Vec<Transaction> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut taken_senders = std::collections::HashSet::new();
+        for h in self.order.values() {
+            if out.len() >= max_txs {
+                break;
+            }
+            let Some(e) = self.entries.get(h) else {
+                continue;
+            };
+            if e.class != TxClass::Executable || e.in_flight || e.committed || e.shadowed {
+                continue;
+            }
+            if !taken_senders.insert(e.tx.sender) {
+                continue;
+            }
+            // Lowest proposable nonce of this sender first, then contiguous successors.
+            let Some(nonces) = self.by_sender.get(&e.tx.sender) else {
+                continue;
+            };
+            let mut expect: Option<Nonce> = None;
+            for (nonce, hashes) in nonces {
+                if let Some(x) = expect {
+                    if *nonce != x {
+                        break;
+                    }
+                }
+                let pick = hashes.iter().filter_map(|h| self.entries.get(h)).find(|c| {
+                    !c.in_flight
+                        && !c.committed
+                        && !c.shadowed
+                        && (c.class == TxClass::Executable || expect.is_some())
+                });
+                let Some(c) = pick else {
+                    if expect.is_none() {
+                        continue;
+                    }
+                    break;
+                };
+                let len = size(&c.tx);
+                if out.len() >= max_txs || bytes + len > max_bytes {
+                    break;
+                }
+                bytes += len;
+                out.push(c.tx.clone());
+                expect = Some(nonce.next());
+            }
+        }
+        debug_assert!(out.len() <= max_txs && bytes <= max_bytes);
+        out
+    }
+
+    /// Drops gapped txs waiting longer than `ttl` ms.
+    pub fn expire_gapped(&mut self, now: u64, ttl: u64) -> usize {
+        let old: Vec<TxHash> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.class == TxClass::Gapped && !e.in_flight && now.saturating_sub(e.since) > ttl
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for h in &old {
+            self.remove(h);
+        }
+        old.len()
+    }
+}

@@ -1,0 +1,11 @@
+//! stele-sim: a deterministic, single-threaded simulator that runs the real PBFT engine
+//! under faults and checks the safety rules on every step.
+//!
+//! One seed fixes everything: network delays, loss, duplication, reordering, partitions,
+//! crashes and restarts from durable state only, client load. Messages go through the
+//! real codec and the real verifier. A failing seed prints the command that replays it.
+
+pub mod ledger;
+mod sim;
+
+pub use sim::{run, Byzantine, Outcome, Scenario, Violation};
