@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/stele-target
 CARGO ?= cargo
 CARGO_FLAGS ?=
 
-.PHONY: help setup test lint unit bench sim testnet
+.PHONY: help setup test lint unit bench sim testnet build-bins
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -19,7 +19,7 @@ setup: ## install what this machine lacks (libclang for rocksdb's bindgen, ...),
 	@bash scripts/setup.sh
 
 test: setup ## formatting, clippy with warnings as errors, then every test
-	$(MAKE) --no-print-directory lint unit
+	$(MAKE) --no-print-directory lint build-bins unit
 
 lint: setup ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
@@ -35,6 +35,19 @@ SIM_SEEDS ?= 100000
 sim: setup ## a long simulator campaign: make sim SIM_SEEDS=100000 (make test runs 1,000)
 	SIM_SEEDS=$(SIM_SEEDS) $(CARGO) test -p stele-sim --test seeds $(CARGO_FLAGS) -- campaign --nocapture
 
-testnet: ## a four-validator testnet (arrives with the node)
-	@echo "make testnet: the validator node is not built yet (issue: 'The validator node, the stele client, a one-command testnet ...')." >&2
-	@exit 1
+TESTNET_DIR ?= testnet
+# The binaries are built with the same profile and the same package selection as
+# `make test` (--workspace --all-targets, dependencies optimised, debug assertions on):
+# another selection can unify dependency features differently, and then cargo compiles
+# RocksDB's C++ a second time.
+BIN_DIR := $(CARGO_TARGET_DIR)/debug
+
+build-bins: setup ## every binary (stele-node, stele) and test, into $(CARGO_TARGET_DIR)/debug
+	$(CARGO) build --workspace --all-targets $(CARGO_FLAGS)
+
+testnet: build-bins ## a four-validator testnet on 127.0.0.1 from config/testnet.toml (Ctrl-C stops it)
+	@if [ ! -f $(TESTNET_DIR)/genesis.json ]; then \
+		$(BIN_DIR)/stele-node testnet init --config config/testnet.toml --out $(TESTNET_DIR); \
+	fi
+	@echo "The client is $(BIN_DIR)/stele (or: cargo install --path crates/client)."
+	$(BIN_DIR)/stele-node testnet up --dir $(TESTNET_DIR)

@@ -5,14 +5,20 @@
 //! [`Action`]s the caller drains in order and a [`Engine::next_deadline`]. The same engine
 //! runs in the node and in the simulator. [`verify`] turns decoded messages into the
 //! verified input the engine accepts, doing all cryptography off the engine's thread.
+//! With the `byzantine` feature (tests only), the `byzantine` module holds the faulty
+//! behaviours the simulator and a test build of the node play.
 
 mod action;
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 mod engine;
 mod pending;
+pub mod recovery;
 pub mod verify;
 pub mod viewchange;
 
 pub use action::{Action, Evidence, Halt, Timer};
 pub use engine::{ChainState, Config, Engine, EngineStats};
 pub use pending::{Pending, TxClass, TxOutcome};
-pub use verify::{Inbound, Reject, VerifiedMessage, Verifier};
+pub use recovery::RecoveryGate;
+pub use verify::{Inbound, KnownTxs, Reject, VerifiedMessage, Verifier};

@@ -80,6 +80,11 @@ impl Pending {
         self.entries.contains_key(hash)
     }
 
+    /// The class of a pending tx, if it is pending.
+    pub fn class_of(&self, hash: &TxHash) -> Option<TxClass> {
+        self.entries.get(hash).map(|e| e.class)
+    }
+
     /// Adds a verified tx; false if already there or full of executable txs.
     pub fn insert(&mut self, tx: Verified<TxBody>, class: TxClass, now: u64) -> bool {
         let tx = tx.into_signed();

@@ -141,6 +141,16 @@ pub struct Verifier<'a> {
     pub validators: &'a ValidatorSet,
     pub genesis: &'a Genesis,
     pub scheme: &'a dyn Scheme,
+    /// Txs this validator verified before, by tx hash. The hash covers the signature, so
+    /// a tx whose hash is known verified is the very tx that was checked: its signature
+    /// is not checked again (each tx is verified once per validator).
+    pub known: Option<&'a dyn KnownTxs>,
+}
+
+/// A validator's verified-tx cache, as the verifier sees it.
+pub trait KnownTxs: Sync + std::fmt::Debug {
+    /// The tx with this hash, if its signature was verified here.
+    fn verified(&self, hash: &stele_types::TxHash) -> Option<Verified<TxBody>>;
 }
 
 impl Verifier<'_> {
@@ -167,12 +177,31 @@ impl Verifier<'_> {
 
     /// Verifies tx signatures, batched; the first bad one refuses the lot.
     pub fn check_txs(&self, txs: &[Transaction]) -> Result<Vec<Verified<TxBody>>, Reject> {
-        let items: Vec<_> = txs.iter().map(|t| (t.clone(), t.sender)).collect();
-        Signed::verify_batch(items, self.validators.chain_id(), self.scheme)
-            .into_iter()
-            .enumerate()
-            .map(|(index, r)| r.map_err(|_| Reject::BadTxSignature { index }))
-            .collect()
+        let Some(known) = self.known else {
+            let items: Vec<_> = txs.iter().map(|t| (t.clone(), t.sender)).collect();
+            return Signed::verify_batch(items, self.validators.chain_id(), self.scheme)
+                .into_iter()
+                .enumerate()
+                .map(|(index, r)| r.map_err(|_| Reject::BadTxSignature { index }))
+                .collect();
+        };
+        // Only the txs not verified before go through the batch.
+        let mut out: Vec<Option<Verified<TxBody>>> = txs
+            .iter()
+            .map(|t| known.verified(&stele_types::tx_hash(t)))
+            .collect();
+        let fresh: Vec<usize> = (0..txs.len()).filter(|&i| out[i].is_none()).collect();
+        let items: Vec<_> = fresh
+            .iter()
+            .map(|&i| (txs[i].clone(), txs[i].sender))
+            .collect();
+        let verdicts = Signed::verify_batch(items, self.validators.chain_id(), self.scheme);
+        for (&index, v) in fresh.iter().zip(verdicts) {
+            out[index] = Some(v.map_err(|_| Reject::BadTxSignature { index })?);
+        }
+        let result: Vec<Verified<TxBody>> = out.into_iter().flatten().collect();
+        debug_assert_eq!(result.len(), txs.len());
+        Ok(result)
     }
 
     fn view_change(&self, vc: Signed<ViewChange>) -> Result<Verified<ViewChange>, Reject> {

@@ -3,9 +3,11 @@
 //!
 //! One seed fixes everything: network delays, loss, duplication, reordering, partitions,
 //! crashes and restarts from durable state only, client load. Messages go through the
-//! real codec and the real verifier. A failing seed prints the command that replays it.
+//! real codec and the real verifier, blocks through the real ledger (`stele-ledger`), and
+//! Byzantine replicas play `stele_consensus::byzantine`. A failing seed prints the
+//! command that replays it.
 
-pub mod ledger;
 mod sim;
 
-pub use sim::{run, Byzantine, Outcome, Scenario, Violation};
+pub use sim::{run, sim_params, DropRule, Outcome, Scenario, ScriptedTx, Violation};
+pub use stele_consensus::byzantine::Behaviour;

@@ -1,6 +1,6 @@
 //! Named scenarios: each a fault the protocol must survive, with what it must show.
 
-use stele_sim::{run, Byzantine, Outcome, Scenario};
+use stele_sim::{run, Behaviour, DropRule, Outcome, Scenario, ScriptedTx};
 
 fn ok(sc: &Scenario) -> Outcome {
     run(sc).unwrap_or_else(|v| panic!("{v}"))
@@ -34,7 +34,7 @@ fn primary_crash_under_load() {
 fn equivocating_primary() {
     for seed in 0..5 {
         let mut sc = faulty(seed, 4);
-        sc.byzantine = vec![(0, Byzantine::Equivocate)];
+        sc.byzantine = vec![(0, Behaviour::Equivocate)];
         let o = ok(&sc);
         // Honest backups hold different blocks for the height, so no quorum forms: the
         // timer replaces the primary, and everything still commits (checked by `ok`).
@@ -112,7 +112,7 @@ fn bad_new_view_is_rejected() {
         let mut sc = faulty(seed, 4);
         // The primary of view 0 crashes; the primary of view 1 lies in its NEW-VIEW.
         sc.crashes = vec![(500, 0, 5_000)];
-        sc.byzantine = vec![(1, Byzantine::BadNewView)];
+        sc.byzantine = vec![(1, Behaviour::BadNewView)];
         let o = ok(&sc);
         assert!(
             o.rejected.get("bad_new_view").copied().unwrap_or(0) > 0,
@@ -136,7 +136,176 @@ fn gapped_txs_and_same_nonce_pairs_cause_no_view_change() {
 fn silent_byzantine_among_seven() {
     for seed in 0..3 {
         let mut sc = faulty(seed, 7);
-        sc.byzantine = vec![(0, Byzantine::Silent), (4, Byzantine::BadVotes)];
+        sc.byzantine = vec![(0, Behaviour::Silent), (4, Behaviour::BadVotes)];
         ok(&sc);
+    }
+}
+
+#[test]
+fn censoring_primary_is_replaced() {
+    for seed in 0..4 {
+        let mut sc = faulty(seed, 4);
+        sc.quiet_at = 0;
+        // Client 0's txs never enter the primary's blocks while everyone else's commit
+        // steadily for longer than the liveness bound (4·T_max + 10 s = 42 s): only the
+        // timer that follows the oldest request, never reset by other commits, replaces it.
+        sc.txs_per_client = 100;
+        sc.load_for = Some(50_000);
+        sc.byzantine = vec![(0, sc.censor(0))];
+        let o = ok(&sc);
+        assert!(o.view_changes > 0, "seed {seed}: {o:?}");
+    }
+}
+
+#[test]
+fn wiped_replica_recovering() {
+    for seed in 0..3 {
+        let mut sc = faulty(seed, 4);
+        // Cut off, replica 3 times out and sends VIEW-CHANGE(1) nobody hears; then its
+        // disk dies. Restarted empty it is in view 0, where the others still are: voting
+        // there would be voting in a view it left. The gate holds it until it is active
+        // in a view above every view q peers reported, and past c_r + L.
+        sc.partitions = vec![(400, 3_000, vec![3])];
+        sc.wipes = vec![(2_700 + 50 * seed, 3, 200)];
+        sc.crashes = vec![(4_000, 0, 1_200)];
+        let o = ok(&sc);
+        assert!(o.held_by_recovery > 0, "seed {seed}: {o:?}");
+        assert_eq!(
+            o.recovered,
+            vec![3],
+            "seed {seed}: it must vote again: {o:?}"
+        );
+        assert!(o.votes_after_recovery > 0, "seed {seed}: {o:?}");
+    }
+    for seed in 0..4 {
+        let mut sc = faulty(seed, 4);
+        // A backup loses its disk while the others commit and comes back recovering: it
+        // sends only STATUS, fetches and CHECKPOINT until it holds a stable checkpoint
+        // above c_r + L and is active in a view above m. Only a view change takes it
+        // there: the primary of view 0 crashes later (with the recovering replica
+        // counting against f, progress waits for the primary's restart).
+        sc.wipes = vec![(1_500 + 100 * seed, 3, 500)];
+        sc.crashes = vec![(3_500, 0, 1_500)];
+        let o = ok(&sc);
+        assert!(o.held_by_recovery > 0, "seed {seed}: {o:?}");
+        assert_eq!(
+            o.recovered,
+            vec![3],
+            "seed {seed}: it must vote again: {o:?}"
+        );
+        assert!(o.votes_after_recovery > 0, "seed {seed}: {o:?}");
+        assert!(
+            o.heights_after_quiet_with_client_tx > 0,
+            "seed {seed}: {o:?}"
+        );
+    }
+    for seed in 0..4 {
+        let mut sc = faulty(seed, 4);
+        // The primary itself is wiped: the others replace it, and accepting their
+        // NEW-VIEW (a view above the m it learnt) lets it vote again.
+        sc.wipes = vec![(1_000 + 150 * seed, 0, 400)];
+        let o = ok(&sc);
+        assert_eq!(o.recovered, vec![0], "seed {seed}: {o:?}");
+        assert!(o.votes_after_recovery > 0, "seed {seed}: {o:?}");
+    }
+}
+
+/// Height 1 is prepared with X in view 0 by replica 3 alone, then prepared and committed
+/// with Z in view 1 by the others while 3 is cut off; the NEW-VIEW of view 2 is built on
+/// V = {2, 0, 3}, holding (view 1, Z) and (view 0, X) for height 1. O must take Z, the
+/// higher view (taking X would re-propose another block at a committed height).
+#[test]
+fn conflicting_prepared_certificates_from_two_views_o_takes_the_higher() {
+    for seed in 0..4 {
+        let mut sc = Scenario::calm(seed, 4);
+        sc.clients = 2;
+        sc.quiet_at = 6_000;
+        sc.script = vec![
+            // T1 everywhere: primary 0 proposes X at height 1 in view 0.
+            ScriptedTx {
+                at: 100,
+                client: 0,
+                nonce: 0,
+                targets: vec![0, 1, 2, 3],
+            },
+            // T2 while the primary of view 1 is cut off: it forces view 2.
+            ScriptedTx {
+                at: 2_500,
+                client: 0,
+                nonce: 1,
+                targets: vec![0, 2],
+            },
+        ];
+        sc.drops = vec![DropRule {
+            // In view 0 only replica 3 receives PREPAREs: it alone prepares X.
+            from_ms: 0,
+            to_ms: u64::MAX,
+            receivers: vec![0, 1, 2],
+            kinds: vec!["prepare"],
+            view: Some(0),
+            ..DropRule::default()
+        }];
+        sc.partitions = vec![
+            // 3 misses view 1 entirely (it never hears NEW-VIEW(1) nor prepares Z)...
+            (300, 4_200, vec![3]),
+            // ... and the primary of view 1 is cut off once Z is committed.
+            (2_300, 5_000, vec![1]),
+        ];
+        let o = ok(&sc);
+        assert!(
+            o.new_views_with_conflicting_certificates > 0,
+            "seed {seed}: the script must put two views' certificates for one height in V: {o:?}"
+        );
+        assert!(o.view_changes >= 2, "seed {seed}: {o:?}");
+    }
+}
+
+/// Height 1 commits with X in view 0 at replica 3 alone: the others prepared X but see
+/// neither a COMMIT nor 3's blocks. View 1 re-proposes X (O from V), but nobody prepares
+/// anything in view 1, so when view 2 starts, X's certificate is still the one from view
+/// 0. A replica that forgot it when it entered view 1 would let view 2 put another block
+/// at height 1.
+#[test]
+fn prepared_certificates_outlive_an_idle_view() {
+    for seed in 0..4 {
+        let mut sc = Scenario::calm(seed, 4);
+        sc.clients = 2;
+        sc.quiet_at = 6_000;
+        sc.script = vec![ScriptedTx {
+            at: 100,
+            client: 0,
+            nonce: 0,
+            targets: vec![0, 1, 2, 3],
+        }];
+        let until = u64::MAX;
+        sc.drops = vec![
+            DropRule {
+                from_ms: 0,
+                to_ms: until,
+                receivers: vec![0, 1, 2],
+                kinds: vec!["commit"],
+                view: Some(0),
+                ..DropRule::default()
+            },
+            DropRule {
+                from_ms: 0,
+                to_ms: until,
+                senders: vec![3],
+                kinds: vec!["blocks"],
+                ..DropRule::default()
+            },
+            DropRule {
+                from_ms: 0,
+                to_ms: until,
+                kinds: vec!["prepare"],
+                view: Some(1),
+                ..DropRule::default()
+            },
+        ];
+        let o = ok(&sc);
+        assert!(
+            o.view_changes >= 2 * 3,
+            "seed {seed}: views 1 and 2 at three replicas at least: {o:?}"
+        );
     }
 }

@@ -74,11 +74,11 @@ fn campaign_quarter_3() {
 /// both), the agreement checker finds the violation.
 #[test]
 fn agreement_checker_catches_f_plus_one_colluders() {
-    use stele_sim::Byzantine;
+    use stele_sim::Behaviour;
     let mut caught = None;
     for seed in 0..20 {
         let mut sc = Scenario::calm(seed, 4);
-        sc.byzantine = vec![(0, Byzantine::Equivocate), (3, Byzantine::Accomplice)];
+        sc.byzantine = vec![(0, Behaviour::Equivocate), (3, Behaviour::Accomplice)];
         if let Err(v) = run(&sc) {
             assert!(v.rule.starts_with("agreement"), "{v}");
             caught = Some(seed);

@@ -5,6 +5,7 @@
 //! record, the genesis file with the validator set, and the one binary codec. Types
 //! here check their own well-formedness; protocol decisions live in stele-consensus.
 
+pub mod api;
 pub mod block;
 pub mod bounded;
 pub mod certs;

@@ -1,0 +1,572 @@
+//! The engine's thread: the single owner of the PBFT engine, feeding it inputs and
+//! carrying out its actions in order.
+//!
+//! A thin loop (STYLE.md): take inputs from one bounded channel, tick the timers, drain
+//! the actions. A `Persist` is written and synced before any send after it in the same
+//! drain; a `Deliver` executes the block over the store and commits it in one synced
+//! write before the engine hears `on_executed`. Admission and classification of client
+//! txs happen here because the engine owns the pending set they are judged against.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use stele_consensus::{
+    Action, Engine, Halt, Inbound, RecoveryGate, TxClass, TxOutcome, VerifiedMessage,
+};
+use stele_crypto::{Digest, KeyPair, Signed, Verified};
+use stele_ledger::{admit, Admission, Class, Refusal};
+use stele_store::{Store, StoreError};
+use stele_transport::{FrameClass, Transport};
+use stele_types::api::{Admitted, StatusResponse};
+use stele_types::{
+    codec, tx_hash, Block, CommitCertificate, CommittedBlock, Genesis, Height, Message, Params,
+    ReplicaId, TxBody, TxHash,
+};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::cache::{VerifiedTxs, Waiters};
+use crate::metrics::Metrics;
+
+/// Inputs queued for the engine thread.
+pub const INPUT_QUEUE: usize = 16_384;
+/// Most inputs handled before the timers are looked at again.
+const INPUT_BURST: usize = 512;
+
+/// What the engine thread is asked to do.
+#[derive(Debug)]
+pub enum Input {
+    /// A verified message from a validator.
+    Message {
+        from: ReplicaId,
+        arrival_unix_ms: u64,
+        msg: VerifiedMessage,
+    },
+    /// Txs relayed by a validator, signatures verified.
+    Relay { txs: Vec<Verified<TxBody>> },
+    /// Txs submitted by a client, signatures verified; the reply says what admission made
+    /// of each.
+    Submit {
+        txs: Vec<Verified<TxBody>>,
+        reply: oneshot::Sender<Vec<Result<Admitted, Refusal>>>,
+    },
+    /// Whether a tx is pending here, and how.
+    Pending {
+        hash: TxHash,
+        reply: oneshot::Sender<Option<TxClass>>,
+    },
+    /// Stop after the current drain.
+    Stop,
+}
+
+/// Why the engine thread ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Stopped,
+    /// The engine halted: safety can no longer be promised (exit code 3).
+    Halted(String),
+    /// The store failed: the node cannot go on without risking what it signed.
+    StoreFailed(String),
+}
+
+/// What the HTTP API reads of the engine thread's state.
+#[derive(Debug)]
+pub struct Shared {
+    pub status: Mutex<StatusResponse>,
+    /// Highest executed height any peer's STATUS claimed (for `/ready`).
+    pub peer_height: Mutex<Height>,
+}
+
+/// Everything the engine thread owns or shares.
+pub struct Driver {
+    pub engine: Engine,
+    pub store: Arc<Store>,
+    pub transport: Transport,
+    pub genesis: Genesis,
+    pub key: Arc<KeyPair>,
+    pub metrics: Metrics,
+    pub waiters: Arc<Waiters>,
+    pub cache: Arc<VerifiedTxs>,
+    pub shared: Arc<Shared>,
+    pub recovery: Option<RecoveryGate>,
+    pub sync: bool,
+    pub start: Instant,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Engine time: monotonic milliseconds since the process started.
+pub fn now_ms(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+struct Loop {
+    d: Driver,
+    params: Params,
+    /// When each height's PRE-PREPARE was first seen here (commit latency), in window.
+    proposed_at: BTreeMap<Height, Instant>,
+    last_commit: Option<Instant>,
+    /// The tip's block digest, read once per new height.
+    tip_hash: Option<(Height, Digest)>,
+    exit: Option<Exit>,
+}
+
+impl Driver {
+    /// Runs until stopped, halted, or the input channel closes.
+    pub fn run(self, rx: Receiver<Input>) -> Exit {
+        let params = self.genesis.params.clone();
+        let mut l = Loop {
+            d: self,
+            params,
+            proposed_at: BTreeMap::new(),
+            last_commit: None,
+            tip_hash: None,
+            exit: None,
+        };
+        l.drive();
+        l.publish();
+        while l.exit.is_none() {
+            let now = now_ms(l.d.start);
+            let wait =
+                l.d.engine
+                    .next_deadline()
+                    .map_or(100, |t| t.saturating_sub(now))
+                    .min(100);
+            match rx.recv_timeout(Duration::from_millis(wait)) {
+                Ok(input) => {
+                    l.handle(input);
+                    for _ in 0..INPUT_BURST {
+                        if l.exit.is_some() {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(input) => l.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => l.exit = Some(Exit::Stopped),
+            }
+            let (now, unix) = l.clock();
+            l.d.engine.on_tick(now, unix);
+            l.drive();
+            l.publish();
+        }
+        l.exit.unwrap_or(Exit::Stopped)
+    }
+}
+
+impl Loop {
+    fn clock(&self) -> (u64, u64) {
+        (now_ms(self.d.start), stele_transport::unix_ms())
+    }
+
+    fn handle(&mut self, input: Input) {
+        let (now, unix) = self.clock();
+        match input {
+            Input::Message {
+                from,
+                arrival_unix_ms,
+                msg,
+            } => {
+                match msg.inbound() {
+                    Inbound::Status(s) => {
+                        let mut p = self
+                            .d
+                            .shared
+                            .peer_height
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        *p = (*p).max(s.executed);
+                        drop(p);
+                        if let Some(g) = self.d.recovery.as_mut() {
+                            g.observe_status(s);
+                        }
+                    }
+                    Inbound::Proposal { pre_prepare, .. } => {
+                        self.proposed_at
+                            .entry(pre_prepare.height)
+                            .or_insert_with(Instant::now);
+                    }
+                    Inbound::Blocks(b) => {
+                        self.d.metrics.state_transfer_blocks.inc_by(b.len() as u64);
+                    }
+                    _ => {}
+                }
+                self.d
+                    .engine
+                    .on_message(now, unix, from, arrival_unix_ms, msg);
+            }
+            Input::Relay { txs } => {
+                if self.d.recovery.as_ref().is_some_and(|g| !g.done()) {
+                    return;
+                }
+                for tx in txs {
+                    // A relayed tx the sender's state refuses is simply not ours to keep.
+                    let _ = self.admit(tx, false, now, unix);
+                }
+            }
+            Input::Submit { txs, reply } => {
+                let out = txs
+                    .into_iter()
+                    .map(|tx| self.admit(tx, true, now, unix))
+                    .collect();
+                let _ = reply.send(out);
+            }
+            Input::Pending { hash, reply } => {
+                let _ = reply.send(self.d.engine.pending().class_of(&hash));
+            }
+            Input::Stop => self.exit = Some(Exit::Stopped),
+        }
+        self.drive();
+    }
+
+    /// Admission and classification (DESIGN.md, "Requests") against executed state.
+    fn admit(
+        &mut self,
+        tx: Verified<TxBody>,
+        from_client: bool,
+        now: u64,
+        unix: u64,
+    ) -> Result<Admitted, Refusal> {
+        let hash = tx_hash(tx.signed());
+        if self.d.engine.has_pending(&hash) {
+            return Ok(Admitted::Known);
+        }
+        let store = self.d.store.clone();
+        if self.read(store.tx_location_checked(&hash))?.is_some() {
+            return Ok(Admitted::Known);
+        }
+        let account = self.read(store.account_of(&tx.sender))?;
+        let ctx = Admission {
+            account,
+            next_nonce: account.map_or(stele_types::Nonce(0), |a| a.nonce),
+            sender_pending: self.d.engine.pending().of_sender(&tx.sender).len(),
+            mempool_len: self.d.engine.pending().len(),
+        };
+        let class = match admit(tx.nonce, &ctx, &self.params) {
+            Ok(Class::Executable) => TxClass::Executable,
+            Ok(_) => TxClass::Gapped,
+            Err(Refusal::NonceUsed { .. })
+                if self
+                    .read(store.receipt(tx.signed(), self.d.engine.id()))?
+                    .is_some() =>
+            {
+                // Its nonce is used: the outcome is final (stale_nonce), and asking for it
+                // gets the receipt.
+                return Ok(Admitted::Known);
+            }
+            Err(r) => return Err(r),
+        };
+        self.d.engine.on_request(now, unix, tx, class, from_client);
+        Ok(Admitted::Accepted)
+    }
+
+    /// A store read on the admission path; a failure refuses the tx as overload (the
+    /// client retries) rather than guess.
+    fn read<T>(&self, r: Result<T, StoreError>) -> Result<T, Refusal> {
+        r.map_err(|e| {
+            error!(error = %e, "store read during admission");
+            Refusal::MempoolFull {
+                len: 0,
+                max: self.params.mempool_size,
+            }
+        })
+    }
+
+    /// Carries out the engine's actions, in order, until it has none left.
+    fn drive(&mut self) {
+        loop {
+            let actions = self.d.engine.drain();
+            if actions.is_empty() {
+                return;
+            }
+            for a in actions {
+                if self.exit.is_some() {
+                    return;
+                }
+                self.perform(a);
+            }
+        }
+    }
+
+    fn fail_store(&mut self, what: &str, e: StoreError) {
+        error!(error = %e, "{what} failed; stopping: a validator that cannot write must not vote");
+        self.exit = Some(Exit::StoreFailed(format!("{what}: {e}")));
+    }
+
+    fn perform(&mut self, a: Action) {
+        match a {
+            Action::Persist(entries) => {
+                if let Err(e) = self.d.store.persist(&entries) {
+                    self.fail_store("persisting consensus state", e);
+                }
+            }
+            Action::PersistCheckpoint(c) => {
+                if let Err(e) = self.d.store.persist_stable_checkpoint(&c) {
+                    self.fail_store("persisting a stable checkpoint", e);
+                }
+            }
+            Action::Send(to, m) => self.send(Some(to), &m),
+            Action::Broadcast(m) => {
+                if let Message::Proposal(p) = &m {
+                    self.proposed_at
+                        .entry(p.pre_prepare.height)
+                        .or_insert_with(Instant::now);
+                }
+                self.send(None, &m)
+            }
+            Action::Deliver { block, certificate } => self.deliver(block, certificate),
+            Action::ServeBlocks {
+                to,
+                from,
+                to_height,
+            } => self.serve_blocks(to, from, to_height),
+            Action::Evidence(e) => {
+                warn!(evidence = ?e, "Byzantine behaviour proven by signed messages");
+                self.d.metrics.evidence.with_label_values(&[e.kind()]).inc();
+                if let Err(err) = self.d.store.record_evidence(&format!("{e:?}")) {
+                    self.fail_store("recording evidence", err);
+                }
+            }
+            Action::Rejected { from, reason } => {
+                tracing::debug!(peer = %from, %reason, "message rejected");
+                self.d.metrics.reject_message(reason.label());
+            }
+            Action::Halt(h) => {
+                let detail = match h {
+                    Halt::Divergence {
+                        height,
+                        ours,
+                        stable,
+                    } => format!(
+                        "state digest at height {height} is {ours}, the stable checkpoint says {stable}"
+                    ),
+                    Halt::ConflictingNewView {
+                        height,
+                        executed,
+                        proposed,
+                    } => format!(
+                        "a NEW-VIEW re-proposes {proposed} at height {height}, where this validator executed {executed}: more than f validators are faulty"
+                    ),
+                };
+                error!(
+                    "HALTED: {detail}. This validator stops voting. Wipe its data directory and \
+                     restart it with --recover to fetch the chain from its peers."
+                );
+                self.exit = Some(Exit::Halted(detail));
+            }
+            Action::ViewChanged { view, active } => {
+                info!(view = view.0, active, "view");
+                if !active {
+                    self.d.metrics.view_changes.inc();
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, to: Option<ReplicaId>, m: &Message) {
+        if let Some(g) = &self.d.recovery {
+            if !g.allows(m) {
+                return;
+            }
+        }
+        let class = match m {
+            Message::Relay(_) => FrameClass::Relay,
+            Message::Bodies(_) | Message::Blocks(_) => FrameClass::Bulk,
+            _ => FrameClass::Consensus,
+        };
+        let bytes = Bytes::from(codec::encode(m));
+        let r = match to {
+            Some(peer) => self.d.transport.send(peer, class, bytes).map(|_| ()),
+            None => self.d.transport.broadcast(class, bytes).map(|_| ()),
+        };
+        if let Err(e) = r {
+            // Our own message does not fit the wire: a bug, but not one to stop for (the
+            // engine repairs lost messages).
+            error!(error = %e, kind = m.kind(), "cannot send");
+        }
+    }
+
+    fn serve_blocks(&mut self, to: ReplicaId, from: Height, to_height: Height) {
+        let last = to_height
+            .0
+            .min(
+                from.0
+                    .saturating_add(self.d.engine.transfer_batch().saturating_sub(1)),
+            )
+            .min(self.d.store.latest_height().0);
+        let mut blocks = Vec::new();
+        for h in from.0.max(1)..=last {
+            let h = Height(h);
+            match (self.d.store.block(h), self.d.store.certificate(h)) {
+                (Ok(Some(block)), Ok(Some(certificate))) => {
+                    blocks.push(CommittedBlock { block, certificate })
+                }
+                (Err(e), _) | (_, Err(e)) => return self.fail_store("reading blocks to serve", e),
+                _ => break,
+            }
+        }
+        if !blocks.is_empty() {
+            self.send(Some(to), &Engine::blocks_batch(blocks));
+        }
+    }
+
+    fn deliver(&mut self, block: Block, certificate: CommitCertificate) {
+        let h = block.height();
+        let t0 = Instant::now();
+        let exec = match stele_ledger::execute(&block, &*self.d.store, &self.params) {
+            Ok(x) => x,
+            Err(e) => {
+                error!(height = h.0, error = %e, "cannot execute a committed block; stopping");
+                self.exit = Some(Exit::StoreFailed(format!("executing height {h}: {e}")));
+                return;
+            }
+        };
+        if let Err(e) = self.d.store.commit_block(
+            &block,
+            &certificate,
+            &exec.results,
+            &exec.changes,
+            exec.state_digest,
+        ) {
+            return self.fail_store("committing a block", e);
+        }
+        let m = &self.d.metrics;
+        m.store_commit.observe(t0.elapsed().as_secs_f64());
+        m.blocks_committed.inc();
+        m.block_txs.observe(block.txs.len() as f64);
+        let applied = exec.results.iter().filter(|r| r.is_applied()).count();
+        m.txs_committed.inc_by(applied as u64);
+        let now_i = Instant::now();
+        if let Some(prev) = self.last_commit.replace(now_i) {
+            m.block_interval.observe((now_i - prev).as_secs_f64());
+        }
+        if let Some(at) = self.proposed_at.remove(&h) {
+            m.commit_latency.observe(at.elapsed().as_secs_f64());
+        }
+        self.proposed_at = self.proposed_at.split_off(&h);
+        if !block.txs.is_empty() {
+            tracing::debug!(height = h.0, txs = block.txs.len(), applied, "committed");
+        }
+        // Whoever waits for one of these nonces now has a final outcome.
+        self.d.waiters.notify_used(
+            block
+                .txs
+                .iter()
+                .zip(&exec.results)
+                .filter(|(_, r)| r.is_applied())
+                .map(|(t, _)| (t.sender, t.nonce)),
+        );
+        let outcomes = self.outcomes(&block);
+        let (now, _) = self.clock();
+        self.d
+            .engine
+            .on_executed(now, h, exec.state_digest, &outcomes);
+    }
+
+    /// What execution meant for the pending txs of the senders a block touched.
+    fn outcomes(&self, block: &Block) -> Vec<(TxHash, TxOutcome)> {
+        let senders: HashSet<_> = block.txs.iter().map(|t| t.sender).collect();
+        let mut accounts = std::collections::HashMap::new();
+        self.d
+            .engine
+            .pending_of(&senders)
+            .into_iter()
+            .map(|(hash, sender, nonce)| {
+                let applied = matches!(self.d.store.tx_location_checked(&hash), Ok(Some(_)));
+                let next = *accounts.entry(sender).or_insert_with(|| {
+                    self.d
+                        .store
+                        .account_of(&sender)
+                        .ok()
+                        .flatten()
+                        .map(|a| a.nonce)
+                });
+                let o = if applied {
+                    TxOutcome::Applied
+                } else {
+                    match next {
+                        Some(n) if nonce == n => TxOutcome::Reclassified(TxClass::Executable),
+                        Some(n) if nonce > n => TxOutcome::Reclassified(TxClass::Gapped),
+                        _ => TxOutcome::Dropped,
+                    }
+                };
+                (hash, o)
+            })
+            .collect()
+    }
+
+    /// Publishes the state the API and the metrics show.
+    fn publish(&mut self) {
+        let e = &self.d.engine;
+        if let Some(g) = self.d.recovery.as_mut() {
+            g.update(e.low_watermark(), e.view(), e.is_active());
+            if g.done() {
+                info!(
+                    low = e.low_watermark().0,
+                    view = e.view().0,
+                    "recovery complete: past c_r + L and active in a view above m; voting again"
+                );
+                self.d.recovery = None;
+            }
+        }
+        let (height, state_digest) = self.d.store.tip();
+        let block_hash = match self.tip_hash {
+            Some((h, d)) if h == height => d,
+            _ => {
+                let d = match self.d.store.block(height) {
+                    Ok(Some(b)) => b.digest(),
+                    _ => Block::null_digest(height),
+                };
+                self.tip_hash = Some((height, d));
+                d
+            }
+        };
+        let m = &self.d.metrics;
+        m.height.set(height.0 as i64);
+        m.view.set(e.view().0 as i64);
+        m.active.set(i64::from(e.is_active()));
+        m.mempool.set(e.pending().len() as i64);
+        let status = StatusResponse {
+            validator: e.id(),
+            chain_id: self.d.genesis.chain_id.clone(),
+            height,
+            view: e.view(),
+            active: e.is_active(),
+            block_hash,
+            state_digest,
+            stable_checkpoint: e.low_watermark(),
+            peers_connected: 0,
+            sync: self.d.sync,
+            recovering: self.d.recovery.is_some(),
+            mempool_txs: e.pending().len() as u64,
+        };
+        *self
+            .d
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = status;
+    }
+}
+
+/// Signs this validator's receipt for a final outcome.
+pub fn sign_receipt(
+    receipt: stele_types::Receipt,
+    genesis: &Genesis,
+    key: &KeyPair,
+) -> Signed<stele_types::Receipt> {
+    Signed::sign(receipt, &genesis.chain_id, key)
+}

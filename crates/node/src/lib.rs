@@ -1,0 +1,18 @@
+//! stele-node: the validator daemon.
+//!
+//! Wiring, in the order data flows (DESIGN.md, "Data flow in a validator"): the HTTP API
+//! ([`api`]) and the QUIC transport ([`net`]) verify signatures off the engine thread,
+//! through the verified-tx cache ([`cache`]); the engine thread ([`driver`]) admits txs,
+//! runs the PBFT engine, persists before it sends, executes committed blocks over the
+//! store and commits them. [`config`], [`datadir`] and [`testnet`] are what an operator
+//! touches; [`metrics`] is what Prometheus scrapes.
+
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod datadir;
+pub mod driver;
+pub mod metrics;
+pub mod net;
+pub mod run;
+pub mod testnet;

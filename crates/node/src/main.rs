@@ -1,0 +1,217 @@
+//! `stele-node`: run a validator, prepare its data directory, make keys, and run a
+//! whole testnet on one machine.
+//!
+//! Exit codes: 0 stopped cleanly; 1 a failure at run time (store, network binding);
+//! 2 a configuration or data-directory problem the operator must fix; 3 halted on a
+//! safety violation (divergence from a stable checkpoint).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stele_crypto::KeyPair;
+use stele_node::config::NodeConfig;
+use stele_node::driver::Exit;
+use stele_node::run::StartError;
+use stele_node::{datadir, testnet};
+use stele_types::Genesis;
+
+const AFTER_HELP: &str = "\
+Quick start (a four-validator testnet on this machine):
+  stele-node testnet init --config config/testnet.toml --out testnet
+  stele-node testnet up --dir testnet
+  stele submit transfer --to <HEX> --amount 5        # in another terminal
+
+A validator set up by hand:
+  stele-node keygen --out validator.pem              # its key; put the public key in genesis
+  stele-node init --genesis genesis.json --data data # a new data directory
+  stele-node run --config node.toml
+
+Exit codes: 0 stopped, 1 runtime failure, 2 configuration or data-directory problem,
+3 halted on a safety violation (wipe the data directory and run with --recover).";
+
+/// A Stele validator: PBFT over QUIC, RocksDB on disk, an HTTP API with Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "stele-node", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a validator from its node.toml until SIGINT/SIGTERM.
+    #[command(after_help = "\
+node.toml fields (paths relative to the file):
+  genesis = \"../genesis.json\"   the chain's genesis file
+  key = \"validator.pem\"         this validator's key (PKCS#8 PEM, mode 0600)
+  data_dir = \"data\"             RocksDB lives in data/db
+  p2p_listen = \"0.0.0.0:7100\"   optional; default: the genesis p2p_addr
+  api_listen = \"0.0.0.0:7200\"   optional; default: the genesis api_addr
+  sync = true                   false gives up durability (benchmarks only)
+  log = \"info\"                  log filter; RUST_LOG overrides it")]
+    Run {
+        /// The validator's config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Start from an empty data directory without the genesis marker: this validator
+        /// lost its disk. It fetches the chain from its peers and does not vote until it
+        /// is past every vote it may have signed before.
+        #[arg(long)]
+        recover: bool,
+    },
+    /// Prepare a new data directory (with the genesis marker that lets `run` create its
+    /// database).
+    Init {
+        /// The chain's genesis file.
+        #[arg(long, value_name = "FILE")]
+        genesis: PathBuf,
+        /// The data directory to prepare.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Generate a validator key (PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// A whole testnet on this machine.
+    #[command(subcommand)]
+    Testnet(TestnetCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum TestnetCmd {
+    /// Write keys, genesis, per-validator configs and data directories.
+    Init {
+        /// The testnet description (validators, ports, funded accounts, parameters).
+        #[arg(long, value_name = "FILE", default_value = "config/testnet.toml")]
+        config: PathBuf,
+        /// Where to write it.
+        #[arg(long, value_name = "DIR", default_value = "testnet")]
+        out: PathBuf,
+    },
+    /// Run every validator of a testnet directory as its own process; Ctrl-C stops them.
+    Up {
+        #[arg(long, value_name = "DIR", default_value = "testnet")]
+        dir: PathBuf,
+    },
+}
+
+fn init_logs(filter: &str) {
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stele-node: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Cmd::Run { config, recover } => {
+            let loaded = match NodeConfig::load(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("stele-node: config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logs(&loaded.config.log);
+            match rt.block_on(stele_node::run::run(loaded, recover)) {
+                Ok(Exit::Stopped) => ExitCode::SUCCESS,
+                Ok(Exit::Halted(detail)) => {
+                    eprintln!(
+                        "stele-node: HALTED: {detail}. Wipe this validator's data directory and \
+                         restart it with --recover."
+                    );
+                    ExitCode::from(3)
+                }
+                Ok(Exit::StoreFailed(e)) => {
+                    eprintln!("stele-node: stopped: {e}");
+                    ExitCode::from(1)
+                }
+                Err(StartError::DataDir(e)) => {
+                    eprintln!("stele-node: {e}");
+                    ExitCode::from(2)
+                }
+                Err(StartError::Other(e)) => {
+                    eprintln!("stele-node: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Init { genesis, data } => {
+            let g = match Genesis::load(&genesis) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("stele-node: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match datadir::init(&data, &g) {
+                Ok(()) => {
+                    println!(
+                        "initialised {} for chain {} (genesis {})",
+                        data.display(),
+                        g.chain_id,
+                        g.digest()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("stele-node: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Keygen { out } => {
+            let k = KeyPair::generate();
+            match k.save(&out) {
+                Ok(()) => {
+                    println!("{}", k.public());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("stele-node: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Testnet(TestnetCmd::Init { config, out }) => match testnet::init(&config, &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stele-node: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Testnet(TestnetCmd::Up { dir }) => {
+            let exe = match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("stele-node: cannot find its own executable: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(testnet::up(&dir, &exe)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stele-node: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Every Prometheus metric of the node, in one struct (DESIGN.md, "Metrics").
+//!
+//! The engine returns counters and actions; this struct turns them into series. Every
+//! labelled series is created at start with value 0, so dashboards and alerts never see
+//! "no data" for a thing that has not happened yet.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use stele_consensus::{Evidence, Reject};
+use stele_types::Message;
+
+/// Why a client tx was refused at `POST /txs` (the `reason` label).
+pub const TX_REJECT_REASONS: [&str; 10] = [
+    "malformed",
+    "too_large",
+    "wrong_chain",
+    "bad_signature",
+    "unknown_sender",
+    "nonce_used",
+    "nonce_too_far",
+    "sender_quota",
+    "mempool_full",
+    "overloaded",
+];
+
+/// Rejections of validator traffic beyond the engine's own reasons: the transport's
+/// (oversized frames, bad handshakes, ...) and the node's (queue full).
+pub const NODE_MESSAGE_REJECT_REASONS: [&str; 2] = ["transport", "inbound_full"];
+
+/// The node's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub height: IntGauge,
+    pub view: IntGauge,
+    pub active: IntGauge,
+    pub view_changes: IntCounter,
+    pub block_interval: Histogram,
+    pub commit_latency: Histogram,
+    pub block_txs: Histogram,
+    pub blocks_committed: IntCounter,
+    pub txs_committed: IntCounter,
+    pub txs_rejected: IntCounterVec,
+    pub mempool: IntGauge,
+    pub peers: IntGauge,
+    pub messages_received: IntCounterVec,
+    pub messages_rejected: IntCounterVec,
+    pub evidence: IntCounterVec,
+    pub store_commit: Histogram,
+    pub state_transfer_blocks: IntCounter,
+    pub sig_verify: Histogram,
+    pub sig_verified: IntCounter,
+    pub faults_tolerated: IntGauge,
+}
+
+fn secs(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+impl Metrics {
+    /// Every metric, registered, every labelled series at 0.
+    pub fn new() -> Metrics {
+        let latency = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let counter = |name: &str, help: &str| {
+            IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+        };
+        let gauge = |name: &str, help: &str| {
+            IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+        };
+        let vec = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let v = IntCounterVec::new(Opts::new(name, help), &[label])
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            for value in values {
+                v.with_label_values(&[value]).reset();
+            }
+            v
+        };
+        let mut message_rejects: Vec<&str> = Reject::LABELS.to_vec();
+        message_rejects.extend(NODE_MESSAGE_REJECT_REASONS);
+        let m = Metrics {
+            registry: Registry::new(),
+            height: gauge("stele_consensus_height", "Highest executed height."),
+            view: gauge("stele_consensus_view", "Current view."),
+            active: gauge(
+                "stele_consensus_active",
+                "1 while taking part in the current view, 0 while changing views.",
+            ),
+            view_changes: counter(
+                "stele_consensus_view_changes_total",
+                "View changes this validator started or joined.",
+            ),
+            block_interval: secs(
+                "stele_consensus_block_interval_seconds",
+                "Time between two committed blocks.",
+                latency.clone(),
+            ),
+            commit_latency: secs(
+                "stele_consensus_commit_latency_seconds",
+                "From a block's PRE-PREPARE (as seen here) to its commit.",
+                latency.clone(),
+            ),
+            block_txs: secs(
+                "stele_consensus_block_txs",
+                "Txs per committed block.",
+                vec![
+                    0.0, 1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0,
+                ],
+            ),
+            blocks_committed: counter("stele_blocks_committed_total", "Blocks committed."),
+            txs_committed: counter(
+                "stele_txs_committed_total",
+                "Txs applied (any applied result) in committed blocks.",
+            ),
+            txs_rejected: vec(
+                "stele_txs_rejected_total",
+                "Client txs refused at POST /txs, by reason.",
+                "reason",
+                &TX_REJECT_REASONS,
+            ),
+            mempool: gauge("stele_mempool_txs", "Txs pending in this validator."),
+            peers: gauge("stele_peers_connected", "Validators connected over QUIC."),
+            messages_received: vec(
+                "stele_messages_received_total",
+                "Validator messages decoded, by kind.",
+                "kind",
+                &Message::KINDS,
+            ),
+            messages_rejected: vec(
+                "stele_messages_rejected_total",
+                "Validator messages refused, by reason.",
+                "reason",
+                &message_rejects,
+            ),
+            evidence: vec(
+                "stele_byzantine_evidence_total",
+                "Byzantine behaviour proven by signed messages, by kind.",
+                "kind",
+                &Evidence::KINDS,
+            ),
+            store_commit: secs(
+                "stele_store_commit_seconds",
+                "Synced RocksDB write of one committed block.",
+                latency.clone(),
+            ),
+            state_transfer_blocks: counter(
+                "stele_state_transfer_blocks_total",
+                "Committed blocks received by state transfer.",
+            ),
+            sig_verify: secs(
+                "stele_sig_verify_seconds",
+                "Time to verify one batch of tx signatures.",
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                ],
+            ),
+            sig_verified: counter(
+                "stele_sig_verified_total",
+                "Tx signatures verified (each tx once per validator).",
+            ),
+            faults_tolerated: gauge(
+                "stele_quorum_faults_tolerated",
+                "How many more validators may fail now with the chain still live.",
+            ),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.height.clone()),
+            Box::new(m.view.clone()),
+            Box::new(m.active.clone()),
+            Box::new(m.view_changes.clone()),
+            Box::new(m.block_interval.clone()),
+            Box::new(m.commit_latency.clone()),
+            Box::new(m.block_txs.clone()),
+            Box::new(m.blocks_committed.clone()),
+            Box::new(m.txs_committed.clone()),
+            Box::new(m.txs_rejected.clone()),
+            Box::new(m.mempool.clone()),
+            Box::new(m.peers.clone()),
+            Box::new(m.messages_received.clone()),
+            Box::new(m.messages_rejected.clone()),
+            Box::new(m.evidence.clone()),
+            Box::new(m.store_commit.clone()),
+            Box::new(m.state_transfer_blocks.clone()),
+            Box::new(m.sig_verify.clone()),
+            Box::new(m.sig_verified.clone()),
+            Box::new(m.faults_tolerated.clone()),
+        ];
+        for c in collectors {
+            m.registry
+                .register(c)
+                .unwrap_or_else(|e| panic!("registering a metric twice: {e}"));
+        }
+        m
+    }
+
+    /// The text exposition format, for `GET /metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    pub fn reject_tx(&self, reason: &str) {
+        self.txs_rejected.with_label_values(&[reason]).inc();
+    }
+
+    pub fn reject_message(&self, reason: &str) {
+        self.messages_rejected.with_label_values(&[reason]).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_labelled_series_exists_from_start() {
+        let m = Metrics::new();
+        let text = m.render();
+        for kind in Message::KINDS {
+            assert!(
+                text.contains(&format!(
+                    "stele_messages_received_total{{kind=\"{kind}\"}} 0"
+                )),
+                "{kind}"
+            );
+        }
+        for reason in TX_REJECT_REASONS {
+            assert!(
+                text.contains(&format!(
+                    "stele_txs_rejected_total{{reason=\"{reason}\"}} 0"
+                )),
+                "{reason}"
+            );
+        }
+        for kind in Evidence::KINDS {
+            assert!(text.contains(&format!(
+                "stele_byzantine_evidence_total{{kind=\"{kind}\"}} 0"
+            )));
+        }
+        for name in [
+            "stele_consensus_height",
+            "stele_consensus_view",
+            "stele_consensus_view_changes_total",
+            "stele_consensus_block_interval_seconds_bucket",
+            "stele_consensus_commit_latency_seconds_bucket",
+            "stele_consensus_block_txs_bucket",
+            "stele_txs_committed_total",
+            "stele_mempool_txs",
+            "stele_peers_connected",
+            "stele_store_commit_seconds_bucket",
+            "stele_state_transfer_blocks_total",
+            "stele_sig_verify_seconds_bucket",
+            "stele_sig_verified_total",
+            "stele_quorum_faults_tolerated",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}

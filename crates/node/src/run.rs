@@ -1,0 +1,333 @@
+//! `stele-node run`: opens the store, rebuilds the engine, starts the transport, the
+//! verification workers, the engine thread and the HTTP API, and stops them in order on
+//! SIGINT/SIGTERM or when the engine halts.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use stele_consensus::{ChainState, Config, Engine, RecoveryGate};
+use stele_ledger::{genesis_changes, genesis_state_digest};
+use stele_store::{GenesisState, Store, StoreConfig};
+use stele_transport::{Transport, TransportConfig};
+use stele_types::api::StatusResponse;
+use stele_types::{CommittedBlock, Height, ViewNumber};
+use tracing::{error, info, warn};
+
+use crate::api::{self, Api};
+use crate::cache::{VerifiedTxs, Waiters, VERIFIED_CACHE_CAP};
+use crate::config::Loaded;
+use crate::datadir::{self, Opening};
+use crate::driver::{now_ms, Driver, Exit, Input, Shared, INPUT_QUEUE};
+use crate::metrics::Metrics;
+use crate::net;
+
+/// Marks a data directory whose recovery has not finished: a restart mid-recovery must
+/// stay gated, since the votes signed before the wipe are still unknown.
+pub const RECOVERING_MARKER: &str = "RECOVERING";
+
+/// Verification worker threads (the machine's cores, at most 4).
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}
+
+/// Why `run` failed before the node was up; the exit code says which.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The operator must act on the data directory (exit code 2).
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    /// Anything else (exit code 1).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The committed chain above the stable checkpoint, as the engine needs it to restart.
+fn chain_state(store: &Store, low: Height, k: u64) -> anyhow::Result<ChainState> {
+    let (executed, state_digest) = store.tip();
+    let mut recent = Vec::new();
+    let mut checkpoint_digests = Vec::new();
+    for h in low.0.saturating_add(1)..=executed.0 {
+        let h = Height(h);
+        let block = store
+            .block(h)?
+            .with_context(|| format!("block {h} missing"))?;
+        let certificate = store
+            .certificate(h)?
+            .with_context(|| format!("certificate {h} missing"))?;
+        recent.push(CommittedBlock { block, certificate });
+        if h.0 % k == 0 {
+            let d = store
+                .state_digest(h)?
+                .with_context(|| format!("state digest {h} missing"))?;
+            checkpoint_digests.push((h, d));
+        }
+    }
+    Ok(ChainState {
+        executed,
+        state_digest,
+        recent,
+        checkpoint_digests,
+    })
+}
+
+/// Runs a validator until it is stopped or halts.
+pub async fn run(loaded: Loaded, recover: bool) -> Result<Exit, StartError> {
+    let Loaded {
+        genesis,
+        key,
+        id,
+        data_dir,
+        p2p_listen,
+        api_listen,
+        config,
+        ..
+    } = loaded;
+    let opening = datadir::opening(&data_dir, &genesis, recover)?;
+    if opening == Opening::Recover {
+        std::fs::write(data_dir.join(RECOVERING_MARKER), "recovering\n")
+            .with_context(|| format!("writing {}", data_dir.join(RECOVERING_MARKER).display()))?;
+    }
+    let recovering = data_dir.join(RECOVERING_MARKER).exists();
+    if recover && opening == Opening::Existing && !recovering {
+        warn!("--recover given, but the data directory holds a database: opening it as it is");
+    }
+    let initial = GenesisState {
+        changes: genesis_changes(&genesis),
+        state_digest: genesis_state_digest(&genesis),
+    };
+    let db = datadir::db_path(&data_dir);
+    let store = Store::open(
+        &db,
+        &genesis,
+        &initial,
+        &StoreConfig {
+            sync: config.sync,
+            verify_on_open: true,
+        },
+    )
+    .with_context(|| format!("opening the store in {}", db.display()))?;
+    if opening == Opening::Fresh {
+        datadir::remove_marker(&data_dir)?;
+    }
+    if !config.sync {
+        warn!("sync = false: commits are not synced to disk; a crash may lose acknowledged blocks and sent votes. Benchmarks only.");
+    }
+    let store = Arc::new(store);
+    let key = Arc::new(key);
+    let start = Instant::now();
+    let durable = store.durable_entries().context("reading consensus state")?;
+    let low = store
+        .stable_checkpoint()
+        .context("reading the stable checkpoint")?
+        .map_or(Height(0), |c| c.height);
+    let chain = chain_state(&store, low, genesis.params.checkpoint_interval)
+        .context("reading the committed chain")?;
+    info!(
+        validator = id.0,
+        height = chain.executed.0,
+        stable_checkpoint = low.0,
+        durable_entries = durable.len(),
+        recovering,
+        "opened store"
+    );
+    let engine = Engine::restore(
+        Config {
+            id,
+            genesis: genesis.clone(),
+            signer: key.clone(),
+            genesis_state: initial.state_digest,
+        },
+        durable,
+        chain,
+        now_ms(start),
+    );
+
+    let socket = std::net::UdpSocket::bind(&p2p_listen)
+        .with_context(|| format!("binding the QUIC address {p2p_listen}"))?;
+    let mut tc = TransportConfig::new(genesis.clone(), (*key).clone());
+    tc.socket = Some(socket);
+    let (transport, inbound) = Transport::start(tc).context("starting the QUIC transport")?;
+    let listener = tokio::net::TcpListener::bind(&api_listen)
+        .await
+        .with_context(|| format!("binding the HTTP API address {api_listen}"))?;
+
+    let metrics = Metrics::new();
+    let cache = Arc::new(VerifiedTxs::new(VERIFIED_CACHE_CAP));
+    let waiters = Arc::new(Waiters::default());
+    let (height, state_digest) = store.tip();
+    let shared = Arc::new(Shared {
+        status: Mutex::new(StatusResponse {
+            validator: id,
+            chain_id: genesis.chain_id.clone(),
+            height,
+            view: ViewNumber(0),
+            active: false,
+            block_hash: stele_types::Block::null_digest(height),
+            state_digest,
+            stable_checkpoint: low,
+            peers_connected: 0,
+            sync: config.sync,
+            recovering,
+            mempool_txs: 0,
+        }),
+        peer_height: Mutex::new(Height(0)),
+    });
+    let vs = genesis.validator_set();
+    let (engine_tx, engine_rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
+
+    let mut workers = Vec::new();
+    for i in 0..worker_count() {
+        let (wtx, wrx) = mpsc::sync_channel(net::WORKER_QUEUE);
+        let (etx, g, c, m) = (
+            engine_tx.clone(),
+            genesis.clone(),
+            cache.clone(),
+            metrics.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("verify-{i}"))
+            .spawn(move || net::worker(wrx, etx, g, c, m))
+            .context("starting a verification worker")?;
+        workers.push(wtx);
+    }
+    tokio::spawn(net::inbound_loop(
+        inbound,
+        workers,
+        genesis.clone(),
+        metrics.clone(),
+    ));
+
+    let driver = Driver {
+        engine,
+        store: store.clone(),
+        transport: transport.clone(),
+        genesis: genesis.clone(),
+        key: key.clone(),
+        metrics: metrics.clone(),
+        waiters: waiters.clone(),
+        cache: cache.clone(),
+        shared: shared.clone(),
+        recovery: recovering.then(|| RecoveryGate::new(id, vs.quorum(), genesis.params.window)),
+        sync: config.sync,
+        start,
+    };
+    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel::<Exit>();
+    let marker = data_dir.join(RECOVERING_MARKER);
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            let exit = driver.run(engine_rx);
+            let _ = exit_tx.send(exit);
+        })
+        .context("starting the engine thread")?;
+
+    // Gauges the engine does not own, once a second.
+    {
+        let (t, m, s) = (transport.clone(), metrics.clone(), shared.clone());
+        let q = vs.quorum() as i64;
+        tokio::spawn(async move {
+            let mut seen_rejects = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let peers = t.connected().borrow().len() as i64;
+                m.peers.set(peers);
+                m.faults_tolerated.set((peers + 1 - q).max(0));
+                let snap = t.metrics().snapshot();
+                let rejects: u64 = snap.rejected.iter().sum();
+                if rejects > seen_rejects {
+                    m.messages_rejected
+                        .with_label_values(&["transport"])
+                        .inc_by(rejects - seen_rejects);
+                    seen_rejects = rejects;
+                }
+                let recovering = s
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .recovering;
+                if !recovering && marker.exists() {
+                    let _ = std::fs::remove_file(&marker);
+                }
+            }
+        });
+    }
+
+    let api = Arc::new(Api {
+        genesis: genesis.clone(),
+        id,
+        key: key.clone(),
+        store: store.clone(),
+        engine: engine_tx.clone(),
+        shared,
+        cache,
+        waiters,
+        metrics,
+        connected: transport.connected(),
+    });
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api::router(api))
+            .with_graceful_shutdown(async {
+                let _ = stop_http_rx.await;
+            })
+            .await
+    });
+    info!(
+        validator = id.0,
+        p2p = %p2p_listen,
+        api = %api_listen,
+        n = vs.n(),
+        f = vs.f(),
+        "validator running"
+    );
+
+    let exit = tokio::select! {
+        e = &mut exit_rx => e.unwrap_or(Exit::Stopped),
+        s = shutdown_signal() => {
+            info!(signal = s, "stopping");
+            let _ = engine_tx.try_send(Input::Stop);
+            exit_rx.await.unwrap_or(Exit::Stopped)
+        }
+    };
+    drop(engine_tx);
+    let _ = stop_http_tx.send(());
+    if tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        warn!("HTTP API did not stop within 5 s");
+    }
+    transport.shutdown().await;
+    if engine_thread.join().is_err() {
+        error!("the engine thread panicked");
+    }
+    if let Err(e) = store.flush() {
+        warn!(error = %e, "flushing the store at shutdown");
+    }
+    Ok(exit)
+}
+
+async fn shutdown_signal() -> &'static str {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term => "SIGTERM",
+    }
+}
+
+/// For `testnet up` and tests: the per-validator state this module reads, by path.
+pub fn is_initialised(data: &Path) -> bool {
+    data.join(datadir::MARKER).exists() || datadir::db_path(data).join("CURRENT").exists()
+}

@@ -1,0 +1,204 @@
+//! Store benchmarks: synced commits of 1,000-tx blocks (blocks/s and tx/s), execution
+//! over the store, durable consensus writes (synced), and block reads by height.
+//!
+//! Every commit here is a real `fsync` of the WAL unless the name says "unsynced", so
+//! the figures are the disk's as much as the code's.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use stele_crypto::{ChainId, Digest, PublicKey, Signature, Signed};
+use stele_ledger::{execute, genesis_changes, genesis_state_digest};
+use stele_store::{GenesisState, Store, StoreConfig};
+use stele_types::{
+    Amount, Block, CommitCertificate, DurableEntry, Genesis, GenesisAccount, Height, Nonce, Op,
+    Params, PrePrepare, Prepare, ReplicaId, Transaction, TxBody, ViewNumber,
+};
+
+const TXS: usize = 1000;
+
+fn key(i: usize) -> PublicKey {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    PublicKey(k)
+}
+
+fn genesis() -> Genesis {
+    Genesis {
+        chain_id: ChainId::new("bench").expect("valid chain id"),
+        genesis_time_ms: 0,
+        validators: vec![],
+        accounts: (0..TXS)
+            .map(|i| GenesisAccount {
+                key: key(i),
+                balance: Amount(1_000_000_000),
+            })
+            .collect(),
+        params: Params::default(),
+    }
+}
+
+fn open(dir: &std::path::Path, sync: bool) -> Store {
+    let g = genesis();
+    let initial = GenesisState {
+        changes: genesis_changes(&g),
+        state_digest: genesis_state_digest(&g),
+    };
+    let config = StoreConfig {
+        sync,
+        ..StoreConfig::default()
+    };
+    Store::open(dir, &g, &initial, &config).expect("opens")
+}
+
+/// The block at `height`: every sender pays the next one, with nonce height − 1.
+fn block(height: Height) -> Block {
+    let chain_id = ChainId::new("bench").expect("valid chain id");
+    let txs: Vec<Transaction> = (0..TXS)
+        .map(|i| Signed {
+            value: TxBody {
+                chain_id: chain_id.clone(),
+                sender: key(i),
+                nonce: Nonce(height.0 - 1),
+                op: Op::Transfer {
+                    to: key((i + 1) % TXS),
+                    amount: Amount(1),
+                },
+            },
+            signature: Signature([1; 64]),
+        })
+        .collect();
+    Block::new(height, height.0, txs)
+}
+
+fn cert(b: &Block) -> CommitCertificate {
+    CommitCertificate {
+        view: ViewNumber(0),
+        height: b.height(),
+        digest: b.digest(),
+        commits: vec![],
+    }
+}
+
+fn bench_commit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store commit");
+    g.throughput(Throughput::Elements(TXS as u64));
+    g.sample_size(20);
+    for sync in [true, false] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path(), sync);
+        let params = Params::default();
+        let name = if sync { "synced" } else { "unsynced" };
+        g.bench_function(BenchmarkId::new("1000-tx block", name), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let blk = block(store.latest_height().next());
+                    let e = execute(&blk, &store, &params).expect("executes");
+                    let start = Instant::now();
+                    store
+                        .commit_block(&blk, &cert(&blk), &e.results, &e.changes, e.state_digest)
+                        .expect("commits");
+                    spent += start.elapsed();
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("store execute");
+    g.throughput(Throughput::Elements(TXS as u64));
+    g.sample_size(20);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), true);
+    let blk = block(Height(1));
+    g.bench_function("execute 1000-tx block over the store", |b| {
+        b.iter(|| execute(&blk, &store, &Params::default()).expect("executes"))
+    });
+    g.finish();
+}
+
+fn bench_durable(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), true);
+    let mut g = c.benchmark_group("store durable (synced)");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    let prepare = |h: u64, body: Block| DurableEntry::PrepareSent {
+        pre_prepare: Signed {
+            value: PrePrepare {
+                view: ViewNumber(0),
+                height: Height(h),
+                digest: body.digest(),
+            },
+            signature: Signature([2; 64]),
+        },
+        prepare: Signed {
+            value: Prepare {
+                view: ViewNumber(0),
+                height: Height(h),
+                digest: body.digest(),
+                replica: ReplicaId(1),
+            },
+            signature: Signature([3; 64]),
+        },
+        body,
+    };
+    let mut h = 0u64;
+    g.bench_function("persist VIEW-CHANGE view", |b| {
+        b.iter(|| {
+            h += 1;
+            store
+                .persist(&[DurableEntry::ViewChangeSent {
+                    view: ViewNumber(h),
+                }])
+                .expect("persists")
+        })
+    });
+    let big = block(Height(1));
+    g.bench_function("persist PREPARE with a 1000-tx body", |b| {
+        b.iter(|| {
+            h += 1;
+            store.persist(&[prepare(h, big.clone())]).expect("persists")
+        })
+    });
+    g.finish();
+}
+
+fn bench_reads(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), false);
+    let params = Params::default();
+    const BLOCKS: u64 = 64;
+    for _ in 0..BLOCKS {
+        let blk = block(store.latest_height().next());
+        let e = execute(&blk, &store, &params).expect("executes");
+        store
+            .commit_block(&blk, &cert(&blk), &e.results, &e.changes, e.state_digest)
+            .expect("commits");
+    }
+    store.flush().expect("flushes");
+    let mut g = c.benchmark_group("store read");
+    g.throughput(Throughput::Elements(1));
+    let mut h = 0u64;
+    g.bench_function("1000-tx block by height", |b| {
+        b.iter(|| {
+            h = h % BLOCKS + 1;
+            store.block(Height(h)).expect("reads").expect("present")
+        })
+    });
+    let digest: Digest = block(Height(7)).digest();
+    g.bench_function("1000-tx block by digest", |b| {
+        b.iter(|| {
+            store
+                .block_by_digest(&digest)
+                .expect("reads")
+                .expect("present")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_commit, bench_durable, bench_reads);
+criterion_main!(benches);

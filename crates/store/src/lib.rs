@@ -1,0 +1,17 @@
+//! stele-store: a validator's disk, on RocksDB.
+//!
+//! Committed blocks with their certificates and state digests, the ledger state
+//! (accounts, records, the write-once tx and nonce indexes) and the durable consensus
+//! state the engine persists before it sends. One synced `WriteBatch` per committed
+//! block, one per consensus persist; `open` refuses a corrupt, half-written or foreign
+//! database with an error naming what is wrong rather than serve a shorter chain.
+
+mod durable;
+mod error;
+mod keys;
+mod store;
+mod verify;
+
+pub use error::StoreError;
+pub use keys::COLUMN_FAMILIES;
+pub use store::{GenesisState, Store, StoreConfig};

@@ -1,0 +1,723 @@
+//! The store: opening (with its consistency check), committing blocks, and every read.
+//!
+//! A committed block is one synced `WriteBatch`: the block with its state digest, its
+//! digest index entry, its certificate, the tx and nonce index entries of its applied
+//! txs, and the new values of every account and record it changed. Nothing of a block
+//! is visible before all of it is, and `commit_block` returns only after the WAL is
+//! synced (unless the config turns sync off, which gives up durability).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode,
+    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use stele_crypto::{Digest, PublicKey, DIGEST_LEN};
+use stele_types::codec::{self, MAX_DECODE_LEN};
+use stele_types::{
+    tx_hash, Account, Block, CommitCertificate, Genesis, Height, Nonce, Receipt, RecordKey,
+    RecordValue, ReplicaId, StateChanges, StateError, StateView, Transaction, TxHash, TxLocation,
+    TxResult,
+};
+
+use crate::error::StoreError;
+use crate::keys::{self, *};
+
+/// Distinguishes evidence recorded within one millisecond.
+static EVIDENCE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Decode limits for values read back (a corrupt length is refused, never allocated).
+pub(crate) const SMALL_VALUE_LIMIT: usize = 4096;
+pub(crate) const CERT_LIMIT: usize = 1 << 20;
+
+/// How the store writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Sync the WAL to disk before `commit_block` and `persist` return (default: on).
+    /// Turning it off gives up durability: a crash of the machine may lose committed
+    /// blocks and votes already sent, which breaks safety rules 3 and 4. For benchmarks
+    /// only.
+    pub sync: bool,
+    /// At open, read back every entry of every column family, so a checksum error
+    /// anywhere is found before the store serves anything, and check that heights,
+    /// certificates and the digest index agree (default: on). Costs one sequential read
+    /// of the database per start.
+    pub verify_on_open: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            sync: true,
+            verify_on_open: true,
+        }
+    }
+}
+
+/// The state at height 0, as stele-ledger computes it (`genesis_changes` and
+/// `genesis_state_digest`); the store writes it into a fresh database and identifies the
+/// chain by its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenesisState {
+    pub changes: StateChanges,
+    pub state_digest: Digest,
+}
+
+/// The latest committed height and the state digest after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub height: Height,
+    pub state_digest: Digest,
+}
+
+/// A validator's RocksDB database.
+pub struct Store {
+    pub(crate) db: DB,
+    pub(crate) path: PathBuf,
+    pub(crate) write_opts: WriteOptions,
+    /// Also serialises commits, so the height check and the write are one step.
+    pub(crate) tip: Mutex<Tip>,
+    /// Serialises `persist`, so a checkpoint's regression check and its write are one
+    /// step.
+    pub(crate) durable_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("tip", &*self.lock_tip())
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    // Checks at open and on reads; a corrupt file is an error, never silently skipped.
+    o.set_paranoid_checks(true);
+    // A torn last WAL record (the write a crash interrupted, never acknowledged) is
+    // dropped; corruption anywhere before it is an error. The default, point-in-time
+    // recovery, would silently stop at the first bad record and open a shorter chain.
+    o.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    // All families flush together, so after a crash no family's SSTs run ahead of
+    // another's: every block's batch is either wholly in SSTs or replayed from the WAL.
+    o.set_atomic_flush(true);
+    o.set_compression_type(DBCompressionType::Lz4);
+    o
+}
+
+fn cf_options(name: &str) -> Options {
+    let mut o = db_options();
+    // Point lookups that mostly miss (is this tx applied? does this key have an
+    // account?) are answered by the bloom filter without reading a data block.
+    if matches!(
+        name,
+        TX_INDEX | NONCE_INDEX | ACCOUNTS | BLOCK_INDEX | RECORDS
+    ) {
+        let mut t = BlockBasedOptions::default();
+        t.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&t);
+    }
+    o
+}
+
+impl Store {
+    /// Opens (or creates) the database in `path` for `genesis`.
+    ///
+    /// A fresh database gets the genesis state in one synced write. An existing one must
+    /// belong to the same genesis, and its last block, that block's certificate, its
+    /// digest index entry and its state digest must agree (with
+    /// [`StoreConfig::verify_on_open`], every entry is read and checked). Anything else
+    /// is an error naming the problem; the store never opens a damaged database as a
+    /// shorter chain.
+    pub fn open(
+        path: &Path,
+        genesis: &Genesis,
+        initial: &GenesisState,
+        config: &StoreConfig,
+    ) -> Result<Store, StoreError> {
+        check_genesis_state(genesis, initial)?;
+        let descriptors = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+        let db = DB::open_cf_descriptors(&db_options(), path, descriptors).map_err(|source| {
+            let op = if source.kind() == rocksdb::ErrorKind::Corruption {
+                "open the database (a WAL or SST file is damaged; a validator restarts from an \
+                 empty data directory with --recover and fetches its chain from its peers)"
+            } else {
+                "open the database"
+            };
+            StoreError::Rocks {
+                op: op.into(),
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(config.sync);
+        let mut store = Store {
+            db,
+            path: path.to_owned(),
+            write_opts,
+            tip: Mutex::new(Tip {
+                height: Height(0),
+                state_digest: initial.state_digest,
+            }),
+            durable_lock: Mutex::new(()),
+        };
+        let tip = match store.get_block_entry(Height(0))? {
+            None => {
+                store.initialise(genesis, initial)?;
+                Tip {
+                    height: Height(0),
+                    state_digest: initial.state_digest,
+                }
+            }
+            Some((found, _)) if found != initial.state_digest => {
+                return Err(StoreError::WrongGenesis {
+                    path: path.to_owned(),
+                    expected: initial.state_digest,
+                    found,
+                })
+            }
+            Some(_) => store.check_tip()?,
+        };
+        if config.verify_on_open {
+            store.verify_all(tip)?;
+        }
+        *store.tip.get_mut().unwrap_or_else(|e| e.into_inner()) = tip;
+        debug_assert_eq!(store.last_state_unchecked(), (tip.height, tip.state_digest));
+        Ok(store)
+    }
+
+    /// Writes the genesis entry and state into an empty database, synced.
+    fn initialise(&self, genesis: &Genesis, initial: &GenesisState) -> Result<(), StoreError> {
+        for name in COLUMN_FAMILIES {
+            if let Some(item) = self
+                .db
+                .iterator_cf(self.cf(name), IteratorMode::Start)
+                .next()
+            {
+                let (key, _) = item.map_err(|e| self.rocks("scan", name, e))?;
+                return Err(StoreError::Inconsistent {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "no genesis entry at height 0 in `blocks`, yet `{name}` holds key {}",
+                        keys::show(&key)
+                    ),
+                });
+            }
+        }
+        let genesis_block = Block::new(Height(0), genesis.genesis_time_ms, Vec::new());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(BLOCKS),
+            height_key(Height(0)),
+            codec::encode(&(initial.state_digest, &genesis_block)),
+        );
+        self.put_changes(&mut batch, &initial.changes);
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| self.rocks("write the genesis state", BLOCKS, e))
+    }
+
+    /// Commits `block` at the next height: the block with `state_digest`, its
+    /// certificate, the tx and nonce index entries of its applied txs (write-once) and
+    /// `changes`, in one synced write. Returns only once it is durable.
+    pub fn commit_block(
+        &self,
+        block: &Block,
+        certificate: &CommitCertificate,
+        results: &[TxResult],
+        changes: &StateChanges,
+        state_digest: Digest,
+    ) -> Result<(), StoreError> {
+        let mut tip = self.lock_tip();
+        let height = block.height();
+        if height != tip.height.next() || tip.height.0 == u64::MAX {
+            return Err(StoreError::OutOfOrder {
+                expected: tip.height.next(),
+                found: height,
+            });
+        }
+        let block_digest = block.digest();
+        if certificate.height != height || certificate.digest != block_digest {
+            return Err(StoreError::CertificateMismatch {
+                cert_height: certificate.height,
+                cert_digest: certificate.digest,
+                block_height: height,
+                block_digest,
+            });
+        }
+        if results.len() != block.txs.len() {
+            return Err(StoreError::ResultCount {
+                height,
+                txs: block.txs.len(),
+                results: results.len(),
+            });
+        }
+        debug_assert!(
+            block.matches(height, &certificate.digest),
+            "the node commits only bodies that match their certificate"
+        );
+
+        let mut batch = WriteBatch::default();
+        let key = height_key(height);
+        batch.put_cf(self.cf(BLOCKS), key, codec::encode(&(state_digest, block)));
+        batch.put_cf(self.cf(BLOCK_INDEX), block_digest.as_bytes(), key);
+        batch.put_cf(self.cf(CERTS), key, codec::encode(certificate));
+        for (index, (tx, result)) in block.txs.iter().zip(results).enumerate() {
+            if !result.is_applied() {
+                continue;
+            }
+            let hash = tx_hash(tx);
+            debug_assert!(
+                matches!(self.tx_location(&hash), Ok(None)),
+                "tx {hash} applied twice: the tx index is write-once"
+            );
+            debug_assert!(matches!(self.nonce_tx(&tx.sender, tx.nonce), Ok(None)));
+            let location = TxLocation {
+                height,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                result: *result,
+            };
+            batch.put_cf(self.cf(TX_INDEX), hash.as_bytes(), codec::encode(&location));
+            batch.put_cf(
+                self.cf(NONCE_INDEX),
+                nonce_key(&tx.sender, tx.nonce),
+                hash.as_bytes(),
+            );
+        }
+        self.put_changes(&mut batch, changes);
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(|e| self.rocks(&format!("commit block {height}"), BLOCKS, e))?;
+        *tip = Tip {
+            height,
+            state_digest,
+        };
+        Ok(())
+    }
+
+    fn put_changes(&self, batch: &mut WriteBatch, changes: &StateChanges) {
+        for (key, account) in &changes.accounts {
+            batch.put_cf(self.cf(ACCOUNTS), key.as_bytes(), codec::encode(account));
+        }
+        for ((owner, key), value) in &changes.records {
+            batch.put_cf(
+                self.cf(RECORDS),
+                record_key(owner, key),
+                codec::encode(value),
+            );
+        }
+    }
+
+    /// Records Byzantine evidence (a description of the signed messages that prove it),
+    /// keyed by the wall-clock time it was seen and a counter, synced like consensus
+    /// state. The evidence family is append-only; operators read it with
+    /// [`Store::evidence`].
+    pub fn record_evidence(&self, description: &str) -> Result<(), StoreError> {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let seq = EVIDENCE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut key = unix_ms.to_be_bytes().to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        let bytes = description.as_bytes();
+        let value = &bytes[..bytes.len().min(SMALL_VALUE_LIMIT)];
+        self.db
+            .put_cf_opt(self.cf(EVIDENCE), key, value, &self.write_opts)
+            .map_err(|e| self.rocks("record evidence", EVIDENCE, e))
+    }
+
+    /// Every recorded piece of evidence, oldest first: (unix ms, description).
+    pub fn evidence(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(EVIDENCE), IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.rocks("scan", EVIDENCE, e))?;
+            let ms = key
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            out.push((ms, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Forces every memtable into SST files (tests, and an orderly shutdown that wants
+    /// a short WAL replay next time). Committed data is durable without it.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let cfs: Vec<&ColumnFamily> = COLUMN_FAMILIES.iter().map(|n| self.cf(n)).collect();
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(|e| self.rocks("flush", BLOCKS, e))
+    }
+
+    /// The directory the database lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // ---- reads ----
+
+    /// The latest committed height (0 before the first block).
+    pub fn latest_height(&self) -> Height {
+        self.lock_tip().height
+    }
+
+    /// The latest committed height and the state digest after it.
+    pub fn tip(&self) -> (Height, Digest) {
+        self.last_state_unchecked()
+    }
+
+    /// The block at `height` (`None` for height 0, which is genesis, not a block).
+    pub fn block(&self, height: Height) -> Result<Option<Block>, StoreError> {
+        if height == Height(0) {
+            return Ok(None);
+        }
+        Ok(self.get_block_entry(height)?.map(|(_, b)| b))
+    }
+
+    /// The state digest after `height` (height 0: the genesis state digest).
+    pub fn state_digest(&self, height: Height) -> Result<Option<Digest>, StoreError> {
+        Ok(self.get_block_entry(height)?.map(|(d, _)| d))
+    }
+
+    /// The block with digest `digest`, and its height.
+    pub fn block_by_digest(&self, digest: &Digest) -> Result<Option<(Height, Block)>, StoreError> {
+        let Some(raw) = self.get_raw(BLOCK_INDEX, digest.as_bytes())? else {
+            return Ok(None);
+        };
+        let height = parse_height(&raw).ok_or_else(|| {
+            self.corrupt(
+                BLOCK_INDEX,
+                digest.as_bytes(),
+                format!("expected an 8-byte height, found {} bytes", raw.len()),
+            )
+        })?;
+        match self.block(height)? {
+            Some(b) if b.digest() == *digest => Ok(Some((height, b))),
+            Some(b) => Err(self.corrupt(
+                BLOCK_INDEX,
+                digest.as_bytes(),
+                format!(
+                    "names height {height}, whose block has digest {}",
+                    b.digest()
+                ),
+            )),
+            None => Err(self.corrupt(
+                BLOCK_INDEX,
+                digest.as_bytes(),
+                format!("names height {height}, which holds no block"),
+            )),
+        }
+    }
+
+    /// The commit certificate of `height`.
+    pub fn certificate(&self, height: Height) -> Result<Option<CommitCertificate>, StoreError> {
+        let key = height_key(height);
+        let cert: Option<CommitCertificate> = self.get_decoded(CERTS, &key, CERT_LIMIT)?;
+        match cert {
+            Some(c) if c.height != height => Err(self.corrupt(
+                CERTS,
+                &key,
+                format!("certificate is for height {}", c.height),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// The applied tx `hash`, with where it was applied and its result.
+    pub fn tx(&self, hash: &TxHash) -> Result<Option<(Transaction, TxLocation)>, StoreError> {
+        let Some(location) = self.tx_location_checked(hash)? else {
+            return Ok(None);
+        };
+        let block = self.block(location.height)?.ok_or_else(|| {
+            self.corrupt(
+                TX_INDEX,
+                hash.as_bytes(),
+                format!("names height {}, which holds no block", location.height),
+            )
+        })?;
+        let tx = block.txs.get(location.index as usize).ok_or_else(|| {
+            self.corrupt(
+                TX_INDEX,
+                hash.as_bytes(),
+                format!(
+                    "names index {} of height {}, which has {} txs",
+                    location.index,
+                    location.height,
+                    block.txs.len()
+                ),
+            )
+        })?;
+        if tx_hash(tx) != *hash {
+            return Err(self.corrupt(
+                TX_INDEX,
+                hash.as_bytes(),
+                format!(
+                    "names index {} of height {}, which holds another tx",
+                    location.index, location.height
+                ),
+            ));
+        }
+        Ok(Some((tx.clone(), location)))
+    }
+
+    /// The account of `key`.
+    pub fn account_of(&self, key: &PublicKey) -> Result<Option<Account>, StoreError> {
+        self.get_decoded(ACCOUNTS, key.as_bytes(), SMALL_VALUE_LIMIT)
+    }
+
+    /// The record `key` of `owner`.
+    pub fn record_of(
+        &self,
+        owner: &PublicKey,
+        key: &RecordKey,
+    ) -> Result<Option<RecordValue>, StoreError> {
+        self.get_decoded(RECORDS, &record_key(owner, key), SMALL_VALUE_LIMIT)
+    }
+
+    /// Where the applied tx `hash` is.
+    pub fn tx_location_checked(&self, hash: &TxHash) -> Result<Option<TxLocation>, StoreError> {
+        self.get_decoded(TX_INDEX, hash.as_bytes(), SMALL_VALUE_LIMIT)
+    }
+
+    /// The applied tx that used `nonce` of `sender`.
+    pub fn nonce_tx_checked(
+        &self,
+        sender: &PublicKey,
+        nonce: Nonce,
+    ) -> Result<Option<TxHash>, StoreError> {
+        let key = nonce_key(sender, nonce);
+        let Some(raw) = self.get_raw(NONCE_INDEX, &key)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; DIGEST_LEN] = raw.as_slice().try_into().map_err(|_| {
+            self.corrupt(
+                NONCE_INDEX,
+                &key,
+                format!(
+                    "expected a {DIGEST_LEN}-byte tx hash, found {} bytes",
+                    raw.len()
+                ),
+            )
+        })?;
+        Ok(Some(Digest(bytes)))
+    }
+
+    /// The final outcome of `tx`, ready to sign as `replica`: the stored result if it
+    /// was applied, or `stale_nonce` with the height, index and block digest of the tx
+    /// that used its nonce. `None` while it has no final outcome (never included, or
+    /// only as `nonce_gap`).
+    pub fn receipt(
+        &self,
+        tx: &Transaction,
+        replica: ReplicaId,
+    ) -> Result<Option<Receipt>, StoreError> {
+        let hash = tx_hash(tx);
+        let (location, result) = if let Some(l) = self.tx_location_checked(&hash)? {
+            (l, l.result)
+        } else if let Some(other) = self.nonce_tx_checked(&tx.sender, tx.nonce)? {
+            let key = nonce_key(&tx.sender, tx.nonce);
+            if other == hash {
+                return Err(self.corrupt(
+                    NONCE_INDEX,
+                    &key,
+                    format!("names tx {hash}, which is not in the tx index"),
+                ));
+            }
+            let l = self.tx_location_checked(&other)?.ok_or_else(|| {
+                self.corrupt(
+                    NONCE_INDEX,
+                    &key,
+                    format!("names tx {other}, which is not in the tx index"),
+                )
+            })?;
+            (l, TxResult::StaleNonce)
+        } else {
+            return Ok(None);
+        };
+        let cert = self
+            .certificate(location.height)?
+            .ok_or_else(|| StoreError::Inconsistent {
+                path: self.path.clone(),
+                problem: format!(
+                    "tx {hash} is indexed at height {}, which has no certificate",
+                    location.height
+                ),
+            })?;
+        let receipt = Receipt {
+            tx_hash: hash,
+            height: location.height,
+            index: location.index,
+            block_digest: cert.digest,
+            result,
+            replica,
+        };
+        debug_assert!(receipt.result.is_final());
+        Ok(Some(receipt))
+    }
+
+    // ---- internals shared with durable.rs and verify.rs ----
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every family in COLUMN_FAMILIES is created by `open`, so a missing one is a
+        // bug here, not a property of the data on disk.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} is opened with the database"))
+    }
+
+    pub(crate) fn lock_tip(&self) -> MutexGuard<'_, Tip> {
+        // A panic while holding the lock cannot leave the tip half-updated (it is
+        // replaced whole after a successful write), so a poisoned lock is still right.
+        self.tip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn last_state_unchecked(&self) -> (Height, Digest) {
+        let t = self.lock_tip();
+        (t.height, t.state_digest)
+    }
+
+    pub(crate) fn rocks(&self, op: &str, cf: &str, source: rocksdb::Error) -> StoreError {
+        StoreError::Rocks {
+            op: format!("{op} (column family `{cf}`)"),
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(&self, cf: &'static str, key: &[u8], problem: String) -> StoreError {
+        StoreError::Corrupt {
+            cf,
+            key: keys::show(key),
+            path: self.path.clone(),
+            problem,
+        }
+    }
+
+    pub(crate) fn get_raw(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_pinned_cf(self.cf(cf), key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| self.rocks(&format!("read key {}", keys::show(key)), cf, e))
+    }
+
+    pub(crate) fn decode_value<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        value: &[u8],
+        limit: usize,
+    ) -> Result<T, StoreError> {
+        codec::decode(value, limit).map_err(|e| self.corrupt(cf, key, e.to_string()))
+    }
+
+    fn get_decoded<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        limit: usize,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(pinned) = self
+            .db
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(|e| self.rocks(&format!("read key {}", keys::show(key)), cf, e))?
+        else {
+            return Ok(None);
+        };
+        self.decode_value(cf, key, &pinned, limit).map(Some)
+    }
+
+    /// The `blocks` entry at `height`: (state digest after it, block), its header height
+    /// checked against the key.
+    pub(crate) fn get_block_entry(
+        &self,
+        height: Height,
+    ) -> Result<Option<(Digest, Block)>, StoreError> {
+        let key = height_key(height);
+        let entry: Option<(Digest, Block)> = self.get_decoded(BLOCKS, &key, MAX_DECODE_LEN)?;
+        match entry {
+            Some((_, b)) if b.height() != height => Err(self.corrupt(
+                BLOCKS,
+                &key,
+                format!("block header says height {}", b.height()),
+            )),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The genesis state must be exactly the genesis accounts with nonce 0 and no records.
+fn check_genesis_state(genesis: &Genesis, initial: &GenesisState) -> Result<(), StoreError> {
+    if !initial.changes.records.is_empty() {
+        return Err(StoreError::BadGenesisState(format!(
+            "{} records, genesis has none",
+            initial.changes.records.len()
+        )));
+    }
+    if initial.changes.accounts.len() != genesis.accounts.len() {
+        return Err(StoreError::BadGenesisState(format!(
+            "{} accounts, the genesis file lists {}",
+            initial.changes.accounts.len(),
+            genesis.accounts.len()
+        )));
+    }
+    for a in &genesis.accounts {
+        let expected = Account {
+            balance: a.balance,
+            nonce: Nonce(0),
+        };
+        let found = initial.changes.accounts.get(&a.key);
+        if found != Some(&expected) {
+            return Err(StoreError::BadGenesisState(format!(
+                "account {} is {found:?}, the genesis file gives {expected:?}",
+                a.key
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The store as the state the ledger executes over. A read error becomes a
+/// `StateError`, which stops execution rather than guess.
+impl StateView for Store {
+    fn account(&self, key: &PublicKey) -> Result<Option<Account>, StateError> {
+        self.account_of(key).map_err(state_error)
+    }
+
+    fn record(
+        &self,
+        owner: &PublicKey,
+        key: &RecordKey,
+    ) -> Result<Option<RecordValue>, StateError> {
+        self.record_of(owner, key).map_err(state_error)
+    }
+
+    fn tx_location(&self, hash: &TxHash) -> Result<Option<TxLocation>, StateError> {
+        self.tx_location_checked(hash).map_err(state_error)
+    }
+
+    fn nonce_tx(&self, sender: &PublicKey, nonce: Nonce) -> Result<Option<TxHash>, StateError> {
+        self.nonce_tx_checked(sender, nonce).map_err(state_error)
+    }
+
+    fn last_state(&self) -> Result<(Height, Digest), StateError> {
+        Ok(self.last_state_unchecked())
+    }
+}
+
+fn state_error(e: StoreError) -> StateError {
+    StateError(e.to_string())
+}

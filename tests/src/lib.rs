@@ -1,0 +1,248 @@
+//! The harness of the workspace-level tests: real `stele-node` processes on 127.0.0.1,
+//! made with `stele-node testnet init` in a temporary directory and driven over HTTP as a
+//! user would. Every wait is on a condition with a deadline, never a bare sleep.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use stele_types::api::StatusResponse;
+use stele_types::Genesis;
+
+/// Where cargo put the workspace's binaries: beside the test binary's `deps/` folder.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let deps = exe.parent().expect("in target/<profile>/deps");
+    deps.parent().expect("in target/<profile>").to_path_buf()
+}
+
+/// A workspace binary, which `make test` builds before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build -p stele-node -p stele-client`, which `make test` does)",
+        p.display()
+    );
+    p
+}
+
+/// Ports for one testnet: each test in a run gets its own block of 200.
+fn next_base_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Spread concurrent test processes too: the pid picks a region.
+    let region = (std::process::id() % 40) as u16;
+    20_000 + region * 1000 + slot * 200 % 1000
+}
+
+/// A testnet of real validator processes in a temporary directory.
+#[derive(Debug)]
+pub struct Testnet {
+    pub dir: tempfile::TempDir,
+    pub genesis: Genesis,
+    pub base_port: u16,
+    procs: Vec<Option<Child>>,
+}
+
+impl Testnet {
+    /// `testnet init` with n validators and `params` (TOML lines for the `[params]` table).
+    pub fn init(n: usize, accounts: usize, params: &str) -> anyhow::Result<Testnet> {
+        let dir = tempfile::tempdir()?;
+        let base_port = next_base_port();
+        let config = dir.path().join("testnet.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "chain_id = \"stele-test\"\nvalidators = {n}\nhost = \"127.0.0.1\"\n\
+                 base_port = {base_port}\naccounts = {accounts}\nbalance = 1000000\n\
+                 sync = true\n[params]\n{params}\n"
+            ),
+        )?;
+        let out = dir.path().join("net");
+        let st = Command::new(bin("stele-node"))
+            .args(["testnet", "init", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("testnet init failed: {st}");
+        }
+        let genesis = Genesis::load(&out.join("genesis.json"))?;
+        Ok(Testnet {
+            dir,
+            genesis,
+            base_port,
+            procs: (0..n).map(|_| None).collect(),
+        })
+    }
+
+    /// The testnet directory (`genesis.json`, `nodeI/`, `clients/`).
+    pub fn net_dir(&self) -> PathBuf {
+        self.dir.path().join("net")
+    }
+
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.net_dir().join(format!("node{i}"))
+    }
+
+    pub fn n(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// The HTTP base URL of validator i.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", self.genesis.validators[i].api_addr)
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.n()).map(|i| self.url(i)).collect()
+    }
+
+    /// Starts validator i with extra arguments (`--recover`).
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.node_dir(i).join("node.log"))?;
+        let child = Command::new(bin("stele-node"))
+            .arg("run")
+            .arg("--config")
+            .arg(self.node_dir(i).join("node.toml"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning stele-node")?;
+        self.procs[i] = Some(child);
+        Ok(())
+    }
+
+    pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_with(i, &[])
+    }
+
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.n() {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let mut c = self.procs[i].take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether validator i's process has exited, and how.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.procs[i]
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The tail of validator i's log, for failure messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.node_dir(i).join("node.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("a reqwest client")
+}
+
+/// `GET /status` of one node, or the error.
+pub async fn status(c: &reqwest::Client, url: &str) -> anyhow::Result<StatusResponse> {
+    Ok(c.get(format!("{url}/status"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit` with `what`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every listed node answers `/status` and has a quorum of peers.
+pub async fn wait_connected(net: &Testnet, nodes: &[usize], limit: Duration) -> anyhow::Result<()> {
+    let c = http();
+    let q = net.genesis.validator_set().quorum() as u32;
+    wait_for(limit, "nodes to connect", || {
+        let c = c.clone();
+        let urls: Vec<String> = nodes.iter().map(|i| net.url(*i)).collect();
+        async move {
+            for u in urls {
+                match status(&c, &u).await {
+                    Ok(s) if s.peers_connected + 1 >= q => {}
+                    _ => return None,
+                }
+            }
+            Some(())
+        }
+    })
+    .await
+}
+
+/// Reads a file as text, for tests that inspect what the node wrote.
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}

@@ -1,0 +1,418 @@
+//! A real four-validator testnet (QUIC, RocksDB, HTTP) driven through the client library
+//! as a user would: 1,000 transfers agree everywhere and verify offline; a double spend,
+//! an overdraft and bad input are handled; a restarted node catches up; a wiped node
+//! refuses to start without `--recover`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use stele_client::{testnet_account_key, verify_block, Client, ClientConfig, Verdict};
+use stele_crypto::KeyPair;
+use stele_tests::{bin, http, status, wait_connected, wait_for, Testnet};
+use stele_types::api::{ApiError, BlockResponse};
+use stele_types::{Amount, Height, Nonce, Op, Transaction, TxResult};
+use tokio::sync::Mutex;
+
+/// The testnets of this file run one at a time: four validators each already keep both
+/// cores busy.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+async fn up(accounts: usize, params: &str) -> (Testnet, Client) {
+    let mut net = Testnet::init(4, accounts, params).expect("testnet init");
+    net.start_all().expect("start");
+    wait_connected(&net, &[0, 1, 2, 3], Duration::from_secs(60))
+        .await
+        .expect("the testnet connects");
+    let client = Client::from_testnet(&net.net_dir(), ClientConfig::default()).expect("client");
+    (net, client)
+}
+
+fn key(net: &Testnet, j: usize) -> KeyPair {
+    KeyPair::load(&testnet_account_key(&net.net_dir(), j)).expect("account key")
+}
+
+fn transfer(c: &Client, from: &KeyPair, nonce: u64, to: &KeyPair, amount: u64) -> Transaction {
+    c.sign(
+        from,
+        Nonce(nonce),
+        Op::Transfer {
+            to: to.public(),
+            amount: Amount(amount),
+        },
+    )
+    .expect("well-formed")
+}
+
+async fn metric(url: &str, name: &str) -> f64 {
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} not in {url}/metrics"))
+}
+
+/// Waits until every listed node is at the same height, at least `min`, and returns it.
+async fn same_height(net: &Testnet, nodes: &[usize], min: u64, limit: Duration) -> Height {
+    let c = http();
+    wait_for(limit, "nodes at one height", || {
+        let c = c.clone();
+        let urls: Vec<String> = nodes.iter().map(|i| net.url(*i)).collect();
+        async move {
+            let mut hs = Vec::new();
+            for u in &urls {
+                hs.push(status(&c, u).await.ok()?);
+            }
+            let h = hs[0].height;
+            let same = hs
+                .iter()
+                .all(|s| s.height == h && s.state_digest == hs[0].state_digest);
+            (same && h.0 >= min).then_some(h)
+        }
+    })
+    .await
+    .expect("the nodes converge")
+}
+
+async fn block(url: &str, h: u64) -> BlockResponse {
+    http()
+        .get(format!("{url}/blocks/{h}"))
+        .send()
+        .await
+        .expect("block")
+        .error_for_status()
+        .expect("200")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Every node holds the same block at every height up to `h`.
+async fn same_chain(net: &Testnet, nodes: &[usize], h: Height) {
+    for height in 1..=h.0 {
+        let first = block(&net.url(nodes[0]), height).await;
+        for i in &nodes[1..] {
+            let b = block(&net.url(*i), height).await;
+            assert_eq!(
+                b.digest, first.digest,
+                "node {i} differs at height {height}"
+            );
+            assert_eq!(
+                b.state_digest, first.state_digest,
+                "node {i} state at {height}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_transfers_agree_everywhere_and_verify_offline() {
+    let _serial = SERIAL.lock().await;
+    const ACCOUNTS: usize = 8;
+    const PER_ACCOUNT: u64 = 125;
+    let (net, c) = up(ACCOUNTS, "").await;
+    let keys: Vec<KeyPair> = (0..ACCOUNTS).map(|j| key(&net, j)).collect();
+    // Account j pays j+1 to account j+1 (mod 8), 125 times: 1,000 transfers. Sent in
+    // rounds of 50 nonces per sender, inside the admission window G.
+    let mut confirmed = Vec::new();
+    for round in 0..PER_ACCOUNT.div_ceil(50) {
+        let mut txs = Vec::new();
+        for (j, k) in keys.iter().enumerate() {
+            for nonce in round * 50..((round + 1) * 50).min(PER_ACCOUNT) {
+                txs.push(transfer(
+                    &c,
+                    k,
+                    nonce,
+                    &keys[(j + 1) % ACCOUNTS],
+                    j as u64 + 1,
+                ));
+            }
+        }
+        let hashes = c.submit_many(&txs).await.expect("submitted");
+        for r in c.wait_for(&hashes).await {
+            let conf = r.expect("f+1 matching receipts");
+            assert_eq!(conf.result, TxResult::Ok, "{conf:?}");
+            confirmed.push(conf);
+        }
+    }
+    assert_eq!(confirmed.len(), 1000);
+
+    let h = same_height(&net, &[0, 1, 2, 3], 1, Duration::from_secs(60)).await;
+    same_chain(&net, &[0, 1, 2, 3], h).await;
+    for (j, k) in keys.iter().enumerate() {
+        let prev = (j + ACCOUNTS - 1) % ACCOUNTS;
+        let expect = 1_000_000 - PER_ACCOUNT * (j as u64 + 1) + PER_ACCOUNT * (prev as u64 + 1);
+        for node in c.nodes() {
+            let a = c
+                .account(node, &k.public())
+                .await
+                .expect("account")
+                .expect("exists");
+            assert_eq!(a.balance, Amount(expect), "account {j} at {node}");
+            assert_eq!(a.nonce, Nonce(PER_ACCOUNT), "account {j} at {node}");
+        }
+    }
+
+    // Offline proof, with the library and with `stele verify`.
+    let conf = &confirmed[0];
+    let b = block(&net.url(2), conf.height.0).await;
+    match verify_block(&net.genesis, &b, &conf.hash, Some(&conf.receipts)).expect("verifies") {
+        Verdict::Applied { result, .. } => assert_eq!(result, TxResult::Ok),
+        v => panic!("expected applied, got {v:?}"),
+    }
+    let dir = net.dir.path();
+    let block_file = dir.join("block.json");
+    std::fs::write(&block_file, serde_json::to_string(&b).expect("json")).expect("write");
+    let verify = |file: &std::path::Path| {
+        Command::new(bin("stele"))
+            .arg("verify")
+            .arg("--genesis")
+            .arg(net.net_dir().join("genesis.json"))
+            .arg("--block")
+            .arg(file)
+            .arg("--tx")
+            .arg(conf.hash.to_string())
+            .output()
+            .expect("stele verify runs")
+    };
+    let ok = verify(&block_file);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("included"), "{out}");
+    let mut bad = b.clone();
+    bad.certificate.commits[0].signature.0[5] ^= 1;
+    let bad_file = dir.join("bad.json");
+    std::fs::write(&bad_file, serde_json::to_string(&bad).expect("json")).expect("write");
+    assert!(verify_block(&net.genesis, &bad, &conf.hash, None).is_err());
+    let refused = verify(&bad_file);
+    assert!(
+        !refused.status.success(),
+        "stele verify accepted a block with an altered signature: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+}
+
+async fn post_raw(url: &str, body: Vec<u8>, content_type: &str) -> (u16, ApiError) {
+    let r = http()
+        .post(format!("{url}/txs"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    let code = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.expect("a JSON body");
+    // A 2xx carries a SubmitResponse; give it an empty reason.
+    let e = serde_json::from_value::<ApiError>(v.clone()).unwrap_or(ApiError {
+        reason: String::new(),
+        error: v.to_string(),
+        index: None,
+    });
+    (code, e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_spend_overdraft_and_bad_input() {
+    let _serial = SERIAL.lock().await;
+    let (net, c) = up(4, "max_pending_per_sender = 4").await;
+    let (a, b, d) = (key(&net, 0), key(&net, 1), key(&net, 2));
+    let url = net.url(0);
+    let views_before: Vec<f64> = {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            v.push(metric(&net.url(i), "stele_consensus_view_changes_total").await);
+        }
+        v
+    };
+
+    // Double spend: two txs with one nonce; one applies, the other is stale.
+    let x = transfer(&c, &a, 0, &b, 5);
+    let y = transfer(&c, &a, 0, &d, 7);
+    let (rx, ry) = tokio::join!(c.submit_and_wait(&x), c.submit_and_wait(&y));
+    let (rx, ry) = (rx.expect("x final"), ry.expect("y final"));
+    let mut results = [rx.result, ry.result];
+    results.sort_by_key(|r| *r as u8);
+    assert_eq!(
+        results,
+        [TxResult::Ok, TxResult::StaleNonce],
+        "{rx:?} {ry:?}"
+    );
+    let winner = if rx.result == TxResult::Ok { &rx } else { &ry };
+    let loser = if rx.result == TxResult::Ok { &ry } else { &rx };
+    assert_eq!(
+        (loser.height, loser.block_digest),
+        (winner.height, winner.block_digest),
+        "stale_nonce names where the nonce was used"
+    );
+
+    // Overdraft: applied as a failure, the balance unchanged but for nothing.
+    let before = c
+        .account(&c.nodes()[0], &b.public())
+        .await
+        .expect("b")
+        .expect("exists");
+    let over = transfer(&c, &b, 0, &a, 10_000_000);
+    let r = c.submit_and_wait(&over).await.expect("final");
+    assert_eq!(r.result, TxResult::InsufficientFunds);
+    let after = c
+        .account(&c.nodes()[0], &b.public())
+        .await
+        .expect("b")
+        .expect("exists");
+    assert_eq!(after.balance, before.balance);
+    assert_eq!(after.nonce, Nonce(1), "a failed tx still uses its nonce");
+
+    // A nonce far ahead is refused at admission.
+    let far = transfer(&c, &d, 10_000, &a, 1);
+    let (code, e) = post_raw(
+        &url,
+        serde_json::to_vec(&far).expect("json"),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, e.reason.as_str()), (400, "nonce_too_far"), "{e:?}");
+    // A sender over its quota (P = 4 pending) gets 429 with Retry-After.
+    for n in 1..=4 {
+        let t = transfer(&c, &d, n, &a, 1);
+        let (code, e) = post_raw(
+            &url,
+            serde_json::to_vec(&t).expect("json"),
+            "application/json",
+        )
+        .await;
+        assert_eq!(code, 202, "gapped nonce {n}: {e:?}");
+    }
+    let t = transfer(&c, &d, 5, &a, 1);
+    let r = http()
+        .post(format!("{url}/txs"))
+        .json(&t)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let e: ApiError = r.json().await.expect("json");
+    assert_eq!(e.reason, "sender_quota");
+
+    // Garbage, oversized, badly signed, foreign and unknown-sender submissions: 4xx.
+    let (code, e) = post_raw(&url, b"{not json".to_vec(), "application/json").await;
+    assert_eq!((code, e.reason.as_str()), (400, "malformed"));
+    let (code, e) = post_raw(&url, vec![7u8; 100], "application/octet-stream").await;
+    assert_eq!((code, e.reason.as_str()), (400, "malformed"));
+    let (code, e) = post_raw(&url, vec![b' '; 9 << 20], "application/json").await;
+    assert_eq!((code, e.reason.as_str()), (413, "too_large"));
+    let mut forged = transfer(&c, &b, 1, &a, 1);
+    forged.signature.0[0] ^= 1;
+    let (code, e) = post_raw(
+        &url,
+        serde_json::to_vec(&forged).expect("json"),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, e.reason.as_str()), (400, "bad_signature"));
+    let stranger = KeyPair::generate();
+    let t = transfer(&c, &stranger, 0, &a, 1);
+    let (code, e) = post_raw(
+        &url,
+        serde_json::to_vec(&t).expect("json"),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, e.reason.as_str()), (400, "unknown_sender"));
+    let mut foreign = serde_json::to_value(transfer(&c, &b, 1, &a, 1)).expect("json");
+    foreign["value"]["chain_id"] = "another-chain".into();
+    let (code, e) = post_raw(
+        &url,
+        serde_json::to_vec(&foreign).expect("json"),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, e.reason.as_str()), (400, "wrong_chain"));
+    let rejected = metric(&url, "stele_txs_rejected_total{reason=\"bad_signature\"}").await;
+    assert!(rejected >= 1.0);
+
+    // The node goes on: a good tx still commits, and no view changed throughout.
+    let r = c
+        .submit_and_wait(&transfer(&c, &b, 1, &a, 3))
+        .await
+        .expect("still live");
+    assert_eq!(r.result, TxResult::Ok);
+    for (i, before) in views_before.iter().enumerate() {
+        let v = metric(&net.url(i), "stele_consensus_view_changes_total").await;
+        assert_eq!(v, *before, "node {i} changed views");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_and_serves_the_same_chain() {
+    let _serial = SERIAL.lock().await;
+    let (mut net, c) = up(4, "checkpoint_interval = 8\nwindow = 16").await;
+    let keys: Vec<KeyPair> = (0..4).map(|j| key(&net, j)).collect();
+    assert!(
+        net.stop(3).is_some_and(|s| s.success()),
+        "SIGTERM stops cleanly"
+    );
+    // Three of four commit alone; node 3 misses several checkpoints' worth of heights.
+    let mut hashes = Vec::new();
+    for round in 0..4u64 {
+        let txs: Vec<Transaction> = (0..3)
+            .flat_map(|j| {
+                let c = &c;
+                let keys = &keys;
+                (round * 10..round * 10 + 10).map(move |n| transfer(c, &keys[j], n, &keys[3], 1))
+            })
+            .collect();
+        let hs = c.submit_many(&txs).await.expect("submitted");
+        for r in c.wait_for(&hs).await {
+            assert_eq!(r.expect("committed by three").result, TxResult::Ok);
+        }
+        hashes.extend(hs);
+    }
+    net.start(3).expect("restart");
+    let h = same_height(&net, &[0, 1, 2, 3], 2, Duration::from_secs(90)).await;
+    same_chain(&net, &[0, 1, 2, 3], h).await;
+    let a = c
+        .account(&c.nodes()[3], &keys[3].public())
+        .await
+        .expect("account on node 3")
+        .expect("exists");
+    assert_eq!(a.balance, Amount(1_000_000 + 120));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_data_directory_refuses_to_start_without_recover() {
+    let _serial = SERIAL.lock().await;
+    let mut net = Testnet::init(4, 1, "").expect("init");
+    let data = net.node_dir(3).join("data");
+    std::fs::remove_dir_all(&data).expect("wipe");
+    std::fs::create_dir_all(&data).expect("empty");
+    net.start(3).expect("spawn");
+    let code = wait_for(Duration::from_secs(30), "node 3 to exit", || {
+        let s = net.exited(3);
+        async move { s }
+    })
+    .await
+    .expect("it refuses");
+    assert_eq!(code.code(), Some(2), "{}", net.log_tail(3));
+    assert!(net.log_tail(3).contains("--recover"), "{}", net.log_tail(3));
+    net.start_with(3, &["--recover"]).expect("spawn");
+    let c = http();
+    let s = wait_for(Duration::from_secs(30), "node 3 to answer", || {
+        let c = c.clone();
+        let u = net.url(3);
+        async move { status(&c, &u).await.ok() }
+    })
+    .await
+    .expect("it runs with --recover");
+    assert!(s.recovering, "{s:?}");
+    assert!(net.exited(3).is_none());
+}
