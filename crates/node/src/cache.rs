@@ -80,11 +80,14 @@ impl KnownTxs for VerifiedTxs {
     }
 }
 
+/// Per (sender, nonce): how many wait, and what wakes them.
+type WaitMap = HashMap<(PublicKey, Nonce), (usize, std::sync::Arc<Notify>)>;
+
 /// Waiters for the moment a (sender, nonce) gets used by a committed tx: that is when a
 /// tx with that nonce gets its final outcome (applied, or `stale_nonce`).
 #[derive(Debug, Default)]
 pub struct Waiters {
-    inner: Mutex<HashMap<(PublicKey, Nonce), (usize, std::sync::Arc<Notify>)>>,
+    inner: Mutex<WaitMap>,
 }
 
 impl Waiters {
