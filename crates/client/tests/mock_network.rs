@@ -342,13 +342,20 @@ async fn submit_and_wait_accepts_f_plus_one_matching_receipts() {
     assert_eq!(c.result, TxResult::Ok);
     assert!(c.receipts.len() >= 2, "{}", c.receipts.len());
     assert!(c.receipts.iter().all(|r| r.tx_hash == c.hash));
-    // q = 3 validators got the POST, and no more.
-    let posts: u64 = net
-        .nodes
-        .iter()
-        .map(|n| n.posts.load(Ordering::SeqCst))
-        .sum();
-    assert_eq!(posts, 3);
+    // q = 3 validators got the POST, and no more. submit_and_wait returns as soon as
+    // f+1 receipts match, so the last POST may still be on its way: wait for it (with a
+    // deadline), then check that no fourth one came.
+    let posts = || -> u64 {
+        net.nodes
+            .iter()
+            .map(|n| n.posts.load(Ordering::SeqCst))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while posts() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(posts(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
