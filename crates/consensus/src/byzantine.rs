@@ -47,10 +47,12 @@ pub enum Behaviour {
     /// else's, and withholds its own votes in the views it leads (its engine voted for the
     /// uncensored block). Only the timer that follows the oldest request replaces it.
     Censor { victim: PublicKey },
-    /// Alone, honest. With a [`Collusion`] shared with an equivocating primary, votes at
-    /// every equivocated (view, height) for the block each recipient got: with the
-    /// primary that is f+1 colluders, beyond what PBFT tolerates (the agreement checker
-    /// must catch it).
+    /// Alone, honest. With a [`Collusion`] shared with an equivocating primary (see
+    /// [`outgoing_colluding`]), votes at every equivocated (view, height) for the block
+    /// each recipient got: with the primary that is f+1 colluders, beyond what PBFT
+    /// tolerates, and the simulator's agreement checker must catch it. The collusion
+    /// is a back channel the simulator provides; a node running `accomplice` with plain
+    /// [`outgoing`] never learns its partner's other block and behaves honestly.
     Accomplice,
 }
 

@@ -119,7 +119,7 @@ pub enum Inbound {
     Relay(Vec<Verified<TxBody>>),
 }
 
-/// Checked input for [`crate::Engine::on_message`]. Only [`verify_message`] makes one.
+/// Checked input for [`crate::Engine::on_message`]. Only [`Verifier::verify`] makes one.
 #[derive(Debug, Clone)]
 pub struct VerifiedMessage(pub(crate) Inbound);
 

@@ -6,8 +6,8 @@ fn ok(sc: &Scenario) -> Outcome {
     run(sc).unwrap_or_else(|v| panic!("{v}"))
 }
 
-fn faulty(seed: u64, n: usize) -> Scenario {
-    let mut sc = Scenario::calm(seed, n);
+fn faulty(name: &'static str, seed: u64, n: usize) -> Scenario {
+    let mut sc = Scenario::named(name, seed, n);
     sc.quiet_at = 6_000;
     sc.txs_per_client = 30;
     sc
@@ -16,7 +16,7 @@ fn faulty(seed: u64, n: usize) -> Scenario {
 #[test]
 fn primary_crash_under_load() {
     for seed in 0..5 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("primary_crash_under_load", seed, 4);
         sc.crashes = vec![(800, 0, 4_000)];
         let o = ok(&sc);
         assert!(
@@ -33,7 +33,7 @@ fn primary_crash_under_load() {
 #[test]
 fn equivocating_primary() {
     for seed in 0..5 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("equivocating_primary", seed, 4);
         sc.byzantine = vec![(0, Behaviour::Equivocate)];
         let o = ok(&sc);
         // Honest backups hold different blocks for the height, so no quorum forms: the
@@ -49,7 +49,7 @@ fn equivocating_primary() {
 #[test]
 fn partition_two_two_then_heal() {
     for seed in 0..5 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("partition_two_two_then_heal", seed, 4);
         sc.partitions = vec![(500, 4_000, vec![0, 1])];
         let o = ok(&sc);
         assert!(
@@ -62,7 +62,11 @@ fn partition_two_two_then_heal() {
 #[test]
 fn twenty_percent_loss_with_duplication_and_reordering() {
     for seed in 0..5 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty(
+            "twenty_percent_loss_with_duplication_and_reordering",
+            seed,
+            4,
+        );
         sc.loss = 0.2;
         sc.dup = 0.2;
         sc.max_delay = 150;
@@ -77,7 +81,7 @@ fn twenty_percent_loss_with_duplication_and_reordering() {
 #[test]
 fn crash_mid_commit_and_restart() {
     for seed in 0..10 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("crash_mid_commit_and_restart", seed, 4);
         // Down and up again while blocks are in flight.
         sc.crashes = vec![(300 + 137 * seed, (seed % 4) as usize, 200 + 50 * seed)];
         ok(&sc);
@@ -87,7 +91,7 @@ fn crash_mid_commit_and_restart() {
 #[test]
 fn whole_cluster_crash_with_blocks_in_flight() {
     for seed in 0..10 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("whole_cluster_crash_with_blocks_in_flight", seed, 4);
         sc.whole_crash = Some(700 + 61 * seed);
         ok(&sc);
     }
@@ -96,7 +100,7 @@ fn whole_cluster_crash_with_blocks_in_flight() {
 #[test]
 fn lagging_replica_catches_up_by_state_transfer() {
     for seed in 0..3 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("lagging_replica_catches_up_by_state_transfer", seed, 4);
         sc.txs_per_client = 80;
         // Replica 3 hears nothing for most of the run: the others move several
         // checkpoints (K = 8) past it.
@@ -109,7 +113,7 @@ fn lagging_replica_catches_up_by_state_transfer() {
 #[test]
 fn bad_new_view_is_rejected() {
     for seed in 0..5 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("bad_new_view_is_rejected", seed, 4);
         // The primary of view 0 crashes; the primary of view 1 lies in its NEW-VIEW.
         sc.crashes = vec![(500, 0, 5_000)];
         sc.byzantine = vec![(1, Behaviour::BadNewView)];
@@ -124,7 +128,11 @@ fn bad_new_view_is_rejected() {
 #[test]
 fn gapped_txs_and_same_nonce_pairs_cause_no_view_change() {
     for seed in 0..10 {
-        let mut sc = Scenario::calm(seed, 4);
+        let mut sc = Scenario::named(
+            "gapped_txs_and_same_nonce_pairs_cause_no_view_change",
+            seed,
+            4,
+        );
         sc.tricky_txs = true;
         sc.txs_per_client = 30;
         let o = ok(&sc);
@@ -135,7 +143,9 @@ fn gapped_txs_and_same_nonce_pairs_cause_no_view_change() {
 #[test]
 fn silent_byzantine_among_seven() {
     for seed in 0..3 {
-        let mut sc = faulty(seed, 7);
+        let mut sc = faulty("silent_byzantine_among_seven", seed, 7);
+        // One run with real ed25519 at n = 7 (the campaign runs it at n ≤ 5 only).
+        sc.real_crypto = seed == 0;
         sc.byzantine = vec![(0, Behaviour::Silent), (4, Behaviour::BadVotes)];
         ok(&sc);
     }
@@ -144,7 +154,7 @@ fn silent_byzantine_among_seven() {
 #[test]
 fn censoring_primary_is_replaced() {
     for seed in 0..4 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("censoring_primary_is_replaced", seed, 4);
         sc.quiet_at = 0;
         // Client 0's txs never enter the primary's blocks while everyone else's commit
         // steadily for longer than the liveness bound (4·T_max + 10 s = 42 s): only the
@@ -160,7 +170,7 @@ fn censoring_primary_is_replaced() {
 #[test]
 fn wiped_replica_recovering() {
     for seed in 0..3 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("wiped_replica_recovering", seed, 4);
         // Cut off, replica 3 times out and sends VIEW-CHANGE(1) nobody hears; then its
         // disk dies. Restarted empty it is in view 0, where the others still are: voting
         // there would be voting in a view it left. The gate holds it until it is active
@@ -178,7 +188,7 @@ fn wiped_replica_recovering() {
         assert!(o.votes_after_recovery > 0, "seed {seed}: {o:?}");
     }
     for seed in 0..4 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("wiped_replica_recovering", seed, 4);
         // A backup loses its disk while the others commit and comes back recovering: it
         // sends only STATUS, fetches and CHECKPOINT until it holds a stable checkpoint
         // above c_r + L and is active in a view above m. Only a view change takes it
@@ -200,7 +210,7 @@ fn wiped_replica_recovering() {
         );
     }
     for seed in 0..4 {
-        let mut sc = faulty(seed, 4);
+        let mut sc = faulty("wiped_replica_recovering", seed, 4);
         // The primary itself is wiped: the others replace it, and accepting their
         // NEW-VIEW (a view above the m it learnt) lets it vote again.
         sc.wipes = vec![(1_000 + 150 * seed, 0, 400)];
@@ -217,7 +227,11 @@ fn wiped_replica_recovering() {
 #[test]
 fn conflicting_prepared_certificates_from_two_views_o_takes_the_higher() {
     for seed in 0..4 {
-        let mut sc = Scenario::calm(seed, 4);
+        let mut sc = Scenario::named(
+            "conflicting_prepared_certificates_from_two_views_o_takes_the_higher",
+            seed,
+            4,
+        );
         sc.clients = 2;
         sc.quiet_at = 6_000;
         sc.script = vec![
@@ -268,7 +282,7 @@ fn conflicting_prepared_certificates_from_two_views_o_takes_the_higher() {
 #[test]
 fn prepared_certificates_outlive_an_idle_view() {
     for seed in 0..4 {
-        let mut sc = Scenario::calm(seed, 4);
+        let mut sc = Scenario::named("prepared_certificates_outlive_an_idle_view", seed, 4);
         sc.clients = 2;
         sc.quiet_at = 6_000;
         sc.script = vec![ScriptedTx {
