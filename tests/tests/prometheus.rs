@@ -10,7 +10,11 @@ use std::time::Duration;
 use stele_tests::{http, wait_connected, wait_for, Testnet};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Read at run time: the shared target directory may hold a test binary built from
+    // another clone of the same sources, and a compile-time path would point there.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("tests/ is in the repository")
         .to_path_buf()
