@@ -24,9 +24,12 @@ test: setup ## formatting, clippy with warnings as errors, then every test
 lint: setup ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features stele-node/byzantine $(CARGO_FLAGS) -- -D warnings
 
-unit: ## the workspace's tests (unit, property, integration)
-	$(CARGO) test --workspace $(CARGO_FLAGS)
+unit: ## the workspace's tests (unit, property, integration, the fault suite), then how many each suite ran
+	@mkdir -p $(CARGO_TARGET_DIR)
+	$(CARGO) test --workspace $(CARGO_FLAGS) 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+	@bash scripts/test-summary.sh < $(CARGO_TARGET_DIR)/test-output.log
 
 bench: setup ## criterion micro benchmarks (figures in README.md)
 	$(CARGO) bench --workspace $(CARGO_FLAGS)
@@ -42,7 +45,13 @@ TESTNET_DIR ?= testnet
 # RocksDB's C++ a second time.
 BIN_DIR := $(CARGO_TARGET_DIR)/debug
 
-build-bins: setup ## every binary (stele-node, stele) and test, into $(CARGO_TARGET_DIR)/debug
+build-bins: setup ## every binary (stele-node, stele, the fault suite's stele-node-byzantine) and test, into $(CARGO_TARGET_DIR)/debug
+	@# The fault suite's Byzantine validator: stele-node with the non-default feature
+	@# `byzantine`, copied aside; then the normal build puts the honest binary back (both
+	@# variants stay compiled in the target directory, so each rebuild is incremental).
+	$(CARGO) build --workspace --all-targets --features stele-node/byzantine $(CARGO_FLAGS)
+	rm -f $(BIN_DIR)/stele-node-byzantine
+	cp $(BIN_DIR)/stele-node $(BIN_DIR)/stele-node-byzantine
 	$(CARGO) build --workspace --all-targets $(CARGO_FLAGS)
 
 testnet: build-bins ## a four-validator testnet on 127.0.0.1 from config/testnet.toml (Ctrl-C stops it)

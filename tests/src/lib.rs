@@ -2,6 +2,9 @@
 //! made with `stele-node testnet init` in a temporary directory and driven over HTTP as a
 //! user would. Every wait is on a condition with a deadline, never a bare sleep.
 
+pub mod chain;
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -29,13 +32,25 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Ports for one testnet: each test in a run gets its own block of 200.
+/// Ports for one testnet: a block of 200 (QUIC on base + i, HTTP on base + 100 + i) whose
+/// ports are free now. Blocks lie in 10,000..32,000, below Linux's ephemeral range
+/// (32,768 and up), so no outgoing connection of this machine can hold one; the pid
+/// spreads concurrent test processes over the range.
 fn next_base_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-    // Spread concurrent test processes too: the pid picks a region.
-    let region = (std::process::id() % 40) as u16;
-    20_000 + region * 1000 + slot * 200 % 1000
+    const BLOCKS: u16 = 110;
+    let start = (std::process::id() % u32::from(BLOCKS)) as u16;
+    loop {
+        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = 10_000 + (start + slot) % BLOCKS * 200;
+        let free = (0..100u16).all(|i| {
+            std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
+        });
+        if free || slot >= BLOCKS {
+            return base;
+        }
+    }
 }
 
 /// A testnet of real validator processes in a temporary directory.
@@ -50,13 +65,24 @@ pub struct Testnet {
 impl Testnet {
     /// `testnet init` with n validators and `params` (TOML lines for the `[params]` table).
     pub fn init(n: usize, accounts: usize, params: &str) -> anyhow::Result<Testnet> {
+        Self::init_with(n, accounts, params, "host = \"127.0.0.1\"\n")
+    }
+
+    /// [`Testnet::init`] with `top` (TOML lines for the top level of the testnet config,
+    /// such as `hosts = [...]` and `listen_host`) in place of `host = "127.0.0.1"`.
+    pub fn init_with(
+        n: usize,
+        accounts: usize,
+        params: &str,
+        top: &str,
+    ) -> anyhow::Result<Testnet> {
         let dir = tempfile::tempdir()?;
         let base_port = next_base_port();
         let config = dir.path().join("testnet.toml");
         std::fs::write(
             &config,
             format!(
-                "chain_id = \"stele-test\"\nvalidators = {n}\nhost = \"127.0.0.1\"\n\
+                "chain_id = \"stele-test\"\nvalidators = {n}\n{top}\
                  base_port = {base_port}\naccounts = {accounts}\nbalance = 1000000\n\
                  sync = true\n[params]\n{params}\n"
             ),
@@ -105,11 +131,32 @@ impl Testnet {
 
     /// Starts validator i with extra arguments (`--recover`).
     pub fn start_with(&mut self, i: usize, extra: &[&str]) -> anyhow::Result<()> {
+        self.start_wrapped(i, &[], &bin("stele-node"), extra)
+    }
+
+    /// Starts validator i from `program` with extra arguments, behind `wrapper` when it
+    /// is not empty (`["ip", "netns", "exec", "ns0"]`): the wrapper's first word is run,
+    /// with the rest of it, then the program and its arguments.
+    pub fn start_wrapped(
+        &mut self,
+        i: usize,
+        wrapper: &[&str],
+        program: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.node_dir(i).join("node.log"))?;
-        let child = Command::new(bin("stele-node"))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(self.node_dir(i).join("node.toml"))
@@ -161,6 +208,11 @@ impl Testnet {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id of validator i, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(|c| c.id())
     }
 
     /// Whether validator i's process has exited, and how.

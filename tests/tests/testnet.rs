@@ -6,11 +6,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use stele_client::{testnet_account_key, verify_block, Client, ClientConfig, Verdict};
+use stele_client::{verify_block, Client, ClientConfig, Verdict};
 use stele_crypto::KeyPair;
+use stele_tests::chain::{block, key, metric, same_chain, same_height, transfer};
 use stele_tests::{bin, http, status, wait_connected, wait_for, Testnet};
-use stele_types::api::{ApiError, BlockResponse};
-use stele_types::{Amount, Height, Nonce, Op, Transaction, TxResult};
+use stele_types::api::ApiError;
+use stele_types::{Amount, Nonce, Transaction, TxResult};
 use tokio::sync::Mutex;
 
 /// The testnets of this file run one at a time: four validators each already keep both
@@ -25,89 +26,6 @@ async fn up(accounts: usize, params: &str) -> (Testnet, Client) {
         .expect("the testnet connects");
     let client = Client::from_testnet(&net.net_dir(), ClientConfig::default()).expect("client");
     (net, client)
-}
-
-fn key(net: &Testnet, j: usize) -> KeyPair {
-    KeyPair::load(&testnet_account_key(&net.net_dir(), j)).expect("account key")
-}
-
-fn transfer(c: &Client, from: &KeyPair, nonce: u64, to: &KeyPair, amount: u64) -> Transaction {
-    c.sign(
-        from,
-        Nonce(nonce),
-        Op::Transfer {
-            to: to.public(),
-            amount: Amount(amount),
-        },
-    )
-    .expect("well-formed")
-}
-
-async fn metric(url: &str, name: &str) -> f64 {
-    let text = http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{name} not in {url}/metrics"))
-}
-
-/// Waits until every listed node is at the same height, at least `min`, and returns it.
-async fn same_height(net: &Testnet, nodes: &[usize], min: u64, limit: Duration) -> Height {
-    let c = http();
-    wait_for(limit, "nodes at one height", || {
-        let c = c.clone();
-        let urls: Vec<String> = nodes.iter().map(|i| net.url(*i)).collect();
-        async move {
-            let mut hs = Vec::new();
-            for u in &urls {
-                hs.push(status(&c, u).await.ok()?);
-            }
-            let h = hs[0].height;
-            let same = hs
-                .iter()
-                .all(|s| s.height == h && s.state_digest == hs[0].state_digest);
-            (same && h.0 >= min).then_some(h)
-        }
-    })
-    .await
-    .expect("the nodes converge")
-}
-
-async fn block(url: &str, h: u64) -> BlockResponse {
-    http()
-        .get(format!("{url}/blocks/{h}"))
-        .send()
-        .await
-        .expect("block")
-        .error_for_status()
-        .expect("200")
-        .json()
-        .await
-        .expect("json")
-}
-
-/// Every node holds the same block at every height up to `h`.
-async fn same_chain(net: &Testnet, nodes: &[usize], h: Height) {
-    for height in 1..=h.0 {
-        let first = block(&net.url(nodes[0]), height).await;
-        for i in &nodes[1..] {
-            let b = block(&net.url(*i), height).await;
-            assert_eq!(
-                b.digest, first.digest,
-                "node {i} differs at height {height}"
-            );
-            assert_eq!(
-                b.state_digest, first.state_digest,
-                "node {i} state at {height}"
-            );
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 //! certificate, a tx's Merkle proof and receipts offline, with only the genesis file.
 //! The `stele` binary (src/main.rs) is a thin CLI over this library.
 
+pub mod bench;
 pub mod client;
 pub mod error;
 pub mod quorum;

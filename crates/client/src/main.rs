@@ -156,8 +156,75 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         receipts: Option<PathBuf>,
     },
-    // A `bench` subcommand (load generator) is a separate piece of work: it adds a variant
-    // here and an arm in `run`, and uses `Client::submit_many` / `Client::wait_for`.
+    /// Load generator: pre-sign N transfers, send them open-loop, measure tx/s and latency
+    #[command(long_about = BENCH_ABOUT, after_long_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
+}
+
+const BENCH_ABOUT: &str = "\
+Load generator and benchmark.
+
+It loads accounts 0..M from DIR/clients/accountJ.pem (the testnet's funded accounts), asks \
+the validators for each account's next nonce, and pre-signs N transfers of 1 between those \
+accounts (round robin, contiguous nonces per account) with a progress bar. Then it measures \
+the verify ceiling and sends the txs in batches of B (POST /txs?wait=true to f+1 validators, \
+which relay to the rest): with --rate R open loop, batch k due k*B/R seconds after the start \
+whatever came back, or without --rate as fast as the nodes take them (closed loop). At most \
+about 60 txs per account are outstanding (the genesis nonce_window and \
+max_pending_per_sender), so more accounts allow more load.
+
+Each tx's latency runs from its *scheduled* send time to f+1 matching, verified, signed \
+receipts, so time spent behind schedule counts (no coordinated omission). It prints offered \
+and achieved (sent) rate, committed tx/s counting only `ok` results, p50/p90/p99/max latency \
+(hdrhistogram), and the verify ceiling: this machine's ed25519 batch-verify rate (batches of \
+64 real tx signatures on all cores, measured before the load) divided by n, the most tx/s \
+possible when every validator verifies every tx once and all validators share this machine.
+
+The run is INVALID (exit status 1) if any node's /status `sync` is off, or any node's \
+stele_sig_verified_total grew by less than the txs committed during the run.
+
+--sweep runs several rates (given, or by default 10%..80% of the ceiling) and writes \
+DIR/bench.csv and DIR/bench.svg (latency versus committed throughput) under --out DIR.";
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  stele bench --txs 20000 --accounts 64               as fast as the nodes take them
+  stele bench --txs 20000 --accounts 64 --rate 5000   open loop at 5,000 tx/s
+  stele bench --txs 20000 --accounts 64 --json        one JSON object (throughput, ceiling, ...)
+  stele bench --txs 10000 --sweep 1000,2000,4000 --out docs/bench
+                                                      docs/bench/bench.csv and bench.svg";
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Transactions to send (per rate with --sweep)
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    txs: usize,
+    /// Funded accounts to send from (DIR/clients/account0.pem ..), at least 2
+    #[arg(long, value_name = "M", default_value_t = 64)]
+    accounts: usize,
+    /// Offered load in tx/s, open loop; without it, as fast as the nodes take them
+    #[arg(long, value_name = "R", conflicts_with = "sweep")]
+    rate: Option<f64>,
+    /// Transactions per POST /txs
+    #[arg(long, value_name = "B", default_value_t = stele_client::bench::DEFAULT_BATCH)]
+    batch: usize,
+    /// Validators each batch goes to with ?wait=true [default: f+1, the least that
+    /// returns f+1 receipts; the others get the txs by relay]
+    #[arg(long, value_name = "K")]
+    fanout: Option<usize>,
+    /// Txs outstanding at most [default: what the per-sender limits allow]
+    #[arg(long, value_name = "T")]
+    in_flight: Option<usize>,
+    /// Run each of these rates in turn (tx/s; bare: 10%..80% of the verify ceiling) and
+    /// write bench.csv and bench.svg under --out
+    #[arg(long, value_name = "R1,R2,...", value_delimiter = ',', num_args = 0..)]
+    sweep: Option<Vec<f64>>,
+    /// Where --sweep writes bench.csv and bench.svg
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out: PathBuf,
+    /// Seconds spent measuring the verify ceiling before the load
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    ceiling_secs: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +355,7 @@ async fn run(cli: Cli, out: Out) -> Result<ExitCode> {
             tx,
             receipts,
         } => verify(g, &block, &tx, receipts.as_deref(), out),
+        Command::Bench(args) => bench(g, &args, out).await,
     }
 }
 
@@ -926,4 +994,174 @@ fn verify(
         text
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Progress for `stele bench`: notes and bars on stderr, nothing with --json.
+#[derive(Debug)]
+struct BenchUi(Out);
+
+impl stele_client::bench::Ui for BenchUi {
+    fn note(&self, msg: &str) {
+        self.0.note(|| msg.to_owned());
+    }
+
+    fn bar(&self, len: u64, what: &str) -> indicatif::ProgressBar {
+        if self.0.json {
+            return indicatif::ProgressBar::hidden();
+        }
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg:>9} [{bar:40}] {pos}/{len} txs ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        indicatif::ProgressBar::new(len)
+            .with_style(style)
+            .with_message(what.to_owned())
+    }
+}
+
+async fn bench(g: &Global, args: &BenchArgs, out: Out) -> Result<ExitCode> {
+    use stele_client::bench::{self, Pace, Plan};
+    if args.accounts < 2 {
+        bail!("--accounts must be at least 2 (each transfer goes to another bench account)");
+    }
+    if args.txs == 0 {
+        bail!("--txs must be at least 1");
+    }
+    if args.batch == 0 || args.batch > stele_types::api::MAX_SUBMIT_BATCH {
+        bail!(
+            "--batch must be 1..={}, found {}",
+            stele_types::api::MAX_SUBMIT_BATCH,
+            args.batch
+        );
+    }
+    let rates: Vec<f64> = args
+        .rate
+        .into_iter()
+        .chain(args.sweep.iter().flatten().copied())
+        .collect();
+    if let Some(r) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+        bail!("a rate is a positive number of tx/s, found {r}");
+    }
+    let client = connect(g, None)?;
+    let timeout = Duration::from_secs(g.timeout.max(1));
+    let client = client.with_config(ClientConfig {
+        // Connections kept per node and confirmations polled at once on the slow path.
+        max_in_flight: 256,
+        binary_batches: true,
+        ..client.config().clone()
+    });
+    let f1 = client.receipts_needed();
+    let fanout = args.fanout.unwrap_or(f1);
+    if fanout < f1 || fanout > client.nodes().len() {
+        bail!(
+            "--fanout must be {f1}..={} (f+1 validators must each return a receipt)",
+            client.nodes().len()
+        );
+    }
+    let funded = client.genesis().accounts.len();
+    let mut keys = Vec::with_capacity(args.accounts);
+    for j in 0..args.accounts {
+        let path = testnet_account_key(&g.testnet, j);
+        let key = KeyPair::load(&path).with_context(|| {
+            format!(
+                "loading bench account {j} of {} from {} (the testnet has {funded} funded \
+                 accounts; use fewer with --accounts)",
+                args.accounts,
+                path.display()
+            )
+        })?;
+        keys.push(key);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ui = BenchUi(out);
+    let sweep = args.sweep.is_some();
+    let paces: Vec<Pace> = match (&args.sweep, args.rate) {
+        (Some(r), _) if !r.is_empty() => r.iter().map(|r| Pace::Rate(*r)).collect(),
+        // A bare --sweep: fractions of the ceiling, filled in once it is measured.
+        (Some(_), _) => Vec::new(),
+        (None, Some(r)) => vec![Pace::Rate(r)],
+        (None, None) => vec![Pace::Max],
+    };
+    let mut plan = Plan {
+        txs: args.txs,
+        paces,
+        batch: args.batch,
+        fanout,
+        in_flight: args.in_flight,
+        wait_timeout: timeout,
+        ceiling_time: Duration::from_secs_f64(args.ceiling_secs.clamp(0.1, 60.0)),
+        threads,
+    };
+    if plan.paces.is_empty() {
+        // The same measurement run uses below, on this machine's idle cores, with real txs.
+        let probe = KeyPair::generate();
+        let sample = client.sign(
+            &probe,
+            Nonce(0),
+            Op::Transfer {
+                to: keys[0].public(),
+                amount: Amount(1),
+            },
+        )?;
+        let chain = client.chain_id().clone();
+        let d = plan.ceiling_time;
+        let sig = tokio::task::spawn_blocking(move || {
+            bench::verify_ceiling(&chain, &[sample], d, threads)
+        })
+        .await?;
+        let ceiling = sig / client.validators().n() as f64;
+        plan.paces = bench::SWEEP_FRACTIONS
+            .iter()
+            .map(|f| Pace::Rate(((ceiling * f) / 100.0).round().max(1.0) * 100.0))
+            .collect();
+        ui.0.note(|| {
+            format!(
+                "sweep over {:?} tx/s ({:?} of a {ceiling:.0} tx/s ceiling)",
+                plan.paces,
+                bench::SWEEP_FRACTIONS
+            )
+        });
+    }
+    let reports = bench::run(&client, &keys, &plan, &ui).await?;
+    if !out.json {
+        for (i, r) in reports.iter().enumerate() {
+            if reports.len() > 1 {
+                println!("--- run {} of {}", i + 1, reports.len());
+            }
+            println!("{}", r.text());
+        }
+    }
+    let mut files = Vec::new();
+    if sweep {
+        fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+        let csv = args.out.join("bench.csv");
+        let svg = args.out.join("bench.svg");
+        fs::write(&csv, bench::csv(&reports))
+            .with_context(|| format!("writing {}", csv.display()))?;
+        fs::write(&svg, bench::svg(&reports)?)
+            .with_context(|| format!("writing {}", svg.display()))?;
+        out.note(|| format!("wrote {} and {}", csv.display(), svg.display()));
+        files = vec![csv.display().to_string(), svg.display().to_string()];
+    }
+    let valid = reports.iter().all(|r| r.valid);
+    if out.json {
+        let doc = match reports.as_slice() {
+            [one] if !sweep => serde_json::to_value(one)?,
+            _ => json!({
+                "valid": valid,
+                "throughput": reports.iter().map(|r| r.throughput).fold(0.0, f64::max),
+                "ceiling": reports.first().map_or(0.0, |r| r.ceiling),
+                "files": files,
+                "runs": reports,
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    Ok(if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

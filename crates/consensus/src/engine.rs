@@ -107,6 +107,8 @@ pub struct Engine {
     view: ViewNumber,
     active: bool,
     halted: bool,
+    /// Follows views without leading them (see [`Engine::set_following`]).
+    following: bool,
 
     /// Low watermark h: the stable checkpoint.
     low: Height,
@@ -126,6 +128,11 @@ pub struct Engine {
     prepared: BTreeMap<Height, PreparedCertificate>,
     /// Latest VIEW-CHANGE per replica (outside the per-peer buffer).
     latest_vc: BTreeMap<ReplicaId, Verified<ViewChange>>,
+    /// The (view, digest) of the PRE-PREPARE last accepted fresh from the primary at each
+    /// height in the window. Slots forget theirs when a view change starts; this outlives
+    /// that, so a VIEW-CHANGE proving the primary signed another block for the same
+    /// (view, height) is caught: an equivocation split between replicas shows only there.
+    pre_prepares_seen: BTreeMap<Height, (ViewNumber, Digest)>,
     /// Latest accepted NEW-VIEW.
     new_view: Option<Signed<NewView>>,
     /// Our own latest VIEW-CHANGE.
@@ -207,6 +214,7 @@ impl Engine {
             view: ViewNumber(0),
             active: true,
             halted: false,
+            following: false,
             low: Height(0),
             stable: None,
             delivered: chain.executed,
@@ -217,6 +225,7 @@ impl Engine {
             slots: BTreeMap::new(),
             prepared: BTreeMap::new(),
             latest_vc: BTreeMap::new(),
+            pre_prepares_seen: BTreeMap::new(),
             new_view: None,
             own_vc: None,
             nv_timer_view: None,
@@ -339,6 +348,17 @@ impl Engine {
     pub fn view(&self) -> ViewNumber {
         self.view
     }
+    /// While `on`, the replica moves to another view only on a valid NEW-VIEW: it does not
+    /// start a view change when its timer fires, nor join one on f+1 VIEW-CHANGEs. For a
+    /// recovering replica, whose VIEW-CHANGEs the recovery gate holds back: joining a view
+    /// change it cannot vote in only lets its own timer carry it alone into a view the
+    /// others never reach, where it waits for a NEW-VIEW that never comes. Following, it
+    /// stays where the others are and becomes active with their next NEW-VIEW, which the
+    /// gate needs (active in a view above m) to open.
+    pub fn set_following(&mut self, on: bool) {
+        self.following = on;
+    }
+
     /// Whether it is active in its view.
     pub fn is_active(&self) -> bool {
         self.active
@@ -536,6 +556,11 @@ impl Engine {
     }
 
     fn on_view_timer(&mut self, now: u64) {
+        if self.following {
+            // Checked again later: once the gate opens the timer is the replica's own.
+            self.set_timer(Timer::ViewChange, now + self.timeout);
+            return;
+        }
         if self.active {
             // The tracked request did not commit within T.
             self.start_view_change(self.view.next(), now);
@@ -734,6 +759,8 @@ impl Engine {
         if !body.is_null() {
             self.max_timestamp = self.max_timestamp.max(ts);
         }
+        self.pre_prepares_seen
+            .insert(pp.height, (pp.view, pp.digest));
         let slot = self.slots.entry(pp.height).or_default();
         slot.add_body(body);
         slot.pre_prepare = Some(pp.signed().clone());
@@ -1094,6 +1121,7 @@ impl Engine {
     /// Discards the log at or below `h` (committed blocks live on in the store).
     fn gc_below(&mut self, h: Height) {
         self.slots = self.slots.split_off(&h.next());
+        self.pre_prepares_seen = self.pre_prepares_seen.split_off(&h.next());
         self.prepared = self.prepared.split_off(&h.next());
         self.checkpoint_votes = self.checkpoint_votes.split_off(&h.next());
         self.wanted = self.wanted.split_off(&h.next());
@@ -1388,6 +1416,22 @@ impl Engine {
         if !newer {
             return;
         }
+        // Each prepared certificate's PRE-PREPARE was verified as the primary's.
+        for pc in &vc.prepared {
+            let h = pc.height();
+            if let Some(&(v, d)) = self.pre_prepares_seen.get(&h) {
+                if v == pc.view() && d != pc.digest() {
+                    self.pre_prepares_seen.remove(&h);
+                    self.actions
+                        .push(Action::Evidence(Evidence::EquivocatingPrimary {
+                            primary: self.vs.primary(v),
+                            view: v,
+                            height: h,
+                            digests: (d, pc.digest()),
+                        }));
+                }
+            }
+        }
         self.latest_vc.insert(r, vc);
         self.after_view_change_input(now);
     }
@@ -1402,7 +1446,7 @@ impl Engine {
             .filter(|(r, vc)| **r != self.id && vc.new_view > self.view)
             .map(|(_, vc)| vc.new_view)
             .collect();
-        if above.len() > self.vs.f() {
+        if above.len() > self.vs.f() && !self.following {
             if let Some(w) = above.iter().min().copied() {
                 self.start_view_change(w, now);
                 return;
@@ -1412,6 +1456,23 @@ impl Engine {
             return;
         }
         let w = self.view;
+        // The NEW-VIEW timer starts once q replicas have left the views below w: a
+        // VIEW-CHANGE for a view above w counts too, as its sender went through w. Counting
+        // only VIEW-CHANGEs for w exactly deadlocks when one replica timed out of w while
+        // another missed its VIEW-CHANGE for w (it was restarting): each then holds
+        // fewer than q for its own view, no timer runs, and fewer than f+1 are above.
+        let left = self
+            .latest_vc
+            .values()
+            .filter(|vc| vc.new_view >= w)
+            .count();
+        if left < self.vs.quorum() {
+            return;
+        }
+        if self.nv_timer_view != Some(w) {
+            self.nv_timer_view = Some(w);
+            self.set_timer(Timer::ViewChange, now + self.timeout);
+        }
         let holders: Vec<ReplicaId> = self
             .latest_vc
             .iter()
@@ -1420,10 +1481,6 @@ impl Engine {
             .collect();
         if holders.len() < self.vs.quorum() {
             return;
-        }
-        if self.nv_timer_view != Some(w) {
-            self.nv_timer_view = Some(w);
-            self.set_timer(Timer::ViewChange, now + self.timeout);
         }
         if self.vs.primary(w) == self.id && self.new_view.as_ref().is_none_or(|nv| nv.view < w) {
             self.build_new_view(w, &holders, now);

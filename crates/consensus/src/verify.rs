@@ -177,6 +177,13 @@ impl Verifier<'_> {
 
     /// Verifies tx signatures, batched; the first bad one refuses the lot.
     pub fn check_txs(&self, txs: &[Transaction]) -> Result<Vec<Verified<TxBody>>, Reject> {
+        self.check_txs_each(txs).into_iter().collect()
+    }
+
+    /// [`Verifier::check_txs`] with a verdict per tx, so a caller that takes the good
+    /// ones of a batch (the HTTP API) never verifies a batch twice: refusing the first
+    /// bad tx and retrying the rest would make a batch of bad txs cost n²/2 checks.
+    pub fn check_txs_each(&self, txs: &[Transaction]) -> Vec<Result<Verified<TxBody>, Reject>> {
         let Some(known) = self.known else {
             let items: Vec<_> = txs.iter().map(|t| (t.clone(), t.sender)).collect();
             return Signed::verify_batch(items, self.validators.chain_id(), self.scheme)
@@ -186,9 +193,9 @@ impl Verifier<'_> {
                 .collect();
         };
         // Only the txs not verified before go through the batch.
-        let mut out: Vec<Option<Verified<TxBody>>> = txs
+        let mut out: Vec<Option<Result<Verified<TxBody>, Reject>>> = txs
             .iter()
-            .map(|t| known.verified(&stele_types::tx_hash(t)))
+            .map(|t| known.verified(&stele_types::tx_hash(t)).map(Ok))
             .collect();
         let fresh: Vec<usize> = (0..txs.len()).filter(|&i| out[i].is_none()).collect();
         let items: Vec<_> = fresh
@@ -197,11 +204,11 @@ impl Verifier<'_> {
             .collect();
         let verdicts = Signed::verify_batch(items, self.validators.chain_id(), self.scheme);
         for (&index, v) in fresh.iter().zip(verdicts) {
-            out[index] = Some(v.map_err(|_| Reject::BadTxSignature { index })?);
+            out[index] = Some(v.map_err(|_| Reject::BadTxSignature { index }));
         }
-        let result: Vec<Verified<TxBody>> = out.into_iter().flatten().collect();
+        let result: Vec<_> = out.into_iter().flatten().collect();
         debug_assert_eq!(result.len(), txs.len());
-        Ok(result)
+        result
     }
 
     fn view_change(&self, vc: Signed<ViewChange>) -> Result<Verified<ViewChange>, Reject> {

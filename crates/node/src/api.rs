@@ -412,24 +412,17 @@ async fn submit(
             .map(|(i, t)| (i, t.clone()))
             .collect();
         tokio::task::spawn_blocking(move || {
-            let mut left = candidates;
+            let (idx, batch): (Vec<usize>, Vec<Transaction>) = candidates.into_iter().unzip();
+            let verdicts = verify_client_txs(&api2.genesis, &api2.cache, &api2.metrics, &batch);
+            let mut good = Vec::new();
             let mut bad = Vec::new();
-            loop {
-                let batch: Vec<Transaction> = left.iter().map(|(_, t)| t.clone()).collect();
-                match verify_client_txs(&api2.genesis, &api2.cache, &api2.metrics, &batch) {
-                    Ok(v) => {
-                        let good: Vec<_> = left.iter().map(|(i, _)| *i).zip(v).collect();
-                        return (good, bad);
-                    }
-                    Err(j) => {
-                        if j < left.len() {
-                            bad.push(left.remove(j).0);
-                        } else {
-                            bad.extend(left.drain(..).map(|(i, _)| i));
-                        }
-                    }
+            for (i, v) in idx.into_iter().zip(verdicts) {
+                match v {
+                    Some(v) => good.push((i, v)),
+                    None => bad.push(i),
                 }
             }
+            (good, bad)
         })
         .await
         .map_err(internal)?

@@ -93,6 +93,12 @@ pub struct Driver {
     pub cache: Arc<VerifiedTxs>,
     pub shared: Arc<Shared>,
     pub recovery: Option<RecoveryGate>,
+    /// Whether this process started (or resumed) a recovery: its votes are tracked
+    /// against the gate's bounds for as long as it runs.
+    pub recovered: bool,
+    /// What this (test build of a) validator does instead of following the protocol.
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<stele_consensus::byzantine::Behaviour>,
     pub sync: bool,
     pub start: Instant,
 }
@@ -382,6 +388,26 @@ impl Loop {
                 return;
             }
         }
+        self.d.metrics.sent(m, self.d.recovered);
+        #[cfg(feature = "byzantine")]
+        if let Some(b) = &self.d.byzantine {
+            let out = stele_consensus::byzantine::outgoing(
+                b,
+                self.d.engine.id(),
+                &*self.d.key,
+                self.d.engine.validators(),
+                to,
+                m.clone(),
+            );
+            for (peer, m) in out {
+                self.transmit(Some(peer), &m);
+            }
+            return;
+        }
+        self.transmit(to, m);
+    }
+
+    fn transmit(&mut self, to: Option<ReplicaId>, m: &Message) {
         let class = match m {
             Message::Relay(_) => FrameClass::Relay,
             Message::Bodies(_) | Message::Blocks(_) => FrameClass::Bulk,
@@ -510,18 +536,40 @@ impl Loop {
 
     /// Publishes the state the API and the metrics show.
     fn publish(&mut self) {
-        let e = &self.d.engine;
         if let Some(g) = self.d.recovery.as_mut() {
+            let e = &mut self.d.engine;
             g.update(e.low_watermark(), e.view(), e.is_active());
+            e.set_following(!g.done());
+            if let Some((c_r, m)) = g.bounds() {
+                if self.d.metrics.recovery_bound_view.get() < 0 {
+                    let window = self.d.genesis.params.window;
+                    info!(
+                        c_r = c_r.0,
+                        window,
+                        m = m.0,
+                        "recovery bounds from q STATUS replies: no vote at a height <= c_r + L or in a view <= m"
+                    );
+                    let h = c_r.0.saturating_add(window);
+                    self.d
+                        .metrics
+                        .recovery_bound_height
+                        .set(i64::try_from(h).unwrap_or(i64::MAX));
+                    self.d
+                        .metrics
+                        .recovery_bound_view
+                        .set(i64::try_from(m.0).unwrap_or(i64::MAX));
+                }
+            }
             if g.done() {
                 info!(
-                    low = e.low_watermark().0,
-                    view = e.view().0,
+                    low = self.d.engine.low_watermark().0,
+                    view = self.d.engine.view().0,
                     "recovery complete: past c_r + L and active in a view above m; voting again"
                 );
                 self.d.recovery = None;
             }
         }
+        let e = &self.d.engine;
         let (height, state_digest) = self.d.store.tip();
         let block_hash = match self.tip_hash {
             Some((h, d)) if h == height => d,

@@ -59,6 +59,11 @@ node.toml fields (paths relative to the file):
         /// is past every vote it may have signed before.
         #[arg(long)]
         recover: bool,
+        /// Test builds only (cargo feature `byzantine`): misbehave as NAME, one of
+        /// silent, equivocate, bad-votes, bad-new-view, censor:<victim key hex>, accomplice.
+        #[cfg(feature = "byzantine")]
+        #[arg(long, value_name = "NAME")]
+        byzantine: Option<stele_consensus::byzantine::Behaviour>,
     },
     /// Prepare a new data directory (with the genesis marker that lets `run` create its
     /// database).
@@ -121,7 +126,12 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Run { config, recover } => {
+        Cmd::Run {
+            config,
+            recover,
+            #[cfg(feature = "byzantine")]
+            byzantine,
+        } => {
             let loaded = match NodeConfig::load(&config) {
                 Ok(l) => l,
                 Err(e) => {
@@ -130,7 +140,19 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(&loaded.config.log);
-            match rt.block_on(stele_node::run::run(loaded, recover)) {
+            let options = stele_node::run::Options {
+                recover,
+                #[cfg(feature = "byzantine")]
+                byzantine,
+            };
+            #[cfg(feature = "byzantine")]
+            if let Some(b) = &options.byzantine {
+                tracing::warn!(
+                    behaviour = b.name(),
+                    "BYZANTINE test build: this validator misbehaves on purpose"
+                );
+            }
+            match rt.block_on(stele_node::run::run(loaded, options)) {
                 Ok(Exit::Stopped) => ExitCode::SUCCESS,
                 Ok(Exit::Halted(detail)) => {
                     eprintln!(

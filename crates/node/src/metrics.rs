@@ -53,7 +53,18 @@ pub struct Metrics {
     pub sig_verify: Histogram,
     pub sig_verified: IntCounter,
     pub faults_tolerated: IntGauge,
+    pub votes_sent: IntCounterVec,
+    pub recovery_bound_height: IntGauge,
+    pub recovery_bound_view: IntGauge,
+    pub recovery_lowest_vote_height: IntGauge,
+    pub recovery_lowest_vote_view: IntGauge,
 }
+
+/// The votes (the `kind` label of `stele_votes_sent_total`): what a validator that lost
+/// its disk must not send until it is past c_r + L and in a view above m. CHECKPOINT is
+/// not among them: it attests a state digest that execution determines, so signing one
+/// twice cannot conflict, and DESIGN.md lets a recovering validator send it.
+pub const VOTE_KINDS: [&str; 5] = ["proposal", "prepare", "commit", "view_change", "new_view"];
 
 fn secs(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
@@ -166,7 +177,37 @@ impl Metrics {
                 "stele_quorum_faults_tolerated",
                 "How many more validators may fail now with the chain still live.",
             ),
+            votes_sent: vec(
+                "stele_votes_sent_total",
+                "Votes and proposals this validator sent (CHECKPOINTs aside), by kind.",
+                "kind",
+                &VOTE_KINDS,
+            ),
+            recovery_bound_height: gauge(
+                "stele_recovery_bound_height",
+                "While recovering (--recover): c_r + L, at or below which no vote may be sent; -1 before q replies or without recovery.",
+            ),
+            recovery_bound_view: gauge(
+                "stele_recovery_bound_view",
+                "While recovering (--recover): m, in or below which no vote may be sent; -1 before q replies or without recovery.",
+            ),
+            recovery_lowest_vote_height: gauge(
+                "stele_recovery_lowest_vote_height",
+                "Since a recovery started: the lowest height of any vote sent; -1 if none.",
+            ),
+            recovery_lowest_vote_view: gauge(
+                "stele_recovery_lowest_vote_view",
+                "Since a recovery started: the lowest view of any vote sent; -1 if none.",
+            ),
         };
+        for g in [
+            &m.recovery_bound_height,
+            &m.recovery_bound_view,
+            &m.recovery_lowest_vote_height,
+            &m.recovery_lowest_vote_view,
+        ] {
+            g.set(-1);
+        }
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.height.clone()),
             Box::new(m.view.clone()),
@@ -188,6 +229,11 @@ impl Metrics {
             Box::new(m.sig_verify.clone()),
             Box::new(m.sig_verified.clone()),
             Box::new(m.faults_tolerated.clone()),
+            Box::new(m.votes_sent.clone()),
+            Box::new(m.recovery_bound_height.clone()),
+            Box::new(m.recovery_bound_view.clone()),
+            Box::new(m.recovery_lowest_vote_height.clone()),
+            Box::new(m.recovery_lowest_vote_view.clone()),
         ];
         for c in collectors {
             m.registry
@@ -217,6 +263,45 @@ impl Metrics {
     pub fn reject_message(&self, reason: &str) {
         self.messages_rejected.with_label_values(&[reason]).inc();
     }
+
+    /// Counts a message this validator sends if it is a vote, and while a recovery is
+    /// (or was) under way lowers the lowest (height, view) voted: the fault suite checks
+    /// those against c_r + L and m from outside the process.
+    pub fn sent(&self, m: &Message, recovering: bool) {
+        let Some((kind, height, view)) = vote_of(m) else {
+            return;
+        };
+        self.votes_sent.with_label_values(&[kind]).inc();
+        if !recovering {
+            return;
+        }
+        let lower = |g: &IntGauge, v: Option<u64>| {
+            if let Some(v) = v {
+                let v = i64::try_from(v).unwrap_or(i64::MAX);
+                if g.get() < 0 || v < g.get() {
+                    g.set(v);
+                }
+            }
+        };
+        lower(&self.recovery_lowest_vote_height, height);
+        lower(&self.recovery_lowest_vote_view, view);
+    }
+}
+
+/// A vote's kind label, height and view (each where the message has one).
+fn vote_of(m: &Message) -> Option<(&'static str, Option<u64>, Option<u64>)> {
+    Some(match m {
+        Message::Proposal(p) => (
+            "proposal",
+            Some(p.pre_prepare.height.0),
+            Some(p.pre_prepare.view.0),
+        ),
+        Message::Prepare(p) => ("prepare", Some(p.height.0), Some(p.view.0)),
+        Message::Commit(c) => ("commit", Some(c.height.0), Some(c.view.0)),
+        Message::ViewChange(v) => ("view_change", None, Some(v.new_view.0)),
+        Message::NewView(v) => ("new_view", None, Some(v.view.0)),
+        _ => return None,
+    })
 }
 
 impl Default for Metrics {
@@ -249,6 +334,11 @@ mod tests {
                 "{reason}"
             );
         }
+        for kind in VOTE_KINDS {
+            assert!(text.contains(&format!("stele_votes_sent_total{{kind=\"{kind}\"}} 0")));
+        }
+        assert!(text.contains("stele_recovery_bound_height -1"));
+        assert!(text.contains("stele_recovery_lowest_vote_view -1"));
         for kind in Evidence::KINDS {
             assert!(text.contains(&format!(
                 "stele_byzantine_evidence_total{{kind=\"{kind}\"}} 0"

@@ -74,8 +74,19 @@ fn chain_state(store: &Store, low: Height, k: u64) -> anyhow::Result<ChainState>
     })
 }
 
+/// How `stele-node run` was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--recover`: the data directory was lost (see [`RECOVERING_MARKER`]).
+    pub recover: bool,
+    /// `--byzantine NAME` (test builds with the `byzantine` feature only).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<stele_consensus::byzantine::Behaviour>,
+}
+
 /// Runs a validator until it is stopped or halts.
-pub async fn run(loaded: Loaded, recover: bool) -> Result<Exit, StartError> {
+pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
+    let recover = options.recover;
     let Loaded {
         genesis,
         key,
@@ -212,6 +223,9 @@ pub async fn run(loaded: Loaded, recover: bool) -> Result<Exit, StartError> {
         cache: cache.clone(),
         shared: shared.clone(),
         recovery: recovering.then(|| RecoveryGate::new(id, vs.quorum(), genesis.params.window)),
+        recovered: recovering,
+        #[cfg(feature = "byzantine")]
+        byzantine: options.byzantine,
         sync: config.sync,
         start,
     };

@@ -1158,10 +1158,11 @@ impl Sim {
     /// After each drain, as the node does: the gate looks at the engine's state.
     fn update_gate(&mut self, r: usize) {
         let rep = &mut self.replicas[r];
-        let (Some(g), Some(e)) = (rep.gate.as_mut(), rep.engine.as_ref()) else {
+        let (Some(g), Some(e)) = (rep.gate.as_mut(), rep.engine.as_mut()) else {
             return;
         };
         g.update(e.low_watermark(), e.view(), e.is_active());
+        e.set_following(!g.done());
         if g.done() {
             if self.trace {
                 eprintln!(

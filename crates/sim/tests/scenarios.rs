@@ -43,6 +43,12 @@ fn equivocating_primary() {
             "seed {seed}: an equivocating primary must be replaced: {o:?}"
         );
         assert!(o.heights_after_quiet_with_client_tx > 0);
+        // The split shows in the VIEW-CHANGEs: a backup that accepted one PRE-PREPARE
+        // sees the primary's other one in a prepared certificate.
+        assert!(
+            o.evidence > 0,
+            "seed {seed}: nobody caught the equivocation: {o:?}"
+        );
     }
 }
 
