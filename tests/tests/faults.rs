@@ -110,7 +110,13 @@ async fn primary_killed_under_load_then_restarted_catches_up() {
     let h = max_height(&net, &others).await;
     let took = progress_after(&net, &others, h, killed, resume_bound())
         .await
-        .expect("commits resume after the view change");
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}\n{}",
+                "commits resume after the view change",
+                all_logs(&net)
+            )
+        });
     eprintln!("primary {p} killed: commits resumed {took:?} later");
     load.advance(300, Duration::from_secs(60))
         .await
@@ -249,7 +255,13 @@ async fn whole_cluster_killed_and_restarted_continues() {
     let h = max_height(&net, &[0, 1, 2, 3]).await;
     let took = progress_after(&net, &[0, 1, 2, 3], h, back, resume_bound())
         .await
-        .expect("the chain continues after a whole-cluster restart");
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}\n{}",
+                "the chain continues after a whole-cluster restart",
+                all_logs(&net)
+            )
+        });
     eprintln!("whole cluster restarted: next commit {took:?} after reconnecting");
     load.advance(300, Duration::from_secs(90))
         .await

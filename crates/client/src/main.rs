@@ -1043,11 +1043,24 @@ async fn bench(g: &Global, args: &BenchArgs, out: Out) -> Result<ExitCode> {
     if let Some(r) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
         bail!("a rate is a positive number of tx/s, found {r}");
     }
-    let client = connect(g, None)?;
+    // The bench reads everything from the testnet directory; --nodes only overrides the
+    // addresses, so its genesis defaults to DIR/genesis.json here.
+    let client = if g.nodes.is_empty() {
+        connect(g, None)?
+    } else {
+        let genesis = genesis_path(g);
+        Client::from_nodes(&g.nodes, &genesis, ClientConfig::default()).with_context(|| {
+            format!(
+                "setting up the client for {} with {}",
+                g.nodes.join(","),
+                genesis.display()
+            )
+        })?
+    };
     let timeout = Duration::from_secs(g.timeout.max(1));
     let client = client.with_config(ClientConfig {
-        // Connections kept per node and confirmations polled at once on the slow path.
-        max_in_flight: 256,
+        wait_timeout: timeout,
+        request_timeout: ClientConfig::default().request_timeout.min(timeout),
         binary_batches: true,
         ..client.config().clone()
     });
