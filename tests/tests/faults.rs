@@ -154,11 +154,13 @@ async fn primary_killed_under_load_then_restarted_catches_up() {
 /// Fault 3: a node is down while 10,000 blocks commit (one tx per block), then restarts:
 /// it catches up, and every block it serves carries a certificate that verifies.
 ///
-/// Ignored because it finds a liveness bug not fixed yet: with 10,000 txs pending and
-/// one-tx blocks, the three validators commit 55-85 blocks, then change views again and
-/// again (view 6 within three minutes) without committing another. Run it with
-/// `cargo test --workspace --test faults -- --ignored ten_thousand --nocapture`.
-#[ignore = "finds a view-change livelock under a 10,000-tx burst of one-tx blocks (see the doc comment)"]
+/// It once found a livelock: the three changed views for minutes without committing.
+/// Re-sent VIEW-CHANGEs (each carrying up to 256 prepared certificates) were verified anew
+/// behind thousands of relayed txs, every STATUS drew a full retransmission, and replicas
+/// ranked the burst in different orders, so a backup's oldest tx sat behind hundreds in
+/// the primary's order. The simulator's `burst_of_one_tx_blocks_changes_no_view` and
+/// `cpu_bound_burst_while_a_replica_restarts` keep those fixed; this test prints the view
+/// changes each node saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_down_while_ten_thousand_blocks_commit_catches_up() {
     let _serial = SERIAL.lock().await;
@@ -188,8 +190,12 @@ async fn node_down_while_ten_thousand_blocks_commit_catches_up() {
     assert_eq!(confirmed.len() as u64, BLOCKS);
     let h = max_height(&net, &[0, 1, 2]).await;
     assert!(h >= BLOCKS, "one tx per block: {h} blocks");
+    let mut views = Vec::new();
+    for i in 0..3 {
+        views.push(metric(&net.url(i), "stele_consensus_view_changes_total").await);
+    }
     eprintln!(
-        "{h} blocks committed without node 3 in {:?}",
+        "{h} blocks committed without node 3 in {:?}; view changes seen by nodes 0-2: {views:?}",
         started.elapsed()
     );
 

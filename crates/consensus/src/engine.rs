@@ -73,6 +73,25 @@ struct Slot {
     committed: Option<CommitCertificate>,
 }
 
+/// What a peer's STATUS messages showed, and when this replica last answered it with
+/// each kind of retransmission: a STATUS comes every T/4, and answering each one in full
+/// re-sends the same VIEW-CHANGE, NEW-VIEW and in-window votes many times over. Their
+/// verification (hundreds of signatures for a VIEW-CHANGE with a full window) then
+/// starves the receiver, and the messages that would end the view change wait behind
+/// copies of themselves.
+#[derive(Debug, Default)]
+struct PeerStatus {
+    /// The executed height it last reported, and since when it has reported it.
+    executed: Height,
+    executed_since: u64,
+    /// When each answer last went to it (None: never).
+    new_view: Option<(ViewNumber, u64)>,
+    view_change: Option<(ViewNumber, u64)>,
+    checkpoint: Option<(Height, u64)>,
+    votes: Option<u64>,
+    blocks: Option<u64>,
+}
+
 impl Slot {
     fn clear_view(&mut self) {
         self.pre_prepare = None;
@@ -119,6 +138,10 @@ pub struct Engine {
     executed: Height,
     /// Highest height ever committed by this replica (timer back-off rule).
     max_committed: Height,
+    /// `max_committed` when this replica became active in its current view: a timer
+    /// that fires before a higher height commits means the view change has not yet
+    /// succeeded, and T doubles (Castro & Liskov §4.5.2).
+    view_entry_committed: Height,
     /// Own state digests at checkpoint heights above h.
     own_checkpoints: BTreeMap<Height, Digest>,
     checkpoint_votes: BTreeMap<Height, BTreeMap<ReplicaId, (Digest, Signature)>>,
@@ -135,6 +158,8 @@ pub struct Engine {
     pre_prepares_seen: BTreeMap<Height, (ViewNumber, Digest)>,
     /// Latest accepted NEW-VIEW.
     new_view: Option<Signed<NewView>>,
+    /// Per peer: its last STATUS and when it was last answered (retransmission pacing).
+    peer_status: BTreeMap<ReplicaId, PeerStatus>,
     /// Our own latest VIEW-CHANGE.
     own_vc: Option<Signed<ViewChange>>,
     /// The view whose NEW-VIEW wait timer is running.
@@ -220,6 +245,7 @@ impl Engine {
             delivered: chain.executed,
             executed: chain.executed,
             max_committed: chain.executed,
+            view_entry_committed: chain.executed,
             own_checkpoints: BTreeMap::new(),
             checkpoint_votes: BTreeMap::new(),
             slots: BTreeMap::new(),
@@ -227,6 +253,7 @@ impl Engine {
             latest_vc: BTreeMap::new(),
             pre_prepares_seen: BTreeMap::new(),
             new_view: None,
+            peer_status: BTreeMap::new(),
             own_vc: None,
             nv_timer_view: None,
             tracking: None,
@@ -300,10 +327,19 @@ impl Engine {
         if e.active && e.view > ViewNumber(0) {
             // Our NEW-VIEW entries are our PRE-PREPAREs in this view.
             if let Some(nv) = e.new_view.clone() {
+                let ours = e.vs.primary(nv.view) == e.id;
                 for pp in nv.value.pre_prepares {
                     if pp.height > e.low {
                         let h = pp.height;
-                        e.slots.entry(h).or_default().pre_prepare = Some(pp);
+                        let slot = e.slots.entry(h).or_default();
+                        if ours {
+                            // O entries are PRE-PREPAREs this replica signed as primary
+                            // (persisted with the NEW-VIEW, not as `PrePrepareSent`): the
+                            // next fresh proposal goes above them, never at their height
+                            // with another digest (simulator seed 645).
+                            slot.signed.insert(pp.view, pp.digest);
+                        }
+                        slot.pre_prepare = Some(pp);
                     }
                 }
             }
@@ -464,7 +500,7 @@ impl Engine {
             return;
         }
         let signed = tx.signed().clone();
-        if !self.pending.insert(tx, class, now) {
+        if !self.pending.insert(tx, class, now, self.executed) {
             return;
         }
         if from_client {
@@ -562,7 +598,14 @@ impl Engine {
             return;
         }
         if self.active {
-            // The tracked request did not commit within T.
+            // The tracked request did not commit within T. If nothing new committed
+            // since a view change made this view, that change has not succeeded yet
+            // (Castro & Liskov §4.5.2): the next attempt waits twice as long, as when
+            // its NEW-VIEW had not come at all.
+            if self.view > ViewNumber(0) && self.max_committed <= self.view_entry_committed {
+                self.timeout =
+                    (self.timeout.saturating_mul(2)).min(self.params.max_view_timeout_ms);
+            }
             self.start_view_change(self.view.next(), now);
         } else {
             // No valid NEW-VIEW within the timeout: double it (capped) and move on.
@@ -987,7 +1030,7 @@ impl Engine {
             "executed a height that was not delivered"
         );
         self.executed = height;
-        self.pending.apply_outcomes(outcomes, now);
+        self.pending.apply_outcomes(outcomes, now, self.executed);
         if height.0 % self.params.checkpoint_interval == 0 {
             self.own_checkpoints.insert(height, state_digest);
             if let Some(stable) = self.stable.clone() {
@@ -1257,30 +1300,62 @@ impl Engine {
     // ---- status and retransmission -----------------------------------------------
 
     fn on_status(&mut self, now: u64, from: ReplicaId, s: Verified<Status>) {
+        // Each kind of answer goes to a peer at most once per `pace` (T/2): a lost one is
+        // repaired within T/2, and a peer sending STATUS every T/4 does not draw the same
+        // VIEW-CHANGE or NEW-VIEW twice per interval.
+        let pace = (self.params.view_timeout_ms / 2).max(1);
+        let interval = self.status_interval();
+        let p = self.peer_status.entry(from).or_default();
+        if p.executed != s.executed || p.executed_since == 0 {
+            p.executed = s.executed;
+            p.executed_since = now.max(1);
+        }
+        // Stuck: it reported this executed height at least one STATUS interval ago. A
+        // peer that keeps executing (the pipelined normal case) gets no retransmissions:
+        // what it lacks is on its way.
+        let stuck = now.saturating_sub(p.executed_since) >= interval;
+        let due =
+            |last: Option<u64>, every: u64| last.is_none_or(|t| now.saturating_sub(t) >= every);
         // Its view is behind ours, or equal while it is inactive and we are active:
         // it lacks our NEW-VIEW.
         if (s.view < self.view || (s.view == self.view && !s.active && self.active))
             && self.view > ViewNumber(0)
         {
             if let Some(nv) = self.new_view.clone() {
-                if nv.view == self.view {
+                let last = p.new_view.filter(|(v, _)| *v == nv.view).map(|(_, t)| t);
+                if nv.view == self.view && due(last, pace) {
+                    p.new_view = Some((nv.view, now));
                     self.actions.push(Action::Send(from, Message::NewView(nv)));
                 }
             }
         }
         if !self.active {
             if let Some(vc) = self.own_vc.clone() {
-                self.actions
-                    .push(Action::Send(from, Message::ViewChange(vc)));
+                let last = p
+                    .view_change
+                    .filter(|(v, _)| *v == vc.new_view)
+                    .map(|(_, t)| t);
+                if due(last, pace) {
+                    p.view_change = Some((vc.new_view, now));
+                    self.actions
+                        .push(Action::Send(from, Message::ViewChange(vc)));
+                }
             }
         }
         if s.stable_checkpoint < self.low {
             if let Some(c) = self.stable.clone() {
-                self.actions
-                    .push(Action::Send(from, Message::CheckpointCertificate(c)));
+                let last = p.checkpoint.filter(|(h, _)| *h == c.height).map(|(_, t)| t);
+                if due(last, pace) {
+                    p.checkpoint = Some((c.height, now));
+                    self.actions
+                        .push(Action::Send(from, Message::CheckpointCertificate(c)));
+                }
             }
         }
-        if s.executed < self.delivered {
+        // Blocks for a peer that stopped executing below our delivered height. One far
+        // behind also asks for them itself (`request_blocks`).
+        if s.executed < self.delivered && stuck && due(p.blocks, interval) {
+            p.blocks = Some(now);
             let to = Height(
                 self.delivered
                     .0
@@ -1292,7 +1367,11 @@ impl Engine {
                 to_height: to,
             });
         }
-        if s.view == self.view && s.active && self.active {
+        let votes_due = stuck && due(p.votes, interval);
+        if votes_due {
+            p.votes = Some(now);
+        }
+        if votes_due && s.view == self.view && s.active && self.active {
             // Our own votes for in-window heights it has not committed.
             let mut msgs = Vec::new();
             for (h, slot) in self.slots.range(s.executed.next()..) {
@@ -1595,6 +1674,7 @@ impl Engine {
         }
         self.view = w;
         self.active = true;
+        self.view_entry_committed = self.max_committed;
         self.new_view = Some(nv.signed().clone());
         self.timers.remove(&Timer::ViewChangeResend);
         self.timers.remove(&Timer::ViewChange);

@@ -2,13 +2,22 @@
 //!
 //! It knows each tx's class (executable or gapped, as the node's admission said), whether
 //! it is in flight (in a block pre-prepared in the current view) or committed, and its
-//! arrival order. The view-change timer follows the oldest *tracked* tx: executable, not
-//! yet committed, not shadowed by a committed tx with the same (sender, nonce).
+//! age. The view-change timer follows the oldest *tracked* tx: executable, not yet
+//! committed, not shadowed by a committed tx with the same (sender, nonce).
+//!
+//! Age is measured on the chain, not the local clock: a tx's rank is the executed height
+//! at which it became executable here (its arrival, or the execution of its sender's
+//! previous nonce), then its hash. A sender's next nonce becomes executable on every
+//! replica after the same block, so replicas rank it alike, and the primary proposes in
+//! the order the backups track. Ranked by local arrival instead, a burst from many senders
+//! reached each replica in another order; a backup's oldest tx then sat behind hundreds
+//! of others in the primary's order, its timer fired though the primary was working,
+//! and one-tx blocks under a 10,000-tx burst changed view every T.
 
 use std::collections::{BTreeMap, HashMap};
 
 use stele_crypto::{PublicKey, Verified};
-use stele_types::{tx_hash, Nonce, Transaction, TxBody, TxHash};
+use stele_types::{tx_hash, Height, Nonce, Transaction, TxBody, TxHash};
 
 /// How the node's admission classified a pending tx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +45,8 @@ struct Entry {
     class: TxClass,
     /// When it arrived or was last reclassified (engine time, ms).
     since: u64,
-    seq: u64,
+    /// Where it stands in `order`: (executed height when it became executable here, hash).
+    rank: (u64, TxHash),
     in_flight: bool,
     committed: bool,
     shadowed: bool,
@@ -46,10 +56,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Pending {
     entries: HashMap<TxHash, Entry>,
-    order: BTreeMap<u64, TxHash>,
+    order: BTreeMap<(u64, TxHash), TxHash>,
     by_sender: HashMap<PublicKey, BTreeMap<Nonce, Vec<TxHash>>>,
     cap: usize,
-    next_seq: u64,
 }
 
 impl Pending {
@@ -61,7 +70,6 @@ impl Pending {
             order: BTreeMap::new(),
             by_sender: HashMap::new(),
             cap,
-            next_seq: 0,
         }
     }
 
@@ -85,8 +93,15 @@ impl Pending {
         self.entries.get(hash).map(|e| e.class)
     }
 
-    /// Adds a verified tx; false if already there or full of executable txs.
-    pub fn insert(&mut self, tx: Verified<TxBody>, class: TxClass, now: u64) -> bool {
+    /// Adds a verified tx that arrived at `now` with the chain executed to `executed`;
+    /// false if already there or full of executable txs.
+    pub fn insert(
+        &mut self,
+        tx: Verified<TxBody>,
+        class: TxClass,
+        now: u64,
+        executed: Height,
+    ) -> bool {
         let tx = tx.into_signed();
         let hash = tx_hash(&tx);
         if self.entries.contains_key(&hash) {
@@ -95,22 +110,21 @@ impl Pending {
         if self.entries.len() >= self.cap && !self.evict_gapped() {
             return false;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let rank = (executed.0, hash);
         self.by_sender
             .entry(tx.sender)
             .or_default()
             .entry(tx.nonce)
             .or_default()
             .push(hash);
-        self.order.insert(seq, hash);
+        self.order.insert(rank, hash);
         self.entries.insert(
             hash,
             Entry {
                 tx,
                 class,
                 since: now,
-                seq,
+                rank,
                 in_flight: false,
                 committed: false,
                 shadowed: false,
@@ -142,7 +156,7 @@ impl Pending {
     /// Removes a tx.
     pub fn remove(&mut self, hash: &TxHash) {
         if let Some(e) = self.entries.remove(hash) {
-            self.order.remove(&e.seq);
+            self.order.remove(&e.rank);
             if let Some(nonces) = self.by_sender.get_mut(&e.tx.sender) {
                 if let Some(v) = nonces.get_mut(&e.tx.nonce) {
                     v.retain(|h| h != hash);
@@ -194,8 +208,8 @@ impl Pending {
         }
     }
 
-    /// Applies execution outcomes.
-    pub fn apply_outcomes(&mut self, outcomes: &[(TxHash, TxOutcome)], now: u64) {
+    /// Applies the outcomes of executing the chain up to `executed`.
+    pub fn apply_outcomes(&mut self, outcomes: &[(TxHash, TxOutcome)], now: u64, executed: Height) {
         for (hash, outcome) in outcomes {
             match outcome {
                 TxOutcome::Applied | TxOutcome::Dropped => self.remove(hash),
@@ -203,6 +217,13 @@ impl Pending {
                     if let Some(e) = self.entries.get_mut(hash) {
                         if e.class != *class || e.committed || e.shadowed {
                             e.since = now;
+                            // Its age starts again at this height, on every replica.
+                            let rank = (executed.0, *hash);
+                            if rank != e.rank {
+                                self.order.remove(&e.rank);
+                                self.order.insert(rank, *hash);
+                                e.rank = rank;
+                            }
                         }
                         e.class = *class;
                         e.committed = false;
@@ -339,5 +360,121 @@ impl Pending {
             self.remove(h);
         }
         old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stele_crypto::sim::{MacScheme, MacSigner};
+    use stele_crypto::Signer;
+    use stele_types::tx::sign_tx;
+    use stele_types::{Amount, ChainId, Op};
+
+    fn txs(senders: &[MacSigner], nonces: u64) -> Vec<Verified<TxBody>> {
+        let chain = ChainId::new("pending-test").expect("chain id");
+        let scheme = MacScheme::new(senders.iter());
+        let mut out = Vec::new();
+        for n in 0..nonces {
+            for s in senders {
+                let tx = sign_tx(
+                    TxBody {
+                        chain_id: chain.clone(),
+                        sender: s.public_key(),
+                        nonce: Nonce(n),
+                        op: Op::Transfer {
+                            to: senders[0].public_key(),
+                            amount: Amount(1),
+                        },
+                    },
+                    s,
+                );
+                out.push(
+                    tx.verify(&chain, &s.public_key(), &scheme)
+                        .expect("verifies"),
+                );
+            }
+        }
+        out
+    }
+
+    /// Replicas that received one burst in different orders track the same tx and
+    /// propose the same one first, and after an execution they agree again on the
+    /// successors that became executable.
+    #[test]
+    fn replicas_rank_a_burst_alike_whatever_its_arrival_order() {
+        let senders: Vec<MacSigner> = (0..50u8).map(|i| MacSigner::new([i; 32])).collect();
+        let all = txs(&senders, 2);
+        let mut a = Pending::new(1000);
+        let mut b = Pending::new(1000);
+        for (i, tx) in all.iter().enumerate() {
+            let class = if tx.nonce == Nonce(0) {
+                TxClass::Executable
+            } else {
+                TxClass::Gapped
+            };
+            assert!(a.insert(tx.clone(), class, i as u64, Height(0)));
+        }
+        for (i, tx) in all.iter().rev().enumerate() {
+            let class = if tx.nonce == Nonce(0) {
+                TxClass::Executable
+            } else {
+                TxClass::Gapped
+            };
+            assert!(b.insert(tx.clone(), class, i as u64, Height(0)));
+        }
+        let (ta, _) = a.oldest_tracked().expect("a tracks");
+        let (tb, _) = b.oldest_tracked().expect("b tracks");
+        assert_eq!(ta, tb);
+        let size = |_: &Transaction| 100;
+        let first = a.select(1, 1 << 20, size);
+        assert_eq!(first, b.select(1, 1 << 20, size));
+        assert_eq!(
+            tx_hash(&first[0]),
+            ta,
+            "the primary proposes what backups track"
+        );
+
+        // The block with that tx executes at height 1: its sender's nonce 1 becomes
+        // executable, ranked at height 1, behind the other nonce-0 txs on both.
+        let applied = first[0].clone();
+        let successor = all
+            .iter()
+            .find(|t| t.sender == applied.sender && t.nonce == Nonce(1))
+            .map(|t| tx_hash(t.signed()))
+            .expect("successor");
+        for p in [&mut a, &mut b] {
+            p.mark_committed(std::slice::from_ref(&applied));
+            p.apply_outcomes(
+                &[
+                    (tx_hash(&applied), TxOutcome::Applied),
+                    (successor, TxOutcome::Reclassified(TxClass::Executable)),
+                ],
+                1_000,
+                Height(1),
+            );
+        }
+        assert_eq!(
+            a.oldest_tracked().map(|t| t.0),
+            b.oldest_tracked().map(|t| t.0)
+        );
+        assert_ne!(a.oldest_tracked().map(|t| t.0), Some(successor));
+        let mut order_a = Vec::new();
+        let mut order_b = Vec::new();
+        for _ in 0..50 {
+            let x = a.select(1, 1 << 20, size);
+            let y = b.select(1, 1 << 20, size);
+            a.set_in_flight(&x, true);
+            b.set_in_flight(&y, true);
+            order_a.extend(x);
+            order_b.extend(y);
+        }
+        assert_eq!(order_a, order_b);
+        assert_eq!(order_a.len(), 50);
+        assert_eq!(
+            tx_hash(order_a.last().expect("50")),
+            successor,
+            "a successor that became executable later goes after the older txs"
+        );
     }
 }

@@ -177,3 +177,59 @@ mod tests {
         assert!(w.inner.lock().expect("lock").is_empty());
     }
 }
+
+/// Most verified VIEW-CHANGE, NEW-VIEW and checkpoint-certificate frames remembered.
+pub const VERIFIED_FRAMES_CAP: usize = 32;
+
+/// Heavy consensus messages already verified here, by the digest of their frame.
+///
+/// A VIEW-CHANGE with a full window carries hundreds of signatures, and it comes again
+/// every T/2 while its sender is inactive (DESIGN.md: re-broadcast), as do NEW-VIEWs in
+/// STATUS answers. Verifying each copy anew starved the verification workers under
+/// load: the messages that would end a view change queued behind copies of themselves.
+/// The same bytes verify the same way (the validator set is fixed), so a copy is handed
+/// on as the first was. Only kinds whose check does not depend on the sending peer are
+/// kept.
+#[derive(Debug, Default)]
+pub struct VerifiedFrames {
+    inner: Mutex<VecDeque<(stele_crypto::Digest, stele_consensus::VerifiedMessage)>>,
+}
+
+impl VerifiedFrames {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, VecDeque<(stele_crypto::Digest, stele_consensus::VerifiedMessage)>>
+    {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether frames of this message kind are remembered.
+    pub fn keeps(msg: &stele_types::Message) -> bool {
+        matches!(
+            msg,
+            stele_types::Message::ViewChange(_)
+                | stele_types::Message::NewView(_)
+                | stele_types::Message::CheckpointCertificate(_)
+        )
+    }
+
+    /// The verified message of a frame with this digest, if one was verified here.
+    pub fn get(&self, frame: &stele_crypto::Digest) -> Option<stele_consensus::VerifiedMessage> {
+        self.lock()
+            .iter()
+            .find(|(d, _)| d == frame)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// Remembers a verified frame, forgetting the oldest past the cap.
+    pub fn insert(&self, frame: stele_crypto::Digest, msg: stele_consensus::VerifiedMessage) {
+        let mut q = self.lock();
+        if q.iter().any(|(d, _)| *d == frame) {
+            return;
+        }
+        q.push_back((frame, msg));
+        while q.len() > VERIFIED_FRAMES_CAP {
+            q.pop_front();
+        }
+    }
+}

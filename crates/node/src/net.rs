@@ -16,7 +16,7 @@ use stele_transport::InboundFrame;
 use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHash};
 use tracing::debug;
 
-use crate::cache::VerifiedTxs;
+use crate::cache::{VerifiedFrames, VerifiedTxs};
 use crate::driver::Input;
 use crate::metrics::Metrics;
 
@@ -84,9 +84,16 @@ fn record(metrics: &Metrics, counting: &Counting<'_>, t0: Instant) {
 }
 
 /// Decodes, counts and dispatches frames to the workers (runs on the tokio runtime).
+///
+/// Relayed txs go to a worker of their own. A burst of client txs means thousands of
+/// signatures to check; queued with the consensus messages, the votes and view-change
+/// messages behind them waited seconds, and timers fired on replicas that were only
+/// behind in their own queue. Relays need no order with the rest: the engine admits
+/// them like client txs.
 pub async fn inbound_loop(
     mut inbound: stele_transport::Inbound,
     workers: Vec<SyncSender<(InboundFrame, Message)>>,
+    relays: SyncSender<(InboundFrame, Message)>,
     genesis: Genesis,
     metrics: Metrics,
 ) {
@@ -104,8 +111,13 @@ pub async fn inbound_loop(
             .messages_received
             .with_label_values(&[msg.kind()])
             .inc();
-        let w = f.from.index() % workers.len().max(1);
-        let Some(tx) = workers.get(w) else { return };
+        let tx = if matches!(msg, Message::Relay(_)) {
+            &relays
+        } else {
+            let w = f.from.index() % workers.len().max(1);
+            let Some(tx) = workers.get(w) else { return };
+            tx
+        };
         // Blocking here would stall the runtime; a full worker queue means the engine
         // is behind, and the engine's retransmission repairs what is dropped.
         match tx.try_send((f, msg)) {
@@ -123,6 +135,7 @@ pub fn worker(
     engine: SyncSender<Input>,
     genesis: Genesis,
     cache: Arc<VerifiedTxs>,
+    frames: Arc<VerifiedFrames>,
     metrics: Metrics,
 ) {
     let vs = genesis.validator_set();
@@ -150,8 +163,17 @@ pub fn worker(
                 cache.insert_all(v.into_iter().map(|t| (tx_hash(t.signed()), t)));
             }
         }
-        let verified = verifier.verify(f.from, msg);
+        let heavy = VerifiedFrames::keeps(&msg)
+            .then(|| stele_crypto::Digest::of_parts("stele/frame", &[&f.frame]));
+        let known = heavy.as_ref().and_then(|d| frames.get(d));
+        let verified = match known {
+            Some(v) => Ok(v),
+            None => verifier.verify(f.from, msg),
+        };
         record(&metrics, &counting, t0);
+        if let (Some(d), Ok(v)) = (heavy, &verified) {
+            frames.insert(d, v.clone());
+        }
         let v = match verified {
             Ok(v) => v,
             Err(e) => {

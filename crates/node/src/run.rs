@@ -16,7 +16,7 @@ use stele_types::{CommittedBlock, Height, ViewNumber};
 use tracing::{error, info, warn};
 
 use crate::api::{self, Api};
-use crate::cache::{VerifiedTxs, Waiters, VERIFIED_CACHE_CAP};
+use crate::cache::{VerifiedFrames, VerifiedTxs, Waiters, VERIFIED_CACHE_CAP};
 use crate::config::Loaded;
 use crate::datadir::{self, Opening};
 use crate::driver::{now_ms, Driver, Exit, Input, Shared, INPUT_QUEUE};
@@ -168,6 +168,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
 
     let metrics = Metrics::new();
     let cache = Arc::new(VerifiedTxs::new(VERIFIED_CACHE_CAP));
+    let frames = Arc::new(VerifiedFrames::default());
     let waiters = Arc::new(Waiters::default());
     let (height, state_digest) = store.tip();
     let shared = Arc::new(Shared {
@@ -190,24 +191,29 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
     let vs = genesis.validator_set();
     let (engine_tx, engine_rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
 
+    // `worker_count()` workers for consensus messages (each peer's on one, in order),
+    // one more for relayed txs.
     let mut workers = Vec::new();
-    for i in 0..worker_count() {
+    for i in 0..=worker_count() {
         let (wtx, wrx) = mpsc::sync_channel(net::WORKER_QUEUE);
-        let (etx, g, c, m) = (
+        let (etx, g, c, fr, m) = (
             engine_tx.clone(),
             genesis.clone(),
             cache.clone(),
+            frames.clone(),
             metrics.clone(),
         );
         std::thread::Builder::new()
             .name(format!("verify-{i}"))
-            .spawn(move || net::worker(wrx, etx, g, c, m))
+            .spawn(move || net::worker(wrx, etx, g, c, fr, m))
             .context("starting a verification worker")?;
         workers.push(wtx);
     }
+    let relays = workers.pop().context("no relay worker")?;
     tokio::spawn(net::inbound_loop(
         inbound,
         workers,
+        relays,
         genesis.clone(),
         metrics.clone(),
     ));

@@ -6,7 +6,7 @@
 //! `stele_consensus::byzantine`, the behaviours the node's test build plays too.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -115,6 +115,11 @@ pub struct Scenario {
     /// The clients' load is spread over this many ms (default: until 3 s after
     /// `quiet_at`).
     pub load_for: Option<u64>,
+    /// Verification time per signature, in µs (0: free). Each replica verifies its
+    /// inbound messages one at a time, as a node's workers do: a message waits until the
+    /// ones before it are verified. Real nodes are CPU-bound under load; with this the
+    /// simulator sees what that does to the protocol (queues, retransmission storms).
+    pub verify_us: u64,
     pub params: Params,
 }
 
@@ -146,6 +151,7 @@ impl Scenario {
             drops: vec![],
             script: vec![],
             load_for: None,
+            verify_us: 0,
             params: sim_params(),
         }
     }
@@ -336,6 +342,12 @@ enum Event {
         to: usize,
         bytes: Vec<u8>,
     },
+    /// A message whose (simulated) verification ended (`Scenario::verify_us`).
+    Verified {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
     Submit {
         client: usize,
         nonce: u64,
@@ -412,6 +424,12 @@ struct Replica {
     recovered: bool,
     /// Txs whose signatures it verified (memory: lost in a crash).
     cache: TxCache,
+    /// Until when (virtual µs) its verification is busy (`Scenario::verify_us`): one
+    /// queue for relayed txs and one for the rest, as the node's workers are split.
+    busy_until_us: [u64; 2],
+    /// Digests of the heavy frames it verified, as the node's `VerifiedFrames` keeps
+    /// them (a re-sent VIEW-CHANGE or NEW-VIEW costs nothing the second time).
+    frames: VecDeque<Digest>,
 }
 
 /// A replica's verified-tx cache, as the node keeps one (bounded; cleared when full).
@@ -558,6 +576,8 @@ impl Sim {
                 gate: None,
                 recovered: false,
                 cache: TxCache::default(),
+                busy_until_us: [0; 2],
+                frames: VecDeque::new(),
             })
             .collect();
         let frame_limit = max_frame_len(&genesis);
@@ -846,7 +866,25 @@ impl Sim {
 
     fn event(&mut self, ev: Event) {
         match ev {
-            Event::Net { from, to, bytes } => self.deliver(from, to, bytes),
+            Event::Net { from, to, bytes } => {
+                if self.sc.verify_us > 0 {
+                    // Verified one at a time, after the messages before it: it reaches
+                    // the engine when its verification ends.
+                    let cost = self.verify_cost(to, &bytes) * self.sc.verify_us;
+                    let cost = if self.seen_frame(to, &bytes) { 0 } else { cost };
+                    let queue = usize::from(is_relay(&bytes));
+                    let busy = &mut self.replicas[to].busy_until_us[queue];
+                    let start = (*busy).max(self.now * 1000);
+                    *busy = start + cost;
+                    self.push(
+                        (start + cost).div_ceil(1000),
+                        Event::Verified { from, to, bytes },
+                    );
+                    return;
+                }
+                self.deliver(from, to, bytes)
+            }
+            Event::Verified { from, to, bytes } => self.deliver(from, to, bytes),
             Event::Submit {
                 client,
                 nonce,
@@ -855,6 +893,7 @@ impl Sim {
             } => self.submit(client, nonce, copy, targets),
             Event::Crash { r, down } => {
                 self.replicas[r].cache = TxCache::default();
+                self.replicas[r].frames.clear();
                 if self.replicas[r].engine.take().is_some() {
                     self.push(self.now + down, Event::Restart { r });
                 }
@@ -865,6 +904,7 @@ impl Sim {
                 let was_up = self.replicas[r].engine.take().is_some();
                 let rep = &mut self.replicas[r];
                 rep.cache = TxCache::default();
+                rep.frames.clear();
                 rep.durable.clear();
                 rep.chain.clear();
                 rep.digests.truncate(1);
@@ -1071,6 +1111,72 @@ impl Sim {
                     bytes: bytes.clone(),
                 },
             );
+        }
+    }
+
+    /// Whether replica `to` verified these very bytes before (heavy kinds only, the
+    /// node's last 32); remembers them otherwise.
+    fn seen_frame(&mut self, to: usize, bytes: &[u8]) -> bool {
+        let heavy = matches!(
+            codec::decode::<Message>(bytes, self.frame_limit),
+            Ok(Message::ViewChange(_) | Message::NewView(_) | Message::CheckpointCertificate(_))
+        );
+        if !heavy {
+            return false;
+        }
+        let d = Digest::of(bytes);
+        let frames = &mut self.replicas[to].frames;
+        if frames.contains(&d) {
+            return true;
+        }
+        frames.push_back(d);
+        if frames.len() > 32 {
+            frames.pop_front();
+        }
+        false
+    }
+
+    /// Signatures replica `to` verifies for a message (txs it verified before are free).
+    fn verify_cost(&self, to: usize, bytes: &[u8]) -> u64 {
+        let Ok(msg) = codec::decode::<Message>(bytes, self.frame_limit) else {
+            return 0;
+        };
+        let cache = &self.replicas[to].cache.0;
+        let txs = |txs: &[Transaction]| {
+            txs.iter()
+                .filter(|t| !cache.contains_key(&tx_hash(t)))
+                .count() as u64
+        };
+        let vc = |vc: &stele_types::ViewChange| {
+            1 + vc
+                .checkpoint
+                .as_ref()
+                .map_or(0, |c| c.signatures.len() as u64)
+                + vc.prepared
+                    .iter()
+                    .map(|c| 1 + c.prepares.len() as u64)
+                    .sum::<u64>()
+        };
+        match &msg {
+            Message::Proposal(p) => 1 + txs(&p.body.txs),
+            Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::Checkpoint(_)
+            | Message::Status(_) => 1,
+            Message::CheckpointCertificate(c) => c.signatures.len() as u64,
+            Message::ViewChange(v) => vc(v),
+            Message::NewView(nv) => {
+                1 + nv.view_changes.iter().map(|v| vc(v)).sum::<u64>()
+                    + nv.pre_prepares.len() as u64
+            }
+            Message::Bodies(b) => b.blocks.iter().map(|b| txs(&b.txs)).sum(),
+            Message::Blocks(b) => b
+                .blocks
+                .iter()
+                .map(|cb| cb.certificate.commits.len() as u64 + txs(&cb.block.txs))
+                .sum(),
+            Message::Relay(r) => txs(&r.txs),
+            Message::FetchBodies(_) | Message::FetchBlocks(_) => 0,
         }
     }
 
@@ -1655,6 +1761,14 @@ impl Sim {
 
 /// Whether V holds, for one height, prepared certificates from two views for two digests
 /// (the history in which O must take the higher view).
+/// Whether an encoded message is a RELAY (verified on the node's relay worker).
+fn is_relay(bytes: &[u8]) -> bool {
+    matches!(
+        codec::decode::<Message>(bytes, usize::MAX),
+        Ok(Message::Relay(_))
+    )
+}
+
 fn conflicting_certificates(nv: &NewView) -> bool {
     let mut seen: BTreeMap<Height, (ViewNumber, Digest)> = BTreeMap::new();
     nv.view_changes.iter().flat_map(|vc| &vc.prepared).any(|c| {

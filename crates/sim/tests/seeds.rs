@@ -122,3 +122,13 @@ fn campaign_list(seeds: &[u64]) {
         }
     }
 }
+
+/// Seed 645 (n = 5, 20 % loss, a partition, crashes, a wiped replica): the primary of
+/// view 4 sent NEW-VIEW(4), crashed 290 ms later and restarted. Rebuilt from its durable
+/// record, it held O's PRE-PREPAREs as slots but not as heights it had signed, so its
+/// next fresh proposal reused O's top height with another digest: two PRE-PREPAREs for
+/// (4, 3) from one honest identity (checker 4). Restoring now marks O's entries signed.
+#[test]
+fn regression_seed_645_restarted_primary_never_reproposes_an_o_height() {
+    campaign_list(&[645]);
+}

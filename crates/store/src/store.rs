@@ -527,20 +527,26 @@ impl Store {
         } else if let Some(other) = self.nonce_tx_checked(&tx.sender, tx.nonce)? {
             let key = nonce_key(&tx.sender, tx.nonce);
             if other == hash {
-                return Err(self.corrupt(
-                    NONCE_INDEX,
-                    &key,
-                    format!("names tx {hash}, which is not in the tx index"),
-                ));
+                // Its block committed between the two reads (one batch writes both
+                // indexes, but these are two reads): the tx index has it now.
+                let l = self.tx_location_checked(&hash)?.ok_or_else(|| {
+                    self.corrupt(
+                        NONCE_INDEX,
+                        &key,
+                        format!("names tx {hash}, which is not in the tx index"),
+                    )
+                })?;
+                (l, l.result)
+            } else {
+                let l = self.tx_location_checked(&other)?.ok_or_else(|| {
+                    self.corrupt(
+                        NONCE_INDEX,
+                        &key,
+                        format!("names tx {other}, which is not in the tx index"),
+                    )
+                })?;
+                (l, TxResult::StaleNonce)
             }
-            let l = self.tx_location_checked(&other)?.ok_or_else(|| {
-                self.corrupt(
-                    NONCE_INDEX,
-                    &key,
-                    format!("names tx {other}, which is not in the tx index"),
-                )
-            })?;
-            (l, TxResult::StaleNonce)
         } else {
             return Ok(None);
         };
