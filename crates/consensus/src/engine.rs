@@ -1742,11 +1742,9 @@ impl Engine {
                 return;
             }
             let max_txs = self.params.max_block_txs as usize;
-            let txs = self.pending.select(
-                max_txs,
-                self.params.max_block_bytes as usize,
-                codec::encoded_len,
-            );
+            let txs = self
+                .pending
+                .select(max_txs, self.params.max_block_bytes as usize);
             if txs.is_empty() {
                 return;
             }

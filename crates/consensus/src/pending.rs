@@ -14,7 +14,7 @@
 //! of others in the primary's order, its timer fired though the primary was working,
 //! and one-tx blocks under a 10,000-tx burst changed view every T.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use stele_crypto::{PublicKey, Verified};
 use stele_types::{tx_hash, Height, Nonce, Transaction, TxBody, TxHash};
@@ -50,6 +50,20 @@ struct Entry {
     in_flight: bool,
     committed: bool,
     shadowed: bool,
+    /// Its encoded length (block size limit), computed once.
+    size: usize,
+}
+
+impl Entry {
+    /// The view-change timer may follow it.
+    fn tracked(&self) -> bool {
+        self.class == TxClass::Executable && !self.committed && !self.shadowed
+    }
+
+    /// A block may start with it.
+    fn ready(&self) -> bool {
+        self.tracked() && !self.in_flight
+    }
 }
 
 /// The pending set.
@@ -58,6 +72,11 @@ pub struct Pending {
     entries: HashMap<TxHash, Entry>,
     order: BTreeMap<(u64, TxHash), TxHash>,
     by_sender: HashMap<PublicKey, BTreeMap<Nonce, Vec<TxHash>>>,
+    /// The ranks of tracked and of ready entries: the primary and the timer look only at
+    /// these, not at every pending tx (gapped ones are most of a burst). Kept in step by
+    /// `index` after every change to an entry.
+    tracked: BTreeSet<(u64, TxHash)>,
+    ready: BTreeSet<(u64, TxHash)>,
     cap: usize,
 }
 
@@ -69,6 +88,8 @@ impl Pending {
             entries: HashMap::new(),
             order: BTreeMap::new(),
             by_sender: HashMap::new(),
+            tracked: BTreeSet::new(),
+            ready: BTreeSet::new(),
             cap,
         }
     }
@@ -111,6 +132,7 @@ impl Pending {
             return false;
         }
         let rank = (executed.0, hash);
+        let tx_for_size = tx.clone();
         self.by_sender
             .entry(tx.sender)
             .or_default()
@@ -128,8 +150,10 @@ impl Pending {
                 in_flight: false,
                 committed: false,
                 shadowed: false,
+                size: stele_types::codec::encoded_len(&tx_for_size),
             },
         );
+        self.index(rank, &hash);
         debug_assert!(self.entries.len() <= self.cap);
         true
     }
@@ -157,6 +181,8 @@ impl Pending {
     pub fn remove(&mut self, hash: &TxHash) {
         if let Some(e) = self.entries.remove(hash) {
             self.order.remove(&e.rank);
+            self.tracked.remove(&e.rank);
+            self.ready.remove(&e.rank);
             if let Some(nonces) = self.by_sender.get_mut(&e.tx.sender) {
                 if let Some(v) = nonces.get_mut(&e.tx.nonce) {
                     v.retain(|h| h != hash);
@@ -191,6 +217,8 @@ impl Pending {
             if let Some(e) = self.entries.get_mut(&hash) {
                 e.committed = true;
                 e.in_flight = false;
+                let rank = e.rank;
+                self.index(rank, &hash);
             }
             let same: Vec<TxHash> = self
                 .by_sender
@@ -202,6 +230,8 @@ impl Pending {
                 if h != hash {
                     if let Some(e) = self.entries.get_mut(&h) {
                         e.shadowed = true;
+                        let rank = e.rank;
+                        self.index(rank, &h);
                     }
                 }
             }
@@ -215,6 +245,7 @@ impl Pending {
                 TxOutcome::Applied | TxOutcome::Dropped => self.remove(hash),
                 TxOutcome::Reclassified(class) => {
                     if let Some(e) = self.entries.get_mut(hash) {
+                        let old = e.rank;
                         if e.class != *class || e.committed || e.shadowed {
                             e.since = now;
                             // Its age starts again at this height, on every replica.
@@ -228,6 +259,7 @@ impl Pending {
                         e.class = *class;
                         e.committed = false;
                         e.shadowed = false;
+                        self.index(old, hash);
                     }
                 }
             }
@@ -237,9 +269,12 @@ impl Pending {
     /// Sets the in-flight flag of the txs of a pre-prepared block.
     pub fn set_in_flight(&mut self, txs: &[Transaction], in_flight: bool) {
         for tx in txs {
-            if let Some(e) = self.entries.get_mut(&tx_hash(tx)) {
+            let hash = tx_hash(tx);
+            if let Some(e) = self.entries.get_mut(&hash) {
                 if !e.committed {
                     e.in_flight = in_flight;
+                    let rank = e.rank;
+                    self.index(rank, &hash);
                 }
             }
         }
@@ -249,64 +284,67 @@ impl Pending {
     pub fn clear_in_flight(&mut self) {
         for e in self.entries.values_mut() {
             e.in_flight = false;
+            if e.ready() {
+                self.ready.insert(e.rank);
+            }
         }
+    }
+
+    /// Brings `tracked` and `ready` in step with entry `hash`, whose rank was `old`
+    /// before the change that calls this.
+    fn index(&mut self, old: (u64, TxHash), hash: &TxHash) {
+        self.tracked.remove(&old);
+        self.ready.remove(&old);
+        if let Some(e) = self.entries.get(hash) {
+            if e.tracked() {
+                self.tracked.insert(e.rank);
+            }
+            if e.ready() {
+                self.ready.insert(e.rank);
+            }
+        }
+        debug_assert!(self.ready.len() <= self.tracked.len());
     }
 
     /// The oldest tracked tx and when its tracking began.
     pub fn oldest_tracked(&self) -> Option<(TxHash, u64)> {
-        self.order.values().find_map(|h| {
-            let e = self.entries.get(h)?;
-            (e.class == TxClass::Executable && !e.committed && !e.shadowed).then_some((*h, e.since))
-        })
+        let (_, h) = self.tracked.first()?;
+        self.entries.get(h).map(|e| (*h, e.since))
     }
 
     /// Whether `hash` is still tracked.
     pub fn is_tracked(&self, hash: &TxHash) -> bool {
-        self.entries
-            .get(hash)
-            .is_some_and(|e| e.class == TxClass::Executable && !e.committed && !e.shadowed)
+        self.entries.get(hash).is_some_and(Entry::tracked)
     }
 
     /// Whether some tx could be proposed now.
     pub fn has_proposable(&self) -> bool {
-        self.entries
-            .values()
-            .any(|e| e.class == TxClass::Executable && !e.in_flight && !e.committed && !e.shadowed)
+        !self.ready.is_empty()
     }
 
     /// Earliest `since` of a proposable tx (for the batch delay).
     pub fn oldest_proposable_since(&self) -> Option<u64> {
-        self.entries
-            .values()
-            .filter(|e| {
-                e.class == TxClass::Executable && !e.in_flight && !e.committed && !e.shadowed
-            })
+        self.ready
+            .iter()
+            .filter_map(|(_, h)| self.entries.get(h))
             .map(|e| e.since)
             .min()
     }
 
     /// Picks txs for a block in arrival order, each sender's in nonce order: an executable
     /// tx, then the same sender's next nonces while contiguous. At most `max_txs` and
-    /// `max_bytes` encoded bytes (`size` gives a tx's encoded length).
-    pub fn select(
-        &self,
-        max_txs: usize,
-        max_bytes: usize,
-        size: impl Fn(&Transaction) -> usize,
-    ) -> Vec<Transaction> {
+    /// `max_bytes` encoded bytes.
+    pub fn select(&self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut taken_senders = std::collections::HashSet::new();
-        for h in self.order.values() {
+        for (_, h) in &self.ready {
             if out.len() >= max_txs {
                 break;
             }
             let Some(e) = self.entries.get(h) else {
                 continue;
             };
-            if e.class != TxClass::Executable || e.in_flight || e.committed || e.shadowed {
-                continue;
-            }
             if !taken_senders.insert(e.tx.sender) {
                 continue;
             }
@@ -333,7 +371,7 @@ impl Pending {
                     }
                     break;
                 };
-                let len = size(&c.tx);
+                let len = c.size;
                 if out.len() >= max_txs || bytes + len > max_bytes {
                     break;
                 }
@@ -426,9 +464,8 @@ mod tests {
         let (ta, _) = a.oldest_tracked().expect("a tracks");
         let (tb, _) = b.oldest_tracked().expect("b tracks");
         assert_eq!(ta, tb);
-        let size = |_: &Transaction| 100;
-        let first = a.select(1, 1 << 20, size);
-        assert_eq!(first, b.select(1, 1 << 20, size));
+        let first = a.select(1, 1 << 20);
+        assert_eq!(first, b.select(1, 1 << 20));
         assert_eq!(
             tx_hash(&first[0]),
             ta,
@@ -462,8 +499,8 @@ mod tests {
         let mut order_a = Vec::new();
         let mut order_b = Vec::new();
         for _ in 0..50 {
-            let x = a.select(1, 1 << 20, size);
-            let y = b.select(1, 1 << 20, size);
+            let x = a.select(1, 1 << 20);
+            let y = b.select(1, 1 << 20);
             a.set_in_flight(&x, true);
             b.set_in_flight(&y, true);
             order_a.extend(x);

@@ -7,9 +7,10 @@
 //! traits so the simulator can swap in a cheap keyed stand-in.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::CompressedEdwardsY;
@@ -209,8 +210,7 @@ impl Ed25519 {
     /// sent to the single path. R is never decompressed here: a batch does that anyway,
     /// and an R that does not decompress fails the batch and then the single path.
     fn batchable(key: &PublicKey, sig: &Signature) -> Result<Option<VerifyingKey>, SignatureError> {
-        let vk =
-            VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
+        let vk = verifying_key(key)?;
         if vk.is_weak() {
             return Err(SignatureError::Invalid);
         }
@@ -229,6 +229,32 @@ impl Ed25519 {
         }
         Ok(Some(vk))
     }
+}
+
+/// Most decompressed keys remembered; past it the cache starts over.
+const KEY_CACHE_CAP: usize = 1 << 16;
+
+/// The decompressed form of `key`. Decompressing a point costs about as much as a sixth
+/// of a verification, and the same few thousand senders and the validators sign
+/// everything, so the points are kept (the profile of a loaded primary showed 10 % of
+/// its time in decompression). A key that does not decompress is not kept.
+fn verifying_key(key: &PublicKey) -> Result<VerifyingKey, SignatureError> {
+    static CACHE: OnceLock<RwLock<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| RwLock::new(HashMap::new()));
+    if let Some(vk) = cache
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key.as_bytes())
+    {
+        return Ok(*vk);
+    }
+    let vk = VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
+    let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
+    if w.len() >= KEY_CACHE_CAP {
+        w.clear();
+    }
+    w.insert(*key.as_bytes(), vk);
+    Ok(vk)
 }
 
 /// Whether the y coordinate of an encoded point (sign bit aside) is below p = 2^255 − 19.
@@ -290,8 +316,7 @@ impl Scheme for Ed25519 {
         message: &[u8],
         sig: &Signature,
     ) -> Result<(), SignatureError> {
-        let vk =
-            VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
+        let vk = verifying_key(key)?;
         vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
             .map_err(|_| SignatureError::Invalid)
     }
