@@ -276,15 +276,25 @@ where
 
 /// Waits until every listed node answers `/status` and has a quorum of peers.
 pub async fn wait_connected(net: &Testnet, nodes: &[usize], limit: Duration) -> anyhow::Result<()> {
-    let c = http();
     let q = net.genesis.validator_set().quorum() as u32;
+    wait_peers(net, nodes, q - 1, limit).await
+}
+
+/// Waits until each of `nodes` is connected to at least `peers` other validators.
+pub async fn wait_peers(
+    net: &Testnet,
+    nodes: &[usize],
+    peers: u32,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let c = http();
     wait_for(limit, "nodes to connect", || {
         let c = c.clone();
         let urls: Vec<String> = nodes.iter().map(|i| net.url(*i)).collect();
         async move {
             for u in urls {
                 match status(&c, &u).await {
-                    Ok(s) if s.peers_connected + 1 >= q => {}
+                    Ok(s) if s.peers_connected >= peers => {}
                     _ => return None,
                 }
             }

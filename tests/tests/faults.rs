@@ -412,6 +412,14 @@ async fn byzantine_run(bad: usize, behaviour: &str, check: impl AsyncFnOnce(&Tes
     wait_connected(&net, &honest, Duration::from_secs(60))
         .await
         .expect("the honest validators connect");
+    if behaviour != "silent" {
+        // The Byzantine primary must be reachable before load starts: else the honest
+        // timers replace it before it proposed anything, and its behaviour never shows
+        // (an equivocating primary that never led a view; seen in CI).
+        stele_tests::wait_peers(&net, &honest, 3, Duration::from_secs(60))
+            .await
+            .expect("the honest validators reach the Byzantine one");
+    }
     let c = Client::from_testnet(&net.net_dir(), client_config()).expect("client");
     let load = Load::start(&net, &c, 0..7, 7, 20, None);
     load.advance(300, Duration::from_secs(90))

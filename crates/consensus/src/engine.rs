@@ -1495,7 +1495,16 @@ impl Engine {
         if !newer {
             return;
         }
-        // Each prepared certificate's PRE-PREPARE was verified as the primary's.
+        self.check_equivocation(&vc);
+        self.latest_vc.insert(r, vc);
+        self.after_view_change_input(now);
+    }
+
+    /// Evidence from a VIEW-CHANGE's prepared certificates (each PRE-PREPARE in them was
+    /// verified as the primary's) against the PRE-PREPAREs this replica accepted. Also
+    /// run on the VIEW-CHANGEs inside a NEW-VIEW: the NEW-VIEW may arrive before the
+    /// VIEW-CHANGE that would have shown the split, and accepting it ends the view.
+    fn check_equivocation(&mut self, vc: &ViewChange) {
         for pc in &vc.prepared {
             let h = pc.height();
             if let Some(&(v, d)) = self.pre_prepares_seen.get(&h) {
@@ -1511,8 +1520,6 @@ impl Engine {
                 }
             }
         }
-        self.latest_vc.insert(r, vc);
-        self.after_view_change_input(now);
     }
 
     /// Reacts to the set of VIEW-CHANGEs held: join on f+1, start the NEW-VIEW timer on
@@ -1615,6 +1622,10 @@ impl Engine {
     }
 
     fn on_new_view(&mut self, now: u64, unix_ms: u64, from: ReplicaId, nv: Verified<NewView>) {
+        // Every VIEW-CHANGE in V was verified, whatever becomes of this NEW-VIEW.
+        for vc in &nv.view_changes {
+            self.check_equivocation(&vc.value);
+        }
         let w = nv.view;
         if w < self.view || (w == self.view && self.active) {
             return;

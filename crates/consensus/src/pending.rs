@@ -132,7 +132,7 @@ impl Pending {
             return false;
         }
         let rank = (executed.0, hash);
-        let tx_for_size = tx.clone();
+        let size = stele_types::codec::encoded_len(&tx);
         self.by_sender
             .entry(tx.sender)
             .or_default()
@@ -150,7 +150,7 @@ impl Pending {
                 in_flight: false,
                 committed: false,
                 shadowed: false,
-                size: stele_types::codec::encoded_len(&tx_for_size),
+                size,
             },
         );
         self.index(rank, &hash);

@@ -870,9 +870,14 @@ impl Sim {
                 if self.sc.verify_us > 0 {
                     // Verified one at a time, after the messages before it: it reaches
                     // the engine when its verification ends.
-                    let cost = self.verify_cost(to, &bytes) * self.sc.verify_us;
-                    let cost = if self.seen_frame(to, &bytes) { 0 } else { cost };
-                    let queue = usize::from(is_relay(&bytes));
+                    let msg = codec::decode::<Message>(&bytes, self.frame_limit).ok();
+                    let cost = match &msg {
+                        Some(m) if !self.seen_frame(to, m, &bytes) => {
+                            self.verify_cost(to, m) * self.sc.verify_us
+                        }
+                        _ => 0,
+                    };
+                    let queue = usize::from(matches!(msg, Some(Message::Relay(_))));
                     let busy = &mut self.replicas[to].busy_until_us[queue];
                     let start = (*busy).max(self.now * 1000);
                     *busy = start + cost;
@@ -1116,10 +1121,10 @@ impl Sim {
 
     /// Whether replica `to` verified these very bytes before (heavy kinds only, the
     /// node's last 32); remembers them otherwise.
-    fn seen_frame(&mut self, to: usize, bytes: &[u8]) -> bool {
+    fn seen_frame(&mut self, to: usize, msg: &Message, bytes: &[u8]) -> bool {
         let heavy = matches!(
-            codec::decode::<Message>(bytes, self.frame_limit),
-            Ok(Message::ViewChange(_) | Message::NewView(_) | Message::CheckpointCertificate(_))
+            msg,
+            Message::ViewChange(_) | Message::NewView(_) | Message::CheckpointCertificate(_)
         );
         if !heavy {
             return false;
@@ -1137,10 +1142,7 @@ impl Sim {
     }
 
     /// Signatures replica `to` verifies for a message (txs it verified before are free).
-    fn verify_cost(&self, to: usize, bytes: &[u8]) -> u64 {
-        let Ok(msg) = codec::decode::<Message>(bytes, self.frame_limit) else {
-            return 0;
-        };
+    fn verify_cost(&self, to: usize, msg: &Message) -> u64 {
         let cache = &self.replicas[to].cache.0;
         let txs = |txs: &[Transaction]| {
             txs.iter()
@@ -1157,7 +1159,7 @@ impl Sim {
                     .map(|c| 1 + c.prepares.len() as u64)
                     .sum::<u64>()
         };
-        match &msg {
+        match msg {
             Message::Proposal(p) => 1 + txs(&p.body.txs),
             Message::Prepare(_)
             | Message::Commit(_)
@@ -1761,14 +1763,6 @@ impl Sim {
 
 /// Whether V holds, for one height, prepared certificates from two views for two digests
 /// (the history in which O must take the higher view).
-/// Whether an encoded message is a RELAY (verified on the node's relay worker).
-fn is_relay(bytes: &[u8]) -> bool {
-    matches!(
-        codec::decode::<Message>(bytes, usize::MAX),
-        Ok(Message::Relay(_))
-    )
-}
-
 fn conflicting_certificates(nv: &NewView) -> bool {
     let mut seen: BTreeMap<Height, (ViewNumber, Digest)> = BTreeMap::new();
     nv.view_changes.iter().flat_map(|vc| &vc.prepared).any(|c| {
