@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod netns;
+pub mod torsion;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,17 +1,19 @@
 //! A real four-validator testnet (QUIC, RocksDB, HTTP) driven through the client library
 //! as a user would: 1,000 transfers agree everywhere and verify offline; a double spend,
 //! an overdraft and bad input are handled; a restarted node catches up; a wiped node
-//! refuses to start without `--recover`.
+//! refuses to start without `--recover`; torsion-signed txs get one verdict on every path.
 
 use std::process::Command;
 use std::time::Duration;
 
+use stele_client::client::{Encoding, SubmitBody};
 use stele_client::{verify_block, Client, ClientConfig, Verdict};
-use stele_crypto::KeyPair;
+use stele_crypto::{KeyPair, Signer as _};
 use stele_tests::chain::{block, key, metric, same_chain, same_height, transfer};
+use stele_tests::torsion::TorsionSigner;
 use stele_tests::{bin, http, status, wait_connected, wait_for, Testnet};
-use stele_types::api::ApiError;
-use stele_types::{Amount, Nonce, Transaction, TxResult};
+use stele_types::api::{Admitted, ApiError};
+use stele_types::{Amount, Nonce, Op, Transaction, TxResult};
 use tokio::sync::Mutex;
 
 /// The testnets of this file run one at a time: four validators each already keep both
@@ -333,4 +335,67 @@ async fn wiped_data_directory_refuses_to_start_without_recover() {
     .expect("it runs with --recover");
     assert!(s.recovering, "{s:?}");
     assert!(net.exited(3).is_none());
+}
+
+/// One signature rule on every path (issue 21): transfers whose R carries a torsion
+/// component are valid under ZIP-215. Each must get the same verdict alone (`POST /txs`
+/// of one tx), in a batch (a client batch mixed with ordinary txs), by relay (the nodes
+/// the client did not post to), in a proposal (the backups) and by state transfer (a
+/// node that was down while they committed). Before the fix the single path refused
+/// them and a batch accepted some, so a node could commit a block that another refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torsion_signed_transfers_get_one_verdict_on_every_path() {
+    let _serial = SERIAL.lock().await;
+    let (mut net, c) = up(3, "checkpoint_interval = 8\nwindow = 16").await;
+    let keys: Vec<KeyPair> = (0..3).map(|j| key(&net, j)).collect();
+    let torsion = TorsionSigner::load(&stele_client::client::testnet_account_key(
+        &net.net_dir(),
+        0,
+    ))
+    .expect("account key");
+    assert_eq!(torsion.public_key(), keys[0].public());
+    assert!(net.stop(3).is_some_and(|s| s.success()));
+    let pay = |nonce: u64, amount: u64| {
+        c.sign(
+            &torsion,
+            Nonce(nonce),
+            Op::Transfer {
+                to: keys[1].public(),
+                amount: Amount(amount),
+            },
+        )
+        .expect("well-formed")
+    };
+
+    // Alone, to node 0 only: the others get it by relay.
+    let alone = pay(0, 1);
+    let body = SubmitBody::new(std::slice::from_ref(&alone), Encoding::Json);
+    let answer = c
+        .post_txs(&c.nodes()[0], &body, false, Duration::from_secs(10))
+        .await
+        .expect("a torsion-signed tx is admitted alone");
+    assert_eq!(answer.txs[0].admitted, Admitted::Accepted);
+
+    // In batches, mixed with ordinary txs, to q nodes.
+    let mut batch: Vec<Transaction> = (1..9).map(|n| pay(n, 1)).collect();
+    batch.extend((0..8).map(|n| transfer(&c, &keys[2], n, &keys[1], 1)));
+    let mut hashes = vec![stele_types::tx_hash(&alone)];
+    hashes.extend(c.submit_many(&batch).await.expect("the batch is admitted"));
+    for (i, r) in c.wait_for(&hashes).await.into_iter().enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("tx {i} not confirmed by f+1: {e}"));
+        assert_eq!(r.result, TxResult::Ok, "tx {i}");
+    }
+
+    // State transfer: node 3 checks the committed blocks' txs in its own batches.
+    net.start(3).expect("restart");
+    let h = same_height(&net, &[0, 1, 2, 3], 2, Duration::from_secs(90)).await;
+    same_chain(&net, &[0, 1, 2, 3], h).await;
+    for node in c.nodes() {
+        let a = c
+            .account(node, &keys[0].public())
+            .await
+            .expect("account")
+            .expect("exists");
+        assert_eq!(a.nonce, Nonce(9), "{node}: every torsion-signed tx applied");
+    }
 }

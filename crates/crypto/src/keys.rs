@@ -27,7 +27,8 @@ const ED25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112"
 
 /// An Ed25519 public key as 32 bytes. It is not checked to be a valid curve point
 /// until a signature is verified against it: decoding stays total and cheap, and
-/// verification rejects whatever `verify_strict` would.
+/// verification rejects whatever ZIP-215 rejects. Where a key enters the ledger (genesis,
+/// a transfer's recipient) [`PublicKey::is_small_order`] keys are refused.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; PUBLIC_KEY_LEN]);
 
@@ -35,6 +36,15 @@ impl PublicKey {
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
         &self.0
+    }
+
+    /// Whether the key decodes (as ZIP-215 decodes: y may be ≥ p) to a point of small
+    /// order. ZIP-215 accepts a signature with s = 0 and a small-order R under such a key
+    /// for every message, so anyone could sign for it: it must never hold funds or vote.
+    pub fn is_small_order(&self) -> bool {
+        curve25519_dalek::edwards::CompressedEdwardsY(self.0)
+            .decompress()
+            .is_some_and(|p| p.is_small_order())
     }
 
     /// Lower-case hex.

@@ -2,7 +2,7 @@
 //!
 //! Every signature covers (chain id, message-kind tag, canonical bytes): a PREPARE never
 //! verifies as a COMMIT, a transaction, or on another chain. One validity rule holds on
-//! every path, Ed25519 `verify_strict`; batch verification is only a faster way to reach
+//! every path, Ed25519 under ZIP-215; batch verification is only a faster way to reach
 //! the same verdict. Signing and verifying go through the [`Signer`] and [`Scheme`]
 //! traits so the simulator can swap in a cheap keyed stand-in.
 
@@ -12,10 +12,8 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::{OnceLock, RwLock};
 
-use curve25519_dalek::constants::EIGHT_TORSION;
-use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::Scalar;
-use ed25519_dalek::VerifyingKey;
+use ed25519_consensus::{VerificationKey, VerificationKeyBytes};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -199,37 +197,13 @@ pub trait Signer: Send + Sync {
     fn sign_raw(&self, message: &[u8]) -> Signature;
 }
 
-/// Ed25519 with `verify_strict` semantics on every path.
+/// Ed25519 under ZIP-215 on every path, through `ed25519-consensus`: the cofactored
+/// equation, s < l, and any A and R encoding that decompresses (y may be ≥ p). The
+/// batch equation is the cofactored one too, with weights from the OS RNG, so a batch
+/// accepts exactly when every item alone does: no signature can be built that one
+/// path accepts and the other refuses, whatever else shares its batch.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ed25519;
-
-impl Ed25519 {
-    /// Whether an item may go into a batch: everything `verify_strict` rejects without
-    /// doing the group equation is rejected here too, and a non-canonical R (which a
-    /// batch would accept, since it decompresses R instead of comparing encodings) is
-    /// sent to the single path. R is never decompressed here: a batch does that anyway,
-    /// and an R that does not decompress fails the batch and then the single path.
-    fn batchable(key: &PublicKey, sig: &Signature) -> Result<Option<VerifyingKey>, SignatureError> {
-        let vk = verifying_key(key)?;
-        if vk.is_weak() {
-            return Err(SignatureError::Invalid);
-        }
-        let mut s = [0u8; 32];
-        s.copy_from_slice(&sig.0[32..]);
-        if Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_none() {
-            return Err(SignatureError::Invalid);
-        }
-        let mut r = [0u8; 32];
-        r.copy_from_slice(&sig.0[..32]);
-        if small_order_encodings().contains(&r) {
-            return Err(SignatureError::Invalid);
-        }
-        if !is_canonical_y(&r) {
-            return Ok(None);
-        }
-        Ok(Some(vk))
-    }
-}
 
 /// Most decompressed keys remembered; past it the cache starts over.
 const KEY_CACHE_CAP: usize = 1 << 16;
@@ -238,8 +212,8 @@ const KEY_CACHE_CAP: usize = 1 << 16;
 /// of a verification, and the same few thousand senders and the validators sign
 /// everything, so the points are kept (the profile of a loaded primary showed 10 % of
 /// its time in decompression). A key that does not decompress is not kept.
-fn verifying_key(key: &PublicKey) -> Result<VerifyingKey, SignatureError> {
-    static CACHE: OnceLock<RwLock<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+fn verification_key(key: &PublicKey) -> Result<VerificationKey, SignatureError> {
+    static CACHE: OnceLock<RwLock<HashMap<[u8; 32], VerificationKey>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| RwLock::new(HashMap::new()));
     if let Some(vk) = cache
         .read()
@@ -248,7 +222,8 @@ fn verifying_key(key: &PublicKey) -> Result<VerifyingKey, SignatureError> {
     {
         return Ok(*vk);
     }
-    let vk = VerifyingKey::from_bytes(key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
+    let vk =
+        VerificationKey::try_from(*key.as_bytes()).map_err(|_| SignatureError::BadPublicKey)?;
     let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
     if w.len() >= KEY_CACHE_CAP {
         w.clear();
@@ -257,56 +232,12 @@ fn verifying_key(key: &PublicKey) -> Result<VerifyingKey, SignatureError> {
     Ok(vk)
 }
 
-/// Whether the y coordinate of an encoded point (sign bit aside) is below p = 2^255 − 19.
-fn is_canonical_y(enc: &[u8; 32]) -> bool {
-    let top = enc[31] & 0x7f;
-    !(top == 0x7f && enc[1..31].iter().all(|&b| b == 0xff) && enc[0] >= 0xed)
-}
-
-/// Every 32-byte string that decompresses to a point of small order: the eight torsion
-/// points, with non-canonical y and sign-bit variants. Computed once; checking R against
-/// it costs a few comparisons instead of a decompression.
-fn small_order_encodings() -> &'static [[u8; 32]] {
-    static SET: OnceLock<Vec<[u8; 32]>> = OnceLock::new();
-    SET.get_or_init(|| {
-        let mut out: Vec<[u8; 32]> = Vec::new();
-        for t in EIGHT_TORSION.iter() {
-            let c = t.compress().to_bytes();
-            let mut candidates = vec![c];
-            // y + p, when that still fits in 255 bits (y < 19).
-            let mut y_plus_p = c;
-            let mut carry = 0u16;
-            let p: [u8; 32] = {
-                let mut p = [0xffu8; 32];
-                p[0] = 0xed;
-                p[31] = 0x7f;
-                p
-            };
-            y_plus_p[31] &= 0x7f;
-            for (b, pb) in y_plus_p.iter_mut().zip(p.iter()) {
-                let v = *b as u16 + *pb as u16 + carry;
-                *b = v as u8;
-                carry = v >> 8;
-            }
-            if carry == 0 && y_plus_p[31] & 0x80 == 0 {
-                y_plus_p[31] |= c[31] & 0x80;
-                candidates.push(y_plus_p);
-            }
-            for cand in candidates {
-                for sign in [0u8, 0x80] {
-                    let mut e = cand;
-                    e[31] = (e[31] & 0x7f) | sign;
-                    let small = CompressedEdwardsY(e)
-                        .decompress()
-                        .is_some_and(|pt| pt.is_small_order());
-                    if small && !out.contains(&e) {
-                        out.push(e);
-                    }
-                }
-            }
-        }
-        out
-    })
+/// Whether s is below the group order l, as ZIP-215 requires. Checked before an item
+/// joins a batch, so that a malleated s costs its sender one refusal, not a batch.
+fn s_is_canonical(sig: &Signature) -> bool {
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&sig.0[32..]);
+    Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_some()
 }
 
 impl Scheme for Ed25519 {
@@ -316,8 +247,8 @@ impl Scheme for Ed25519 {
         message: &[u8],
         sig: &Signature,
     ) -> Result<(), SignatureError> {
-        let vk = verifying_key(key)?;
-        vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
+        let vk = verification_key(key)?;
+        vk.verify(&ed25519_consensus::Signature::from(sig.0), message)
             .map_err(|_| SignatureError::Invalid)
     }
 
@@ -327,29 +258,33 @@ impl Scheme for Ed25519 {
     ) -> Vec<Result<(), SignatureError>> {
         let mut out: Vec<Result<(), SignatureError>> = Vec::with_capacity(items.len());
         let mut batch_idx = Vec::with_capacity(items.len());
-        let mut msgs = Vec::with_capacity(items.len());
-        let mut sigs = Vec::with_capacity(items.len());
-        let mut keys = Vec::with_capacity(items.len());
+        let mut batch = ed25519_consensus::batch::Verifier::new();
         for (i, (k, m, s)) in items.iter().enumerate() {
-            match Ed25519::batchable(k, s) {
-                Ok(Some(vk)) => {
-                    out.push(Ok(()));
-                    batch_idx.push(i);
-                    msgs.push(*m);
-                    sigs.push(ed25519_dalek::Signature::from_bytes(&s.0));
-                    keys.push(vk);
-                }
-                Ok(None) => out.push(self.verify(k, m, s)),
-                Err(e) => out.push(Err(e)),
+            // Items that fail before the group equation are refused alone, with the
+            // single path's error: they cannot poison the batch for the others.
+            if let Err(e) = verification_key(k) {
+                out.push(Err(e));
+                continue;
             }
+            if !s_is_canonical(s) {
+                out.push(Err(SignatureError::Invalid));
+                continue;
+            }
+            out.push(Ok(()));
+            batch_idx.push(i);
+            batch.queue((
+                VerificationKeyBytes::from(*k.as_bytes()),
+                ed25519_consensus::Signature::from(s.0),
+                *m,
+            ));
         }
         let batch_ok = match batch_idx.len() {
             0 => true,
             1 => false, // a batch of one is slower than the single path
-            _ => ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok(),
+            _ => batch.verify(rand::rngs::OsRng).is_ok(),
         };
         if !batch_ok {
-            // Find the bad items one by one; the verdict is always verify_strict's.
+            // Find the bad items one by one; the single path's verdict is the rule.
             for &i in &batch_idx {
                 let (k, m, s) = items[i];
                 out[i] = self.verify(k, m, s);
@@ -478,43 +413,5 @@ impl<T> Deref for Verified<T> {
 impl<T: Serialize> Serialize for Verified<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-
-    #[test]
-    fn small_order_set_holds_every_torsion_encoding_and_nothing_else() {
-        let set = small_order_encodings();
-        // 8 canonical encodings, plus non-canonical and sign variants of the few with small y.
-        assert!(set.len() > 8, "{}", set.len());
-        for t in EIGHT_TORSION.iter() {
-            assert!(set.contains(&t.compress().to_bytes()));
-        }
-        for e in set {
-            assert!(CompressedEdwardsY(*e)
-                .decompress()
-                .is_some_and(|p| p.is_small_order()));
-        }
-        let mut p = ED25519_BASEPOINT_POINT;
-        for _ in 0..64 {
-            assert!(!set.contains(&p.compress().to_bytes()));
-            p += ED25519_BASEPOINT_POINT;
-        }
-    }
-
-    #[test]
-    fn canonical_y_boundary() {
-        let mut p = [0xffu8; 32];
-        p[0] = 0xed;
-        p[31] = 0x7f;
-        assert!(!is_canonical_y(&p));
-        p[0] = 0xec;
-        assert!(is_canonical_y(&p));
-        p[31] = 0xff; // sign bit does not matter
-        assert!(is_canonical_y(&p));
     }
 }

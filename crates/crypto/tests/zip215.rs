@@ -136,7 +136,6 @@ fn there_are_fourteen_small_order_encodings() {
 }
 
 #[test]
-#[ignore = "issue 21: reproduces the split signature rule; fixed in the next commit"]
 fn zip215_small_order_vectors_are_accepted_on_single_and_batch_paths() {
     let enc = small_order_encodings();
     let msg = b"Zcash".to_vec();
@@ -168,7 +167,6 @@ fn zip215_small_order_vectors_are_accepted_on_single_and_batch_paths() {
 }
 
 #[test]
-#[ignore = "issue 21: reproduces the split signature rule; fixed in the next commit"]
 fn torsion_in_r_gets_the_same_verdict_alone_and_in_any_batch() {
     // The split found in review: the single path refused it while a batch with one valid
     // item accepted it whenever the batch weight cancelled T (half the time for the
@@ -185,7 +183,6 @@ fn torsion_in_r_gets_the_same_verdict_alone_and_in_any_batch() {
 }
 
 #[test]
-#[ignore = "issue 21: reproduces the split signature rule; fixed in the next commit"]
 fn torsion_in_r_is_accepted_as_zip215_says() {
     for t in 1..8 {
         let x = torsion_in_r(3, b"zip215", Scalar::from_bytes_mod_order_wide(&[9; 64]), t);
@@ -194,7 +191,6 @@ fn torsion_in_r_is_accepted_as_zip215_says() {
 }
 
 #[test]
-#[ignore = "issue 21: reproduces the split signature rule; fixed in the next commit"]
 fn mixed_order_key_is_accepted_on_both_paths() {
     for t in 1..8 {
         let x = mixed_order_key(9, b"mixed", t);
@@ -294,8 +290,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    #[ignore = "issue 21: reproduces the split signature rule; fixed in the next commit"]
-    fn batch_verdicts_equal_single_verdicts(mix in proptest::collection::vec(arb_item(), 1..12)) {
+        fn batch_verdicts_equal_single_verdicts(mix in proptest::collection::vec(arb_item(), 1..12)) {
         let items: Vec<Item> = mix.into_iter().map(build).collect();
         prop_assert_eq!(batch(&items), single(&items));
     }

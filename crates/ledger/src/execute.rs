@@ -250,6 +250,11 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
         amount: Amount,
         params: &Params,
     ) -> Result<TxResult, StateError> {
+        if to.is_small_order() {
+            // Well-formedness refuses these too (anyone can sign for such a key under
+            // ZIP-215); if one reaches a block anyway it uses the nonce and moves nothing.
+            return Ok(TxResult::Malformed);
+        }
         let Some(remaining) = sender.balance.checked_sub(amount) else {
             return Ok(TxResult::InsufficientFunds);
         };
@@ -406,6 +411,29 @@ mod tests {
         assert_eq!(acct(&s, 9), None);
         assert_eq!(e.changes.accounts.keys().collect::<Vec<_>>(), vec![&key(1)]);
         assert_eq!(s.applied_count(), 3);
+    }
+
+    #[test]
+    fn a_transfer_to_a_small_order_key_in_a_block_moves_nothing() {
+        // The identity point: under ZIP-215 anyone can sign for it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let small = PublicKey(identity);
+        assert!(small.is_small_order());
+        let mut s = MemState::genesis(&genesis(&[(1, 100)]));
+        let t = tx(
+            1,
+            0,
+            Op::Transfer {
+                to: small,
+                amount: Amount(50),
+            },
+        );
+        let e = run(&mut s, vec![t]);
+        assert_eq!(e.results, vec![TxResult::Malformed]);
+        assert_eq!(acct(&s, 1), Some((100, 1)), "only the nonce moves");
+        assert_eq!(s.account(&small).unwrap(), None, "no account is made");
+        assert_eq!(e.changes.accounts.keys().collect::<Vec<_>>(), vec![&key(1)]);
     }
 
     #[test]

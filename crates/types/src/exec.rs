@@ -32,11 +32,16 @@ pub enum TxResult {
     StaleNonce,
     /// Not applied: the nonce is ahead of the sender's next; the tx waits.
     NonceGap,
+    /// Applied (the nonce moved on), but the tx is not well-formed (a transfer to a
+    /// small-order key) and changes nothing else. Admission refuses such a tx and honest
+    /// backups refuse a block holding one, so only a chain that more than f faulty
+    /// validators wrote can show it; it is last so older encodings stay as they were.
+    Malformed,
 }
 
 impl TxResult {
     /// Every result, for metrics labels.
-    pub const ALL: [TxResult; 8] = [
+    pub const ALL: [TxResult; 9] = [
         TxResult::Ok,
         TxResult::InsufficientFunds,
         TxResult::TooLarge,
@@ -45,6 +50,7 @@ impl TxResult {
         TxResult::Duplicate,
         TxResult::StaleNonce,
         TxResult::NonceGap,
+        TxResult::Malformed,
     ];
 
     /// Whether the tx was applied: its nonce was used, its result is recorded in the tx
@@ -56,6 +62,7 @@ impl TxResult {
                 | TxResult::InsufficientFunds
                 | TxResult::TooLarge
                 | TxResult::BelowMinimum
+                | TxResult::Malformed
         )
     }
 
@@ -76,6 +83,7 @@ impl TxResult {
             TxResult::Duplicate => "duplicate",
             TxResult::StaleNonce => "stale_nonce",
             TxResult::NonceGap => "nonce_gap",
+            TxResult::Malformed => "malformed",
         }
     }
 }

@@ -191,6 +191,12 @@ impl Genesis {
                     format!("{} is listed twice", v.key),
                 );
             }
+            if v.key.is_small_order() {
+                return bad(
+                    &format!("validators[{i}].key"),
+                    format!("{} is a small-order point: anyone can sign for it", v.key),
+                );
+            }
             for (name, addr) in [("p2p_addr", &v.p2p_addr), ("api_addr", &v.api_addr)] {
                 let field = format!("validators[{i}].{name}");
                 check_addr(addr).or_else(|p| bad(&field, p))?;
@@ -206,6 +212,12 @@ impl Genesis {
                 return bad(
                     &format!("accounts[{i}].key"),
                     format!("{} is listed twice", a.key),
+                );
+            }
+            if a.key.is_small_order() {
+                return bad(
+                    &format!("accounts[{i}].key"),
+                    format!("{} is a small-order point: anyone can sign for it", a.key),
                 );
             }
             supply = match supply.checked_add(a.balance) {

@@ -77,6 +77,8 @@ pub enum TxError {
     ZeroAmount,
     #[error("sender signs its own key as the recipient of a transfer")]
     SelfTransfer,
+    #[error("transfer to {to}, a small-order key that anyone can sign for")]
+    SmallOrderRecipient { to: PublicKey },
 }
 
 /// Checks what can be checked without state or signature: chain, size, op sanity.
@@ -97,6 +99,11 @@ pub fn check_well_formed(tx: &Transaction, chain: &ChainId) -> Result<(), TxErro
         }
         if *to == tx.sender {
             return Err(TxError::SelfTransfer);
+        }
+        // Under ZIP-215 anyone can sign for a small-order key, so funds sent there could
+        // be taken by anyone: no such account is ever made.
+        if to.is_small_order() {
+            return Err(TxError::SmallOrderRecipient { to: *to });
         }
     }
     Ok(())
@@ -149,6 +156,24 @@ mod tests {
             codec::encoded_len(&t)
         );
         assert_eq!(check_well_formed(&t, &t.chain_id.clone()), Ok(()));
+    }
+
+    #[test]
+    fn a_transfer_to_a_small_order_key_is_not_well_formed() {
+        let (t, k) = tx(0);
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut body = t.value.clone();
+        body.op = Op::Transfer {
+            to: PublicKey(identity),
+            amount: Amount(5),
+        };
+        assert_eq!(
+            check_well_formed(&sign_tx(body, &k), &t.chain_id),
+            Err(TxError::SmallOrderRecipient {
+                to: PublicKey(identity)
+            })
+        );
     }
 
     #[test]

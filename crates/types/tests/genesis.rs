@@ -48,6 +48,34 @@ fn fewer_than_four_validators_is_refused() {
 }
 
 #[test]
+fn small_order_validator_and_account_keys_are_refused() {
+    // Under ZIP-215 anyone can sign for a small-order key: the identity (y = 1) and the
+    // same point encoded with y + p.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut identity_plus_p = [0xffu8; 32];
+    identity_plus_p[0] = 0xee;
+    identity_plus_p[31] = 0x7f;
+    for enc in [identity, identity_plus_p] {
+        let mut g = genesis(4);
+        g.validators[1].key = stele_crypto::PublicKey(enc);
+        let (field, problem) = invalid(&g);
+        assert_eq!(field, "validators[1].key");
+        assert!(problem.contains("small-order"), "{problem}");
+
+        let mut g = genesis(4);
+        g.accounts.push(GenesisAccount {
+            key: stele_crypto::PublicKey(enc),
+            balance: Amount(1),
+        });
+        let i = g.accounts.len() - 1;
+        let (field, problem) = invalid(&g);
+        assert_eq!(field, format!("accounts[{i}].key"));
+        assert!(problem.contains("small-order"), "{problem}");
+    }
+}
+
+#[test]
 fn duplicate_keys_and_addresses_are_refused() {
     let mut g = genesis(4);
     g.validators[2].key = g.validators[0].key;
