@@ -88,6 +88,7 @@ struct PeerStatus {
     new_view: Option<(ViewNumber, u64)>,
     view_change: Option<(ViewNumber, u64)>,
     checkpoint: Option<(Height, u64)>,
+    checkpoint_votes: Option<u64>,
     votes: Option<u64>,
     blocks: Option<u64>,
 }
@@ -345,6 +346,9 @@ impl Engine {
             }
         }
         e.gc_below(e.low);
+        // Our CHECKPOINT votes died with the crash: without our own, the honest replicas
+        // left may be one short of q for good.
+        e.count_own_checkpoint_votes(now);
         let highest_signed = e
             .slots
             .iter()
@@ -1157,8 +1161,58 @@ impl Engine {
                 self.request_blocks(peer, cert.height, now);
             }
         }
+        // Checkpoints executed while above the old window now count our vote.
+        self.count_own_checkpoint_votes(now);
         debug_assert!(self.slots.keys().all(|h| *h > self.low));
         debug_assert!(self.prepared.keys().all(|h| *h > self.low));
+    }
+
+    /// Our CHECKPOINT vote at `h`, from our own state digest there.
+    fn own_checkpoint_vote(&self, h: Height) -> Option<Signed<Checkpoint>> {
+        let k = self.params.checkpoint_interval;
+        if h.0 == 0 || h.0 % k != 0 || h > self.executed {
+            return None;
+        }
+        let d = self.own_checkpoints.get(&h)?;
+        Some(self.sign(Checkpoint {
+            height: h,
+            state_digest: *d,
+            replica: self.id,
+        }))
+    }
+
+    /// Counts our own vote at every executed checkpoint height in the window that lacks
+    /// it (after a restart, or for heights executed above an older window).
+    fn count_own_checkpoint_votes(&mut self, now: u64) {
+        if self.halted {
+            return;
+        }
+        let heights: Vec<Height> = self
+            .own_checkpoints
+            .range(self.low.next()..)
+            .map(|(h, _)| *h)
+            .filter(|h| self.in_window(*h))
+            .filter(|h| {
+                self.checkpoint_votes
+                    .get(h)
+                    .is_none_or(|v| !v.contains_key(&self.id))
+            })
+            .collect();
+        for h in heights {
+            let Some(c) = self.own_checkpoint_vote(h) else {
+                continue;
+            };
+            self.checkpoint_votes
+                .entry(h)
+                .or_default()
+                .insert(self.id, (c.state_digest, c.signature));
+            self.try_stable(h, now);
+            if h <= self.low || self.halted {
+                // It became stable (and the log moved on with it).
+                break;
+            }
+        }
+        debug_assert!(self.checkpoint_votes.keys().all(|h| *h > self.low));
     }
 
     /// Discards the log at or below `h` (committed blocks live on in the store).
@@ -1352,6 +1406,28 @@ impl Engine {
                 }
             }
         }
+        // Our CHECKPOINT votes above its stable checkpoint (above ours, the certificate
+        // above covers the rest): a vote sent once and lost would otherwise leave that
+        // checkpoint one vote short for good, and the window shut with it.
+        let votes_from = s.stable_checkpoint.max(self.low).next();
+        if self.own_checkpoints.range(votes_from..).next().is_some()
+            && due(p.checkpoint_votes, pace)
+        {
+            let votes: Vec<Signed<Checkpoint>> = self
+                .own_checkpoints
+                .range(votes_from..)
+                .filter_map(|(h, _)| self.own_checkpoint_vote(*h))
+                .collect();
+            if !votes.is_empty() {
+                let p = self.peer_status.entry(from).or_default();
+                p.checkpoint_votes = Some(now);
+                for c in votes {
+                    self.actions
+                        .push(Action::Send(from, Message::Checkpoint(c)));
+                }
+            }
+        }
+        let p = self.peer_status.entry(from).or_default();
         // Blocks for a peer that stopped executing below our delivered height. One far
         // behind also asks for them itself (`request_blocks`).
         if s.executed < self.delivered && stuck && due(p.blocks, interval) {

@@ -22,7 +22,6 @@ fn ok(sc: &Scenario) -> Outcome {
 /// makes a new CHECKPOINT. Votes sent once and never again would keep the window shut
 /// for good, long after the drops end; STATUS answers carry the lost votes.
 #[test]
-#[ignore = "issue 21: reproduces checkpoint votes sent once and never again; fixed in the next commit"]
 fn lost_checkpoint_votes_are_retransmitted() {
     for seed in 0..5 {
         let sc = lost_checkpoints("lost_checkpoint_votes_are_retransmitted", seed);
@@ -41,7 +40,6 @@ fn lost_checkpoint_votes_are_retransmitted() {
 /// committed chain (the others' come back with their STATUS answers), or the three
 /// honest replicas stay one vote short for good.
 #[test]
-#[ignore = "issue 21: reproduces checkpoint votes sent once and never again; fixed in the next commit"]
 fn restart_rebuilds_own_checkpoint_votes() {
     for seed in 0..5 {
         let mut sc = lost_checkpoints("restart_rebuilds_own_checkpoint_votes", seed);
