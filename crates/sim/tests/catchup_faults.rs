@@ -78,7 +78,6 @@ fn lost_checkpoints(name: &'static str, seed: u64) -> Scenario {
 /// would be (u64::MAX, u64::MAX): the gate could never open. c_r comes only from a valid
 /// proof and m is the (f+1)-th highest view claimed, so one liar cannot lock it.
 #[test]
-#[ignore = "issue 21: reproduces one lying STATUS locking a recovering replica out; fixed in the next commit"]
 fn lying_status_cannot_lock_a_recovering_replica_out() {
     for seed in 0..4 {
         let mut sc = Scenario::named("lying_status_cannot_lock_a_recovering_replica_out", seed, 7);
