@@ -97,3 +97,20 @@ fn lying_status_cannot_lock_a_recovering_replica_out() {
         assert!(o.votes_after_recovery > 0, "seed {seed}: {o:?}");
     }
 }
+
+/// A lagging replica catches up by state transfer while a liar claims, in every STATUS,
+/// to have executed `u64::MAX`: the claim may start a fetch, never pin one.
+#[test]
+fn lying_status_does_not_pin_state_transfer() {
+    for seed in 0..3 {
+        let mut sc = Scenario::named("lying_status_does_not_pin_state_transfer", seed, 4);
+        sc.quiet_at = 6_000;
+        sc.txs_per_client = 80;
+        sc.byzantine = vec![(2, Behaviour::LyingStatus)];
+        // Replica 3 hears nothing for most of the run: the others move several
+        // checkpoints (K = 8) past it.
+        sc.partitions = vec![(100, 5_500, vec![3])];
+        let o = ok(&sc);
+        assert!(o.heights > 3 * 16, "seed {seed}: {o:?}");
+    }
+}
