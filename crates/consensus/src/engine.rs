@@ -1493,15 +1493,41 @@ impl Engine {
                 self.actions.push(Action::Send(from, m));
             }
         }
-        // A peer ahead of us: catch up.
-        if s.executed > self.delivered.plus(0) && self.fetching.is_none() {
-            let behind_window = s.executed.0 > self.delivered.0 + self.params.max_in_flight as u64;
-            if behind_window {
-                self.request_blocks(from, s.executed, now);
+        // Peers ahead of us: catch up. A STATUS proves nothing, so one peer's claim is no
+        // target (a liar claiming u64::MAX would pin it for good, and every real catch-up
+        // with it): fetch up to the (f+1)-th highest executed height claimed, which an
+        // honest replica reached, so the fetch ends.
+        if self.fetching.is_none() {
+            if let Some((target, peer)) = self.claimed_ahead() {
+                let in_flight = self.params.max_in_flight as u64;
+                if target.0 > self.delivered.0.saturating_add(in_flight) {
+                    self.request_blocks(peer, target, now);
+                }
             }
         }
         // A view claimed in a STATUS only makes us ask for that NEW-VIEW (via its status
         // reply above); it never moves our view.
+    }
+
+    /// The (f+1)-th highest executed height the peers' STATUS claim, with the peer to ask
+    /// first: of those claiming at least that much, the one claiming least (a liar's
+    /// claim is the highest). `None` before f+1 peers reported.
+    fn claimed_ahead(&self) -> Option<(Height, ReplicaId)> {
+        let mut claims: Vec<(Height, ReplicaId)> = self
+            .peer_status
+            .iter()
+            .filter(|(r, _)| **r != self.id)
+            .map(|(r, p)| (p.executed, *r))
+            .collect();
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        let (target, _) = *claims.get(self.vs.f())?;
+        let peer = claims
+            .iter()
+            .filter(|(h, _)| *h >= target)
+            .min()
+            .map(|(_, r)| *r)?;
+        debug_assert!(peer != self.id);
+        Some((target, peer))
     }
 
     // ---- view change -------------------------------------------------------------

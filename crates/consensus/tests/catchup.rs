@@ -168,7 +168,6 @@ impl One {
 /// FetchBlocks going out every T for ever, nor shadow the real catch-up a checkpoint
 /// certificate starts.
 #[test]
-#[ignore = "issue 21: reproduces a STATUS claim pinning the fetch target; fixed in the next commit"]
 fn an_unproven_status_claim_pins_no_fetch_target() {
     let mut one = One::new(1);
     for k in 0..80 {
