@@ -9,8 +9,8 @@ use stele_crypto::{ChainId, Digest, Signed, Signer};
 use stele_types::certs::SignatureEntry;
 use stele_types::genesis::Params;
 use stele_types::{
-    Checkpoint, CheckpointCertificate, FetchBlocks, Genesis, Height, Message, ReplicaId, Status,
-    ValidatorInfo, ViewNumber,
+    Block, Checkpoint, CheckpointCertificate, FetchBlocks, Genesis, Height, Message, PrePrepare,
+    Proposal, ReplicaId, Status, ValidatorInfo, ViewNumber,
 };
 
 const T: u64 = 1000;
@@ -212,5 +212,42 @@ fn claims_of_f_plus_one_peers_start_a_fetch() {
     assert!(
         fetches.iter().any(|(_, f)| f.from == Height(1)),
         "two peers far ahead: {fetches:?}"
+    );
+}
+
+/// A PRE-PREPARE just above the window (h + L < n ≤ h + 2L) waits in the buffer; once a
+/// stable checkpoint moves the window over its height it must be replayed, as on a
+/// NEW-VIEW. Otherwise it is lost until the primary happens to re-send it.
+#[test]
+#[ignore = "issue 21: reproduces messages buffered above the window never replayed when it advances; fixed in the next commit"]
+fn a_proposal_buffered_above_the_window_is_replayed_when_the_window_advances() {
+    let mut one = One::new(1);
+    one.run_until(10);
+    let body = Block::new(Height(17), one.unix(), vec![]);
+    let pre_prepare = one.sign(
+        0,
+        PrePrepare {
+            view: ViewNumber(0),
+            height: Height(17),
+            digest: body.digest(),
+        },
+    );
+    one.receive(0, Message::Proposal(Proposal { pre_prepare, body }));
+    let prepared_17 = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Broadcast(Message::Prepare(p)) if p.height == Height(17)))
+    };
+    assert!(
+        !prepared_17(&one.actions),
+        "17 is above the window (0, 16]: buffered, not voted on"
+    );
+    // The window moves to (8, 24].
+    let cert = one.certificate(8, &[0, 2, 3]);
+    one.receive(0, cert);
+    assert_eq!(one.engine.low_watermark(), Height(8));
+    assert!(
+        prepared_17(&one.actions),
+        "the buffered PRE-PREPARE for 17 was not replayed when the window advanced"
     );
 }
