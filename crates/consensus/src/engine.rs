@@ -179,6 +179,8 @@ pub struct Engine {
     /// Messages for a future view or just above the window, per peer, bounded.
     buffer: BTreeMap<ReplicaId, VecDeque<(u64, Inbound)>>,
     buffer_cap: usize,
+    /// The window advanced: the buffer is replayed once the current input is handled.
+    replay_due: bool,
     /// Bodies wanted for O entries: height → digest.
     wanted: BTreeMap<Height, Digest>,
     /// State transfer in progress: up to which height, asked at what time.
@@ -262,6 +264,7 @@ impl Engine {
             max_timestamp: 0,
             relay_buf: Vec::new(),
             buffer: BTreeMap::new(),
+            replay_due: false,
             wanted: BTreeMap::new(),
             fetching: None,
             timers: BTreeMap::new(),
@@ -666,6 +669,7 @@ impl Engine {
             return;
         }
         self.handle(now, unix_ms, from, arrival_unix_ms, msg.0);
+        self.replay_if_window_moved(now, unix_ms);
         self.maybe_propose(now, unix_ms);
     }
 
@@ -701,7 +705,17 @@ impl Engine {
         debug_assert!(q.len() <= cap);
     }
 
+    /// Replays the buffer after the input that moved the window, not in the middle of it
+    /// (a NEW-VIEW moves it before its O entries are in place). A replay may move the
+    /// window again; each round needs a higher stable checkpoint, so this ends.
+    fn replay_if_window_moved(&mut self, now: u64, unix_ms: u64) {
+        while std::mem::take(&mut self.replay_due) && !self.halted {
+            self.replay_buffer(now, unix_ms);
+        }
+    }
+
     fn replay_buffer(&mut self, now: u64, unix_ms: u64) {
+        self.replay_due = false;
         let buffered = std::mem::take(&mut self.buffer);
         for (from, q) in buffered {
             for (arrival, m) in q {
@@ -1058,6 +1072,9 @@ impl Engine {
             }
             self.actions.push(Action::Broadcast(Message::Checkpoint(c)));
             self.try_stable(height, now);
+            // Our own vote may have made it stable. The wall clock only travels on to a
+            // NEW-VIEW's replay, where it is not read.
+            self.replay_if_window_moved(now, 0);
         }
         self.update_tracking(now);
     }
@@ -1144,6 +1161,9 @@ impl Engine {
             }
         }
         self.actions.push(Action::PersistCheckpoint(cert.clone()));
+        // Messages buffered just above the old window may now be in it (DESIGN.md:
+        // replayed when the view changes and when the window advances).
+        self.replay_due = true;
         self.low = cert.height;
         self.stable = Some(cert.clone());
         self.gc_below(cert.height);

@@ -219,7 +219,6 @@ fn claims_of_f_plus_one_peers_start_a_fetch() {
 /// stable checkpoint moves the window over its height it must be replayed, as on a
 /// NEW-VIEW. Otherwise it is lost until the primary happens to re-send it.
 #[test]
-#[ignore = "issue 21: reproduces messages buffered above the window never replayed when it advances; fixed in the next commit"]
 fn a_proposal_buffered_above_the_window_is_replayed_when_the_window_advances() {
     let mut one = One::new(1);
     one.run_until(10);
