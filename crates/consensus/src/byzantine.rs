@@ -13,7 +13,7 @@ use std::str::FromStr;
 use stele_crypto::{Digest, PublicKey, Signature, Signed, Signer};
 use stele_types::{
     codec, Block, Checkpoint, Commit, Height, Message, NewView, PrePrepare, Prepare, Proposal,
-    ReplicaId, TxRelay, ValidatorSet, ViewChange, ViewNumber,
+    ReplicaId, Status, TxRelay, ValidatorSet, ViewChange, ViewNumber,
 };
 
 /// How far above its height a BadVotes replica places an out-of-window vote.
@@ -54,17 +54,22 @@ pub enum Behaviour {
     /// is a back channel the simulator provides; a node running `accomplice` with plain
     /// [`outgoing`] never learns its partner's other block and behaves honestly.
     Accomplice,
+    /// Follows the protocol, but every STATUS it sends claims the highest view, executed
+    /// height and stable checkpoint there are (`u64::MAX`), active. A STATUS is unproven:
+    /// an honest replica may take its claims as hints, never as bounds it waits on.
+    LyingStatus,
 }
 
 impl Behaviour {
     /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`).
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "silent",
         "equivocate",
         "bad-votes",
         "bad-new-view",
         "censor:<victim public key, hex>",
         "accomplice",
+        "lying-status",
     ];
 
     /// The behaviour's name, as [`FromStr`] reads it (without the victim).
@@ -76,6 +81,7 @@ impl Behaviour {
             Behaviour::BadNewView => "bad-new-view",
             Behaviour::Censor { .. } => "censor",
             Behaviour::Accomplice => "accomplice",
+            Behaviour::LyingStatus => "lying-status",
         }
     }
 }
@@ -115,6 +121,7 @@ impl FromStr for Behaviour {
             "bad-votes" => Behaviour::BadVotes,
             "bad-new-view" => Behaviour::BadNewView,
             "accomplice" => Behaviour::Accomplice,
+            "lying-status" => Behaviour::LyingStatus,
             "censor" => return Err(ParseBehaviourError::BadVictim { found: s.into() }),
             _ => return Err(ParseBehaviourError::Unknown { found: s.into() }),
         })
@@ -140,6 +147,7 @@ pub fn outgoing(
         Behaviour::BadNewView => bad_new_view(me, signer, vs, &recipients, m),
         Behaviour::Censor { victim } => censor(victim, me, signer, vs, &recipients, m),
         Behaviour::Accomplice => to_all(&recipients, &m),
+        Behaviour::LyingStatus => lying_status(signer, vs, &recipients, m),
     };
     debug_assert!(out.iter().all(|(r, _)| *r != me && vs.contains(*r)));
     out
@@ -577,6 +585,30 @@ fn censor(
     }
 }
 
+/// A STATUS claiming everything at its maximum, re-signed; other messages unchanged.
+fn lying_status(
+    signer: &dyn Signer,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    let Message::Status(s) = &m else {
+        return to_all(recipients, &m);
+    };
+    let lie = Message::Status(sign(
+        Status {
+            view: ViewNumber(u64::MAX),
+            active: true,
+            executed: Height(u64::MAX),
+            stable_checkpoint: Height(u64::MAX),
+            ..s.value.clone()
+        },
+        vs,
+        signer,
+    ));
+    to_all(recipients, &lie)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,6 +748,7 @@ mod tests {
             Behaviour::BadNewView,
             Behaviour::Censor { victim },
             Behaviour::Accomplice,
+            Behaviour::LyingStatus,
         ] {
             assert_eq!(b.to_string().parse::<Behaviour>(), Ok(b), "{b}");
         }
@@ -750,6 +783,35 @@ mod tests {
             &n.signers[1],
         ));
         assert!(n.play(Behaviour::Silent, 1, Some(2), status).is_empty());
+    }
+
+    #[test]
+    fn lying_status_claims_the_maximum_and_signs_it() {
+        let n = net();
+        let status = Message::Status(sign(
+            stele_types::Status {
+                replica: ReplicaId(1),
+                view: ViewNumber(2),
+                active: false,
+                executed: Height(9),
+                stable_checkpoint: Height(8),
+            },
+            &n.vs,
+            &n.signers[1],
+        ));
+        let out = n.play(Behaviour::LyingStatus, 1, None, status);
+        assert_eq!(out.len(), 3);
+        for (to, m) in out {
+            let Ok(Inbound::Status(s)) = n.verify(1, m) else {
+                panic!("the lie to {to} must verify as replica 1's STATUS");
+            };
+            assert_eq!(s.replica, ReplicaId(1));
+            assert_eq!(s.view, ViewNumber(u64::MAX));
+            assert_eq!(s.executed, Height(u64::MAX));
+            assert_eq!(s.stable_checkpoint, Height(u64::MAX));
+        }
+        let prepare = n.play(Behaviour::LyingStatus, 1, Some(2), n.prepare(1));
+        assert_eq!(prepare.len(), 1, "everything else as the engine says");
     }
 
     #[test]

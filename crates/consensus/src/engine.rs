@@ -88,6 +88,7 @@ struct PeerStatus {
     new_view: Option<(ViewNumber, u64)>,
     view_change: Option<(ViewNumber, u64)>,
     checkpoint: Option<(Height, u64)>,
+    checkpoint_votes: Option<u64>,
     votes: Option<u64>,
     blocks: Option<u64>,
 }
@@ -178,6 +179,8 @@ pub struct Engine {
     /// Messages for a future view or just above the window, per peer, bounded.
     buffer: BTreeMap<ReplicaId, VecDeque<(u64, Inbound)>>,
     buffer_cap: usize,
+    /// The window advanced: the buffer is replayed once the current input is handled.
+    replay_due: bool,
     /// Bodies wanted for O entries: height → digest.
     wanted: BTreeMap<Height, Digest>,
     /// State transfer in progress: up to which height, asked at what time.
@@ -261,6 +264,7 @@ impl Engine {
             max_timestamp: 0,
             relay_buf: Vec::new(),
             buffer: BTreeMap::new(),
+            replay_due: false,
             wanted: BTreeMap::new(),
             fetching: None,
             timers: BTreeMap::new(),
@@ -345,6 +349,9 @@ impl Engine {
             }
         }
         e.gc_below(e.low);
+        // Our CHECKPOINT votes died with the crash: without our own, the honest replicas
+        // left may be one short of q for good.
+        e.count_own_checkpoint_votes(now);
         let highest_signed = e
             .slots
             .iter()
@@ -662,6 +669,7 @@ impl Engine {
             return;
         }
         self.handle(now, unix_ms, from, arrival_unix_ms, msg.0);
+        self.replay_if_window_moved(now, unix_ms);
         self.maybe_propose(now, unix_ms);
     }
 
@@ -697,7 +705,17 @@ impl Engine {
         debug_assert!(q.len() <= cap);
     }
 
+    /// Replays the buffer after the input that moved the window, not in the middle of it
+    /// (a NEW-VIEW moves it before its O entries are in place). A replay may move the
+    /// window again; each round needs a higher stable checkpoint, so this ends.
+    fn replay_if_window_moved(&mut self, now: u64, unix_ms: u64) {
+        while std::mem::take(&mut self.replay_due) && !self.halted {
+            self.replay_buffer(now, unix_ms);
+        }
+    }
+
     fn replay_buffer(&mut self, now: u64, unix_ms: u64) {
+        self.replay_due = false;
         let buffered = std::mem::take(&mut self.buffer);
         for (from, q) in buffered {
             for (arrival, m) in q {
@@ -1054,6 +1072,9 @@ impl Engine {
             }
             self.actions.push(Action::Broadcast(Message::Checkpoint(c)));
             self.try_stable(height, now);
+            // Our own vote may have made it stable. The wall clock only travels on to a
+            // NEW-VIEW's replay, where it is not read.
+            self.replay_if_window_moved(now, 0);
         }
         self.update_tracking(now);
     }
@@ -1140,6 +1161,9 @@ impl Engine {
             }
         }
         self.actions.push(Action::PersistCheckpoint(cert.clone()));
+        // Messages buffered just above the old window may now be in it (DESIGN.md:
+        // replayed when the view changes and when the window advances).
+        self.replay_due = true;
         self.low = cert.height;
         self.stable = Some(cert.clone());
         self.gc_below(cert.height);
@@ -1157,8 +1181,58 @@ impl Engine {
                 self.request_blocks(peer, cert.height, now);
             }
         }
+        // Checkpoints executed while above the old window now count our vote.
+        self.count_own_checkpoint_votes(now);
         debug_assert!(self.slots.keys().all(|h| *h > self.low));
         debug_assert!(self.prepared.keys().all(|h| *h > self.low));
+    }
+
+    /// Our CHECKPOINT vote at `h`, from our own state digest there.
+    fn own_checkpoint_vote(&self, h: Height) -> Option<Signed<Checkpoint>> {
+        let k = self.params.checkpoint_interval;
+        if h.0 == 0 || h.0 % k != 0 || h > self.executed {
+            return None;
+        }
+        let d = self.own_checkpoints.get(&h)?;
+        Some(self.sign(Checkpoint {
+            height: h,
+            state_digest: *d,
+            replica: self.id,
+        }))
+    }
+
+    /// Counts our own vote at every executed checkpoint height in the window that lacks
+    /// it (after a restart, or for heights executed above an older window).
+    fn count_own_checkpoint_votes(&mut self, now: u64) {
+        if self.halted {
+            return;
+        }
+        let heights: Vec<Height> = self
+            .own_checkpoints
+            .range(self.low.next()..)
+            .map(|(h, _)| *h)
+            .filter(|h| self.in_window(*h))
+            .filter(|h| {
+                self.checkpoint_votes
+                    .get(h)
+                    .is_none_or(|v| !v.contains_key(&self.id))
+            })
+            .collect();
+        for h in heights {
+            let Some(c) = self.own_checkpoint_vote(h) else {
+                continue;
+            };
+            self.checkpoint_votes
+                .entry(h)
+                .or_default()
+                .insert(self.id, (c.state_digest, c.signature));
+            self.try_stable(h, now);
+            if h <= self.low || self.halted {
+                // It became stable (and the log moved on with it).
+                break;
+            }
+        }
+        debug_assert!(self.checkpoint_votes.keys().all(|h| *h > self.low));
     }
 
     /// Discards the log at or below `h` (committed blocks live on in the store).
@@ -1352,6 +1426,28 @@ impl Engine {
                 }
             }
         }
+        // Our CHECKPOINT votes above its stable checkpoint (above ours, the certificate
+        // above covers the rest): a vote sent once and lost would otherwise leave that
+        // checkpoint one vote short for good, and the window shut with it.
+        let votes_from = s.stable_checkpoint.max(self.low).next();
+        if self.own_checkpoints.range(votes_from..).next().is_some()
+            && due(p.checkpoint_votes, pace)
+        {
+            let votes: Vec<Signed<Checkpoint>> = self
+                .own_checkpoints
+                .range(votes_from..)
+                .filter_map(|(h, _)| self.own_checkpoint_vote(*h))
+                .collect();
+            if !votes.is_empty() {
+                let p = self.peer_status.entry(from).or_default();
+                p.checkpoint_votes = Some(now);
+                for c in votes {
+                    self.actions
+                        .push(Action::Send(from, Message::Checkpoint(c)));
+                }
+            }
+        }
+        let p = self.peer_status.entry(from).or_default();
         // Blocks for a peer that stopped executing below our delivered height. One far
         // behind also asks for them itself (`request_blocks`).
         if s.executed < self.delivered && stuck && due(p.blocks, interval) {
@@ -1417,15 +1513,41 @@ impl Engine {
                 self.actions.push(Action::Send(from, m));
             }
         }
-        // A peer ahead of us: catch up.
-        if s.executed > self.delivered.plus(0) && self.fetching.is_none() {
-            let behind_window = s.executed.0 > self.delivered.0 + self.params.max_in_flight as u64;
-            if behind_window {
-                self.request_blocks(from, s.executed, now);
+        // Peers ahead of us: catch up. A STATUS proves nothing, so one peer's claim is no
+        // target (a liar claiming u64::MAX would pin it for good, and every real catch-up
+        // with it): fetch up to the (f+1)-th highest executed height claimed, which an
+        // honest replica reached, so the fetch ends.
+        if self.fetching.is_none() {
+            if let Some((target, peer)) = self.claimed_ahead() {
+                let in_flight = self.params.max_in_flight as u64;
+                if target.0 > self.delivered.0.saturating_add(in_flight) {
+                    self.request_blocks(peer, target, now);
+                }
             }
         }
         // A view claimed in a STATUS only makes us ask for that NEW-VIEW (via its status
         // reply above); it never moves our view.
+    }
+
+    /// The (f+1)-th highest executed height the peers' STATUS claim, with the peer to ask
+    /// first: of those claiming at least that much, the one claiming least (a liar's
+    /// claim is the highest). `None` before f+1 peers reported.
+    fn claimed_ahead(&self) -> Option<(Height, ReplicaId)> {
+        let mut claims: Vec<(Height, ReplicaId)> = self
+            .peer_status
+            .iter()
+            .filter(|(r, _)| **r != self.id)
+            .map(|(r, p)| (p.executed, *r))
+            .collect();
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        let (target, _) = *claims.get(self.vs.f())?;
+        let peer = claims
+            .iter()
+            .filter(|(h, _)| *h >= target)
+            .min()
+            .map(|(_, r)| *r)?;
+        debug_assert!(peer != self.id);
+        Some((target, peer))
     }
 
     // ---- view change -------------------------------------------------------------

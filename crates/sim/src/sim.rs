@@ -917,6 +917,7 @@ impl Sim {
                 rep.gate = Some(RecoveryGate::new(
                     ReplicaId(r as u16),
                     self.vs.quorum(),
+                    self.vs.f(),
                     self.sc.params.window,
                 ));
                 rep.recovered = false;
