@@ -1,0 +1,93 @@
+//! Issue 21's proposal faults, each reproduced by a scripted history: what a restart
+//! must remember of its accepted PRE-PREPAREs, how many bodies a height keeps, and the
+//! timestamp rule of the normal case.
+
+use stele_sim::{run, Behaviour, DropRule, Outcome, Scenario, ScriptedTx};
+
+fn ok(sc: &Scenario) -> Outcome {
+    run(sc).unwrap_or_else(|v| panic!("{v}"))
+}
+
+/// One tx of client 0 at `at`, sent to every replica.
+fn tx_everywhere(n: usize, at: u64, nonce: u64) -> ScriptedTx {
+    ScriptedTx {
+        at,
+        client: 0,
+        nonce,
+        targets: (0..n).collect(),
+    }
+}
+
+/// The primary proposes height 1; the PRE-PREPARE reaches only backup 3, and the primary
+/// crashes and restarts. The STATUS of the stuck backups 1 and 2 asks it to re-send its
+/// PRE-PREPARE, which it can only do if its restart rebuilt the proposal from its durable
+/// `PrePrepareSent` record. A primary that forgot it leaves the height to the view-change
+/// timer.
+#[test]
+#[ignore = "issue 21: reproduces a restart forgetting its accepted PRE-PREPAREs; fixed in the next commit"]
+fn restarted_primary_resends_its_in_flight_pre_prepare() {
+    for seed in 0..4 {
+        let mut sc = Scenario::named(
+            "restarted_primary_resends_its_in_flight_pre_prepare",
+            seed,
+            4,
+        );
+        sc.clients = 2;
+        sc.params.view_timeout_ms = 6_000;
+        sc.params.max_view_timeout_ms = 12_000;
+        sc.script = vec![tx_everywhere(4, 0, 0)];
+        sc.drops = vec![DropRule {
+            from_ms: 0,
+            to_ms: 200,
+            senders: vec![0],
+            receivers: vec![1, 2],
+            kinds: vec!["proposal"],
+            ..DropRule::default()
+        }];
+        sc.crashes = vec![(60, 0, 200)];
+        sc.quiet_at = 300;
+        let o = ok(&sc);
+        assert!(o.heights >= 1, "seed {seed}: {o:?}");
+        assert_eq!(
+            o.view_changes, 0,
+            "seed {seed}: the restarted primary must re-send its PRE-PREPARE: {o:?}"
+        );
+    }
+}
+
+/// Replica 2 is silent, so height 1 needs backup 3's PREPARE. Backup 3 accepts the
+/// PRE-PREPARE and prepares, but its PREPARE is lost; it crashes and restarts after the
+/// skew bound has passed since the proposal. Rebuilt from its `PrepareSent` record it
+/// re-sends that PREPARE, and the primary's retransmitted PRE-PREPARE is the one it
+/// already accepted (no skew check). A backup that forgot it refuses the old
+/// PRE-PREPARE as skewed and the height waits for the view-change timer.
+#[test]
+#[ignore = "issue 21: reproduces a restart forgetting its accepted PRE-PREPAREs; fixed in the next commit"]
+fn restarted_backup_keeps_its_accepted_pre_prepare() {
+    for seed in 0..4 {
+        let mut sc = Scenario::named("restarted_backup_keeps_its_accepted_pre_prepare", seed, 4);
+        sc.clients = 2;
+        sc.byzantine = vec![(2, Behaviour::Silent)];
+        sc.params.clock_skew_ms = 500;
+        sc.params.view_timeout_ms = 6_000;
+        sc.params.max_view_timeout_ms = 12_000;
+        sc.script = vec![tx_everywhere(4, 0, 0)];
+        sc.drops = vec![DropRule {
+            from_ms: 0,
+            to_ms: 200,
+            senders: vec![3],
+            kinds: vec!["prepare"],
+            ..DropRule::default()
+        }];
+        sc.crashes = vec![(100, 3, 1_000)];
+        sc.quiet_at = 300;
+        let o = ok(&sc);
+        assert!(o.heights >= 1, "seed {seed}: {o:?}");
+        assert_eq!(
+            o.rejected.get("skew").copied().unwrap_or(0),
+            0,
+            "seed {seed}: the retransmitted PRE-PREPARE was accepted before the crash: {o:?}"
+        );
+        assert_eq!(o.view_changes, 0, "seed {seed}: {o:?}");
+    }
+}
