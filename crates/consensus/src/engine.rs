@@ -286,15 +286,26 @@ impl Engine {
             slot.committed = Some(cb.certificate);
         }
         let mut vc_view = ViewNumber(0);
+        // The fresh PRE-PREPAREs it proposed or prepared, with its own PREPARE (none as
+        // primary): back in their slots once the view it is active in is known.
+        let mut accepted: Vec<(Signed<PrePrepare>, Option<Signed<Prepare>>)> = Vec::new();
         for entry in durable {
             match entry {
-                DurableEntry::PrePrepareSent { pre_prepare, body }
-                | DurableEntry::PrepareSent {
-                    pre_prepare, body, ..
+                DurableEntry::PrePrepareSent { pre_prepare, body } => {
+                    let slot = e.slots.entry(pre_prepare.height).or_default();
+                    slot.signed.insert(pre_prepare.view, pre_prepare.digest);
+                    slot.add_body(body);
+                    accepted.push((pre_prepare, None));
+                }
+                DurableEntry::PrepareSent {
+                    pre_prepare,
+                    prepare,
+                    body,
                 } => {
                     let slot = e.slots.entry(pre_prepare.height).or_default();
                     slot.signed.insert(pre_prepare.view, pre_prepare.digest);
                     slot.add_body(body);
+                    accepted.push((pre_prepare, Some(prepare)));
                 }
                 DurableEntry::Prepared(c) => {
                     let keep = e
@@ -344,6 +355,9 @@ impl Engine {
                 }
             }
         }
+        if e.active {
+            e.restore_accepted(accepted);
+        }
         e.gc_below(e.low);
         let highest_signed = e
             .slots
@@ -360,6 +374,61 @@ impl Engine {
         e.set_timer(Timer::Status, now + e.status_interval());
         debug_assert!(e.low <= e.delivered || e.delivered < e.low);
         e
+    }
+
+    /// Puts back the PRE-PREPAREs this replica accepted fresh in its current view (and
+    /// its PREPARE, and the votes of a prepared certificate it holds there): without them
+    /// a restarted primary could neither re-send its in-flight proposals nor count votes
+    /// for them, and a restarted backup would take the primary's retransmission for a
+    /// new proposal and refuse it as skewed once the skew bound has passed.
+    fn restore_accepted(&mut self, accepted: Vec<(Signed<PrePrepare>, Option<Signed<Prepare>>)>) {
+        debug_assert!(self.active);
+        let view = self.view;
+        let primary = self.primary();
+        for (pp, prepare) in accepted {
+            if pp.view != view || !self.in_window(pp.height) {
+                continue;
+            }
+            let (h, d) = (pp.height, pp.digest);
+            let slot = self.slots.entry(h).or_default();
+            if slot.pre_prepare.as_ref().is_some_and(|cur| cur.digest != d) {
+                // Its own signatures never name two digests at one (view, height).
+                debug_assert!(false, "two accepted PRE-PREPAREs at ({view}, {h})");
+                continue;
+            }
+            if let Some(p) = prepare {
+                debug_assert_eq!(p.digest, d);
+                slot.sent_prepare = Some(d);
+                slot.prepares.insert(self.id, (d, p.signature));
+            }
+            slot.pre_prepare = Some(pp);
+            if primary != self.id {
+                self.pre_prepares_seen.insert(h, (view, d));
+            }
+        }
+        for (h, c) in &self.prepared {
+            if c.view() != view {
+                continue;
+            }
+            let Some(slot) = self.slots.get_mut(h) else {
+                continue;
+            };
+            if slot
+                .pre_prepare
+                .as_ref()
+                .is_some_and(|pp| pp.digest == c.digest())
+            {
+                for entry in &c.prepares {
+                    slot.prepares
+                        .entry(entry.replica)
+                        .or_insert((c.digest(), entry.signature));
+                }
+            }
+        }
+        debug_assert!(self.slots.values().all(|s| s
+            .pre_prepare
+            .as_ref()
+            .is_none_or(|pp| s.signed.get(&pp.view).is_none_or(|d| *d == pp.digest))));
     }
 
     /// The stable checkpoint height a durable record holds.

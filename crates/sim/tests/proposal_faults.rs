@@ -24,7 +24,6 @@ fn tx_everywhere(n: usize, at: u64, nonce: u64) -> ScriptedTx {
 /// `PrePrepareSent` record. A primary that forgot it leaves the height to the view-change
 /// timer.
 #[test]
-#[ignore = "issue 21: reproduces a restart forgetting its accepted PRE-PREPAREs; fixed in the next commit"]
 fn restarted_primary_resends_its_in_flight_pre_prepare() {
     for seed in 0..4 {
         let mut sc = Scenario::named(
@@ -62,7 +61,6 @@ fn restarted_primary_resends_its_in_flight_pre_prepare() {
 /// already accepted (no skew check). A backup that forgot it refuses the old
 /// PRE-PREPARE as skewed and the height waits for the view-change timer.
 #[test]
-#[ignore = "issue 21: reproduces a restart forgetting its accepted PRE-PREPAREs; fixed in the next commit"]
 fn restarted_backup_keeps_its_accepted_pre_prepare() {
     for seed in 0..4 {
         let mut sc = Scenario::named("restarted_backup_keeps_its_accepted_pre_prepare", seed, 4);
