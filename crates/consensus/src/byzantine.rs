@@ -47,6 +47,11 @@ pub enum Behaviour {
     /// else's, and withholds its own votes in the views it leads (its engine voted for the
     /// uncensored block). Only the timer that follows the oldest request replaces it.
     Censor { victim: PublicKey },
+    /// As primary, sends its proposals (fresh ones and retransmissions) only to the
+    /// replicas in `peers`, a bit set of replica ids (bit i: replica i; ids below 64).
+    /// Everything else as the engine says. Several of them, each leading a view in turn,
+    /// leave one height with a different body in every view at the replicas they chose.
+    ProposeToSome { peers: u64 },
     /// Alone, honest. With a [`Collusion`] shared with an equivocating primary (see
     /// [`outgoing_colluding`]), votes at every equivocated (view, height) for the block
     /// each recipient got: with the primary that is f+1 colluders, beyond what PBFT
@@ -57,14 +62,16 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`).
-    pub const NAMES: [&'static str; 6] = [
+    /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`, `propose-to-some`
+    /// `:HEX-BITS`).
+    pub const NAMES: [&'static str; 7] = [
         "silent",
         "equivocate",
         "bad-votes",
         "bad-new-view",
         "censor:<victim public key, hex>",
         "accomplice",
+        "propose-to-some:<bit set of replica ids, hex>",
     ];
 
     /// The behaviour's name, as [`FromStr`] reads it (without the victim).
@@ -76,6 +83,7 @@ impl Behaviour {
             Behaviour::BadNewView => "bad-new-view",
             Behaviour::Censor { .. } => "censor",
             Behaviour::Accomplice => "accomplice",
+            Behaviour::ProposeToSome { .. } => "propose-to-some",
         }
     }
 }
@@ -84,6 +92,7 @@ impl fmt::Display for Behaviour {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Behaviour::Censor { victim } => write!(f, "censor:{}", victim.to_hex()),
+            Behaviour::ProposeToSome { peers } => write!(f, "propose-to-some:{peers:x}"),
             b => f.write_str(b.name()),
         }
     }
@@ -96,6 +105,10 @@ pub enum ParseBehaviourError {
     Unknown { found: String },
     #[error("censor needs the victim's public key as censor:HEX, found {found:?}")]
     BadVictim { found: String },
+    #[error(
+        "propose-to-some needs a bit set of replica ids as propose-to-some:HEX, found {found:?}"
+    )]
+    BadPeers { found: String },
 }
 
 impl FromStr for Behaviour {
@@ -109,6 +122,11 @@ impl FromStr for Behaviour {
                 .map(|victim| Behaviour::Censor { victim })
                 .map_err(|_| ParseBehaviourError::BadVictim { found: s.into() });
         }
+        if let Some(bits) = s.strip_prefix("propose-to-some:") {
+            return u64::from_str_radix(bits, 16)
+                .map(|peers| Behaviour::ProposeToSome { peers })
+                .map_err(|_| ParseBehaviourError::BadPeers { found: s.into() });
+        }
         Ok(match s {
             "silent" => Behaviour::Silent,
             "equivocate" => Behaviour::Equivocate,
@@ -116,6 +134,7 @@ impl FromStr for Behaviour {
             "bad-new-view" => Behaviour::BadNewView,
             "accomplice" => Behaviour::Accomplice,
             "censor" => return Err(ParseBehaviourError::BadVictim { found: s.into() }),
+            "propose-to-some" => return Err(ParseBehaviourError::BadPeers { found: s.into() }),
             _ => return Err(ParseBehaviourError::Unknown { found: s.into() }),
         })
     }
@@ -140,6 +159,7 @@ pub fn outgoing(
         Behaviour::BadNewView => bad_new_view(me, signer, vs, &recipients, m),
         Behaviour::Censor { victim } => censor(victim, me, signer, vs, &recipients, m),
         Behaviour::Accomplice => to_all(&recipients, &m),
+        Behaviour::ProposeToSome { peers } => propose_to_some(*peers, me, vs, &recipients, m),
     };
     debug_assert!(out.iter().all(|(r, _)| *r != me && vs.contains(*r)));
     out
@@ -536,6 +556,23 @@ fn bad_new_view(
     to_all(recipients, &Message::NewView(sign(bad, vs, signer)))
 }
 
+fn propose_to_some(
+    peers: u64,
+    me: ReplicaId,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    match &m {
+        Message::Proposal(p) if vs.primary(p.pre_prepare.view) == me => recipients
+            .iter()
+            .filter(|r| r.0 < 64 && peers & (1 << r.0) != 0)
+            .map(|r| (*r, m.clone()))
+            .collect(),
+        _ => to_all(recipients, &m),
+    }
+}
+
 fn censor(
     victim: &PublicKey,
     me: ReplicaId,
@@ -716,6 +753,7 @@ mod tests {
             Behaviour::BadNewView,
             Behaviour::Censor { victim },
             Behaviour::Accomplice,
+            Behaviour::ProposeToSome { peers: 0b1010 },
         ] {
             assert_eq!(b.to_string().parse::<Behaviour>(), Ok(b), "{b}");
         }
@@ -732,6 +770,35 @@ mod tests {
             "censor:zz".parse::<Behaviour>(),
             Err(ParseBehaviourError::BadVictim { .. })
         ));
+        assert_eq!(
+            "propose-to-some:6".parse(),
+            Ok(Behaviour::ProposeToSome { peers: 0b110 })
+        );
+        assert!(matches!(
+            "propose-to-some:xy".parse::<Behaviour>(),
+            Err(ParseBehaviourError::BadPeers { .. })
+        ));
+    }
+
+    #[test]
+    fn propose_to_some_sends_its_proposals_to_the_chosen_peers_only() {
+        let n = net();
+        let b = Behaviour::ProposeToSome { peers: 0b1010 };
+        let m = n.proposal(0, vec![n.tx(0, 0)]);
+        let out = n.play(b, 0, None, m.clone());
+        assert_eq!(out.iter().map(|(r, _)| r.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(
+            out.iter().all(|(_, sent)| *sent == m),
+            "the proposal unchanged"
+        );
+        // A retransmission to a peer outside the set goes nowhere.
+        assert!(n.play(b, 0, Some(2), m.clone()).is_empty());
+        // Votes, and another primary's proposals, go where the engine sends them.
+        assert_eq!(n.play(b, 1, None, n.prepare(1)).len(), 3);
+        assert_eq!(
+            n.play(b, 0, Some(2), n.proposal(1, vec![n.tx(0, 0)])).len(),
+            1
+        );
     }
 
     #[test]
