@@ -23,8 +23,9 @@ use crate::pending::{Pending, TxClass, TxOutcome};
 use crate::verify::{Inbound, Reject, VerifiedMessage};
 use crate::viewchange;
 
-/// Most bodies kept per height (one per distinct digest seen: the current view's plus
-/// re-proposals); more are ignored.
+/// Most bodies kept per height for digests the slot does not need (see `Slot::keeps`);
+/// more are ignored. A needed body is never refused: refusing the body of an accepted
+/// PRE-PREPARE or a committed block stalls the height for good (issue 21).
 const MAX_BODIES_PER_HEIGHT: usize = 4;
 
 /// What an engine needs to start.
@@ -101,11 +102,32 @@ impl Slot {
         self.sent_commit = None;
     }
 
+    /// Whether the body of `d` is needed here: the PRE-PREPARE accepted in the current
+    /// view (fresh or a NEW-VIEW entry), the committed block, or a digest this replica
+    /// signed in some view (its prepared certificates among them: it signs before it
+    /// prepares). Those bodies are durable and served to peers; there is at most one per
+    /// view this replica signed in, so they stay few without a cap.
+    fn keeps(&self, d: &Digest) -> bool {
+        self.pre_prepare.as_ref().is_some_and(|pp| pp.digest == *d)
+            || self.committed.as_ref().is_some_and(|c| c.digest == *d)
+            || self.signed.values().any(|s| s == d)
+    }
+
+    /// Adds a body. A needed one is always kept (set what needs it first); any other is
+    /// kept only while fewer than `MAX_BODIES_PER_HEIGHT` unneeded ones are.
     fn add_body(&mut self, body: Block) {
         let d = body.digest();
-        if self.bodies.len() < MAX_BODIES_PER_HEIGHT || self.bodies.contains_key(&d) {
-            self.bodies.insert(d, body);
+        if self.bodies.contains_key(&d) {
+            return;
         }
+        if !self.keeps(&d) {
+            let unneeded = self.bodies.keys().filter(|k| !self.keeps(k)).count();
+            if unneeded >= MAX_BODIES_PER_HEIGHT {
+                return;
+            }
+        }
+        self.bodies.insert(d, body);
+        debug_assert!(self.bodies.contains_key(&d));
     }
 }
 
@@ -282,8 +304,8 @@ impl Engine {
                 e.max_timestamp = e.max_timestamp.max(cb.block.header.timestamp_ms);
             }
             let slot = e.slots.entry(h).or_default();
-            slot.add_body(cb.block);
             slot.committed = Some(cb.certificate);
+            slot.add_body(cb.block);
         }
         let mut vc_view = ViewNumber(0);
         // The fresh PRE-PREPAREs it proposed or prepared, with its own PREPARE (none as
@@ -874,8 +896,8 @@ impl Engine {
         self.pre_prepares_seen
             .insert(pp.height, (pp.view, pp.digest));
         let slot = self.slots.entry(pp.height).or_default();
-        slot.add_body(body);
         slot.pre_prepare = Some(pp.signed().clone());
+        slot.add_body(body);
         self.progress(pp.height, now);
     }
 
@@ -1300,8 +1322,8 @@ impl Engine {
                     return;
                 }
             }
-            slot.add_body(cb.block);
             slot.committed = Some(cb.certificate);
+            slot.add_body(cb.block);
             self.deliver_ready(now);
             progressed = true;
             // Outside the window the log keeps nothing: the committed chain lives in the
@@ -1780,10 +1802,10 @@ impl Engine {
             }
             max_s = max_s.max(pp.height);
             let slot = self.slots.entry(pp.height).or_default();
+            slot.pre_prepare = Some(pp.clone());
             if pp.digest == Block::null_digest(pp.height) && !slot.bodies.contains_key(&pp.digest) {
                 slot.add_body(Block::null(pp.height));
             }
-            slot.pre_prepare = Some(pp.clone());
             if let Some(b) = slot.bodies.get(&pp.digest) {
                 let txs = b.txs.clone();
                 self.pending.set_in_flight(&txs, true);

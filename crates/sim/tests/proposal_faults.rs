@@ -98,7 +98,6 @@ fn restarted_backup_keeps_its_accepted_pre_prepare() {
 /// stalls view 4 and every honest view after it at that height. The body of a
 /// PRE-PREPARE this replica accepted, or of anything it signed, is never refused.
 #[test]
-#[ignore = "issue 21: reproduces the fifth body refused at one height; fixed in the next commit"]
 fn a_fifth_body_for_one_height_is_kept_when_accepted() {
     // Honest replicas 4..=10 get the proposals; 11 and 12 and the other liars do not.
     let peers: u64 = (4..=10).map(|r| 1u64 << r).sum();
