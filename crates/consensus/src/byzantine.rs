@@ -59,12 +59,16 @@ pub enum Behaviour {
     /// is a back channel the simulator provides; a node running `accomplice` with plain
     /// [`outgoing`] never learns its partner's other block and behaves honestly.
     Accomplice,
+    /// As primary, moves the timestamp of each proposal at an even height by `shift_ms`
+    /// (the block and PRE-PREPARE re-signed): backwards, below the height before it; or
+    /// ahead, as far as the skew bound lets it pass. Everything else as the engine says.
+    Redate { shift_ms: i64 },
 }
 
 impl Behaviour {
     /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`, `propose-to-some`
-    /// `:HEX-BITS`).
-    pub const NAMES: [&'static str; 7] = [
+    /// `:HEX-BITS`, `redate` `:MS`).
+    pub const NAMES: [&'static str; 8] = [
         "silent",
         "equivocate",
         "bad-votes",
@@ -72,6 +76,7 @@ impl Behaviour {
         "censor:<victim public key, hex>",
         "accomplice",
         "propose-to-some:<bit set of replica ids, hex>",
+        "redate:<milliseconds, signed>",
     ];
 
     /// The behaviour's name, as [`FromStr`] reads it (without the victim).
@@ -84,6 +89,7 @@ impl Behaviour {
             Behaviour::Censor { .. } => "censor",
             Behaviour::Accomplice => "accomplice",
             Behaviour::ProposeToSome { .. } => "propose-to-some",
+            Behaviour::Redate { .. } => "redate",
         }
     }
 }
@@ -93,6 +99,7 @@ impl fmt::Display for Behaviour {
         match self {
             Behaviour::Censor { victim } => write!(f, "censor:{}", victim.to_hex()),
             Behaviour::ProposeToSome { peers } => write!(f, "propose-to-some:{peers:x}"),
+            Behaviour::Redate { shift_ms } => write!(f, "redate:{shift_ms}"),
             b => f.write_str(b.name()),
         }
     }
@@ -109,6 +116,8 @@ pub enum ParseBehaviourError {
         "propose-to-some needs a bit set of replica ids as propose-to-some:HEX, found {found:?}"
     )]
     BadPeers { found: String },
+    #[error("redate needs a shift in milliseconds as redate:MS, found {found:?}")]
+    BadShift { found: String },
 }
 
 impl FromStr for Behaviour {
@@ -127,6 +136,12 @@ impl FromStr for Behaviour {
                 .map(|peers| Behaviour::ProposeToSome { peers })
                 .map_err(|_| ParseBehaviourError::BadPeers { found: s.into() });
         }
+        if let Some(ms) = s.strip_prefix("redate:") {
+            return ms
+                .parse::<i64>()
+                .map(|shift_ms| Behaviour::Redate { shift_ms })
+                .map_err(|_| ParseBehaviourError::BadShift { found: s.into() });
+        }
         Ok(match s {
             "silent" => Behaviour::Silent,
             "equivocate" => Behaviour::Equivocate,
@@ -135,6 +150,7 @@ impl FromStr for Behaviour {
             "accomplice" => Behaviour::Accomplice,
             "censor" => return Err(ParseBehaviourError::BadVictim { found: s.into() }),
             "propose-to-some" => return Err(ParseBehaviourError::BadPeers { found: s.into() }),
+            "redate" => return Err(ParseBehaviourError::BadShift { found: s.into() }),
             _ => return Err(ParseBehaviourError::Unknown { found: s.into() }),
         })
     }
@@ -160,6 +176,7 @@ pub fn outgoing(
         Behaviour::Censor { victim } => censor(victim, me, signer, vs, &recipients, m),
         Behaviour::Accomplice => to_all(&recipients, &m),
         Behaviour::ProposeToSome { peers } => propose_to_some(*peers, me, vs, &recipients, m),
+        Behaviour::Redate { shift_ms } => redate(*shift_ms, me, signer, vs, &recipients, m),
     };
     debug_assert!(out.iter().all(|(r, _)| *r != me && vs.contains(*r)));
     out
@@ -573,6 +590,39 @@ fn propose_to_some(
     }
 }
 
+fn redate(
+    shift_ms: i64,
+    me: ReplicaId,
+    signer: &dyn Signer,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    match &m {
+        Message::Proposal(p)
+            if vs.primary(p.pre_prepare.view) == me
+                && p.pre_prepare.height.0 % 2 == 0
+                && !p.body.is_null() =>
+        {
+            let ts = p.body.header.timestamp_ms.saturating_add_signed(shift_ms);
+            let body = Block::new(p.body.height(), ts.max(1), p.body.txs.clone());
+            let pre_prepare = sign(
+                PrePrepare {
+                    digest: body.digest(),
+                    ..p.pre_prepare.value.clone()
+                },
+                vs,
+                signer,
+            );
+            to_all(
+                recipients,
+                &Message::Proposal(Proposal { pre_prepare, body }),
+            )
+        }
+        _ => to_all(recipients, &m),
+    }
+}
+
 fn censor(
     victim: &PublicKey,
     me: ReplicaId,
@@ -754,6 +804,8 @@ mod tests {
             Behaviour::Censor { victim },
             Behaviour::Accomplice,
             Behaviour::ProposeToSome { peers: 0b1010 },
+            Behaviour::Redate { shift_ms: -2000 },
+            Behaviour::Redate { shift_ms: 4000 },
         ] {
             assert_eq!(b.to_string().parse::<Behaviour>(), Ok(b), "{b}");
         }
@@ -778,6 +830,42 @@ mod tests {
             "propose-to-some:xy".parse::<Behaviour>(),
             Err(ParseBehaviourError::BadPeers { .. })
         ));
+        assert!(matches!(
+            "redate".parse::<Behaviour>(),
+            Err(ParseBehaviourError::BadShift { .. })
+        ));
+    }
+
+    #[test]
+    fn redate_moves_the_timestamps_of_even_heights_only() {
+        let n = net();
+        let b = Behaviour::Redate { shift_ms: -2000 };
+        // `proposal` builds height 1 at 5,000 ms: odd, unchanged.
+        let odd = n.proposal(0, vec![n.tx(0, 0)]);
+        assert!(n
+            .play(b, 0, None, odd.clone())
+            .iter()
+            .all(|(_, m)| *m == odd));
+        let body = Block::new(Height(2), 5_000, vec![n.tx(0, 0)]);
+        let pre_prepare = sign(
+            PrePrepare {
+                view: ViewNumber(0),
+                height: Height(2),
+                digest: body.digest(),
+            },
+            &n.vs,
+            &n.signers[0],
+        );
+        let even = Message::Proposal(Proposal { pre_prepare, body });
+        let out = n.play(b, 0, None, even);
+        assert_eq!(out.len(), 3);
+        for (_, m) in out {
+            let Ok(Inbound::Proposal { pre_prepare, body }) = n.verify(0, m) else {
+                panic!("a redated proposal must verify")
+            };
+            assert_eq!(body.header.timestamp_ms, 3_000);
+            assert!(body.matches(Height(2), &pre_prepare.digest));
+        }
     }
 
     #[test]
