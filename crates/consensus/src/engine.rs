@@ -193,7 +193,8 @@ pub struct Engine {
 
     /// Next height this primary proposes.
     next_height: Height,
-    /// Highest timestamp of a non-null block known.
+    /// Highest timestamp of a non-null block delivered (not of proposals, which may never
+    /// commit: see [`Engine::timestamp_bounds`]).
     max_timestamp: u64,
     pending: Pending,
     relay_buf: Vec<Signed<TxBody>>,
@@ -372,7 +373,11 @@ impl Engine {
                             // with another digest (simulator seed 645).
                             slot.signed.insert(pp.view, pp.digest);
                         }
+                        let null = pp.digest == Block::null_digest(h);
                         slot.pre_prepare = Some(pp);
+                        if null {
+                            slot.add_body(Block::null(h));
+                        }
                     }
                 }
             }
@@ -890,8 +895,17 @@ impl Engine {
             );
             return;
         }
-        if !body.is_null() {
-            self.max_timestamp = self.max_timestamp.max(ts);
+        let (below, above) = self.timestamp_bounds(pp.height);
+        if !body.is_null() && (ts <= below || ts >= above) {
+            self.reject(
+                from,
+                Reject::Timestamp {
+                    timestamp_ms: ts,
+                    below,
+                    above,
+                },
+            );
+            return;
         }
         self.pre_prepares_seen
             .insert(pp.height, (pp.view, pp.digest));
@@ -1843,6 +1857,11 @@ impl Engine {
                 self.timers.remove(&Timer::BatchFlush);
                 return;
             }
+            // The timestamp follows the blocks below n: propose only once it knows them
+            // all (bodies of NEW-VIEW entries fetched, state transfer done).
+            let Some(below) = self.known_below(n) else {
+                return;
+            };
             let max_txs = self.params.max_block_txs as usize;
             let txs = self
                 .pending
@@ -1857,10 +1876,70 @@ impl Engine {
                 return;
             }
             self.timers.remove(&Timer::BatchFlush);
-            let ts = unix_ms.max(self.max_timestamp + 1);
+            let ts = unix_ms.max(below + 1);
             let body = Block::new(n, ts, txs);
             self.propose(n, body, now);
         }
+    }
+
+    /// The timestamps a fresh proposal at `n` must fall strictly between: after every
+    /// non-null block below `n` that this replica knows, before every one above it. It
+    /// knows the delivered blocks and, with their bodies, the committed ones and the
+    /// PRE-PREPAREs accepted in the current view (those above `n` are the same primary's
+    /// later proposals). A proposal from an earlier view that never committed does not
+    /// count: nothing it would date could ever follow it (DESIGN.md, normal case).
+    fn timestamp_bounds(&self, n: Height) -> (u64, u64) {
+        let mut below = if self.delivered < n {
+            self.max_timestamp
+        } else {
+            0
+        };
+        let mut above = u64::MAX;
+        for (h, slot) in &self.slots {
+            if *h == n {
+                continue;
+            }
+            let digest = slot
+                .committed
+                .as_ref()
+                .map(|c| c.digest)
+                .or_else(|| slot.pre_prepare.as_ref().map(|pp| pp.digest));
+            let Some(b) = digest.and_then(|d| slot.bodies.get(&d)) else {
+                continue;
+            };
+            if b.is_null() {
+                continue;
+            }
+            let ts = b.header.timestamp_ms;
+            if *h < n {
+                below = below.max(ts);
+            } else {
+                above = above.min(ts);
+            }
+        }
+        (below, above)
+    }
+
+    /// As primary: the highest timestamp of a non-null block below `n`, once it knows
+    /// every block below `n` (delivered, or its body held for the PRE-PREPARE it
+    /// accepted or the certificate it holds); `None` while one is missing.
+    fn known_below(&self, n: Height) -> Option<u64> {
+        if self.delivered < self.low {
+            return None;
+        }
+        let mut h = self.delivered.next();
+        while h < n {
+            let slot = self.slots.get(&h)?;
+            let digest = slot
+                .committed
+                .as_ref()
+                .map(|c| c.digest)
+                .or_else(|| slot.pre_prepare.as_ref().map(|pp| pp.digest))?;
+            slot.bodies.get(&digest)?;
+            h = h.next();
+        }
+        let (below, _) = self.timestamp_bounds(n);
+        Some(below)
     }
 
     fn propose(&mut self, n: Height, body: Block, now: u64) {
@@ -1884,7 +1963,6 @@ impl Engine {
         slot.signed.insert(view, d);
         slot.pre_prepare = Some(pp.clone());
         slot.add_body(body.clone());
-        self.max_timestamp = self.max_timestamp.max(body.header.timestamp_ms);
         self.pending.set_in_flight(&body.txs, true);
         self.next_height = n.next();
         self.actions
