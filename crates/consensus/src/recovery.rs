@@ -29,7 +29,8 @@ pub struct RecoveryGate {
     own: ReplicaId,
     /// Each peer's latest claims: (view, stable checkpoint).
     replies: BTreeMap<ReplicaId, (ViewNumber, Height)>,
-    /// (c_r, m), fixed once q replies are in and a proof reaches their checkpoints.
+    /// (c_r, m): set once q replies are in and a proof reaches the (f+1)-th highest
+    /// checkpoint claimed; c_r then rises to every claim a proof reaches.
     bounds: Option<(Height, ViewNumber)>,
     done: bool,
 }
@@ -95,6 +96,20 @@ impl RecoveryGate {
                     self.bounds = Some((low, m));
                 }
             }
+        }
+        // An honest peer among the top f claims may hold a checkpoint above the one we
+        // fixed c_r at, its certificate still on the way: once we hold a proof at least
+        // that high (low reached the claim), c_r rises to it. A liar's unreachable claim
+        // never counts; a reachable one only delays this replica.
+        if let Some((c_r, m)) = self.bounds {
+            let proven = self
+                .replies
+                .values()
+                .map(|(_, c)| *c)
+                .filter(|c| *c <= low)
+                .max()
+                .unwrap_or(c_r);
+            self.bounds = Some((c_r.max(proven), m));
         }
         if let Some((c_r, m)) = self.bounds {
             if low.0 > c_r.0.saturating_add(self.window) && active && view > m {
@@ -181,6 +196,25 @@ mod tests {
         assert_eq!(g.bounds(), Some((Height(32), ViewNumber(4))));
         g.update(Height(56), ViewNumber(5), true);
         assert!(g.done(), "past 32 + 16 and active above view 4");
+    }
+
+    #[test]
+    fn c_r_rises_to_an_honest_claim_whose_proof_comes_late() {
+        // n = 4: one honest peer is at checkpoint 40, the others (one may lie) at 8.
+        let mut g = RecoveryGate::new(ReplicaId(3), 3, 1, 16);
+        g.observe_status(&status(0, 2, 40));
+        g.observe_status(&status(1, 2, 8));
+        g.observe_status(&status(2, 2, 8));
+        g.update(Height(8), ViewNumber(3), true);
+        assert_eq!(g.bounds(), Some((Height(8), ViewNumber(2))));
+        // The certificate for 40 arrives: we may have voted up to 40 + 16 before the wipe.
+        g.update(Height(40), ViewNumber(3), true);
+        assert_eq!(g.bounds(), Some((Height(40), ViewNumber(2))));
+        assert!(!g.done(), "40 is not above 40 + 16");
+        g.update(Height(56), ViewNumber(3), true);
+        assert!(!g.done(), "56 is not above 40 + 16");
+        g.update(Height(64), ViewNumber(3), true);
+        assert!(g.done());
     }
 
     #[test]
