@@ -13,7 +13,7 @@ use std::str::FromStr;
 use stele_crypto::{Digest, PublicKey, Signature, Signed, Signer};
 use stele_types::{
     codec, Block, Checkpoint, Commit, Height, Message, NewView, PrePrepare, Prepare, Proposal,
-    ReplicaId, TxRelay, ValidatorSet, ViewChange, ViewNumber,
+    ReplicaId, Status, TxRelay, ValidatorSet, ViewChange, ViewNumber,
 };
 
 /// How far above its height a BadVotes replica places an out-of-window vote.
@@ -47,6 +47,11 @@ pub enum Behaviour {
     /// else's, and withholds its own votes in the views it leads (its engine voted for the
     /// uncensored block). Only the timer that follows the oldest request replaces it.
     Censor { victim: PublicKey },
+    /// As primary, sends its proposals (fresh ones and retransmissions) only to the
+    /// replicas in `peers`, a bit set of replica ids (bit i: replica i; ids below 64).
+    /// Everything else as the engine says. Several of them, each leading a view in turn,
+    /// leave one height with a different body in every view at the replicas they chose.
+    ProposeToSome { peers: u64 },
     /// Alone, honest. With a [`Collusion`] shared with an equivocating primary (see
     /// [`outgoing_colluding`]), votes at every equivocated (view, height) for the block
     /// each recipient got: with the primary that is f+1 colluders, beyond what PBFT
@@ -54,17 +59,29 @@ pub enum Behaviour {
     /// is a back channel the simulator provides; a node running `accomplice` with plain
     /// [`outgoing`] never learns its partner's other block and behaves honestly.
     Accomplice,
+    /// Follows the protocol, but every STATUS it sends claims the highest view, executed
+    /// height and stable checkpoint there are (`u64::MAX`), active. A STATUS is unproven:
+    /// an honest replica may take its claims as hints, never as bounds it waits on.
+    LyingStatus,
+    /// As primary, moves the timestamp of each proposal at an even height by `shift_ms`
+    /// (the block and PRE-PREPARE re-signed): backwards, below the height before it; or
+    /// ahead, as far as the skew bound lets it pass. Everything else as the engine says.
+    Redate { shift_ms: i64 },
 }
 
 impl Behaviour {
-    /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`).
-    pub const NAMES: [&'static str; 6] = [
+    /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`, `propose-to-some`
+    /// `:HEX-BITS`, `redate` `:MS`).
+    pub const NAMES: [&'static str; 9] = [
         "silent",
         "equivocate",
         "bad-votes",
         "bad-new-view",
         "censor:<victim public key, hex>",
         "accomplice",
+        "lying-status",
+        "propose-to-some:<bit set of replica ids, hex>",
+        "redate:<milliseconds, signed>",
     ];
 
     /// The behaviour's name, as [`FromStr`] reads it (without the victim).
@@ -76,6 +93,9 @@ impl Behaviour {
             Behaviour::BadNewView => "bad-new-view",
             Behaviour::Censor { .. } => "censor",
             Behaviour::Accomplice => "accomplice",
+            Behaviour::LyingStatus => "lying-status",
+            Behaviour::ProposeToSome { .. } => "propose-to-some",
+            Behaviour::Redate { .. } => "redate",
         }
     }
 }
@@ -84,6 +104,8 @@ impl fmt::Display for Behaviour {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Behaviour::Censor { victim } => write!(f, "censor:{}", victim.to_hex()),
+            Behaviour::ProposeToSome { peers } => write!(f, "propose-to-some:{peers:x}"),
+            Behaviour::Redate { shift_ms } => write!(f, "redate:{shift_ms}"),
             b => f.write_str(b.name()),
         }
     }
@@ -96,6 +118,12 @@ pub enum ParseBehaviourError {
     Unknown { found: String },
     #[error("censor needs the victim's public key as censor:HEX, found {found:?}")]
     BadVictim { found: String },
+    #[error(
+        "propose-to-some needs a bit set of replica ids as propose-to-some:HEX, found {found:?}"
+    )]
+    BadPeers { found: String },
+    #[error("redate needs a shift in milliseconds as redate:MS, found {found:?}")]
+    BadShift { found: String },
 }
 
 impl FromStr for Behaviour {
@@ -109,13 +137,27 @@ impl FromStr for Behaviour {
                 .map(|victim| Behaviour::Censor { victim })
                 .map_err(|_| ParseBehaviourError::BadVictim { found: s.into() });
         }
+        if let Some(bits) = s.strip_prefix("propose-to-some:") {
+            return u64::from_str_radix(bits, 16)
+                .map(|peers| Behaviour::ProposeToSome { peers })
+                .map_err(|_| ParseBehaviourError::BadPeers { found: s.into() });
+        }
+        if let Some(ms) = s.strip_prefix("redate:") {
+            return ms
+                .parse::<i64>()
+                .map(|shift_ms| Behaviour::Redate { shift_ms })
+                .map_err(|_| ParseBehaviourError::BadShift { found: s.into() });
+        }
         Ok(match s {
             "silent" => Behaviour::Silent,
             "equivocate" => Behaviour::Equivocate,
             "bad-votes" => Behaviour::BadVotes,
             "bad-new-view" => Behaviour::BadNewView,
             "accomplice" => Behaviour::Accomplice,
+            "lying-status" => Behaviour::LyingStatus,
             "censor" => return Err(ParseBehaviourError::BadVictim { found: s.into() }),
+            "propose-to-some" => return Err(ParseBehaviourError::BadPeers { found: s.into() }),
+            "redate" => return Err(ParseBehaviourError::BadShift { found: s.into() }),
             _ => return Err(ParseBehaviourError::Unknown { found: s.into() }),
         })
     }
@@ -140,6 +182,9 @@ pub fn outgoing(
         Behaviour::BadNewView => bad_new_view(me, signer, vs, &recipients, m),
         Behaviour::Censor { victim } => censor(victim, me, signer, vs, &recipients, m),
         Behaviour::Accomplice => to_all(&recipients, &m),
+        Behaviour::LyingStatus => lying_status(signer, vs, &recipients, m),
+        Behaviour::ProposeToSome { peers } => propose_to_some(*peers, me, vs, &recipients, m),
+        Behaviour::Redate { shift_ms } => redate(*shift_ms, me, signer, vs, &recipients, m),
     };
     debug_assert!(out.iter().all(|(r, _)| *r != me && vs.contains(*r)));
     out
@@ -536,6 +581,56 @@ fn bad_new_view(
     to_all(recipients, &Message::NewView(sign(bad, vs, signer)))
 }
 
+fn propose_to_some(
+    peers: u64,
+    me: ReplicaId,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    match &m {
+        Message::Proposal(p) if vs.primary(p.pre_prepare.view) == me => recipients
+            .iter()
+            .filter(|r| r.0 < 64 && peers & (1 << r.0) != 0)
+            .map(|r| (*r, m.clone()))
+            .collect(),
+        _ => to_all(recipients, &m),
+    }
+}
+
+fn redate(
+    shift_ms: i64,
+    me: ReplicaId,
+    signer: &dyn Signer,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    match &m {
+        Message::Proposal(p)
+            if vs.primary(p.pre_prepare.view) == me
+                && p.pre_prepare.height.0 % 2 == 0
+                && !p.body.is_null() =>
+        {
+            let ts = p.body.header.timestamp_ms.saturating_add_signed(shift_ms);
+            let body = Block::new(p.body.height(), ts.max(1), p.body.txs.clone());
+            let pre_prepare = sign(
+                PrePrepare {
+                    digest: body.digest(),
+                    ..p.pre_prepare.value.clone()
+                },
+                vs,
+                signer,
+            );
+            to_all(
+                recipients,
+                &Message::Proposal(Proposal { pre_prepare, body }),
+            )
+        }
+        _ => to_all(recipients, &m),
+    }
+}
+
 fn censor(
     victim: &PublicKey,
     me: ReplicaId,
@@ -575,6 +670,30 @@ fn censor(
         Message::Commit(c) if vs.primary(c.view) == me => Vec::new(),
         _ => to_all(recipients, &m),
     }
+}
+
+/// A STATUS claiming everything at its maximum, re-signed; other messages unchanged.
+fn lying_status(
+    signer: &dyn Signer,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    let Message::Status(s) = &m else {
+        return to_all(recipients, &m);
+    };
+    let lie = Message::Status(sign(
+        Status {
+            view: ViewNumber(u64::MAX),
+            active: true,
+            executed: Height(u64::MAX),
+            stable_checkpoint: Height(u64::MAX),
+            ..s.value.clone()
+        },
+        vs,
+        signer,
+    ));
+    to_all(recipients, &lie)
 }
 
 #[cfg(test)]
@@ -716,6 +835,10 @@ mod tests {
             Behaviour::BadNewView,
             Behaviour::Censor { victim },
             Behaviour::Accomplice,
+            Behaviour::LyingStatus,
+            Behaviour::ProposeToSome { peers: 0b1010 },
+            Behaviour::Redate { shift_ms: -2000 },
+            Behaviour::Redate { shift_ms: 4000 },
         ] {
             assert_eq!(b.to_string().parse::<Behaviour>(), Ok(b), "{b}");
         }
@@ -732,6 +855,71 @@ mod tests {
             "censor:zz".parse::<Behaviour>(),
             Err(ParseBehaviourError::BadVictim { .. })
         ));
+        assert_eq!(
+            "propose-to-some:6".parse(),
+            Ok(Behaviour::ProposeToSome { peers: 0b110 })
+        );
+        assert!(matches!(
+            "propose-to-some:xy".parse::<Behaviour>(),
+            Err(ParseBehaviourError::BadPeers { .. })
+        ));
+        assert!(matches!(
+            "redate".parse::<Behaviour>(),
+            Err(ParseBehaviourError::BadShift { .. })
+        ));
+    }
+
+    #[test]
+    fn redate_moves_the_timestamps_of_even_heights_only() {
+        let n = net();
+        let b = Behaviour::Redate { shift_ms: -2000 };
+        // `proposal` builds height 1 at 5,000 ms: odd, unchanged.
+        let odd = n.proposal(0, vec![n.tx(0, 0)]);
+        assert!(n
+            .play(b, 0, None, odd.clone())
+            .iter()
+            .all(|(_, m)| *m == odd));
+        let body = Block::new(Height(2), 5_000, vec![n.tx(0, 0)]);
+        let pre_prepare = sign(
+            PrePrepare {
+                view: ViewNumber(0),
+                height: Height(2),
+                digest: body.digest(),
+            },
+            &n.vs,
+            &n.signers[0],
+        );
+        let even = Message::Proposal(Proposal { pre_prepare, body });
+        let out = n.play(b, 0, None, even);
+        assert_eq!(out.len(), 3);
+        for (_, m) in out {
+            let Ok(Inbound::Proposal { pre_prepare, body }) = n.verify(0, m) else {
+                panic!("a redated proposal must verify")
+            };
+            assert_eq!(body.header.timestamp_ms, 3_000);
+            assert!(body.matches(Height(2), &pre_prepare.digest));
+        }
+    }
+
+    #[test]
+    fn propose_to_some_sends_its_proposals_to_the_chosen_peers_only() {
+        let n = net();
+        let b = Behaviour::ProposeToSome { peers: 0b1010 };
+        let m = n.proposal(0, vec![n.tx(0, 0)]);
+        let out = n.play(b, 0, None, m.clone());
+        assert_eq!(out.iter().map(|(r, _)| r.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(
+            out.iter().all(|(_, sent)| *sent == m),
+            "the proposal unchanged"
+        );
+        // A retransmission to a peer outside the set goes nowhere.
+        assert!(n.play(b, 0, Some(2), m.clone()).is_empty());
+        // Votes, and another primary's proposals, go where the engine sends them.
+        assert_eq!(n.play(b, 1, None, n.prepare(1)).len(), 3);
+        assert_eq!(
+            n.play(b, 0, Some(2), n.proposal(1, vec![n.tx(0, 0)])).len(),
+            1
+        );
     }
 
     #[test]
@@ -750,6 +938,35 @@ mod tests {
             &n.signers[1],
         ));
         assert!(n.play(Behaviour::Silent, 1, Some(2), status).is_empty());
+    }
+
+    #[test]
+    fn lying_status_claims_the_maximum_and_signs_it() {
+        let n = net();
+        let status = Message::Status(sign(
+            stele_types::Status {
+                replica: ReplicaId(1),
+                view: ViewNumber(2),
+                active: false,
+                executed: Height(9),
+                stable_checkpoint: Height(8),
+            },
+            &n.vs,
+            &n.signers[1],
+        ));
+        let out = n.play(Behaviour::LyingStatus, 1, None, status);
+        assert_eq!(out.len(), 3);
+        for (to, m) in out {
+            let Ok(Inbound::Status(s)) = n.verify(1, m) else {
+                panic!("the lie to {to} must verify as replica 1's STATUS");
+            };
+            assert_eq!(s.replica, ReplicaId(1));
+            assert_eq!(s.view, ViewNumber(u64::MAX));
+            assert_eq!(s.executed, Height(u64::MAX));
+            assert_eq!(s.stable_checkpoint, Height(u64::MAX));
+        }
+        let prepare = n.play(Behaviour::LyingStatus, 1, Some(2), n.prepare(1));
+        assert_eq!(prepare.len(), 1, "everything else as the engine says");
     }
 
     #[test]

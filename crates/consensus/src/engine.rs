@@ -23,8 +23,9 @@ use crate::pending::{Pending, TxClass, TxOutcome};
 use crate::verify::{Inbound, Reject, VerifiedMessage};
 use crate::viewchange;
 
-/// Most bodies kept per height (one per distinct digest seen: the current view's plus
-/// re-proposals); more are ignored.
+/// Most bodies kept per height for digests the slot does not need (see `Slot::keeps`);
+/// more are ignored. A needed body is never refused: refusing the body of an accepted
+/// PRE-PREPARE or a committed block stalls the height for good (issue 21).
 const MAX_BODIES_PER_HEIGHT: usize = 4;
 
 /// What an engine needs to start.
@@ -88,6 +89,7 @@ struct PeerStatus {
     new_view: Option<(ViewNumber, u64)>,
     view_change: Option<(ViewNumber, u64)>,
     checkpoint: Option<(Height, u64)>,
+    checkpoint_votes: Option<u64>,
     votes: Option<u64>,
     blocks: Option<u64>,
 }
@@ -101,11 +103,32 @@ impl Slot {
         self.sent_commit = None;
     }
 
+    /// Whether the body of `d` is needed here: the PRE-PREPARE accepted in the current
+    /// view (fresh or a NEW-VIEW entry), the committed block, or a digest this replica
+    /// signed in some view (its prepared certificates among them: it signs before it
+    /// prepares). Those bodies are durable and served to peers; there is at most one per
+    /// view this replica signed in, so they stay few without a cap.
+    fn keeps(&self, d: &Digest) -> bool {
+        self.pre_prepare.as_ref().is_some_and(|pp| pp.digest == *d)
+            || self.committed.as_ref().is_some_and(|c| c.digest == *d)
+            || self.signed.values().any(|s| s == d)
+    }
+
+    /// Adds a body. A needed one is always kept (set what needs it first); any other is
+    /// kept only while fewer than `MAX_BODIES_PER_HEIGHT` unneeded ones are.
     fn add_body(&mut self, body: Block) {
         let d = body.digest();
-        if self.bodies.len() < MAX_BODIES_PER_HEIGHT || self.bodies.contains_key(&d) {
-            self.bodies.insert(d, body);
+        if self.bodies.contains_key(&d) {
+            return;
         }
+        if !self.keeps(&d) {
+            let unneeded = self.bodies.keys().filter(|k| !self.keeps(k)).count();
+            if unneeded >= MAX_BODIES_PER_HEIGHT {
+                return;
+            }
+        }
+        self.bodies.insert(d, body);
+        debug_assert!(self.bodies.contains_key(&d));
     }
 }
 
@@ -171,13 +194,16 @@ pub struct Engine {
 
     /// Next height this primary proposes.
     next_height: Height,
-    /// Highest timestamp of a non-null block known.
+    /// Highest timestamp of a non-null block delivered (not of proposals, which may never
+    /// commit: see [`Engine::timestamp_bounds`]).
     max_timestamp: u64,
     pending: Pending,
     relay_buf: Vec<Signed<TxBody>>,
     /// Messages for a future view or just above the window, per peer, bounded.
     buffer: BTreeMap<ReplicaId, VecDeque<(u64, Inbound)>>,
     buffer_cap: usize,
+    /// The window advanced: the buffer is replayed once the current input is handled.
+    replay_due: bool,
     /// Bodies wanted for O entries: height → digest.
     wanted: BTreeMap<Height, Digest>,
     /// State transfer in progress: up to which height, asked at what time.
@@ -261,6 +287,7 @@ impl Engine {
             max_timestamp: 0,
             relay_buf: Vec::new(),
             buffer: BTreeMap::new(),
+            replay_due: false,
             wanted: BTreeMap::new(),
             fetching: None,
             timers: BTreeMap::new(),
@@ -282,19 +309,30 @@ impl Engine {
                 e.max_timestamp = e.max_timestamp.max(cb.block.header.timestamp_ms);
             }
             let slot = e.slots.entry(h).or_default();
-            slot.add_body(cb.block);
             slot.committed = Some(cb.certificate);
+            slot.add_body(cb.block);
         }
         let mut vc_view = ViewNumber(0);
+        // The fresh PRE-PREPAREs it proposed or prepared, with its own PREPARE (none as
+        // primary): back in their slots once the view it is active in is known.
+        let mut accepted: Vec<(Signed<PrePrepare>, Option<Signed<Prepare>>)> = Vec::new();
         for entry in durable {
             match entry {
-                DurableEntry::PrePrepareSent { pre_prepare, body }
-                | DurableEntry::PrepareSent {
-                    pre_prepare, body, ..
+                DurableEntry::PrePrepareSent { pre_prepare, body } => {
+                    let slot = e.slots.entry(pre_prepare.height).or_default();
+                    slot.signed.insert(pre_prepare.view, pre_prepare.digest);
+                    slot.add_body(body);
+                    accepted.push((pre_prepare, None));
+                }
+                DurableEntry::PrepareSent {
+                    pre_prepare,
+                    prepare,
+                    body,
                 } => {
                     let slot = e.slots.entry(pre_prepare.height).or_default();
                     slot.signed.insert(pre_prepare.view, pre_prepare.digest);
                     slot.add_body(body);
+                    accepted.push((pre_prepare, Some(prepare)));
                 }
                 DurableEntry::Prepared(c) => {
                     let keep = e
@@ -339,12 +377,22 @@ impl Engine {
                             // with another digest (simulator seed 645).
                             slot.signed.insert(pp.view, pp.digest);
                         }
+                        let null = pp.digest == Block::null_digest(h);
                         slot.pre_prepare = Some(pp);
+                        if null {
+                            slot.add_body(Block::null(h));
+                        }
                     }
                 }
             }
         }
+        if e.active {
+            e.restore_accepted(accepted);
+        }
         e.gc_below(e.low);
+        // Our CHECKPOINT votes died with the crash: without our own, the honest replicas
+        // left may be one short of q for good.
+        e.count_own_checkpoint_votes(now);
         let highest_signed = e
             .slots
             .iter()
@@ -360,6 +408,61 @@ impl Engine {
         e.set_timer(Timer::Status, now + e.status_interval());
         debug_assert!(e.low <= e.delivered || e.delivered < e.low);
         e
+    }
+
+    /// Puts back the PRE-PREPAREs this replica accepted fresh in its current view (and
+    /// its PREPARE, and the votes of a prepared certificate it holds there): without them
+    /// a restarted primary could neither re-send its in-flight proposals nor count votes
+    /// for them, and a restarted backup would take the primary's retransmission for a
+    /// new proposal and refuse it as skewed once the skew bound has passed.
+    fn restore_accepted(&mut self, accepted: Vec<(Signed<PrePrepare>, Option<Signed<Prepare>>)>) {
+        debug_assert!(self.active);
+        let view = self.view;
+        let primary = self.primary();
+        for (pp, prepare) in accepted {
+            if pp.view != view || !self.in_window(pp.height) {
+                continue;
+            }
+            let (h, d) = (pp.height, pp.digest);
+            let slot = self.slots.entry(h).or_default();
+            if slot.pre_prepare.as_ref().is_some_and(|cur| cur.digest != d) {
+                // Its own signatures never name two digests at one (view, height).
+                debug_assert!(false, "two accepted PRE-PREPAREs at ({view}, {h})");
+                continue;
+            }
+            if let Some(p) = prepare {
+                debug_assert_eq!(p.digest, d);
+                slot.sent_prepare = Some(d);
+                slot.prepares.insert(self.id, (d, p.signature));
+            }
+            slot.pre_prepare = Some(pp);
+            if primary != self.id {
+                self.pre_prepares_seen.insert(h, (view, d));
+            }
+        }
+        for (h, c) in &self.prepared {
+            if c.view() != view {
+                continue;
+            }
+            let Some(slot) = self.slots.get_mut(h) else {
+                continue;
+            };
+            if slot
+                .pre_prepare
+                .as_ref()
+                .is_some_and(|pp| pp.digest == c.digest())
+            {
+                for entry in &c.prepares {
+                    slot.prepares
+                        .entry(entry.replica)
+                        .or_insert((c.digest(), entry.signature));
+                }
+            }
+        }
+        debug_assert!(self.slots.values().all(|s| s
+            .pre_prepare
+            .as_ref()
+            .is_none_or(|pp| s.signed.get(&pp.view).is_none_or(|d| *d == pp.digest))));
     }
 
     /// The stable checkpoint height a durable record holds.
@@ -662,6 +765,7 @@ impl Engine {
             return;
         }
         self.handle(now, unix_ms, from, arrival_unix_ms, msg.0);
+        self.replay_if_window_moved(now, unix_ms);
         self.maybe_propose(now, unix_ms);
     }
 
@@ -697,7 +801,17 @@ impl Engine {
         debug_assert!(q.len() <= cap);
     }
 
+    /// Replays the buffer after the input that moved the window, not in the middle of it
+    /// (a NEW-VIEW moves it before its O entries are in place). A replay may move the
+    /// window again; each round needs a higher stable checkpoint, so this ends.
+    fn replay_if_window_moved(&mut self, now: u64, unix_ms: u64) {
+        while std::mem::take(&mut self.replay_due) && !self.halted {
+            self.replay_buffer(now, unix_ms);
+        }
+    }
+
     fn replay_buffer(&mut self, now: u64, unix_ms: u64) {
+        self.replay_due = false;
         let buffered = std::mem::take(&mut self.buffer);
         for (from, q) in buffered {
             for (arrival, m) in q {
@@ -799,14 +913,23 @@ impl Engine {
             );
             return;
         }
-        if !body.is_null() {
-            self.max_timestamp = self.max_timestamp.max(ts);
+        let (below, above) = self.timestamp_bounds(pp.height);
+        if !body.is_null() && (ts <= below || ts >= above) {
+            self.reject(
+                from,
+                Reject::Timestamp {
+                    timestamp_ms: ts,
+                    below,
+                    above,
+                },
+            );
+            return;
         }
         self.pre_prepares_seen
             .insert(pp.height, (pp.view, pp.digest));
         let slot = self.slots.entry(pp.height).or_default();
-        slot.add_body(body);
         slot.pre_prepare = Some(pp.signed().clone());
+        slot.add_body(body);
         self.progress(pp.height, now);
     }
 
@@ -1054,6 +1177,9 @@ impl Engine {
             }
             self.actions.push(Action::Broadcast(Message::Checkpoint(c)));
             self.try_stable(height, now);
+            // Our own vote may have made it stable. The wall clock only travels on to a
+            // NEW-VIEW's replay, where it is not read.
+            self.replay_if_window_moved(now, 0);
         }
         self.update_tracking(now);
     }
@@ -1140,6 +1266,9 @@ impl Engine {
             }
         }
         self.actions.push(Action::PersistCheckpoint(cert.clone()));
+        // Messages buffered just above the old window may now be in it (DESIGN.md:
+        // replayed when the view changes and when the window advances).
+        self.replay_due = true;
         self.low = cert.height;
         self.stable = Some(cert.clone());
         self.gc_below(cert.height);
@@ -1157,8 +1286,58 @@ impl Engine {
                 self.request_blocks(peer, cert.height, now);
             }
         }
+        // Checkpoints executed while above the old window now count our vote.
+        self.count_own_checkpoint_votes(now);
         debug_assert!(self.slots.keys().all(|h| *h > self.low));
         debug_assert!(self.prepared.keys().all(|h| *h > self.low));
+    }
+
+    /// Our CHECKPOINT vote at `h`, from our own state digest there.
+    fn own_checkpoint_vote(&self, h: Height) -> Option<Signed<Checkpoint>> {
+        let k = self.params.checkpoint_interval;
+        if h.0 == 0 || h.0 % k != 0 || h > self.executed {
+            return None;
+        }
+        let d = self.own_checkpoints.get(&h)?;
+        Some(self.sign(Checkpoint {
+            height: h,
+            state_digest: *d,
+            replica: self.id,
+        }))
+    }
+
+    /// Counts our own vote at every executed checkpoint height in the window that lacks
+    /// it (after a restart, or for heights executed above an older window).
+    fn count_own_checkpoint_votes(&mut self, now: u64) {
+        if self.halted {
+            return;
+        }
+        let heights: Vec<Height> = self
+            .own_checkpoints
+            .range(self.low.next()..)
+            .map(|(h, _)| *h)
+            .filter(|h| self.in_window(*h))
+            .filter(|h| {
+                self.checkpoint_votes
+                    .get(h)
+                    .is_none_or(|v| !v.contains_key(&self.id))
+            })
+            .collect();
+        for h in heights {
+            let Some(c) = self.own_checkpoint_vote(h) else {
+                continue;
+            };
+            self.checkpoint_votes
+                .entry(h)
+                .or_default()
+                .insert(self.id, (c.state_digest, c.signature));
+            self.try_stable(h, now);
+            if h <= self.low || self.halted {
+                // It became stable (and the log moved on with it).
+                break;
+            }
+        }
+        debug_assert!(self.checkpoint_votes.keys().all(|h| *h > self.low));
     }
 
     /// Discards the log at or below `h` (committed blocks live on in the store).
@@ -1231,8 +1410,8 @@ impl Engine {
                     return;
                 }
             }
-            slot.add_body(cb.block);
             slot.committed = Some(cb.certificate);
+            slot.add_body(cb.block);
             self.deliver_ready(now);
             progressed = true;
             // Outside the window the log keeps nothing: the committed chain lives in the
@@ -1352,6 +1531,28 @@ impl Engine {
                 }
             }
         }
+        // Our CHECKPOINT votes above its stable checkpoint (above ours, the certificate
+        // above covers the rest): a vote sent once and lost would otherwise leave that
+        // checkpoint one vote short for good, and the window shut with it.
+        let votes_from = s.stable_checkpoint.max(self.low).next();
+        if self.own_checkpoints.range(votes_from..).next().is_some()
+            && due(p.checkpoint_votes, pace)
+        {
+            let votes: Vec<Signed<Checkpoint>> = self
+                .own_checkpoints
+                .range(votes_from..)
+                .filter_map(|(h, _)| self.own_checkpoint_vote(*h))
+                .collect();
+            if !votes.is_empty() {
+                let p = self.peer_status.entry(from).or_default();
+                p.checkpoint_votes = Some(now);
+                for c in votes {
+                    self.actions
+                        .push(Action::Send(from, Message::Checkpoint(c)));
+                }
+            }
+        }
+        let p = self.peer_status.entry(from).or_default();
         // Blocks for a peer that stopped executing below our delivered height. One far
         // behind also asks for them itself (`request_blocks`).
         if s.executed < self.delivered && stuck && due(p.blocks, interval) {
@@ -1417,15 +1618,41 @@ impl Engine {
                 self.actions.push(Action::Send(from, m));
             }
         }
-        // A peer ahead of us: catch up.
-        if s.executed > self.delivered.plus(0) && self.fetching.is_none() {
-            let behind_window = s.executed.0 > self.delivered.0 + self.params.max_in_flight as u64;
-            if behind_window {
-                self.request_blocks(from, s.executed, now);
+        // Peers ahead of us: catch up. A STATUS proves nothing, so one peer's claim is no
+        // target (a liar claiming u64::MAX would pin it for good, and every real catch-up
+        // with it): fetch up to the (f+1)-th highest executed height claimed, which an
+        // honest replica reached, so the fetch ends.
+        if self.fetching.is_none() {
+            if let Some((target, peer)) = self.claimed_ahead() {
+                let in_flight = self.params.max_in_flight as u64;
+                if target.0 > self.delivered.0.saturating_add(in_flight) {
+                    self.request_blocks(peer, target, now);
+                }
             }
         }
         // A view claimed in a STATUS only makes us ask for that NEW-VIEW (via its status
         // reply above); it never moves our view.
+    }
+
+    /// The (f+1)-th highest executed height the peers' STATUS claim, with the peer to ask
+    /// first: of those claiming at least that much, the one claiming least (a liar's
+    /// claim is the highest). `None` before f+1 peers reported.
+    fn claimed_ahead(&self) -> Option<(Height, ReplicaId)> {
+        let mut claims: Vec<(Height, ReplicaId)> = self
+            .peer_status
+            .iter()
+            .filter(|(r, _)| **r != self.id)
+            .map(|(r, p)| (p.executed, *r))
+            .collect();
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        let (target, _) = *claims.get(self.vs.f())?;
+        let peer = claims
+            .iter()
+            .filter(|(h, _)| *h >= target)
+            .min()
+            .map(|(_, r)| *r)?;
+        debug_assert!(peer != self.id);
+        Some((target, peer))
     }
 
     // ---- view change -------------------------------------------------------------
@@ -1711,10 +1938,10 @@ impl Engine {
             }
             max_s = max_s.max(pp.height);
             let slot = self.slots.entry(pp.height).or_default();
+            slot.pre_prepare = Some(pp.clone());
             if pp.digest == Block::null_digest(pp.height) && !slot.bodies.contains_key(&pp.digest) {
                 slot.add_body(Block::null(pp.height));
             }
-            slot.pre_prepare = Some(pp.clone());
             if let Some(b) = slot.bodies.get(&pp.digest) {
                 let txs = b.txs.clone();
                 self.pending.set_in_flight(&txs, true);
@@ -1752,6 +1979,11 @@ impl Engine {
                 self.timers.remove(&Timer::BatchFlush);
                 return;
             }
+            // The timestamp follows the blocks below n: propose only once it knows them
+            // all (bodies of NEW-VIEW entries fetched, state transfer done).
+            let Some(below) = self.known_below(n) else {
+                return;
+            };
             let max_txs = self.params.max_block_txs as usize;
             let txs = self
                 .pending
@@ -1766,10 +1998,70 @@ impl Engine {
                 return;
             }
             self.timers.remove(&Timer::BatchFlush);
-            let ts = unix_ms.max(self.max_timestamp + 1);
+            let ts = unix_ms.max(below + 1);
             let body = Block::new(n, ts, txs);
             self.propose(n, body, now);
         }
+    }
+
+    /// The timestamps a fresh proposal at `n` must fall strictly between: after every
+    /// non-null block below `n` that this replica knows, before every one above it. It
+    /// knows the delivered blocks and, with their bodies, the committed ones and the
+    /// PRE-PREPAREs accepted in the current view (those above `n` are the same primary's
+    /// later proposals). A proposal from an earlier view that never committed does not
+    /// count: nothing it would date could ever follow it (DESIGN.md, normal case).
+    fn timestamp_bounds(&self, n: Height) -> (u64, u64) {
+        let mut below = if self.delivered < n {
+            self.max_timestamp
+        } else {
+            0
+        };
+        let mut above = u64::MAX;
+        for (h, slot) in &self.slots {
+            if *h == n {
+                continue;
+            }
+            let digest = slot
+                .committed
+                .as_ref()
+                .map(|c| c.digest)
+                .or_else(|| slot.pre_prepare.as_ref().map(|pp| pp.digest));
+            let Some(b) = digest.and_then(|d| slot.bodies.get(&d)) else {
+                continue;
+            };
+            if b.is_null() {
+                continue;
+            }
+            let ts = b.header.timestamp_ms;
+            if *h < n {
+                below = below.max(ts);
+            } else {
+                above = above.min(ts);
+            }
+        }
+        (below, above)
+    }
+
+    /// As primary: the highest timestamp of a non-null block below `n`, once it knows
+    /// every block below `n` (delivered, or its body held for the PRE-PREPARE it
+    /// accepted or the certificate it holds); `None` while one is missing.
+    fn known_below(&self, n: Height) -> Option<u64> {
+        if self.delivered < self.low {
+            return None;
+        }
+        let mut h = self.delivered.next();
+        while h < n {
+            let slot = self.slots.get(&h)?;
+            let digest = slot
+                .committed
+                .as_ref()
+                .map(|c| c.digest)
+                .or_else(|| slot.pre_prepare.as_ref().map(|pp| pp.digest))?;
+            slot.bodies.get(&digest)?;
+            h = h.next();
+        }
+        let (below, _) = self.timestamp_bounds(n);
+        Some(below)
     }
 
     fn propose(&mut self, n: Height, body: Block, now: u64) {
@@ -1793,7 +2085,6 @@ impl Engine {
         slot.signed.insert(view, d);
         slot.pre_prepare = Some(pp.clone());
         slot.add_body(body.clone());
-        self.max_timestamp = self.max_timestamp.max(body.header.timestamp_ms);
         self.pending.set_in_flight(&body.txs, true);
         self.next_height = n.next();
         self.actions

@@ -45,13 +45,19 @@ pub enum Reject {
     BadNewView(String),
     #[error("timestamp {timestamp_ms} too far from arrival {arrival_ms}")]
     Skew { timestamp_ms: u64, arrival_ms: u64 },
+    #[error("timestamp {timestamp_ms} not between the known blocks around it ({below}, {above})")]
+    Timestamp {
+        timestamp_ms: u64,
+        below: u64,
+        above: u64,
+    },
     #[error("not accepted while recovering")]
     Recovering,
 }
 
 impl Reject {
     /// Every label, for metrics series created at start.
-    pub const LABELS: [&'static str; 16] = [
+    pub const LABELS: [&'static str; 17] = [
         "bad_signature",
         "bad_certificate",
         "body_mismatch",
@@ -66,6 +72,7 @@ impl Reject {
         "primary_prepare",
         "bad_new_view",
         "skew",
+        "timestamp",
         "recovering",
         "decode",
     ];
@@ -87,6 +94,7 @@ impl Reject {
             Reject::PrimaryPrepare(_) => "primary_prepare",
             Reject::BadNewView(_) => "bad_new_view",
             Reject::Skew { .. } => "skew",
+            Reject::Timestamp { .. } => "timestamp",
             Reject::Recovering => "recovering",
         }
     }

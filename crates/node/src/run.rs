@@ -228,7 +228,8 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         waiters: waiters.clone(),
         cache: cache.clone(),
         shared: shared.clone(),
-        recovery: recovering.then(|| RecoveryGate::new(id, vs.quorum(), genesis.params.window)),
+        recovery: recovering
+            .then(|| RecoveryGate::new(id, vs.quorum(), vs.f(), genesis.params.window)),
         recovered: recovering,
         #[cfg(feature = "byzantine")]
         byzantine: options.byzantine,

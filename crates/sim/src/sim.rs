@@ -334,6 +334,12 @@ pub struct Outcome {
     /// NEW-VIEWs sent by honest primaries whose V holds, for one height, prepared
     /// certificates from two views for two digests.
     pub new_views_with_conflicting_certificates: u64,
+    /// Heights whose committed block is dated no later than the non-null block before
+    /// it (DESIGN.md's normal case makes each later); null blocks do not count.
+    pub non_monotonic_timestamps: u64,
+    /// How far, at most, a committed block's timestamp was ahead of the clock of the
+    /// first honest replica to execute it (ms).
+    pub max_timestamp_lead_ms: u64,
 }
 
 enum Event {
@@ -917,6 +923,7 @@ impl Sim {
                 rep.gate = Some(RecoveryGate::new(
                     ReplicaId(r as u16),
                     self.vs.quorum(),
+                    self.vs.f(),
                     self.sc.params.window,
                 ));
                 rep.recovered = false;
@@ -1435,6 +1442,7 @@ impl Sim {
                 None => {
                     self.agreed.insert(h, d);
                     self.out.heights = self.out.heights.max(h.0);
+                    self.observe_timestamp(r, &block);
                     // Validity, once per height (every honest commit there is this block).
                     for tx in &block.txs {
                         if !self.submitted.contains(&tx_hash(tx)) {
@@ -1545,6 +1553,26 @@ impl Sim {
             })
             .collect();
         engine.on_executed(self.now, h, digest, &outcomes);
+    }
+
+    /// Records how a newly committed block's timestamp relates to the chain before it
+    /// and to replica r's clock (`Outcome::non_monotonic_timestamps`, `max_timestamp_lead_ms`).
+    fn observe_timestamp(&mut self, r: usize, block: &Block) {
+        if block.is_null() {
+            return;
+        }
+        let ts = block.header.timestamp_ms;
+        let before = self.replicas[r]
+            .chain
+            .iter()
+            .rev()
+            .find(|cb| !cb.block.is_null())
+            .map(|cb| cb.block.header.timestamp_ms);
+        if before.is_some_and(|b| ts <= b) {
+            self.out.non_monotonic_timestamps += 1;
+        }
+        let lead = ts.saturating_sub(self.unix(r));
+        self.out.max_timestamp_lead_ms = self.out.max_timestamp_lead_ms.max(lead);
     }
 
     /// Checker 7: every certificate an honest replica persists or acts on verifies
