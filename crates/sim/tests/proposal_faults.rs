@@ -142,7 +142,10 @@ fn backups_refuse_a_proposal_dated_before_the_block_below() {
             o.rejected.get("timestamp").copied().unwrap_or(0) > 0,
             "seed {seed}: the backdated proposals must be refused: {o:?}"
         );
-        assert!(o.view_changes > 0, "seed {seed}: the liar is replaced: {o:?}");
+        assert!(
+            o.view_changes > 0,
+            "seed {seed}: the liar is replaced: {o:?}"
+        );
     }
 }
 
