@@ -18,15 +18,17 @@ use stele_consensus::{
     Verifier,
 };
 use stele_crypto::sim::{MacScheme, MacSigner};
-use stele_crypto::{ChainId, Digest, Ed25519, KeyPair, PublicKey, Scheme, Signer, Verified};
+use stele_crypto::{
+    ChainId, Digest, Ed25519, KeyPair, PublicKey, Scheme, Signed, Signer, Verified,
+};
 use stele_ledger::{admit, classify, genesis_state_digest, Admission, Class, MemState};
 use stele_types::durable::DurableKey;
 use stele_types::genesis::{GenesisAccount, Params};
 use stele_types::tx::sign_tx;
 use stele_types::{
-    codec, max_frame_len, tx_hash, Amount, Block, CommittedBlock, DurableEntry, Genesis, Height,
-    Message, NewView, Nonce, Op, ReplicaId, StateView, Transaction, TxBody, TxHash, ValidatorInfo,
-    ValidatorSet, ViewNumber,
+    codec, max_frame_len, tx_hash, Amount, Block, Checkpoint, Commit, CommittedBlock, DurableEntry,
+    Genesis, Height, Message, NewView, Nonce, Op, Prepare, ReplicaId, StateView, Transaction,
+    TxBody, TxHash, ValidatorInfo, ValidatorSet, ViewNumber,
 };
 
 const GENESIS_MS: u64 = 1_700_000_000_000;
@@ -80,6 +82,40 @@ pub struct ScriptedTx {
     pub targets: Vec<usize>,
 }
 
+/// A fault outside the fault model, injected on purpose so that one checker must fail:
+/// the tests in `tests/checkers.rs` show with it that each checker bites. Test-only:
+/// `Scenario::random` never draws one, and with `Scenario::sabotage` at `None` (every
+/// scenario but those tests) it costs one test of an `Option` where it would act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sabotage {
+    /// At time 0, every replica is handed a validly signed tx of client 0 (nonce 0) that
+    /// no client submitted, as if a replica made txs up (validity).
+    UnsubmittedTx,
+    /// Whenever `replica` restarts, it is restored from its chain without the last
+    /// `blocks` committed blocks, as if the store lost them (durability).
+    RestartLosesBlocks { replica: usize, blocks: u64 },
+    /// Whenever `replica` restarts, its VIEW-CHANGE and NEW-VIEW records are gone: it
+    /// comes back active in view 0 whatever views it left (no vote in a left view).
+    RestartLosesViewChanges { replica: usize },
+    /// Each commit certificate `replica` delivers has its first COMMIT signature broken
+    /// (certificates).
+    BrokenCommitSignature { replica: usize },
+    /// Next to each of its own votes of this `Message::kind` ("prepare", "commit",
+    /// "checkpoint"), honest `replica` signs and sends a second one for another digest
+    /// (no equivocation; checkpoint equivocation).
+    SecondVote { replica: usize, kind: &'static str },
+    /// `replica` signs its CHECKPOINTs over a wrong state digest, the same one each time
+    /// (checkpoint equivocation: two honest replicas' digests for a height).
+    WrongCheckpointDigest { replica: usize },
+    /// Every message sent from this time on is lost, for good (liveness).
+    Blackout { from_ms: u64 },
+}
+
+/// The digest `Sabotage::SecondVote` and `WrongCheckpointDigest` sign instead.
+fn sabotage_digest() -> Digest {
+    Digest::of(b"stele-sim/sabotage")
+}
+
 /// One simulated run.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -105,6 +141,8 @@ pub struct Scenario {
     pub tricky_txs: bool,
     /// Byzantine replicas (they share one `Collusion`: their back channel).
     pub byzantine: Vec<(usize, Behaviour)>,
+    /// A fault injected so that one checker must fail (`tests/checkers.rs` only).
+    pub sabotage: Option<Sabotage>,
     /// (at, replica, down for): the replica loses its disk (durable state and chain) and
     /// restarts recovering, behind a `RecoveryGate`, as `stele-node run --recover` does.
     pub wipes: Vec<(u64, usize, u64)>,
@@ -147,6 +185,7 @@ impl Scenario {
             txs_per_client: 20,
             tricky_txs: false,
             byzantine: vec![],
+            sabotage: None,
             wipes: vec![],
             drops: vec![],
             script: vec![],
@@ -295,11 +334,70 @@ pub fn sim_params() -> Params {
     }
 }
 
+/// Which checker a [`Violation`] comes from: what a test that breaks the cluster on
+/// purpose matches on (`tests/checkers.rs`), rather than on the wording of `rule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// Checker 1: honest replicas commit one block per height, reach one state after it
+    /// and never halt on a divergence.
+    Agreement,
+    /// Checker 2: committed txs were submitted and validly signed, are applied at most
+    /// once, and transfers conserve the supply.
+    Validity,
+    /// A restarted replica resumes at least at the height it had committed.
+    Durability,
+    /// Checker 4: no honest identity signs two digests for one (kind, view, height).
+    NoEquivocation,
+    /// Checker 4: no honest replica votes in a view below one it sent a VIEW-CHANGE for.
+    NoVoteInLeftView,
+    /// Checker 5: logs, buffers and queues within their bounds.
+    BoundedMemory,
+    /// Checker 6: after the faults stop, every contiguous client tx is applied everywhere.
+    Liveness,
+    /// Checker 7: every certificate an honest replica persists or acts on verifies.
+    Certificates,
+    /// Checker 8: no honest replica signs two CHECKPOINTs with different state digests
+    /// for one height, and honest replicas' CHECKPOINTs for a height agree.
+    CheckpointEquivocation,
+    /// The run itself went on for too many steps.
+    BoundedRun,
+    /// A rule this list does not name (yet): a test expecting a named checker fails on it.
+    Other,
+}
+
+impl Check {
+    /// The checker a rule belongs to (a rule is its checker's name, perhaps with a
+    /// qualifier in parentheses).
+    pub fn of(rule: &str) -> Check {
+        const CHECKS: [(&str, Check); 10] = [
+            ("agreement", Check::Agreement),
+            ("validity", Check::Validity),
+            ("durability", Check::Durability),
+            ("no equivocation", Check::NoEquivocation),
+            ("no vote in a left view", Check::NoVoteInLeftView),
+            ("bounded memory", Check::BoundedMemory),
+            ("liveness", Check::Liveness),
+            ("certificates", Check::Certificates),
+            ("checkpoint equivocation", Check::CheckpointEquivocation),
+            ("bounded run", Check::BoundedRun),
+        ];
+        CHECKS
+            .iter()
+            .find(|(name, _)| {
+                rule.strip_prefix(name)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(" ("))
+            })
+            .map_or(Check::Other, |(_, c)| *c)
+    }
+}
+
 /// A broken rule, with the seed that shows it.
 #[derive(Debug, Clone)]
 pub struct Violation {
     pub seed: u64,
     pub at_ms: u64,
+    /// The checker that found it (`Check::of(rule)`).
+    pub check: Check,
     pub rule: &'static str,
     pub detail: String,
     pub replay: String,
@@ -484,6 +582,10 @@ struct Sim {
     end_ms: u64,
     /// (replica, kind, view, height) → digest signed: checker 4.
     votes: HashMap<(usize, u8, ViewNumber, Height), Digest>,
+    /// (replica, height) → state digest of the CHECKPOINT it signed: checker 8.
+    checkpoints: HashMap<(usize, Height), Digest>,
+    /// Height → (replica, state digest) of the first honest CHECKPOINT for it: checker 8.
+    agreed_checkpoints: BTreeMap<Height, (usize, Digest)>,
     out: Outcome,
     frame_limit: usize,
     violation: Option<Violation>,
@@ -605,6 +707,8 @@ impl Sim {
             expected_at: HashMap::new(),
             end_ms: 0,
             votes: HashMap::new(),
+            checkpoints: HashMap::new(),
+            agreed_checkpoints: BTreeMap::new(),
             out: Outcome::default(),
             frame_limit,
             violation: None,
@@ -733,6 +837,26 @@ impl Sim {
         for (at, r, down) in self.sc.wipes.clone() {
             self.push(at, Event::Wipe { r, down });
         }
+        if self.sc.sabotage == Some(Sabotage::UnsubmittedTx) {
+            // Nonce 0 at amount 3 is none of the client's own copies (1 and 2), and it is
+            // handed over before any of them: it is what gets committed.
+            let k = &self.client_keys[0];
+            let tx = sign_tx(
+                TxBody {
+                    chain_id: chain_id(),
+                    sender: k.public_key(),
+                    nonce: Nonce(0),
+                    op: Op::Transfer {
+                        to: self.client_keys[1 % self.client_keys.len()].public_key(),
+                        amount: Amount(3),
+                    },
+                },
+                k.as_ref(),
+            );
+            for r in 0..self.sc.n {
+                self.admit(r, tx.clone(), true);
+            }
+        }
     }
 
     fn unix(&self, r: usize) -> u64 {
@@ -752,6 +876,7 @@ impl Sim {
             self.violation = Some(Violation {
                 seed: self.sc.seed,
                 at_ms: self.now,
+                check: Check::of(rule),
                 rule,
                 detail,
                 replay: self.sc.replay_command(),
@@ -781,7 +906,7 @@ impl Sim {
             .max()
             .unwrap_or(Height(0));
         let k = self.sc.params.checkpoint_interval;
-        let chain = ChainState {
+        let mut chain = ChainState {
             executed: Height(rep.chain.len() as u64),
             state_digest: *rep.digests.last().expect("genesis digest"),
             recent: rep
@@ -798,7 +923,10 @@ impl Sim {
                 .map(|(h, d)| (Height(h as u64), *d))
                 .collect(),
         };
-        let durable: Vec<DurableEntry> = rep.durable.values().cloned().collect();
+        let mut durable: Vec<DurableEntry> = rep.durable.values().cloned().collect();
+        if let Some(s) = self.sc.sabotage {
+            self.sabotage_restart(s, r, &mut chain, &mut durable);
+        }
         let engine = Engine::restore(self.config(r), durable, chain, self.now);
         self.replicas[r].engine = Some(engine);
         self.drive(r);
@@ -1086,6 +1214,11 @@ impl Sim {
         if from == to {
             return;
         }
+        if let Some(Sabotage::Blackout { from_ms }) = self.sc.sabotage {
+            if self.now >= from_ms {
+                return;
+            }
+        }
         let quiet = self.now >= self.sc.quiet_at;
         if !quiet {
             for (a, b, group) in &self.sc.partitions {
@@ -1297,6 +1430,10 @@ impl Sim {
     /// What leaves replica r for `to` (`None`: everyone): held back by a recovery gate,
     /// checked (checker 4) if honest, transformed if Byzantine.
     fn send_from(&mut self, r: usize, to: Option<usize>, m: Message) {
+        let (m, second) = match self.sc.sabotage {
+            Some(s) => self.sabotage_send(s, r, m),
+            None => (m, None),
+        };
         if let Some(g) = &self.replicas[r].gate {
             if !g.allows(&m) {
                 self.out.held_by_recovery += 1;
@@ -1304,6 +1441,7 @@ impl Sim {
             }
         }
         self.check_signed(r, &m);
+        self.check_checkpoint(r, &m);
         if self.replicas[r].recovered
             && matches!(
                 m,
@@ -1327,6 +1465,9 @@ impl Sim {
                 }
             },
             Some(b) => self.byzantine_send(r, b, to, m),
+        }
+        if let Some(second) = second {
+            self.send_from(r, to, second);
         }
     }
 
@@ -1355,7 +1496,15 @@ impl Sim {
             }
             Action::Send(to, m) => self.send_from(r, Some(to.index()), m),
             Action::Broadcast(m) => self.send_from(r, None, m),
-            Action::Deliver { block, certificate } => {
+            Action::Deliver {
+                block,
+                mut certificate,
+            } => {
+                if self.sc.sabotage == Some(Sabotage::BrokenCommitSignature { replica: r }) {
+                    if let Some(c) = certificate.commits.first_mut() {
+                        c.signature.0[0] ^= 1;
+                    }
+                }
                 let checked = certificate
                     .verify(&self.vs, self.scheme.as_ref())
                     .map_err(|e| e.to_string())
@@ -1690,6 +1839,117 @@ impl Sim {
                     );
                 }
             }
+        }
+    }
+
+    /// Checker 8: no honest replica signs CHECKPOINTs with two state digests for one
+    /// height, and honest replicas' CHECKPOINTs for a height carry one digest (a
+    /// divergent state would otherwise show only when a certificate fails to form).
+    fn check_checkpoint(&mut self, r: usize, m: &Message) {
+        let Message::Checkpoint(c) = m else { return };
+        if !self.honest(r) || c.replica != ReplicaId(r as u16) {
+            return;
+        }
+        let (height, digest) = (c.height, c.state_digest);
+        if let Some(prev) = self.checkpoints.insert((r, height), digest) {
+            if prev != digest {
+                self.violate(
+                    "checkpoint equivocation",
+                    format!("replica {r} signed CHECKPOINT({height}) for {prev} and {digest}"),
+                );
+                return;
+            }
+        }
+        match self.agreed_checkpoints.get(&height) {
+            Some(&(other, prev)) if prev != digest => self.violate(
+                "checkpoint equivocation (two honest digests)",
+                format!(
+                    "replica {r} signed CHECKPOINT({height}) for {digest}, honest replica {other} for {prev}"
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                self.agreed_checkpoints.insert(height, (r, digest));
+            }
+        }
+    }
+
+    /// `Sabotage` on what replica r sends: the message to send instead of `m`, and one
+    /// to send after it.
+    fn sabotage_send(&self, s: Sabotage, r: usize, m: Message) -> (Message, Option<Message>) {
+        match s {
+            Sabotage::SecondVote { replica, kind } if replica == r && m.kind() == kind => {
+                let second = self.resigned(r, &m);
+                (m, second)
+            }
+            Sabotage::WrongCheckpointDigest { replica } if replica == r => {
+                match (&m, self.resigned(r, &m)) {
+                    (Message::Checkpoint(_), Some(wrong)) => (wrong, None),
+                    _ => (m, None),
+                }
+            }
+            _ => (m, None),
+        }
+    }
+
+    /// Replica r's own PREPARE, COMMIT or CHECKPOINT `m` signed again over
+    /// `sabotage_digest()`; `None` for other messages and for one that already is.
+    fn resigned(&self, r: usize, m: &Message) -> Option<Message> {
+        let me = ReplicaId(r as u16);
+        let d = sabotage_digest();
+        let signer = self.replicas[r].signer.as_ref();
+        let chain = chain_id();
+        match m {
+            Message::Prepare(p) if p.replica == me && p.digest != d => {
+                let v = Prepare {
+                    digest: d,
+                    ..p.value.clone()
+                };
+                Some(Message::Prepare(Signed::sign(v, &chain, signer)))
+            }
+            Message::Commit(c) if c.replica == me && c.digest != d => {
+                let v = Commit {
+                    digest: d,
+                    ..c.value.clone()
+                };
+                Some(Message::Commit(Signed::sign(v, &chain, signer)))
+            }
+            Message::Checkpoint(c) if c.replica == me && c.state_digest != d => {
+                let v = Checkpoint {
+                    state_digest: d,
+                    ..c.value.clone()
+                };
+                Some(Message::Checkpoint(Signed::sign(v, &chain, signer)))
+            }
+            _ => None,
+        }
+    }
+
+    /// `Sabotage` on a restart of replica r: what it is restored from, damaged.
+    fn sabotage_restart(
+        &self,
+        s: Sabotage,
+        r: usize,
+        chain: &mut ChainState,
+        durable: &mut Vec<DurableEntry>,
+    ) {
+        match s {
+            Sabotage::RestartLosesBlocks { replica, blocks } if replica == r => {
+                let top = Height(chain.executed.0.saturating_sub(blocks));
+                chain.executed = top;
+                chain.state_digest = self.replicas[r].digests[top.0 as usize];
+                chain.recent.retain(|cb| cb.block.height() <= top);
+                chain.checkpoint_digests.retain(|(h, _)| *h <= top);
+            }
+            Sabotage::RestartLosesViewChanges { replica } if replica == r => {
+                durable.retain(|e| {
+                    !matches!(
+                        e,
+                        DurableEntry::ViewChangeSent { .. } | DurableEntry::NewViewAccepted(_)
+                    )
+                });
+            }
+            _ => {}
         }
     }
 
