@@ -42,9 +42,11 @@ impl Signer for TorsionSigner {
         let a = self.key.to_scalar();
         let a_enc = self.key.verifying_key().to_bytes();
         // A deterministic nonce, as Ed25519 does; any r works for the equation.
-        let r = wide(Sha512::new()
-            .chain_update(self.key.to_bytes())
-            .chain_update(message));
+        let r = wide(
+            Sha512::new()
+                .chain_update(self.key.to_bytes())
+                .chain_update(message),
+        );
         let big_r = r * ED25519_BASEPOINT_POINT + EIGHT_TORSION[4];
         let r_enc = big_r.compress().to_bytes();
         let k = wide(

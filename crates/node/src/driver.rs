@@ -124,6 +124,8 @@ struct Loop {
     last_commit: Option<Instant>,
     /// The tip's block digest, read once per new height.
     tip_hash: Option<(Height, Digest)>,
+    /// Each peer's latest claimed executed height (STATUS: unproven).
+    peer_claims: BTreeMap<ReplicaId, Height>,
     exit: Option<Exit>,
 }
 
@@ -137,6 +139,7 @@ impl Driver {
             proposed_at: BTreeMap::new(),
             last_commit: None,
             tip_hash: None,
+            peer_claims: BTreeMap::new(),
             exit: None,
         };
         l.drive();
@@ -173,6 +176,15 @@ impl Driver {
     }
 }
 
+/// The (f+1)-th highest height the peers claim: an honest replica reached it, whatever
+/// f liars say (one STATUS claiming `u64::MAX` must not keep `/ready` false for good).
+/// Height 0 until f+1 peers have reported.
+fn honest_claim(claims: &BTreeMap<ReplicaId, Height>, f: usize) -> Height {
+    let mut hs: Vec<Height> = claims.values().copied().collect();
+    hs.sort_unstable_by(|a, b| b.cmp(a));
+    hs.get(f).copied().unwrap_or(Height(0))
+}
+
 impl Loop {
     fn clock(&self) -> (u64, u64) {
         (now_ms(self.d.start), stele_transport::unix_ms())
@@ -188,14 +200,15 @@ impl Loop {
             } => {
                 match msg.inbound() {
                     Inbound::Status(s) => {
-                        let mut p = self
+                        self.peer_claims.insert(s.replica, s.executed);
+                        let honest =
+                            honest_claim(&self.peer_claims, self.d.engine.validators().f());
+                        *self
                             .d
                             .shared
                             .peer_height
                             .lock()
-                            .unwrap_or_else(|e| e.into_inner());
-                        *p = (*p).max(s.executed);
-                        drop(p);
+                            .unwrap_or_else(|e| e.into_inner()) = honest;
                         if let Some(g) = self.d.recovery.as_mut() {
                             g.observe_status(s);
                         }
@@ -675,6 +688,21 @@ fn group_commit(actions: Vec<Action>) -> Vec<Step> {
 mod tests {
     use super::*;
     use stele_types::{CheckpointCertificate, Height, ViewNumber};
+
+    #[test]
+    fn one_lying_status_does_not_set_the_peer_height() {
+        // n = 4, f = 1: a liar claims u64::MAX, the honest peers 10 and 12.
+        let mut claims = BTreeMap::new();
+        claims.insert(ReplicaId(3), Height(u64::MAX));
+        assert_eq!(
+            honest_claim(&claims, 1),
+            Height(0),
+            "one claim proves nothing"
+        );
+        claims.insert(ReplicaId(1), Height(10));
+        claims.insert(ReplicaId(2), Height(12));
+        assert_eq!(honest_claim(&claims, 1), Height(12));
+    }
 
     fn vc_sent(v: u64) -> Action {
         Action::Persist(vec![DurableEntry::ViewChangeSent {
