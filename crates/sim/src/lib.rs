@@ -9,5 +9,7 @@
 
 mod sim;
 
-pub use sim::{run, sim_params, DropRule, Outcome, Scenario, ScriptedTx, Violation};
+pub use sim::{
+    run, sim_params, CrashPoint, DropRule, Outcome, Scenario, ScriptedTx, StepCrash, Violation,
+};
 pub use stele_consensus::byzantine::Behaviour;
