@@ -1606,18 +1606,23 @@ impl Engine {
             nv.clone()
                 .verify(self.vs.chain_id(), &self.signer.public_key(), &SelfSigned);
         if let Ok(v) = verified {
-            self.actions.push(Action::Broadcast(Message::NewView(nv)));
-            // Accepting our own NEW-VIEW persists it before anything else is sent.
-            let pos = self.actions.len() - 1;
+            // Our NEW-VIEW leaves right after our own record of accepting it (safety rule
+            // 3), ahead of the view's votes that accepting emits. Only that record counts:
+            // a drain may also hold the record of an earlier NEW-VIEW (one accepted in the
+            // same burst of inputs), and a send placed after that one could leave before
+            // this view's records are synced.
+            let start = self.actions.len();
             self.accept_new_view(now, 0, v, plan);
-            // The broadcast must follow the persist: move it after.
-            let b = self.actions.remove(pos);
-            let persist_at = self
-                .actions
-                .iter()
-                .position(|a| matches!(a, Action::Persist(v) if v.iter().any(|e| matches!(e, DurableEntry::NewViewAccepted(_)))))
-                .unwrap_or(0);
-            self.actions.insert(persist_at + 1, b);
+            let persisted = self.actions[start..].iter().position(|a| {
+                matches!(a, Action::Persist(es) if es.iter().any(
+                    |e| matches!(e, DurableEntry::NewViewAccepted(x) if x.view == w)))
+            });
+            // None: accepting halted (O conflicts with what we executed); nothing to send.
+            if let Some(i) = persisted {
+                self.actions
+                    .insert(start + i + 1, Action::Broadcast(Message::NewView(nv)));
+            }
+            debug_assert!(persisted.is_some() || self.halted);
         }
     }
 

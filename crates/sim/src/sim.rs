@@ -1721,12 +1721,69 @@ impl Sim {
         }
     }
 
+    /// Checker 3: what an honest replica sends of its own is durable first (DESIGN.md,
+    /// "Durability before sending"): the record a restart rebuilds it from is already in
+    /// its durable state when the message leaves, whatever the drain's grouping.
+    fn check_durable(&mut self, r: usize, m: &Message) {
+        let me = ReplicaId(r as u16);
+        let durable = &self.replicas[r].durable;
+        let get = |k: DurableKey| durable.get(&k.to_bytes());
+        let nv_view = match get(DurableKey::NewViewAccepted) {
+            Some(DurableEntry::NewViewAccepted(nv)) => Some(nv.view),
+            _ => None,
+        };
+        let missing = match m {
+            Message::ViewChange(vc) if vc.replica == me => match get(DurableKey::ViewChangeSent) {
+                Some(DurableEntry::ViewChangeSent { view }) if *view >= vc.new_view => None,
+                _ => Some(format!("VIEW-CHANGE({})", vc.new_view)),
+            },
+            Message::NewView(nv) if self.vs.primary(nv.view) == me => {
+                (nv_view < Some(nv.view)).then(|| format!("NEW-VIEW({})", nv.view))
+            }
+            Message::Proposal(p) if self.vs.primary(p.pre_prepare.view) == me => {
+                let (view, height) = (p.pre_prepare.view, p.pre_prepare.height);
+                let fresh = get(DurableKey::PrePrepareSent { height, view }).is_some();
+                let in_o = match get(DurableKey::NewViewAccepted) {
+                    Some(DurableEntry::NewViewAccepted(nv)) => nv
+                        .pre_prepares
+                        .iter()
+                        .any(|x| x.value == p.pre_prepare.value),
+                    _ => false,
+                };
+                (!fresh && !in_o).then(|| format!("PRE-PREPARE({view}, {height})"))
+            }
+            Message::Prepare(p) if p.replica == me => {
+                let key = DurableKey::PrepareSent {
+                    height: p.height,
+                    view: p.view,
+                };
+                get(key)
+                    .is_none()
+                    .then(|| format!("PREPARE({}, {})", p.view, p.height))
+            }
+            Message::Commit(c) if c.replica == me => {
+                match get(DurableKey::Prepared { height: c.height }) {
+                    Some(DurableEntry::Prepared(pc)) if pc.view() >= c.view => None,
+                    _ => Some(format!("COMMIT({}, {})", c.view, c.height)),
+                }
+            }
+            _ => None,
+        };
+        if let Some(what) = missing {
+            self.violate(
+                "durable before send",
+                format!("replica {r} sent {what} before its record was durable"),
+            );
+        }
+    }
+
     /// Checker 4: no honest identity signs two digests for one (kind, view, height), nor
     /// votes in a view below one it sent a VIEW-CHANGE for.
     fn check_signed(&mut self, r: usize, m: &Message) {
         if !self.honest(r) {
             return;
         }
+        self.check_durable(r, m);
         let me = ReplicaId(r as u16);
         let votes: Vec<(u8, ViewNumber, Height, Digest)> = match m {
             Message::Proposal(p) if self.vs.primary(p.pre_prepare.view) == me => {
