@@ -76,7 +76,10 @@ impl DropRule {
 }
 
 /// The named scenarios of `tests/crash_order.rs` (for their replay command).
-const CRASH_ORDER_TESTS: &[&str] = &["new_view_burst_then_crash_after_its_send"];
+const CRASH_ORDER_TESTS: &[&str] = &[
+    "new_view_burst_then_crash_after_its_send",
+    "new_view_burst_crash_at_every_step",
+];
 
 /// Where in a replica's drain a [`StepCrash`] strikes. A drain runs as the node runs it:
 /// the step list of `stele_consensus::group_commit`.

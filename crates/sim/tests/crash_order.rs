@@ -91,3 +91,25 @@ fn new_view_burst_then_crash_after_its_send() {
         );
     }
 }
+
+/// The same burst, with replica 2 crashing at every point of the node's step list in
+/// turn: after each step of the drain, and inside its grouped writes (keeping 0, 1, 2 or
+/// 3 records of a larger write). Every point must restart it into a state consistent
+/// with what it sent.
+#[test]
+#[ignore = "issue 21: reproduces a crash between a NEW-VIEW's record and its checkpoint's; fixed in the next commit"]
+fn new_view_burst_crash_at_every_step() {
+    let points = (1..20)
+        .map(CrashPoint::AfterSteps)
+        .chain((0..4).map(CrashPoint::Torn));
+    for seed in [0, 1, 5] {
+        for at in points.clone() {
+            let mut sc = new_view_burst(seed);
+            sc.name = "new_view_burst_crash_at_every_step";
+            sc.step_crashes[0].at = at;
+            if let Err(v) = run(&sc) {
+                panic!("crash point {at:?}: {v}");
+            }
+        }
+    }
+}
