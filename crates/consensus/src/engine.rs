@@ -1681,6 +1681,17 @@ impl Engine {
                 }
             }
         }
+        // The stable checkpoint V proves is durable before the NEW-VIEW: after a restart h
+        // comes only from the checkpoint record, and a NEW-VIEW record without it would
+        // bring back O entries above the window (a crash between the two writes).
+        if let Some(c) = plan.checkpoint.clone() {
+            if c.height > self.low {
+                self.make_stable(c, now);
+                if self.halted {
+                    return;
+                }
+            }
+        }
         self.actions
             .push(Action::Persist(vec![DurableEntry::NewViewAccepted(
                 nv.signed().clone(),
@@ -1704,11 +1715,6 @@ impl Engine {
             view: w,
             active: true,
         });
-        if let Some(c) = plan.checkpoint.clone() {
-            if c.height > self.low {
-                self.make_stable(c, now);
-            }
-        }
         let mut max_s = self.low;
         for pp in nv.pre_prepares.iter() {
             if pp.height <= self.low {

@@ -97,7 +97,6 @@ fn new_view_burst_then_crash_after_its_send() {
 /// 3 records of a larger write). Every point must restart it into a state consistent
 /// with what it sent.
 #[test]
-#[ignore = "issue 21: reproduces a crash between a NEW-VIEW's record and its checkpoint's; fixed in the next commit"]
 fn new_view_burst_crash_at_every_step() {
     let points = (1..20)
         .map(CrashPoint::AfterSteps)
