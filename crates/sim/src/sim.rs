@@ -292,6 +292,31 @@ impl Scenario {
             let down = more.gen_range(100..1_500);
             s.wipes.push((at, r, down));
         }
+        // Bursts and crashes inside a drain's step list; their own stream again.
+        let mut steps = ChaCha8Rng::seed_from_u64(seed ^ 0x57e9_c4a5_0b05);
+        s.burst_ms = [0, 0, 1, 3, 10][steps.gen_range(0..5)];
+        if byz < f && steps.gen_bool(0.3) {
+            for _ in 0..steps.gen_range(1..3) {
+                let r = steps.gen_range(0..n);
+                if s.byzantine.iter().any(|(b, _)| *b == r) {
+                    continue;
+                }
+                let at = match steps.gen_range(0..3) {
+                    0 => CrashPoint::AfterSteps(steps.gen_range(1..5)),
+                    1 => CrashPoint::Torn(steps.gen_range(1..4)),
+                    _ => CrashPoint::AfterSend(
+                        ["view_change", "new_view", "prepare", "commit", "proposal"]
+                            [steps.gen_range(0..5)],
+                    ),
+                };
+                s.step_crashes.push(StepCrash {
+                    replica: r,
+                    from_ms: steps.gen_range(0..s.quiet_at),
+                    at,
+                    down: steps.gen_range(100..2_000),
+                });
+            }
+        }
         s
     }
 
@@ -1402,7 +1427,8 @@ impl Sim {
                 }
         })?;
         hit.1 = true;
-        let (at, down) = (hit.0.at, hit.0.down);
+        // Faults stop at quiet_at: it is back by then, as a crash-restart would be.
+        let (at, down) = (hit.0.at, hit.0.down.min(self.sc.quiet_at - now + 1));
         if self.trace {
             eprintln!("{now:>6} ms  r{r} crashes at step {i} of {total}: {at:?}");
         }
