@@ -1833,18 +1833,23 @@ impl Engine {
             nv.clone()
                 .verify(self.vs.chain_id(), &self.signer.public_key(), &SelfSigned);
         if let Ok(v) = verified {
-            self.actions.push(Action::Broadcast(Message::NewView(nv)));
-            // Accepting our own NEW-VIEW persists it before anything else is sent.
-            let pos = self.actions.len() - 1;
+            // Our NEW-VIEW leaves right after our own record of accepting it (safety rule
+            // 3), ahead of the view's votes that accepting emits. Only that record counts:
+            // a drain may also hold the record of an earlier NEW-VIEW (one accepted in the
+            // same burst of inputs), and a send placed after that one could leave before
+            // this view's records are synced.
+            let start = self.actions.len();
             self.accept_new_view(now, 0, v, plan);
-            // The broadcast must follow the persist: move it after.
-            let b = self.actions.remove(pos);
-            let persist_at = self
-                .actions
-                .iter()
-                .position(|a| matches!(a, Action::Persist(v) if v.iter().any(|e| matches!(e, DurableEntry::NewViewAccepted(_)))))
-                .unwrap_or(0);
-            self.actions.insert(persist_at + 1, b);
+            let persisted = self.actions[start..].iter().position(|a| {
+                matches!(a, Action::Persist(es) if es.iter().any(
+                    |e| matches!(e, DurableEntry::NewViewAccepted(x) if x.view == w)))
+            });
+            // None: accepting halted (O conflicts with what we executed); nothing to send.
+            if let Some(i) = persisted {
+                self.actions
+                    .insert(start + i + 1, Action::Broadcast(Message::NewView(nv)));
+            }
+            debug_assert!(persisted.is_some() || self.halted);
         }
     }
 
@@ -1903,6 +1908,17 @@ impl Engine {
                 }
             }
         }
+        // The stable checkpoint V proves is durable before the NEW-VIEW: after a restart h
+        // comes only from the checkpoint record, and a NEW-VIEW record without it would
+        // bring back O entries above the window (a crash between the two writes).
+        if let Some(c) = plan.checkpoint.clone() {
+            if c.height > self.low {
+                self.make_stable(c, now);
+                if self.halted {
+                    return;
+                }
+            }
+        }
         self.actions
             .push(Action::Persist(vec![DurableEntry::NewViewAccepted(
                 nv.signed().clone(),
@@ -1926,11 +1942,6 @@ impl Engine {
             view: w,
             active: true,
         });
-        if let Some(c) = plan.checkpoint.clone() {
-            if c.height > self.low {
-                self.make_stable(c, now);
-            }
-        }
         let mut max_s = self.low;
         for pp in nv.pre_prepares.iter() {
             if pp.height <= self.low {

@@ -12,6 +12,7 @@ mod action;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
 mod engine;
+pub mod group;
 mod pending;
 pub mod recovery;
 pub mod verify;
@@ -19,6 +20,7 @@ pub mod viewchange;
 
 pub use action::{Action, Evidence, Halt, Timer};
 pub use engine::{ChainState, Config, Engine, EngineStats};
+pub use group::{group_commit, Step};
 pub use pending::{Pending, TxClass, TxOutcome};
 pub use recovery::RecoveryGate;
 pub use verify::{Inbound, KnownTxs, Reject, VerifiedMessage, Verifier};

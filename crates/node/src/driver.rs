@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use stele_consensus::{
-    Action, Engine, Halt, Inbound, RecoveryGate, TxClass, TxOutcome, VerifiedMessage,
+    group_commit, Action, Engine, Halt, Inbound, RecoveryGate, Step, TxClass, TxOutcome,
+    VerifiedMessage,
 };
 use stele_crypto::{Digest, KeyPair, Signed, Verified};
 use stele_ledger::{admit, Admission, Class, Refusal};
@@ -22,8 +23,8 @@ use stele_store::{Store, StoreError};
 use stele_transport::{FrameClass, Transport};
 use stele_types::api::{Admitted, StatusResponse};
 use stele_types::{
-    codec, tx_hash, Block, CommitCertificate, CommittedBlock, DurableEntry, Genesis, Height,
-    Message, Params, ReplicaId, TxBody, TxHash,
+    codec, tx_hash, Block, CommitCertificate, CommittedBlock, Genesis, Height, Message, Params,
+    ReplicaId, TxBody, TxHash,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -311,7 +312,8 @@ impl Loop {
     /// every send still follows the records it depends on (safety rule 3), and a record
     /// written earlier than needed is only earlier. Syncing each record on its own
     /// capped one-tx blocks near 60 a second. A stable checkpoint (which discards the
-    /// log below it) stays where it was among the records.
+    /// log below it) stays where it was among the records. The step list is
+    /// `stele_consensus::group_commit`, which the simulator runs (and crashes inside) too.
     fn drive(&mut self) {
         loop {
             let actions = self.d.engine.drain();
@@ -649,45 +651,9 @@ pub fn sign_receipt(
     Signed::sign(receipt, &genesis.chain_id, key)
 }
 
-/// One step of a drain, as `Loop::drive` carries it out.
-#[derive(Debug)]
-enum Step {
-    /// Consensus records, written in one synced batch.
-    Records(Vec<DurableEntry>),
-    Do(Action),
-}
-
-/// A drain's actions as group commit runs them: within each stretch between stable
-/// checkpoints, every `Persist` of the stretch first as one `Records` step, then the
-/// stretch's other actions in their order; each `PersistCheckpoint` where it was.
-fn group_commit(actions: Vec<Action>) -> Vec<Step> {
-    let mut steps = Vec::new();
-    let mut records = Vec::new();
-    let mut rest = Vec::new();
-    let flush = |steps: &mut Vec<Step>, records: &mut Vec<DurableEntry>, rest: &mut Vec<Action>| {
-        if !records.is_empty() {
-            steps.push(Step::Records(std::mem::take(records)));
-        }
-        steps.extend(rest.drain(..).map(Step::Do));
-    };
-    for a in actions {
-        match a {
-            Action::Persist(e) => records.extend(e),
-            Action::PersistCheckpoint(_) => {
-                flush(&mut steps, &mut records, &mut rest);
-                steps.push(Step::Do(a));
-            }
-            other => rest.push(other),
-        }
-    }
-    flush(&mut steps, &mut records, &mut rest);
-    steps
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stele_types::{CheckpointCertificate, Height, ViewNumber};
 
     #[test]
     fn one_lying_status_does_not_set_the_peer_height() {
@@ -702,68 +668,5 @@ mod tests {
         claims.insert(ReplicaId(1), Height(10));
         claims.insert(ReplicaId(2), Height(12));
         assert_eq!(honest_claim(&claims, 1), Height(12));
-    }
-
-    fn vc_sent(v: u64) -> Action {
-        Action::Persist(vec![DurableEntry::ViewChangeSent {
-            view: ViewNumber(v),
-        }])
-    }
-
-    fn fetch(h: u64) -> Action {
-        Action::Broadcast(Message::FetchBodies(stele_types::FetchBodies {
-            wanted: vec![(Height(h), Digest::of(b"x"))],
-        }))
-    }
-
-    fn checkpoint(h: u64) -> Action {
-        Action::PersistCheckpoint(CheckpointCertificate {
-            height: Height(h),
-            state_digest: Digest::of(b"s"),
-            signatures: vec![],
-        })
-    }
-
-    fn shape(steps: &[Step]) -> Vec<String> {
-        steps
-            .iter()
-            .map(|s| match s {
-                Step::Records(e) => format!("records {}", e.len()),
-                Step::Do(Action::Broadcast(Message::FetchBodies(f))) => {
-                    format!("send {}", f.wanted[0].0)
-                }
-                Step::Do(Action::PersistCheckpoint(c)) => format!("checkpoint {}", c.height),
-                Step::Do(a) => format!("{a:?}"),
-            })
-            .collect()
-    }
-
-    /// Safety rule 3 under group commit: every send comes after the records that came
-    /// before it in the drain, sends keep their order, and a stable checkpoint (which
-    /// discards the log below it) is never crossed by a record.
-    #[test]
-    fn records_go_first_sends_keep_order_checkpoints_stay_barriers() {
-        let steps = group_commit(vec![
-            fetch(1),
-            vc_sent(1),
-            fetch(2),
-            vc_sent(2),
-            checkpoint(16),
-            fetch(3),
-            vc_sent(3),
-        ]);
-        assert_eq!(
-            shape(&steps),
-            [
-                "records 2",
-                "send 1",
-                "send 2",
-                "checkpoint 16",
-                "records 1",
-                "send 3"
-            ]
-        );
-        assert!(group_commit(vec![]).is_empty());
-        assert_eq!(shape(&group_commit(vec![fetch(7)])), ["send 7"]);
     }
 }

@@ -10,6 +10,7 @@
 mod sim;
 
 pub use sim::{
-    run, sim_params, Check, DropRule, Outcome, Sabotage, Scenario, ScriptedTx, Violation,
+    run, sim_params, Check, CrashPoint, DropRule, Outcome, Sabotage, Scenario, ScriptedTx,
+    StepCrash, Violation,
 };
 pub use stele_consensus::byzantine::Behaviour;

@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stele_consensus::byzantine::{self, Behaviour, Collusion};
 use stele_consensus::{
-    Action, ChainState, Config, Engine, Halt, Inbound, KnownTxs, RecoveryGate, TxClass, TxOutcome,
-    Verifier,
+    group_commit, Action, ChainState, Config, Engine, Halt, Inbound, KnownTxs, RecoveryGate, Step,
+    TxClass, TxOutcome, Verifier,
 };
 use stele_crypto::sim::{MacScheme, MacSigner};
 use stele_crypto::{
@@ -52,6 +52,10 @@ pub struct DropRule {
     pub kinds: Vec<&'static str>,
     /// Only messages of this view (PRE-PREPARE, PREPARE, COMMIT, VIEW-CHANGE, NEW-VIEW).
     pub view: Option<u64>,
+    /// Instead of dropping the matching messages, hold them and deliver them all at this
+    /// time, in the order they were sent: a stalled link that flushes its queue at once,
+    /// so that the receiver takes them as one burst.
+    pub hold_until: Option<u64>,
 }
 
 impl DropRule {
@@ -71,6 +75,36 @@ impl DropRule {
             && (self.kinds.is_empty() || self.kinds.contains(&m.kind()))
             && self.view.is_none_or(|v| view == Some(ViewNumber(v)))
     }
+}
+
+/// The named scenarios of `tests/crash_order.rs` (for their replay command).
+const CRASH_ORDER_TESTS: &[&str] = &[
+    "new_view_burst_then_crash_after_its_send",
+    "new_view_burst_crash_at_every_step",
+];
+
+/// Where in a replica's drain a [`StepCrash`] strikes. A drain runs as the node runs it:
+/// the step list of `stele_consensus::group_commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Right after the step that sends a message of this kind (`Message::kind`).
+    AfterSend(&'static str),
+    /// After this many steps of a drain that has more.
+    AfterSteps(usize),
+    /// Inside a grouped write of more than this many records: only the first ones are
+    /// durable (a torn set of writes), and nothing after it runs.
+    Torn(usize),
+}
+
+/// A crash inside the node's group-commit step list: the first drain of `replica` at or
+/// after `from_ms` (and before `quiet_at`) that reaches `at` stops there, and the replica
+/// restarts `down` ms later from what was durable by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepCrash {
+    pub replica: usize,
+    pub from_ms: u64,
+    pub at: CrashPoint,
+    pub down: u64,
 }
 
 /// A client tx at a fixed time to fixed replicas (scripted load; no retries).
@@ -131,6 +165,13 @@ pub struct Scenario {
     pub quiet_at: u64,
     /// (at, replica, down for) crash-restarts before `quiet_at`.
     pub crashes: Vec<(u64, usize, u64)>,
+    /// Crashes between two steps of a drain, or inside a grouped write.
+    pub step_crashes: Vec<StepCrash>,
+    /// 0: a replica drains its engine after every input. Otherwise the inputs that reach a
+    /// replica within this many ms are handled as one burst and drained once, as the
+    /// node's loop takes a burst of inputs before it drives: one drain then holds the
+    /// actions of many inputs.
+    pub burst_ms: u64,
     /// (from, to, group) partitions: the group is cut from the rest.
     pub partitions: Vec<(u64, u64, Vec<usize>)>,
     /// Crash every replica at this time and restart them all 500 ms later.
@@ -179,6 +220,8 @@ impl Scenario {
             max_delay: 20,
             quiet_at: 0,
             crashes: vec![],
+            step_crashes: vec![],
+            burst_ms: 0,
             partitions: vec![],
             whole_crash: None,
             clients: 4,
@@ -288,6 +331,31 @@ impl Scenario {
             let down = more.gen_range(100..1_500);
             s.wipes.push((at, r, down));
         }
+        // Bursts and crashes inside a drain's step list; their own stream again.
+        let mut steps = ChaCha8Rng::seed_from_u64(seed ^ 0x57e9_c4a5_0b05);
+        s.burst_ms = [0, 0, 1, 3, 10][steps.gen_range(0..5)];
+        if byz < f && steps.gen_bool(0.3) {
+            for _ in 0..steps.gen_range(1..3) {
+                let r = steps.gen_range(0..n);
+                if s.byzantine.iter().any(|(b, _)| *b == r) {
+                    continue;
+                }
+                let at = match steps.gen_range(0..3) {
+                    0 => CrashPoint::AfterSteps(steps.gen_range(1..5)),
+                    1 => CrashPoint::Torn(steps.gen_range(1..4)),
+                    _ => CrashPoint::AfterSend(
+                        ["view_change", "new_view", "prepare", "commit", "proposal"]
+                            [steps.gen_range(0..5)],
+                    ),
+                };
+                s.step_crashes.push(StepCrash {
+                    replica: r,
+                    from_ms: steps.gen_range(0..s.quiet_at),
+                    at,
+                    down: steps.gen_range(100..2_000),
+                });
+            }
+        }
         s
     }
 
@@ -302,6 +370,10 @@ impl Scenario {
             | "agreement_checker_catches_f_plus_one_colluders" => format!(
                 "SIM_TRACE=1 cargo test -p stele-sim --test seeds {} -- --nocapture (seed {})",
                 self.name, self.seed
+            ),
+            name if CRASH_ORDER_TESTS.contains(&name) => format!(
+                "SIM_TRACE=1 cargo test -p stele-sim --test crash_order {name} -- --exact --nocapture (seed {})",
+                self.seed
             ),
             name => format!(
                 "SIM_TRACE=1 cargo test -p stele-sim --test scenarios {name} -- --exact --nocapture (seed {})",
@@ -359,6 +431,9 @@ pub enum Check {
     /// Checker 8: no honest replica signs two CHECKPOINTs with different state digests
     /// for one height, and honest replicas' CHECKPOINTs for a height agree.
     CheckpointEquivocation,
+    /// Safety rule 3: an honest replica's own vote, VIEW-CHANGE or NEW-VIEW is in its
+    /// durable state before it leaves.
+    DurableBeforeSend,
     /// The run itself went on for too many steps.
     BoundedRun,
     /// A rule this list does not name (yet): a test expecting a named checker fails on it.
@@ -369,7 +444,7 @@ impl Check {
     /// The checker a rule belongs to (a rule is its checker's name, perhaps with a
     /// qualifier in parentheses).
     pub fn of(rule: &str) -> Check {
-        const CHECKS: [(&str, Check); 10] = [
+        const CHECKS: [(&str, Check); 11] = [
             ("agreement", Check::Agreement),
             ("validity", Check::Validity),
             ("durability", Check::Durability),
@@ -379,6 +454,7 @@ impl Check {
             ("liveness", Check::Liveness),
             ("certificates", Check::Certificates),
             ("checkpoint equivocation", Check::CheckpointEquivocation),
+            ("durable before send", Check::DurableBeforeSend),
             ("bounded run", Check::BoundedRun),
         ];
         CHECKS
@@ -470,6 +546,10 @@ enum Event {
     Restart {
         r: usize,
     },
+    /// The end of a burst: drain replica r's engine (`Scenario::burst_ms`).
+    Drive {
+        r: usize,
+    },
 }
 
 /// A contiguous-nonce client tx that must be applied: the tx or its same-nonce twin.
@@ -534,6 +614,9 @@ struct Replica {
     /// Digests of the heavy frames it verified, as the node's `VerifiedFrames` keeps
     /// them (a re-sent VIEW-CHANGE or NEW-VIEW costs nothing the second time).
     frames: VecDeque<Digest>,
+    /// Inputs handed to the engine since its last drain (`Scenario::burst_ms`): a drain
+    /// is scheduled.
+    drive_due: bool,
 }
 
 /// A replica's verified-tx cache, as the node keeps one (bounded; cleared when full).
@@ -593,6 +676,8 @@ struct Sim {
     next_done_check: u64,
     /// What the Byzantine replicas share (their back channel).
     collusion: Collusion,
+    /// The scenario's crashes inside a drain, and whether each struck yet.
+    step_crashes: Vec<(StepCrash, bool)>,
     /// `SIM_TRACE=1` prints commits and view changes.
     trace: bool,
 }
@@ -686,6 +771,7 @@ impl Sim {
                 cache: TxCache::default(),
                 busy_until_us: [0; 2],
                 frames: VecDeque::new(),
+                drive_due: false,
             })
             .collect();
         let frame_limit = max_frame_len(&genesis);
@@ -715,10 +801,12 @@ impl Sim {
             quiet_heights: HashSet::new(),
             next_done_check: 0,
             collusion: Collusion::new(),
+            step_crashes: Vec::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
+        sim.step_crashes = sim.sc.step_crashes.iter().map(|c| (*c, false)).collect();
         for r in 0..n {
-            sim.start(r);
+            let _ = sim.start(r);
         }
         sim.schedule_load();
         sim.schedule_faults();
@@ -893,8 +981,9 @@ impl Sim {
         }
     }
 
-    /// Starts (or restarts) replica r from its durable state and committed chain only.
-    fn start(&mut self, r: usize) {
+    /// Starts (or restarts) replica r from its durable state and committed chain only;
+    /// returns the height it restored (before its first drain, which may crash it).
+    fn start(&mut self, r: usize) -> Height {
         let rep = &self.replicas[r];
         let low = rep
             .durable
@@ -928,8 +1017,10 @@ impl Sim {
             self.sabotage_restart(s, r, &mut chain, &mut durable);
         }
         let engine = Engine::restore(self.config(r), durable, chain, self.now);
+        let restored = engine.delivered();
         self.replicas[r].engine = Some(engine);
         self.drive(r);
+        restored
     }
 
     fn run(&mut self) {
@@ -1030,11 +1121,10 @@ impl Sim {
                 copy,
                 targets,
             } => self.submit(client, nonce, copy, targets),
-            Event::Crash { r, down } => {
-                self.replicas[r].cache = TxCache::default();
-                self.replicas[r].frames.clear();
-                if self.replicas[r].engine.take().is_some() {
-                    self.push(self.now + down, Event::Restart { r });
+            Event::Crash { r, down } => self.crash(r, down),
+            Event::Drive { r } => {
+                if self.replicas[r].drive_due {
+                    self.drive(r);
                 }
             }
             Event::Wipe { r, down } => {
@@ -1042,6 +1132,7 @@ impl Sim {
                 // signed before stays in checker 4's books (`votes`, `max_vc_sent`).
                 let was_up = self.replicas[r].engine.take().is_some();
                 let rep = &mut self.replicas[r];
+                rep.drive_due = false;
                 rep.cache = TxCache::default();
                 rep.frames.clear();
                 rep.durable.clear();
@@ -1065,11 +1156,7 @@ impl Sim {
             Event::Restart { r } => {
                 if self.replicas[r].engine.is_none() {
                     let before = self.replicas[r].chain.len();
-                    self.start(r);
-                    let after = self.replicas[r]
-                        .engine
-                        .as_ref()
-                        .map_or(0, |e| e.delivered().0 as usize);
+                    let after = self.start(r).0 as usize;
                     if after < before {
                         self.violate(
                             "durability",
@@ -1080,6 +1167,32 @@ impl Sim {
                     }
                 }
             }
+        }
+    }
+
+    /// Replica r loses its memory (engine, caches, undrained actions) and restarts
+    /// `down` ms later from its durable record and chain.
+    fn crash(&mut self, r: usize, down: u64) {
+        let rep = &mut self.replicas[r];
+        rep.cache = TxCache::default();
+        rep.frames.clear();
+        rep.drive_due = false;
+        if rep.engine.take().is_some() {
+            if self.trace {
+                eprintln!("{:>6} ms  r{r} crashed", self.now);
+            }
+            self.push(self.now + down, Event::Restart { r });
+        }
+    }
+
+    /// After an input to replica r: drain now, or at the end of its burst.
+    fn input_done(&mut self, r: usize) {
+        if self.sc.burst_ms == 0 {
+            return self.drive(r);
+        }
+        if !self.replicas[r].drive_due {
+            self.replicas[r].drive_due = true;
+            self.push(self.now + self.sc.burst_ms - 1, Event::Drive { r });
         }
     }
 
@@ -1207,7 +1320,7 @@ impl Sim {
         if let Some(e) = self.replicas[r].engine.as_mut() {
             e.on_request(now, unix, verified, class, from_client);
         }
-        self.drive(r);
+        self.input_done(r);
     }
 
     fn send(&mut self, from: usize, to: usize, msg: &Message) {
@@ -1227,12 +1340,17 @@ impl Sim {
                     return;
                 }
             }
-            if self
+            if let Some(d) = self
                 .sc
                 .drops
                 .iter()
-                .any(|d| d.drops(self.now, from, to, msg))
+                .find(|d| d.drops(self.now, from, to, msg))
             {
+                if let Some(at) = d.hold_until {
+                    let bytes = codec::encode(msg);
+                    self.out.messages += 1;
+                    self.push(at, Event::Net { from, to, bytes });
+                }
                 return;
             }
             if self.rng.gen_bool(self.sc.loss) {
@@ -1384,11 +1502,14 @@ impl Sim {
         if let Some(e) = self.replicas[to].engine.as_mut() {
             e.on_message(now, unix, ReplicaId(from as u16), unix, verified);
         }
-        self.drive(to);
+        self.input_done(to);
     }
 
-    /// Drains and performs replica r's actions until none are left.
+    /// Drains and performs replica r's actions until none are left, each drain as the
+    /// node carries it out: the step list of `group_commit`. A `StepCrash` may stop it
+    /// between two steps or inside a grouped write.
     fn drive(&mut self, r: usize) {
+        self.replicas[r].drive_due = false;
         loop {
             let Some(actions) = self.replicas[r].engine.as_mut().map(Engine::drain) else {
                 return;
@@ -1396,10 +1517,83 @@ impl Sim {
             if actions.is_empty() {
                 return;
             }
-            for a in actions {
-                self.perform(r, a);
+            let steps = group_commit(actions);
+            let total = steps.len();
+            for (i, step) in steps.into_iter().enumerate() {
+                match self.strike(r, i, total, &step) {
+                    None => self.run_step(r, step),
+                    Some((CrashPoint::AfterSend(_), down)) => {
+                        self.run_step(r, step);
+                        return self.crash(r, down);
+                    }
+                    Some((CrashPoint::AfterSteps(_), down)) => return self.crash(r, down),
+                    Some((CrashPoint::Torn(keep), down)) => {
+                        if let Step::Records(mut entries) = step {
+                            entries.truncate(keep);
+                            self.write_records(r, entries);
+                        }
+                        return self.crash(r, down);
+                    }
+                }
+                if self.replicas[r].engine.is_none() {
+                    return;
+                }
             }
             self.update_gate(r);
+        }
+    }
+
+    /// Whether a scenario's `StepCrash` strikes replica r at step `i` of a drain of
+    /// `total` steps; it strikes once.
+    fn strike(
+        &mut self,
+        r: usize,
+        i: usize,
+        total: usize,
+        step: &Step,
+    ) -> Option<(CrashPoint, u64)> {
+        let now = self.now;
+        if now >= self.sc.quiet_at {
+            return None;
+        }
+        let hit = self.step_crashes.iter_mut().find(|(c, struck)| {
+            !*struck
+                && c.replica == r
+                && c.from_ms <= now
+                && match (c.at, step) {
+                    (CrashPoint::AfterSteps(k), _) => k > 0 && k == i && k < total,
+                    (CrashPoint::Torn(k), Step::Records(e)) => e.len() > k,
+                    (
+                        CrashPoint::AfterSend(kind),
+                        Step::Do(Action::Send(_, m) | Action::Broadcast(m)),
+                    ) => m.kind() == kind,
+                    _ => false,
+                }
+        })?;
+        hit.1 = true;
+        // Faults stop at quiet_at: it is back by then, as a crash-restart would be.
+        let (at, down) = (hit.0.at, hit.0.down.min(self.sc.quiet_at - now + 1));
+        if self.trace {
+            eprintln!("{now:>6} ms  r{r} crashes at step {i} of {total}: {at:?}");
+        }
+        Some((at, down))
+    }
+
+    fn run_step(&mut self, r: usize, step: Step) {
+        match step {
+            Step::Records(entries) => self.write_records(r, entries),
+            Step::Do(a) => self.perform(r, a),
+        }
+    }
+
+    /// One grouped write of consensus records.
+    fn write_records(&mut self, r: usize, entries: Vec<DurableEntry>) {
+        for e in entries {
+            if let DurableEntry::Prepared(c) = &e {
+                let checked = c.verify(&self.vs, self.scheme.as_ref());
+                self.check_certificate(r, "prepared", c.height(), checked);
+            }
+            self.replicas[r].durable.insert(e.key().to_bytes(), e);
         }
     }
 
@@ -1473,15 +1667,8 @@ impl Sim {
 
     fn perform(&mut self, r: usize, a: Action) {
         match a {
-            Action::Persist(entries) => {
-                for e in entries {
-                    if let DurableEntry::Prepared(c) = &e {
-                        let checked = c.verify(&self.vs, self.scheme.as_ref());
-                        self.check_certificate(r, "prepared", c.height(), checked);
-                    }
-                    self.replicas[r].durable.insert(e.key().to_bytes(), e);
-                }
-            }
+            // `group_commit` makes every Persist part of a `Step::Records`.
+            Action::Persist(entries) => self.write_records(r, entries),
             Action::PersistCheckpoint(c) => {
                 let checked = c.verify(&self.vs, self.scheme.as_ref());
                 self.check_certificate(r, "checkpoint", c.height, checked);
@@ -1744,12 +1931,69 @@ impl Sim {
         }
     }
 
+    /// Checker 3: what an honest replica sends of its own is durable first (DESIGN.md,
+    /// "Durability before sending"): the record a restart rebuilds it from is already in
+    /// its durable state when the message leaves, whatever the drain's grouping.
+    fn check_durable(&mut self, r: usize, m: &Message) {
+        let me = ReplicaId(r as u16);
+        let durable = &self.replicas[r].durable;
+        let get = |k: DurableKey| durable.get(&k.to_bytes());
+        let nv_view = match get(DurableKey::NewViewAccepted) {
+            Some(DurableEntry::NewViewAccepted(nv)) => Some(nv.view),
+            _ => None,
+        };
+        let missing = match m {
+            Message::ViewChange(vc) if vc.replica == me => match get(DurableKey::ViewChangeSent) {
+                Some(DurableEntry::ViewChangeSent { view }) if *view >= vc.new_view => None,
+                _ => Some(format!("VIEW-CHANGE({})", vc.new_view)),
+            },
+            Message::NewView(nv) if self.vs.primary(nv.view) == me => {
+                (nv_view < Some(nv.view)).then(|| format!("NEW-VIEW({})", nv.view))
+            }
+            Message::Proposal(p) if self.vs.primary(p.pre_prepare.view) == me => {
+                let (view, height) = (p.pre_prepare.view, p.pre_prepare.height);
+                let fresh = get(DurableKey::PrePrepareSent { height, view }).is_some();
+                let in_o = match get(DurableKey::NewViewAccepted) {
+                    Some(DurableEntry::NewViewAccepted(nv)) => nv
+                        .pre_prepares
+                        .iter()
+                        .any(|x| x.value == p.pre_prepare.value),
+                    _ => false,
+                };
+                (!fresh && !in_o).then(|| format!("PRE-PREPARE({view}, {height})"))
+            }
+            Message::Prepare(p) if p.replica == me => {
+                let key = DurableKey::PrepareSent {
+                    height: p.height,
+                    view: p.view,
+                };
+                get(key)
+                    .is_none()
+                    .then(|| format!("PREPARE({}, {})", p.view, p.height))
+            }
+            Message::Commit(c) if c.replica == me => {
+                match get(DurableKey::Prepared { height: c.height }) {
+                    Some(DurableEntry::Prepared(pc)) if pc.view() >= c.view => None,
+                    _ => Some(format!("COMMIT({}, {})", c.view, c.height)),
+                }
+            }
+            _ => None,
+        };
+        if let Some(what) = missing {
+            self.violate(
+                "durable before send",
+                format!("replica {r} sent {what} before its record was durable"),
+            );
+        }
+    }
+
     /// Checker 4: no honest identity signs two digests for one (kind, view, height), nor
     /// votes in a view below one it sent a VIEW-CHANGE for.
     fn check_signed(&mut self, r: usize, m: &Message) {
         if !self.honest(r) {
             return;
         }
+        self.check_durable(r, m);
         let me = ReplicaId(r as u16);
         let votes: Vec<(u8, ViewNumber, Height, Digest)> = match m {
             Message::Proposal(p) if self.vs.primary(p.pre_prepare.view) == me => {
@@ -1760,11 +2004,15 @@ impl Sim {
                     p.pre_prepare.digest,
                 )]
             }
-            Message::NewView(nv) if self.vs.primary(nv.view) == me => nv
-                .pre_prepares
-                .iter()
-                .map(|p| (0, p.view, p.height, p.digest))
-                .collect(),
+            Message::NewView(nv) if self.vs.primary(nv.view) == me => {
+                // Its own VIEW-CHANGE is in V: it has left the views below.
+                let rep = &mut self.replicas[r];
+                rep.max_vc_sent = rep.max_vc_sent.max(nv.view);
+                nv.pre_prepares
+                    .iter()
+                    .map(|p| (0, p.view, p.height, p.digest))
+                    .collect()
+            }
             Message::Prepare(p) if p.replica == me => vec![(1, p.view, p.height, p.digest)],
             Message::Commit(c) if c.replica == me => vec![(2, c.view, c.height, c.digest)],
             Message::ViewChange(vc) if vc.replica == me => {

@@ -175,6 +175,7 @@ fn rules_name_their_checker() {
             "checkpoint equivocation (two honest digests)",
             Check::CheckpointEquivocation,
         ),
+        ("durable before send", Check::DurableBeforeSend),
         ("bounded run", Check::BoundedRun),
         ("agreements", Check::Other),
         ("something new", Check::Other),

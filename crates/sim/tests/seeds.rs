@@ -50,7 +50,9 @@ fn calm_four_replicas_commit_everything() {
 /// `make test` runs 1,000 seeds (four quarters, so both cores work); `make sim
 /// SIM_SEEDS=100000` runs a long campaign. Each seed mixes n ∈ {4, 5, 7, 10}, loss,
 /// duplication, reordering, partitions, crash-restarts, whole-cluster crashes, a wiped
-/// disk recovering behind the gate (when Byzantine plus recovering stay within f), one
+/// disk recovering behind the gate (when Byzantine plus recovering stay within f), input
+/// bursts drained once (as the node's loop does) and crashes inside the node's group-commit
+/// step list, torn grouped writes included, one
 /// Byzantine replica (silent, equivocating, bad votes, bad NEW-VIEW, censoring) and
 /// tricky client txs (same-nonce twins, resends, a gapped tx); one seed in ten with n ≤ 5
 /// signs with real ed25519.
