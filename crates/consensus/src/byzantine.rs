@@ -67,12 +67,27 @@ pub enum Behaviour {
     /// (the block and PRE-PREPARE re-signed): backwards, below the height before it; or
     /// ahead, as far as the skew bound lets it pass. Everything else as the engine says.
     Redate { shift_ms: i64 },
+    /// Follows the protocol but never sends a CHECKPOINT vote (nor repeats one in a STATUS
+    /// answer): the honest replicas must make their checkpoints stable without it.
+    WithholdCheckpoints,
+    /// Sends VIEW-CHANGEs that hide what it prepared: for odd views none of its prepared
+    /// certificates, for even views only the lower half (as if sent before the rest
+    /// prepared). Honest primaries must still carry every committed height into O, from
+    /// the other VIEW-CHANGEs of the quorum.
+    StaleViewChange,
+    /// Answers state transfer with wrong bodies, truncated and reordered batches: an
+    /// honest replica must check each block and body against its certificate or wanted
+    /// digest, and fetch again elsewhere.
+    BadTransfer,
+    /// Sends every message (not only proposals) to the replicas in `peers` only, a bit set
+    /// of replica ids (bit i: replica i; ids below 64): a replica the rest sees in part.
+    SendToSome { peers: u64 },
 }
 
 impl Behaviour {
     /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`, `propose-to-some`
     /// `:HEX-BITS`, `redate` `:MS`).
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 13] = [
         "silent",
         "equivocate",
         "bad-votes",
@@ -82,6 +97,10 @@ impl Behaviour {
         "lying-status",
         "propose-to-some:<bit set of replica ids, hex>",
         "redate:<milliseconds, signed>",
+        "withhold-checkpoints",
+        "stale-view-change",
+        "bad-transfer",
+        "send-to-some:<bit set of replica ids, hex>",
     ];
 
     /// The behaviour's name, as [`FromStr`] reads it (without the victim).
@@ -96,6 +115,10 @@ impl Behaviour {
             Behaviour::LyingStatus => "lying-status",
             Behaviour::ProposeToSome { .. } => "propose-to-some",
             Behaviour::Redate { .. } => "redate",
+            Behaviour::WithholdCheckpoints => "withhold-checkpoints",
+            Behaviour::StaleViewChange => "stale-view-change",
+            Behaviour::BadTransfer => "bad-transfer",
+            Behaviour::SendToSome { .. } => "send-to-some",
         }
     }
 }
@@ -106,6 +129,7 @@ impl fmt::Display for Behaviour {
             Behaviour::Censor { victim } => write!(f, "censor:{}", victim.to_hex()),
             Behaviour::ProposeToSome { peers } => write!(f, "propose-to-some:{peers:x}"),
             Behaviour::Redate { shift_ms } => write!(f, "redate:{shift_ms}"),
+            Behaviour::SendToSome { peers } => write!(f, "send-to-some:{peers:x}"),
             b => f.write_str(b.name()),
         }
     }
@@ -119,7 +143,7 @@ pub enum ParseBehaviourError {
     #[error("censor needs the victim's public key as censor:HEX, found {found:?}")]
     BadVictim { found: String },
     #[error(
-        "propose-to-some needs a bit set of replica ids as propose-to-some:HEX, found {found:?}"
+        "propose-to-some and send-to-some need a bit set of replica ids as NAME:HEX, found {found:?}"
     )]
     BadPeers { found: String },
     #[error("redate needs a shift in milliseconds as redate:MS, found {found:?}")]
@@ -142,6 +166,11 @@ impl FromStr for Behaviour {
                 .map(|peers| Behaviour::ProposeToSome { peers })
                 .map_err(|_| ParseBehaviourError::BadPeers { found: s.into() });
         }
+        if let Some(bits) = s.strip_prefix("send-to-some:") {
+            return u64::from_str_radix(bits, 16)
+                .map(|peers| Behaviour::SendToSome { peers })
+                .map_err(|_| ParseBehaviourError::BadPeers { found: s.into() });
+        }
         if let Some(ms) = s.strip_prefix("redate:") {
             return ms
                 .parse::<i64>()
@@ -155,6 +184,10 @@ impl FromStr for Behaviour {
             "bad-new-view" => Behaviour::BadNewView,
             "accomplice" => Behaviour::Accomplice,
             "lying-status" => Behaviour::LyingStatus,
+            "withhold-checkpoints" => Behaviour::WithholdCheckpoints,
+            "stale-view-change" => Behaviour::StaleViewChange,
+            "bad-transfer" => Behaviour::BadTransfer,
+            "send-to-some" => return Err(ParseBehaviourError::BadPeers { found: s.into() }),
             "censor" => return Err(ParseBehaviourError::BadVictim { found: s.into() }),
             "propose-to-some" => return Err(ParseBehaviourError::BadPeers { found: s.into() }),
             "redate" => return Err(ParseBehaviourError::BadShift { found: s.into() }),
@@ -185,6 +218,17 @@ pub fn outgoing(
         Behaviour::LyingStatus => lying_status(signer, vs, &recipients, m),
         Behaviour::ProposeToSome { peers } => propose_to_some(*peers, me, vs, &recipients, m),
         Behaviour::Redate { shift_ms } => redate(*shift_ms, me, signer, vs, &recipients, m),
+        Behaviour::WithholdCheckpoints => match m {
+            Message::Checkpoint(_) => Vec::new(),
+            m => to_all(&recipients, &m),
+        },
+        Behaviour::StaleViewChange => stale_view_change(signer, vs, &recipients, m),
+        Behaviour::BadTransfer => bad_transfer(&recipients, m),
+        Behaviour::SendToSome { peers } => recipients
+            .iter()
+            .filter(|r| in_set(*peers, **r))
+            .map(|r| (*r, m.clone()))
+            .collect(),
     };
     debug_assert!(out.iter().all(|(r, _)| *r != me && vs.contains(*r)));
     out
@@ -591,11 +635,66 @@ fn propose_to_some(
     match &m {
         Message::Proposal(p) if vs.primary(p.pre_prepare.view) == me => recipients
             .iter()
-            .filter(|r| r.0 < 64 && peers & (1 << r.0) != 0)
+            .filter(|r| in_set(peers, **r))
             .map(|r| (*r, m.clone()))
             .collect(),
         _ => to_all(recipients, &m),
     }
+}
+
+/// Whether replica `r` is in the bit set `peers` (ids from 64 up never are).
+fn in_set(peers: u64, r: ReplicaId) -> bool {
+    r.0 < 64 && peers & (1 << r.0) != 0
+}
+
+/// A VIEW-CHANGE with fewer prepared certificates than its engine holds, re-signed.
+fn stale_view_change(
+    signer: &dyn Signer,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    let Message::ViewChange(vc) = &m else {
+        return to_all(recipients, &m);
+    };
+    let mut stale = vc.value.clone();
+    if stale.new_view.0 % 2 == 1 {
+        stale.prepared.clear();
+    } else {
+        stale.prepared.truncate(stale.prepared.len() / 2);
+    }
+    to_all(recipients, &Message::ViewChange(sign(stale, vs, signer)))
+}
+
+/// State-transfer answers spoiled one of three ways, chosen by the message itself:
+/// a body swapped for its twin (it no longer matches its certificate or the wanted
+/// digest), the batch reversed, or cut to its first block.
+fn bad_transfer(recipients: &[ReplicaId], m: Message) -> Vec<(ReplicaId, Message)> {
+    let pick = garbage(&m).as_bytes()[0] % 3;
+    let spoiled = match m {
+        Message::Blocks(mut b) => {
+            match pick {
+                0 => {
+                    if let Some(cb) = b.blocks.last_mut() {
+                        cb.block = twin(&cb.block);
+                    }
+                }
+                1 => b.blocks.reverse(),
+                _ => b.blocks.truncate(1),
+            }
+            Message::Blocks(b)
+        }
+        Message::Bodies(mut b) => {
+            match pick {
+                0 => b.blocks = b.blocks.iter().map(twin).collect(),
+                1 => b.blocks.reverse(),
+                _ => b.blocks.truncate(1),
+            }
+            Message::Bodies(b)
+        }
+        m => m,
+    };
+    to_all(recipients, &spoiled)
 }
 
 fn redate(
@@ -839,6 +938,10 @@ mod tests {
             Behaviour::ProposeToSome { peers: 0b1010 },
             Behaviour::Redate { shift_ms: -2000 },
             Behaviour::Redate { shift_ms: 4000 },
+            Behaviour::WithholdCheckpoints,
+            Behaviour::StaleViewChange,
+            Behaviour::BadTransfer,
+            Behaviour::SendToSome { peers: 0b110 },
         ] {
             assert_eq!(b.to_string().parse::<Behaviour>(), Ok(b), "{b}");
         }
@@ -919,6 +1022,82 @@ mod tests {
         assert_eq!(
             n.play(b, 0, Some(2), n.proposal(1, vec![n.tx(0, 0)])).len(),
             1
+        );
+    }
+
+    #[test]
+    fn withhold_checkpoints_drops_checkpoint_votes_only() {
+        let n = net();
+        let b = Behaviour::WithholdCheckpoints;
+        let ckpt = Message::Checkpoint(sign(
+            Checkpoint {
+                height: Height(8),
+                state_digest: Digest::of(b"state"),
+                replica: ReplicaId(1),
+            },
+            &n.vs,
+            &n.signers[1],
+        ));
+        assert!(n.play(b, 1, None, ckpt.clone()).is_empty());
+        assert!(n.play(b, 1, Some(2), ckpt).is_empty());
+        assert_eq!(n.play(b, 1, None, n.prepare(1)).len(), 3);
+    }
+
+    #[test]
+    fn send_to_some_sends_every_kind_to_the_chosen_peers_only() {
+        let n = net();
+        let b = Behaviour::SendToSome { peers: 0b0100 };
+        let out = n.play(b, 1, None, n.prepare(1));
+        assert_eq!(out.iter().map(|(r, _)| r.0).collect::<Vec<_>>(), vec![2]);
+        assert!(n.play(b, 1, Some(3), n.prepare(1)).is_empty());
+        let m = n.proposal(0, vec![n.tx(0, 0)]);
+        assert_eq!(n.play(b, 0, None, m).len(), 1);
+    }
+
+    #[test]
+    fn stale_view_change_hides_prepared_certificates_and_still_verifies() {
+        let n = net();
+        for view in [1u64, 2] {
+            let vc = ViewChange {
+                new_view: ViewNumber(view),
+                replica: ReplicaId(2),
+                checkpoint: None,
+                prepared: Vec::new(),
+            };
+            let m = Message::ViewChange(sign(vc, &n.vs, &n.signers[2]));
+            let out = n.play(Behaviour::StaleViewChange, 2, None, m);
+            assert_eq!(out.len(), 3);
+            for (_, m) in out {
+                let Ok(Inbound::ViewChange(v)) = n.verify(2, m) else {
+                    panic!("a stale VIEW-CHANGE is still validly signed")
+                };
+                assert!(v.prepared.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_transfer_spoils_bodies_and_batches() {
+        let n = net();
+        let blocks: Vec<Block> = (0..3u64)
+            .map(|i| Block::new(Height(i + 1), 5_000 + i, vec![n.tx(0, i)]))
+            .collect();
+        let mut changed = 0;
+        for k in 0..3 {
+            let m = Message::Bodies(stele_types::Bodies {
+                blocks: blocks[..=k].to_vec(),
+            });
+            for (_, out) in n.play(Behaviour::BadTransfer, 1, Some(2), m.clone()) {
+                let Message::Bodies(b) = &out else { panic!() };
+                assert!(b.blocks.len() <= k + 1);
+                changed += usize::from(out != m);
+            }
+        }
+        assert!(changed > 0, "some answer must be spoiled");
+        // Other messages pass unchanged.
+        assert_eq!(
+            n.play(Behaviour::BadTransfer, 1, Some(2), n.prepare(1)),
+            vec![(ReplicaId(2), n.prepare(1))]
         );
     }
 

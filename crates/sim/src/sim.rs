@@ -199,6 +199,20 @@ pub struct Scenario {
     /// ones before it are verified. Real nodes are CPU-bound under load; with this the
     /// simulator sees what that does to the protocol (queues, retransmission storms).
     pub verify_us: u64,
+    /// (at, replica, offset ms): from `at` on, the replica's clock is this far from real
+    /// time (beyond the skew bound, or jumping forward and back). Steps are kept as given:
+    /// a fault that must end carries a step back to a small offset.
+    pub clock_steps: Vec<(u64, usize, i64)>,
+    /// (from, to, loss): bursts of loss, long runs of drops on every link.
+    pub bursts: Vec<(u64, u64, f64)>,
+    /// Share of messages held back longer than the skew bound.
+    pub long_delay: f64,
+    /// The faults never stop: loss, duplication and long delays go on past `quiet_at`,
+    /// and only safety is checked (no liveness, no heights-after-quiet budget).
+    pub endless: bool,
+    /// The test file (`crates/sim/tests/NAME.rs`) of a named scenario, for its replay
+    /// command.
+    pub test_file: &'static str,
     pub params: Params,
 }
 
@@ -234,6 +248,11 @@ impl Scenario {
             script: vec![],
             load_for: None,
             verify_us: 0,
+            clock_steps: vec![],
+            bursts: vec![],
+            long_delay: 0.0,
+            endless: false,
+            test_file: "scenarios",
             params: sim_params(),
         }
     }
@@ -356,7 +375,112 @@ impl Scenario {
                 });
             }
         }
+        s.adversary(seed);
         s
+    }
+
+    /// The draws issue 21 added to `random`, from a third stream so that every field
+    /// above stays what it was for a seed: more Byzantine replicas (up to f at n = 7 and
+    /// 10, each with its own behaviour; one at n ≤ 5, as before), clock faults, bursts
+    /// of loss, delays beyond the skew bound, and faults that never stop. Byzantine
+    /// replicas, recovering ones and clocks still wrong after `quiet_at` stay within f
+    /// where liveness is promised.
+    fn adversary(&mut self, seed: u64) {
+        let mut adv = ChaCha8Rng::seed_from_u64(seed ^ 0xad5e_c0de_f00d);
+        let n = self.n;
+        let f = (n - 1) / 3;
+        let cap = if n >= 7 { f } else { 1 };
+        // A replica crashed inside a drain may restart after quiet_at: it counts against f.
+        let mut crashed: Vec<usize> = self.step_crashes.iter().map(|c| c.replica).collect();
+        crashed.sort_unstable();
+        crashed.dedup();
+        let mut used = self.byzantine.len() + self.wipes.len() + crashed.len();
+        let is_free = |s: &Scenario, r: usize| {
+            !s.byzantine.iter().any(|(b, _)| *b == r)
+                && !s.wipes.iter().any(|w| w.1 == r)
+                && !s.step_crashes.iter().any(|c| c.replica == r)
+        };
+        // More liars: at n ≥ 7 on most seeds, at n ≤ 5 where there was none.
+        if adv.gen_bool(if n >= 7 { 0.7 } else { 0.25 }) {
+            // Half the time as many as f allows: the attack issue 21's traces need.
+            let want = if adv.gen_bool(0.5) {
+                cap
+            } else {
+                adv.gen_range(1..=cap)
+            };
+            while self.byzantine.len() < want && used < f {
+                let r = adv.gen_range(0..n);
+                if !is_free(self, r) {
+                    continue;
+                }
+                let b = self.any_behaviour(&mut adv);
+                self.byzantine.push((r, b));
+                used += 1;
+            }
+        }
+        // The faults never stop on some seeds: only safety is checked there.
+        self.endless = adv.gen_bool(0.08);
+        // A clock beyond the skew bound, or jumping forward and back.
+        if adv.gen_bool(0.25) {
+            let r = adv.gen_range(0..n);
+            let skew = self.params.clock_skew_ms as i64;
+            let far = adv.gen_range(skew + 1..3 * skew) * if adv.gen_bool(0.5) { 1 } else { -1 };
+            let healthy = adv.gen_range(-50..50);
+            // Counted against f if it stays wrong after quiet_at.
+            let lasting = self.endless || (is_free(self, r) && used < f && adv.gen_bool(0.5));
+            if adv.gen_bool(0.5) {
+                self.clock_steps.push((0, r, far));
+            } else {
+                for _ in 0..adv.gen_range(1..4) {
+                    let at = adv.gen_range(0..self.quiet_at);
+                    let jump = adv.gen_range(-3 * skew..3 * skew);
+                    self.clock_steps.push((at, r, jump));
+                }
+                self.clock_steps.sort();
+            }
+            if lasting {
+                used += usize::from(!self.byzantine.iter().any(|(b, _)| *b == r));
+            } else {
+                self.clock_steps.push((self.quiet_at, r, healthy));
+            }
+        }
+        // Bursts: long runs of drops on every link.
+        for _ in 0..adv.gen_range(0..3) {
+            if adv.gen_bool(0.5) {
+                continue;
+            }
+            let from = adv.gen_range(0..self.quiet_at);
+            let to = (from + adv.gen_range(300..3_000)).min(self.quiet_at);
+            self.bursts
+                .push((from, to, [0.6, 0.9, 1.0][adv.gen_range(0..3)]));
+        }
+        if adv.gen_bool(0.2) {
+            self.long_delay = [0.002, 0.01, 0.05][adv.gen_range(0..3)];
+        }
+        debug_assert!(self.byzantine.len() <= cap);
+        debug_assert!(self.endless || used <= f);
+    }
+
+    /// Any behaviour the random campaign plays, each with its own parameters.
+    fn any_behaviour(&self, adv: &mut ChaCha8Rng) -> Behaviour {
+        let peers = adv.gen_range(0..(1u64 << self.n));
+        match adv.gen_range(0..13) {
+            0 => Behaviour::Silent,
+            1 => Behaviour::Equivocate,
+            2 => Behaviour::BadVotes,
+            3 => Behaviour::BadNewView,
+            4 => self.censor(adv.gen_range(0..self.clients)),
+            5 => Behaviour::Accomplice,
+            6 => Behaviour::LyingStatus,
+            7 => Behaviour::ProposeToSome { peers },
+            8 => Behaviour::Redate {
+                shift_ms: adv.gen_range(-3_000..self.params.clock_skew_ms as i64),
+            },
+            9 => Behaviour::WithholdCheckpoints,
+            10 => Behaviour::StaleViewChange,
+            11 => Behaviour::BadTransfer,
+            _ => Behaviour::SendToSome { peers },
+        }
     }
 
     /// The command that replays this seed.
@@ -376,8 +500,8 @@ impl Scenario {
                 self.seed
             ),
             name => format!(
-                "SIM_TRACE=1 cargo test -p stele-sim --test scenarios {name} -- --exact --nocapture (seed {})",
-                self.seed
+                "SIM_TRACE=1 cargo test -p stele-sim --test {} {name} -- --exact --nocapture (seed {})",
+                self.test_file, self.seed
             ),
         }
     }
@@ -499,6 +623,8 @@ pub struct Outcome {
     pub evidence: u64,
     pub applied_txs: usize,
     pub heights_after_quiet_with_client_tx: u64,
+    /// When the first height carrying client txs committed after `quiet_at` (ms).
+    pub first_client_height_after_quiet_ms: Option<u64>,
     /// Wiped replicas whose recovery gate opened (they vote again), in order.
     pub recovered: Vec<usize>,
     /// PRE-PREPAREs, PREPAREs and COMMITs sent by wiped replicas after their gate opened.
@@ -549,6 +675,10 @@ enum Event {
     /// The end of a burst: drain replica r's engine (`Scenario::burst_ms`).
     Drive {
         r: usize,
+    },
+    Clock {
+        r: usize,
+        offset: i64,
     },
 }
 
@@ -945,6 +1075,9 @@ impl Sim {
                 self.admit(r, tx.clone(), true);
             }
         }
+        for (at, r, offset) in self.sc.clock_steps.clone() {
+            self.push(at, Event::Clock { r, offset });
+        }
     }
 
     fn unix(&self, r: usize) -> u64 {
@@ -1153,6 +1286,12 @@ impl Sim {
                     self.push(self.now + down, Event::Restart { r });
                 }
             }
+            Event::Clock { r, offset } => {
+                if self.trace {
+                    eprintln!("{:>6} ms  r{r} clock offset {offset} ms", self.now);
+                }
+                self.replicas[r].clock_offset = offset;
+            }
             Event::Restart { r } => {
                 if self.replicas[r].engine.is_none() {
                     let before = self.replicas[r].chain.len();
@@ -1332,7 +1471,7 @@ impl Sim {
                 return;
             }
         }
-        let quiet = self.now >= self.sc.quiet_at;
+        let quiet = self.now >= self.sc.quiet_at && !self.sc.endless;
         if !quiet {
             for (a, b, group) in &self.sc.partitions {
                 if self.now >= *a && self.now < *b && (group.contains(&from) != group.contains(&to))
@@ -1356,6 +1495,17 @@ impl Sim {
             if self.rng.gen_bool(self.sc.loss) {
                 return;
             }
+            let now = self.now;
+            if let Some((_, _, loss)) = self
+                .sc
+                .bursts
+                .iter()
+                .find(|(a, b, _)| now >= *a && now < *b)
+            {
+                if self.rng.gen_bool(*loss) {
+                    return;
+                }
+            }
         }
         let bytes = codec::encode(msg);
         self.out.messages += 1;
@@ -1365,7 +1515,12 @@ impl Sim {
             1
         };
         for _ in 0..copies {
-            let delay = 1 + self.rng.gen_range(0..self.sc.max_delay.max(1));
+            let mut delay = 1 + self.rng.gen_range(0..self.sc.max_delay.max(1));
+            // Drawn only when set, so that seeds without long delays keep their streams.
+            if !quiet && self.sc.long_delay > 0.0 && self.rng.gen_bool(self.sc.long_delay) {
+                let skew = self.sc.params.clock_skew_ms;
+                delay += self.rng.gen_range(skew..2 * skew);
+            }
             self.push(
                 self.now + delay,
                 Event::Net {
@@ -1836,8 +1991,10 @@ impl Sim {
         rep.chain.push(CommittedBlock { block, certificate });
         let supply = rep.ledger.total_supply();
         let honest = rep.byz.is_none();
-        if self.now >= self.sc.quiet_at && applied_client_tx {
+        if self.now >= self.sc.quiet_at && applied_client_tx && rep.byz.is_none() {
             self.quiet_heights.insert(h.0);
+            let first = &mut self.out.first_client_height_after_quiet_ms;
+            first.get_or_insert(self.now);
         }
         // Supply is conserved by transfers.
         let want = self.sc.clients as u128 * u128::from(CLIENT_BALANCE);
@@ -2229,7 +2386,7 @@ impl Sim {
             return;
         }
         let byz = self.sc.byzantine.len();
-        if byz > self.f() {
+        if byz > self.f() || self.sc.endless {
             return;
         }
         if let Err(detail) = self.all_applied() {
@@ -2239,6 +2396,28 @@ impl Sim {
         let honest: Vec<usize> = (0..self.sc.n).filter(|r| self.honest(*r)).collect();
         self.out.applied_txs = self.replicas[honest[0]].ledger.applied_count();
         self.out.heights_after_quiet_with_client_tx = self.quiet_heights.len() as u64;
+        // The budget after the faults stop: client load went on past quiet_at, so the
+        // healed cluster must have committed heights carrying it, the first of them
+        // within the liveness bound.
+        let load_after_quiet = self
+            .expected
+            .iter()
+            .any(|e| e.submitted.is_some_and(|t| t >= self.sc.quiet_at));
+        let first = self.out.first_client_height_after_quiet_ms;
+        if load_after_quiet
+            && (self.quiet_heights.is_empty()
+                || first.is_none_or(|t| t > self.sc.quiet_at + self.liveness_bound()))
+        {
+            self.violate(
+                "liveness (heights after the faults stop)",
+                format!(
+                    "{} heights with client txs after quiet_at {} ms, the first at {first:?} ms (budget {} ms)",
+                    self.quiet_heights.len(),
+                    self.sc.quiet_at,
+                    self.liveness_bound()
+                ),
+            );
+        }
     }
 }
 
@@ -2247,7 +2426,7 @@ impl Sim {
     /// f+1 honest ones) must be applied at every honest replica by
     /// max(t, quiet_at) + 4·T_max + 10 s, whatever the Byzantine replicas go on doing.
     fn overdue(&self, now: u64) -> Result<(), String> {
-        if self.sc.byzantine.len() > self.f() {
+        if self.sc.byzantine.len() > self.f() || self.sc.endless {
             return Ok(());
         }
         let bound = self.liveness_bound();
