@@ -350,7 +350,8 @@ impl Scenario {
             let down = more.gen_range(100..1_500);
             s.wipes.push((at, r, down));
         }
-        // Bursts and crashes inside a drain's step list; their own stream again.
+        // Bursts and crashes inside a drain's step list; their own stream again. Such a
+        // crash is a restart within 2 s, like the crashes above: not counted against f.
         let mut steps = ChaCha8Rng::seed_from_u64(seed ^ 0x57e9_c4a5_0b05);
         s.burst_ms = [0, 0, 1, 3, 10][steps.gen_range(0..5)];
         if byz < f && steps.gen_bool(0.3) {
@@ -390,15 +391,9 @@ impl Scenario {
         let n = self.n;
         let f = (n - 1) / 3;
         let cap = if n >= 7 { f } else { 1 };
-        // A replica crashed inside a drain may restart after quiet_at: it counts against f.
-        let mut crashed: Vec<usize> = self.step_crashes.iter().map(|c| c.replica).collect();
-        crashed.sort_unstable();
-        crashed.dedup();
-        let mut used = self.byzantine.len() + self.wipes.len() + crashed.len();
+        let mut used = self.byzantine.len() + self.wipes.len();
         let is_free = |s: &Scenario, r: usize| {
-            !s.byzantine.iter().any(|(b, _)| *b == r)
-                && !s.wipes.iter().any(|w| w.1 == r)
-                && !s.step_crashes.iter().any(|c| c.replica == r)
+            !s.byzantine.iter().any(|(b, _)| *b == r) && !s.wipes.iter().any(|w| w.1 == r)
         };
         // More liars: at n ≥ 7 on most seeds, at n ≤ 5 where there was none.
         if adv.gen_bool(if n >= 7 { 0.7 } else { 0.25 }) {
