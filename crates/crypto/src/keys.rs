@@ -2,12 +2,14 @@
 //! private key files (PKCS#8 PEM).
 //!
 //! A private key file is written mode 0600 and refused when group- or
-//! world-readable: a validator key that leaks lets someone vote in its name.
+//! world-readable, owned by another user, a symlink or not a regular file: a validator
+//! key that leaks, or is swapped, lets someone vote in its name. Every buffer that holds
+//! secret bytes on the way in or out is wiped when dropped.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -16,6 +18,7 @@ use ed25519_dalek::SigningKey;
 use pkcs8::der::pem::LineEnding;
 use pkcs8::{ObjectIdentifier, PrivateKeyInfo, SecretDocument};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
 
 use crate::sign::{Signature, Signer};
 
@@ -24,6 +27,17 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 
 /// The OID of Ed25519 keys (RFC 8410).
 const ED25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// The largest key file read. An Ed25519 key's PEM is about 120 bytes; a larger file is
+/// not a key, and is refused before it is read.
+const MAX_KEY_FILE_LEN: u64 = 16 * 1024;
+
+// The secret inside a SigningKey is wiped on drop only with ed25519-dalek's "zeroize"
+// feature; this stops compiling if the feature is ever dropped from the workspace.
+const _: fn() = || {
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    wiped_on_drop::<SigningKey>();
+};
 
 /// An Ed25519 public key as 32 bytes. It is not checked to be a valid curve point
 /// until a signature is verified against it: decoding stays total and cheap, and
@@ -118,6 +132,24 @@ pub enum KeyError {
          others; run `chmod 600 {path}`"
     )]
     Permissions { path: PathBuf, mode: u32 },
+    #[error(
+        "key file {path} is a symbolic link: give the path of the key file itself, so that \
+         whoever can change the link cannot choose the key"
+    )]
+    Symlink { path: PathBuf },
+    #[error("key file {path} is a {kind}, not a regular file")]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "key file {path} is owned by uid {owner}, but this process runs as uid {euid}: a \
+         private key must belong to the user who uses it"
+    )]
+    Owner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error("key file {path} is {len} bytes, more than any key file ({MAX_KEY_FILE_LEN} bytes)")]
+    TooLarge { path: PathBuf, len: u64 },
     #[error("key file {path} is not a PKCS#8 PEM private key: {reason}")]
     Pem { path: PathBuf, reason: String },
     #[error("key file {path} holds a key of algorithm {found}, expected Ed25519 ({ED25519_OID})")]
@@ -141,7 +173,11 @@ impl fmt::Debug for KeyPair {
 
 impl Clone for KeyPair {
     fn clone(&self) -> Self {
-        KeyPair::from_seed(self.signing.to_bytes())
+        // Not through `to_bytes`: that would leave an unwiped copy of the seed.
+        KeyPair {
+            signing: self.signing.clone(),
+            public: self.public,
+        }
     }
 }
 
@@ -154,6 +190,7 @@ impl KeyPair {
 
     /// The key whose 32-byte secret seed is `seed` (tests and simulations).
     pub fn from_seed(seed: [u8; 32]) -> KeyPair {
+        let seed = Zeroizing::new(seed);
         KeyPair::from_signing(SigningKey::from_bytes(&seed))
     }
 
@@ -219,25 +256,124 @@ impl KeyPair {
     }
 
     /// Reads a key file written by [`KeyPair::save`] (or `openssl genpkey -algorithm ed25519`).
+    ///
+    /// The path is opened once and every check is made on the open file, so what is
+    /// checked is what is read: no window in which the path can be swapped.
     pub fn load(path: &Path) -> Result<KeyPair, KeyError> {
-        let read_err = |source| KeyError::Read {
+        let file = open_key_file(path)?;
+        let text = read_key_file(file, path)?;
+        let text = std::str::from_utf8(&text).map_err(|e| KeyError::Pem {
             path: path.to_path_buf(),
-            source,
-        };
-        let mode = fs::metadata(path).map_err(read_err)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(read_err)?);
-        KeyPair::from_pem(&text, path)
+            reason: format!("not UTF-8 text ({e})"),
+        })?;
+        KeyPair::from_pem(text, path)
     }
 
     pub(crate) fn signing_key(&self) -> &SigningKey {
         &self.signing
     }
+}
+
+/// Opens `path` for reading without following a symlink or waiting on a FIFO, and checks
+/// the open file: a regular file, ours, not readable by group or others, small.
+fn open_key_file(path: &Path) -> Result<File, KeyError> {
+    // O_NOFOLLOW: a symlink as the last component fails with ELOOP instead of being
+    // followed. O_NONBLOCK: opening a FIFO returns at once (to be refused by its type)
+    // instead of waiting for a writer; reads of a regular file ignore it.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => KeyError::Symlink {
+                path: path.to_path_buf(),
+            },
+            _ => KeyError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_key_file(&meta, rustix::process::geteuid().as_raw(), path)?;
+    Ok(file)
+}
+
+/// What a key file must be, judged from the open file's metadata.
+fn check_key_file(meta: &Metadata, euid: u32, path: &Path) -> Result<(), KeyError> {
+    let file_type = meta.file_type();
+    if !file_type.is_file() {
+        return Err(KeyError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: file_kind(file_type),
+        });
+    }
+    // Root reads any file whatever its mode, so the owner is checked, not only the mode.
+    if meta.uid() != euid {
+        return Err(KeyError::Owner {
+            path: path.to_path_buf(),
+            owner: meta.uid(),
+            euid,
+        });
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    if meta.len() > MAX_KEY_FILE_LEN {
+        return Err(KeyError::TooLarge {
+            path: path.to_path_buf(),
+            len: meta.len(),
+        });
+    }
+    Ok(())
+}
+
+fn file_kind(t: FileType) -> &'static str {
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
+}
+
+/// Reads the whole (checked) file into one buffer that is wiped on drop.
+fn read_key_file(file: File, path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    // Room for one byte past the bound, allocated once: the buffer never grows, so no
+    // reallocation leaves an unwiped copy of the secret behind, and a file that grew
+    // since its metadata was read is caught by its length.
+    let cap = MAX_KEY_FILE_LEN + 1;
+    let mut buf = Zeroizing::new(Vec::with_capacity(cap as usize));
+    let allocated = buf.capacity();
+    file.take(cap)
+        .read_to_end(&mut buf)
+        .map_err(|source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if buf.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(KeyError::TooLarge {
+            path: path.to_path_buf(),
+            len: buf.len() as u64,
+        });
+    }
+    debug_assert_eq!(buf.capacity(), allocated, "the key buffer was reallocated");
+    Ok(buf)
 }
 
 impl Signer for KeyPair {
@@ -253,6 +389,9 @@ impl Signer for KeyPair {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`: a valid PKCS#8
@@ -302,6 +441,44 @@ THY6CyKHkd7HpgujNJ7YQDKyw6bUIOCwxPLk7Fbsg3SJYe3iSFaq3iI2
         assert!(matches!(
             KeyPair::load(&path),
             Err(KeyError::Permissions { .. })
+        ));
+    }
+
+    #[test]
+    fn key_file_is_checked_against_the_effective_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        KeyPair::generate().save(&path).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert!(check_key_file(&meta, meta.uid(), &path).is_ok());
+        let other = meta.uid().wrapping_add(1);
+        let err = check_key_file(&meta, other, &path).unwrap_err();
+        assert!(
+            matches!(err, KeyError::Owner { owner, euid, .. } if owner == meta.uid() && euid == other),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn oversized_key_file_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let mut text = KeyPair::generate().to_pem().to_string();
+        text.push_str(&"\n".repeat(MAX_KEY_FILE_LEN as usize));
+        write_mode(&path, &text, 0o600);
+        let err = KeyPair::load(&path).unwrap_err();
+        assert!(
+            matches!(err, KeyError::TooLarge { len, .. } if len == text.len() as u64),
+            "{err}"
+        );
+        // A file of exactly the bound is read: whatever the PEM parser makes of it, it is
+        // not refused for its size.
+        let at_bound = &text[..MAX_KEY_FILE_LEN as usize];
+        fs::remove_file(&path).unwrap();
+        write_mode(&path, at_bound, 0o600);
+        assert!(!matches!(
+            KeyPair::load(&path),
+            Err(KeyError::TooLarge { .. })
         ));
     }
 

@@ -19,7 +19,6 @@ fn write_key(path: &Path) -> KeyPair {
 }
 
 #[test]
-#[ignore = "issue 22: reproduces a key file read through a symlink; fixed in the next commit"]
 fn symlink_to_a_key_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("real.pem");
@@ -42,7 +41,6 @@ fn symlink_to_a_key_file_is_refused() {
 }
 
 #[test]
-#[ignore = "issue 22: reproduces load blocking forever on a FIFO; fixed in the next commit"]
 fn fifo_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("k.pem");
@@ -79,7 +77,6 @@ fn fifo_is_refused_without_blocking() {
 }
 
 #[test]
-#[ignore = "issue 22: reproduces a directory read as a key file; fixed in the next commit"]
 fn directory_is_refused_as_not_a_regular_file() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("k.pem");
@@ -92,7 +89,6 @@ fn directory_is_refused_as_not_a_regular_file() {
 }
 
 #[test]
-#[ignore = "issue 22: reproduces a key file of another user being accepted; fixed in the next commit"]
 fn key_file_owned_by_another_user_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.pem");
