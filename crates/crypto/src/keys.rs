@@ -1,5 +1,5 @@
 //! Ed25519 key pairs, public keys as they appear in genesis and on the wire, and
-//! private key files (PKCS#8 PEM).
+//! private key files (PKCS#8 PEM, written as OpenSSL writes them).
 //!
 //! A private key file is written mode 0600 and refused when group- or
 //! world-readable, owned by another user, a symlink or not a regular file: a validator
@@ -13,10 +13,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
-use pkcs8::der::pem::LineEnding;
-use pkcs8::{ObjectIdentifier, PrivateKeyInfo, SecretDocument};
+use pkcs8::der::pem::{self, LineEnding};
+use pkcs8::der::{Decode, Encode};
+use pkcs8::{AlgorithmIdentifierRef, ObjectIdentifier, PrivateKeyInfo};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
@@ -27,6 +27,12 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 
 /// The OID of Ed25519 keys (RFC 8410).
 const ED25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// The PEM label of an unencrypted PKCS#8 key (RFC 7468).
+const PEM_LABEL: &str = "PRIVATE KEY";
+
+/// The length of an Ed25519 PKCS#8 v1 key in DER: version, algorithm and the seed.
+const V1_DER_LEN: usize = 48;
 
 /// The largest key file read. An Ed25519 key's PEM is about 120 bytes; a larger file is
 /// not a key, and is refused before it is read.
@@ -154,6 +160,15 @@ pub enum KeyError {
     Pem { path: PathBuf, reason: String },
     #[error("key file {path} holds a key of algorithm {found}, expected Ed25519 ({ED25519_OID})")]
     WrongKeyType { path: PathBuf, found: String },
+    #[error(
+        "key file {path} embeds public key {claimed}, which does not match its private key \
+         (whose public key is {derived}): the file is damaged or was put together by hand"
+    )]
+    PublicKeyMismatch {
+        path: PathBuf,
+        claimed: String,
+        derived: PublicKey,
+    },
 }
 
 /// An Ed25519 signing key with its public key.
@@ -204,36 +219,93 @@ impl KeyPair {
         self.public
     }
 
-    /// The key as PKCS#8 PEM text.
-    pub fn to_pem(&self) -> zeroize::Zeroizing<String> {
-        // Encoding a well-formed 32-byte key cannot fail; a failure here is a bug in
-        // the pkcs8 crate, not bad input.
-        self.signing
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("PKCS#8 encoding of an Ed25519 key")
+    /// The key as PKCS#8 v1 PEM (RFC 8410: version 0, no embedded public key), byte
+    /// for byte what `openssl genpkey -algorithm ed25519` writes. OpenSSL 3.0 and
+    /// Python's `cryptography` refuse an Ed25519 key in v2 form, with the public key.
+    pub fn to_pem(&self) -> Zeroizing<String> {
+        // CurvePrivateKey ::= OCTET STRING (the seed), itself inside privateKey.
+        let mut curve_key = Zeroizing::new([0u8; 2 + 32]);
+        curve_key[..2].copy_from_slice(&[0x04, 0x20]);
+        curve_key[2..].copy_from_slice(self.signing.as_bytes());
+        // No public key: PrivateKeyInfo then encodes version 0 (v1).
+        let info = PrivateKeyInfo::new(
+            AlgorithmIdentifierRef {
+                oid: ED25519_OID,
+                parameters: None,
+            },
+            &curve_key[..],
+        );
+        let mut der_buf = Zeroizing::new([0u8; V1_DER_LEN]);
+        // Encoding fixed-size fields into a buffer of their exact length cannot fail; a
+        // failure here is a bug in this function or in der, not bad input.
+        let der = info
+            .encode_to_slice(&mut der_buf[..])
+            .expect("PKCS#8 v1 encoding of an Ed25519 key");
+        assert_eq!(der.len(), V1_DER_LEN, "Ed25519 PKCS#8 v1 DER length");
+        let pem = pem::encode_string(PEM_LABEL, LineEnding::LF, der)
+            .expect("PEM encoding of 48 bytes of DER");
+        let pem = Zeroizing::new(pem);
+        debug_assert!(
+            KeyPair::from_pem(&pem, Path::new("to_pem")).is_ok_and(|k| k.public == self.public)
+        );
+        pem
     }
 
-    /// Parses PKCS#8 PEM text; `path` only names the source in errors.
+    /// Parses PKCS#8 PEM text, v1 (what OpenSSL and [`KeyPair::to_pem`] write) or v2
+    /// (with the public key, RFC 5958; what Stele wrote before issue 22). A v2 key's
+    /// embedded public key must match its private key. `path` only names the source in
+    /// errors.
     pub fn from_pem(pem: &str, path: &Path) -> Result<KeyPair, KeyError> {
         let pem_err = |reason: String| KeyError::Pem {
             path: path.to_path_buf(),
             reason,
         };
-        let (label, doc) = SecretDocument::from_pem(pem).map_err(|e| pem_err(e.to_string()))?;
-        if label != "PRIVATE KEY" {
+        // The DER is decoded into one buffer of ours, wiped on drop whichever way this
+        // returns (der's own `from_pem` drops unwiped copies on its error paths). The
+        // decoded DER is always shorter than its PEM text.
+        let mut der_buf = Zeroizing::new(vec![0u8; pem.len()]);
+        let (label, der) =
+            pem::decode(pem.as_bytes(), &mut der_buf).map_err(|e| pem_err(e.to_string()))?;
+        if label != PEM_LABEL {
             return Err(pem_err(format!(
-                "PEM label is {label:?}, expected \"PRIVATE KEY\""
+                "PEM label is {label:?}, expected {PEM_LABEL:?}"
             )));
         }
-        let info: PrivateKeyInfo<'_> = doc.decode_msg().map_err(|e| pem_err(e.to_string()))?;
+        // PrivateKeyInfo checks the version against the presence of a public key.
+        let info = PrivateKeyInfo::from_der(der).map_err(|e| pem_err(e.to_string()))?;
         if info.algorithm.oid != ED25519_OID {
             return Err(KeyError::WrongKeyType {
                 path: path.to_path_buf(),
                 found: info.algorithm.oid.to_string(),
             });
         }
-        let signing =
-            SigningKey::from_pkcs8_der(doc.as_bytes()).map_err(|e| pem_err(e.to_string()))?;
+        if info.algorithm.parameters.is_some() {
+            return Err(pem_err(
+                "Ed25519 keys have no algorithm parameters (RFC 8410), found some".into(),
+            ));
+        }
+        let seed: &[u8; 32] = info
+            .private_key
+            .strip_prefix(&[0x04, 0x20])
+            .and_then(|seed| seed.try_into().ok())
+            .ok_or_else(|| {
+                pem_err(format!(
+                    "expected the private key as a 32-byte OCTET STRING (34 bytes), found {} \
+                     bytes",
+                    info.private_key.len()
+                ))
+            })?;
+        let signing = SigningKey::from_bytes(seed);
+        if let Some(claimed) = info.public_key {
+            let derived = signing.verifying_key().to_bytes();
+            if claimed != derived {
+                return Err(KeyError::PublicKeyMismatch {
+                    path: path.to_path_buf(),
+                    claimed: hex::encode(&claimed[..claimed.len().min(64)]),
+                    derived: PublicKey(derived),
+                });
+            }
+        }
         Ok(KeyPair::from_signing(signing))
     }
 
@@ -255,7 +327,8 @@ impl KeyPair {
         Ok(())
     }
 
-    /// Reads a key file written by [`KeyPair::save`] (or `openssl genpkey -algorithm ed25519`).
+    /// Reads a key file written by [`KeyPair::save`] or `openssl genpkey -algorithm
+    /// ed25519` (PKCS#8 v1), or an older Stele key file (v2); see [`KeyPair::from_pem`].
     ///
     /// The path is opened once and every check is made on the open file, so what is
     /// checked is what is read: no window in which the path can be swapped.
