@@ -1,5 +1,5 @@
 //! Real QUIC endpoints on 127.0.0.1: authentication, framing limits, reconnection,
-//! garbage datagrams, bounded queues and the fault hook.
+//! garbage datagrams, a silent-Initial flood, bounded queues and the fault hook.
 //!
 //! Every socket is bound to 127.0.0.1:0 before the genesis is written, so the genesis
 //! addresses are the real ones and tests never collide on ports. Every wait is on a
@@ -619,4 +619,164 @@ async fn fault_hook_drops_traffic_to_and_from_chosen_peers() {
     .unwrap();
     let got = recv(&mut nodes[1].1).await;
     assert_eq!(&got.frame[..], b"healed");
+}
+
+/// Client Initial datagrams with distinct connection ids, captured from a real QUIC
+/// client (ALPN `stele/1`) dialling a socket that never answers: what a flooder replays.
+async fn capture_initials(count: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![stele_transport::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let mut dials = Vec::new();
+    let mut by_cid: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    while by_cid.len() < count {
+        dials.push(endpoint.connect(sink_addr, "r3.stele").unwrap());
+        let (len, _) = timeout(DEADLINE, sink.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let d = &buf[..len];
+        // A QUIC v1 long-header Initial: flags 0b1100_xxxx, version, DCID length, DCID.
+        if d.len() < 1200 || d[0] & 0xF0 != 0xC0 || d[1..5] != 1u32.to_be_bytes() {
+            continue;
+        }
+        let cid = d[6..6 + usize::from(d[5])].to_vec();
+        by_cid.entry(cid).or_insert_with(|| d.to_vec());
+    }
+    drop(dials);
+    endpoint.close(0u32.into(), b"captured");
+    by_cid.into_values().collect()
+}
+
+/// Replays `initials` at `target`, `PER_TICK` every `TICK`, each from one of a pool of
+/// sockets (distinct source ports: what spoofed sources look like to the target),
+/// and never answers. Returns the task and the count of datagrams sent.
+fn silent_initial_flood(
+    target: SocketAddr,
+    initials: Vec<Vec<u8>>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TICK: Duration = Duration::from_millis(20);
+    const PER_TICK: usize = 8;
+    let pool: Vec<UdpSocket> = (0..128)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        let (mut next_packet, mut next_socket) = (0usize, 0usize);
+        loop {
+            tick.tick().await;
+            for _ in 0..PER_TICK {
+                let d = &initials[next_packet % initials.len()];
+                let s = &pool[next_socket % pool.len()];
+                if s.send_to(d, target).is_ok() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                next_packet += 1;
+                next_socket += 1;
+            }
+        }
+    });
+    (task, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 22: reproduces the silent-Initial flood that keeps every handshake slot full; fixed in the next commit"]
+async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
+    use std::sync::atomic::Ordering;
+    let keys = keys(90, 4);
+    let (socks, addrs) = sockets(4);
+    let g = genesis(&keys, &addrs, small_params());
+    // Default tuning: the handshake bounds and the backoff are what is under test.
+    let tuning = Tuning::for_genesis(&g);
+    let mut nodes: Vec<_> = socks
+        .into_iter()
+        .zip(&keys)
+        .map(|(s, k)| start_with(&g, k, s, tuning.clone(), None))
+        .collect();
+    wait_full_mesh(&nodes).await;
+
+    // Validator 3 accepts from everyone; the flood aims at it.
+    let target = nodes[3].0.local_addr().unwrap();
+    let initials = capture_initials(64).await;
+    let (flood, sent) = silent_initial_flood(target, initials);
+    eventually("the flood is under way", || {
+        sent.load(Ordering::Relaxed) >= 64
+    })
+    .await;
+
+    // Validator 1 restarts (it dials validator 3) while the flood goes on.
+    let addr_1 = nodes[1].0.local_addr().unwrap();
+    let (t1, in1) = nodes.remove(1);
+    t1.shutdown().await;
+    drop((t1, in1));
+    let mut rx = nodes[2].0.connected();
+    timeout(DEADLINE, rx.wait_for(|s| !s.contains(&ReplicaId(1))))
+        .await
+        .expect("validator 3 notices validator 1 went away")
+        .unwrap();
+    let socket = timeout(DEADLINE, async {
+        loop {
+            match UdpSocket::bind(addr_1) {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+    .expect("validator 1's address free again");
+    let began = std::time::Instant::now();
+    nodes.insert(1, start_with(&g, &keys[1], socket, tuning.clone(), None));
+    let mut rx = nodes[1].0.connected();
+    let reconnected = timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|s| s.contains(&ReplicaId(3))),
+    )
+    .await;
+    let took = began.elapsed();
+    let m3 = nodes[3].0.metrics().snapshot();
+    eprintln!(
+        "validator 1 reconnected to 3 under the flood: {} after {took:?}; flood datagrams {}; \
+         validator 3 refusals {:?}",
+        reconnected.is_ok(),
+        sent.load(Ordering::Relaxed),
+        m3.rejected
+    );
+    assert!(
+        reconnected.is_ok(),
+        "validator 1 not reconnected to 3 within 10 s under a silent-Initial flood \
+         ({} handshakes refused as busy)",
+        m3.rejected(RejectReason::HandshakesBusy)
+    );
+    wait_connected_to(&nodes[3].0, &[0, 1, 2]).await;
+
+    // Frames flow both ways while the flood goes on.
+    for (from, to) in [(1u16, 3u16), (3, 1)] {
+        let f = payload(from, to, FrameClass::Consensus, 0);
+        let t = nodes[from as usize].0.clone();
+        t.send(ReplicaId(to), FrameClass::Consensus, f.clone())
+            .unwrap();
+        let got = recv(&mut nodes[to as usize].1).await;
+        assert_eq!((got.from, got.frame), (ReplicaId(from), f));
+    }
+    flood.abort();
 }
