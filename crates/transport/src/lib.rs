@@ -6,9 +6,11 @@
 //! TLS handshake, stamps every inbound frame with its arrival time before any queueing,
 //! and keeps consensus traffic ahead of relay and bulk traffic in both directions.
 //! Module map: [`identity`] (certificates and verifiers), [`frame`] (wire framing),
-//! [`queue`] (per-peer outbound queues), [`metrics`], [`fault`] (test hook),
-//! [`transport`] (endpoints, connections, the public handle).
+//! [`queue`] (per-peer outbound queues), `admission` (who may hold an inbound
+//! handshake slot), [`metrics`], [`fault`] (test hook), [`transport`] (endpoints,
+//! connections, the public handle).
 
+mod admission;
 pub mod fault;
 pub mod frame;
 pub mod identity;

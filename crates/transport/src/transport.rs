@@ -5,7 +5,9 @@
 //! happen; an accepted connection from a peer that already has one replaces it (the
 //! peer restarted). A dialler counts a connection as up only once the acceptor opened a
 //! stream on it (TLS 1.3 checks the client's certificate after the client's handshake
-//! ends). Each dialler retries with capped exponential backoff and jitter.
+//! ends). Each dialler retries with capped exponential backoff and jitter. An inbound
+//! attempt from an address not yet validated gets a stateless Retry; a validated one
+//! holds a slot (see `admission`) for at most the short handshake timeout.
 //! Each side opens one unidirectional stream per [`FrameClass`] (consensus at a higher
 //! QUIC priority), fed from that peer's bounded [`crate::queue`]. Inbound frames are
 //! stamped with wall-clock time the moment their last byte is read, then pass through
@@ -28,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Caps};
 use crate::fault::Faults;
 use crate::frame::{self, FrameDecoder, FrameError};
 use crate::identity::{self, IdentityError};
@@ -43,6 +46,12 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 const READ_CHUNK: usize = 64 << 10;
 /// Capacity of the connection-event channel; a receiver that lags loses old events.
 const EVENT_CAPACITY: usize = 256;
+/// Connection attempts QUIC holds for the accept loop; past that it ignores new ones
+/// (their clients retransmit). Each is answered at once (Retry, refusal or a slot).
+const ACCEPT_BACKLOG: usize = 256;
+/// Bytes QUIC buffers for one attempt the accept loop has not taken yet, and for all.
+const ACCEPT_BUFFER: u64 = 16 << 10;
+const ACCEPT_BUFFER_TOTAL: u64 = 1 << 20;
 
 /// Application close codes, visible to the peer.
 const CLOSE_SHUTDOWN: u32 = 0;
@@ -68,10 +77,20 @@ pub struct Tuning {
     pub keep_alive: Duration,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
-    /// A handshake not done within this is abandoned.
+    /// An inbound handshake not done within this is abandoned and its slot freed; short,
+    /// because a silent client holds its slot until then.
     pub handshake_timeout: Duration,
+    /// A dial not confirmed by the peer within this is abandoned and retried.
+    pub dial_timeout: Duration,
     /// Most inbound handshakes in progress at once; more are refused.
     pub max_handshakes: usize,
+    /// Most inbound handshakes in progress from one source (an IPv4 address or an IPv6
+    /// /64); a host that genesis lists for k other validators may hold max(k, this).
+    pub max_handshakes_per_source: usize,
+    /// Most inbound handshakes in progress from sources that no genesis validator lists
+    /// (by IP literal), all together: the rest of `max_handshakes` stays free for
+    /// validators reconnecting from their listed addresses.
+    pub max_stranger_handshakes: usize,
 }
 
 impl Tuning {
@@ -87,8 +106,11 @@ impl Tuning {
             backoff_max: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(1),
+            dial_timeout: Duration::from_secs(5),
             max_handshakes: 2 * n.max(4),
+            max_handshakes_per_source: 2,
+            max_stranger_handshakes: n.max(4),
         }
     }
 
@@ -115,8 +137,23 @@ impl Tuning {
                 self.backoff_initial, self.backoff_max
             ));
         }
-        if self.max_handshakes == 0 {
-            return Err("max_handshakes must be at least 1, found 0".into());
+        if self.handshake_timeout.is_zero() || self.dial_timeout.is_zero() {
+            return Err(format!(
+                "handshake_timeout and dial_timeout must be positive, found {:?} and {:?}",
+                self.handshake_timeout, self.dial_timeout
+            ));
+        }
+        if self.max_handshakes == 0 || self.max_handshakes_per_source == 0 {
+            return Err(format!(
+                "max_handshakes and max_handshakes_per_source must be at least 1, found {} and {}",
+                self.max_handshakes, self.max_handshakes_per_source
+            ));
+        }
+        if !(1..=self.max_handshakes).contains(&self.max_stranger_handshakes) {
+            return Err(format!(
+                "max_stranger_handshakes must be in 1..={} (max_handshakes), found {}",
+                self.max_handshakes, self.max_stranger_handshakes
+            ));
         }
         Ok(())
     }
@@ -305,7 +342,7 @@ struct Shared {
     budgets: [Arc<Semaphore>; 3],
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    handshakes: Arc<Semaphore>,
+    admission: Arc<Admission>,
     next_generation: AtomicU64,
 }
 
@@ -394,7 +431,9 @@ impl Transport {
         server
             .transport_config(transport.clone())
             .migration(false)
-            .max_incoming(tuning.max_handshakes);
+            .max_incoming(ACCEPT_BACKLOG)
+            .incoming_buffer_size(ACCEPT_BUFFER)
+            .incoming_buffer_size_total(ACCEPT_BUFFER_TOTAL);
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
         let endpoint_config = quinn::EndpointConfig::new(Arc::new(identity::reset_key(&key)));
@@ -439,7 +478,15 @@ impl Transport {
             local,
             set: set.clone(),
             max_frame,
-            handshakes: Arc::new(Semaphore::new(tuning.max_handshakes)),
+            admission: Arc::new(Admission::new(
+                Caps {
+                    total: tuning.max_handshakes,
+                    per_source: tuning.max_handshakes_per_source,
+                    strangers: tuning.max_stranger_handshakes,
+                },
+                &genesis,
+                local,
+            )),
             tuning,
             peers,
             metrics,
@@ -607,6 +654,15 @@ enum DialError {
     },
 }
 
+/// Why an inbound handshake did not give a connection (logged, counted).
+#[derive(Debug, thiserror::Error)]
+enum InboundFailed {
+    #[error("handshake failed: {0}")]
+    Handshake(quinn::ConnectionError),
+    #[error("handshake not done within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Why a writer stopped (the connection is gone or going).
 #[derive(Debug, thiserror::Error)]
 enum WriteFailed {
@@ -717,25 +773,42 @@ impl Shared {
 
     async fn accept_loop(self: Arc<Self>) {
         while let Some(incoming) = self.endpoint.accept().await {
-            let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-                self.metrics.reject(RejectReason::HandshakesBusy);
-                debug!(local = self.local.0, remote = %incoming.remote_address(),
-                    "too many handshakes in progress, refused");
-                incoming.refuse();
+            let remote = incoming.remote_address();
+            // A Retry keeps no state: a source that never receives our packets (a
+            // spoofed one) ends here, before it can hold a handshake slot.
+            if !incoming.remote_address_validated() {
+                match incoming.retry() {
+                    Ok(()) => self.metrics.retry_sent(),
+                    // Unreachable: quinn may always retry an unvalidated address.
+                    Err(e) => e.into_incoming().refuse(),
+                }
                 continue;
+            }
+            let slot = match self.admission.try_admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    self.metrics.reject(reason);
+                    debug!(local = self.local.0, %remote, reason = reason.as_str(),
+                        "inbound handshake refused");
+                    incoming.refuse();
+                    continue;
+                }
             };
             let shared = self.clone();
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
-                let conn = match shared.handshake_inbound(incoming).await {
+                let handshake = shared.handshake_inbound(incoming).await;
+                drop(slot);
+                let conn = match handshake {
                     Ok(c) => c,
-                    Err(reason) => {
+                    Err(e) => {
+                        if matches!(e, InboundFailed::Timeout(_)) {
+                            shared.metrics.reject(RejectReason::HandshakeTimeout);
+                        }
                         shared.metrics.connect_failed();
-                        debug!(local = shared.local.0, %remote, %reason, "inbound handshake failed");
+                        debug!(local = shared.local.0, %remote, error = %e, "inbound handshake failed");
                         return;
                     }
                 };
-                drop(permit);
                 let peer = match identity::peer_id(&conn, &shared.set) {
                     Ok(p) => p,
                     Err(e) => {
@@ -761,16 +834,16 @@ impl Shared {
         }
     }
 
-    async fn handshake_inbound(&self, incoming: quinn::Incoming) -> Result<Connection, String> {
-        let connecting = incoming.accept().map_err(|e| e.to_string())?;
-        match tokio::time::timeout(self.tuning.handshake_timeout, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "not done within {:?}",
-                self.tuning.handshake_timeout
-            )),
-        }
+    async fn handshake_inbound(
+        &self,
+        incoming: quinn::Incoming,
+    ) -> Result<Connection, InboundFailed> {
+        let connecting = incoming.accept().map_err(InboundFailed::Handshake)?;
+        let timeout = self.tuning.handshake_timeout;
+        tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| InboundFailed::Timeout(timeout))?
+            .map_err(InboundFailed::Handshake)
     }
 
     async fn dial_loop(self: Arc<Self>, peer: ReplicaId) {
@@ -820,7 +893,7 @@ impl Shared {
             .endpoint
             .connect_with(self.client.clone(), addr, &identity::server_name(peer))
             .map_err(|source| DialError::Connect { addr, source })?;
-        let timeout = self.tuning.handshake_timeout;
+        let timeout = self.tuning.dial_timeout;
         let conn = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| DialError::Timeout { addr, timeout })?

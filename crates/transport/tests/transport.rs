@@ -621,11 +621,9 @@ async fn fault_hook_drops_traffic_to_and_from_chosen_peers() {
     assert_eq!(&got.frame[..], b"healed");
 }
 
-/// Client Initial datagrams with distinct connection ids, captured from a real QUIC
-/// client (ALPN `stele/1`) dialling a socket that never answers: what a flooder replays.
-async fn capture_initials(count: usize) -> Vec<Vec<u8>> {
-    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let sink_addr = sink.local_addr().unwrap();
+/// A QUIC client endpoint speaking ALPN `stele/1` that trusts no certificate: enough
+/// to open handshakes, never to finish one.
+fn quic_client() -> quinn::Endpoint {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -636,6 +634,15 @@ async fn capture_initials(count: usize) -> Vec<Vec<u8>> {
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+}
+
+/// Client Initial datagrams with distinct connection ids, captured from a real QUIC
+/// client dialling a socket that never answers: what a flooder replays.
+async fn capture_initials(count: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let endpoint = quic_client();
     let mut dials = Vec::new();
     let mut by_cid: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
@@ -700,7 +707,6 @@ fn silent_initial_flood(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 22: reproduces the silent-Initial flood that keeps every handshake slot full; fixed in the next commit"]
 async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
     use std::sync::atomic::Ordering;
     let keys = keys(90, 4);
@@ -720,7 +726,7 @@ async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
     let initials = capture_initials(64).await;
     let (flood, sent) = silent_initial_flood(target, initials);
     eventually("the flood is under way", || {
-        sent.load(Ordering::Relaxed) >= 64
+        sent.load(Ordering::Relaxed) >= 200
     })
     .await;
 
@@ -768,6 +774,10 @@ async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
         m3.rejected(RejectReason::HandshakesBusy)
     );
     wait_connected_to(&nodes[3].0, &[0, 1, 2]).await;
+    // The flood was answered with Retries and never held a slot.
+    assert!(m3.retries_sent >= 64, "{m3:?}");
+    assert_eq!(m3.rejected(RejectReason::HandshakesBusy), 0, "{m3:?}");
+    assert_eq!(m3.rejected(RejectReason::HandshakeTimeout), 0, "{m3:?}");
 
     // Frames flow both ways while the flood goes on.
     for (from, to) in [(1u16, 3u16), (3, 1)] {
@@ -779,4 +789,109 @@ async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
         assert_eq!((got.from, got.frame), (ReplicaId(from), f));
     }
     flood.abort();
+}
+
+/// Whether `d` is a client's QUIC v1 Initial carrying a token (the answer to a Retry).
+fn initial_with_token(d: &[u8]) -> bool {
+    if d.len() < 7 || d[0] & 0xF0 != 0xC0 || d[1..5] != 1u32.to_be_bytes() {
+        return false;
+    }
+    let scid_at = 6 + usize::from(d[5]);
+    let Some(&scid_len) = d.get(scid_at) else {
+        return false;
+    };
+    let token_at = scid_at + 1 + usize::from(scid_len);
+    let Some(&first) = d.get(token_at) else {
+        return false;
+    };
+    // A varint: the top two bits give its length; the token length is non-zero iff
+    // any of its value bits is set.
+    let len = 1usize << (first >> 6);
+    d.get(token_at..token_at + len)
+        .is_some_and(|v| v[0] & 0x3F != 0 || v[1..].iter().any(|&b| b != 0))
+}
+
+/// A real QUIC client that dials `server` through a relay bound on `via`: the relay
+/// passes everything until the client's Initial carrying the Retry token is through,
+/// then drops what the client sends. The server sees a validated address that goes
+/// silent mid-handshake. Returns the relay task and the client's pending connection.
+async fn silent_validated_client(
+    client: &quinn::Endpoint,
+    server: SocketAddr,
+    via: &str,
+) -> (tokio::task::JoinHandle<()>, quinn::Connecting) {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind(via).await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let relay = tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+        let mut client_addr = None;
+        let mut silent = false;
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut up) => {
+                    client_addr = Some(from);
+                    if !silent {
+                        let _ = back.send_to(&up[..n], server).await;
+                        silent = initial_with_token(&up[..n]);
+                    }
+                }
+                Ok((n, _)) = back.recv_from(&mut down) => {
+                    if let Some(c) = client_addr {
+                        let _ = front.send_to(&down[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    (relay, client.connect(front_addr, "r3.stele").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validated_silent_clients_hold_a_slot_briefly_and_two_per_source() {
+    let keys = keys(100, 4);
+    let (socks, addrs) = sockets(4);
+    let g = genesis(&keys, &addrs, small_params());
+    let tuning = Tuning::for_genesis(&g);
+    assert_eq!(tuning.max_handshakes_per_source, 2);
+    let nodes: Vec<_> = socks
+        .into_iter()
+        .zip(&keys)
+        .map(|(s, k)| start_with(&g, k, s, tuning.clone(), None))
+        .collect();
+    wait_full_mesh(&nodes).await;
+    let target = nodes[3].0.local_addr().unwrap();
+    let m3 = nodes[3].0.metrics().clone();
+
+    // Three silent clients from 127.0.0.2, an address genesis does not list.
+    let client = quic_client();
+    let mut attackers = Vec::new();
+    for _ in 0..3 {
+        attackers.push(silent_validated_client(&client, target, "127.0.0.2:0").await);
+    }
+    let began = std::time::Instant::now();
+    eventually("the third attempt from one source is refused", || {
+        m3.snapshot().rejected(RejectReason::SourceHandshakesBusy) == 1
+    })
+    .await;
+    eventually("the two silent handshakes are abandoned", || {
+        m3.snapshot().rejected(RejectReason::HandshakeTimeout) == 2
+    })
+    .await;
+    eprintln!(
+        "two silent validated handshakes held their slots for {:?} (handshake_timeout {:?})",
+        began.elapsed(),
+        tuning.handshake_timeout
+    );
+    let m = m3.snapshot();
+    assert!(
+        m.retries_sent >= 3,
+        "every attempt was validated first: {m:?}"
+    );
+    assert_eq!(m.rejected(RejectReason::HandshakesBusy), 0, "{m:?}");
+    // The validators never noticed.
+    assert_eq!(m.peers_connected, 3);
+    for (relay, _) in &attackers {
+        relay.abort();
+    }
 }
