@@ -34,6 +34,7 @@ use crate::admission::{Admission, Caps};
 use crate::fault::Faults;
 use crate::frame::{self, FrameDecoder, FrameError};
 use crate::identity::{self, IdentityError};
+use crate::inbound::{Inbound, InboundFrame};
 use crate::metrics::{Metrics, RejectReason};
 use crate::queue::{OutQueues, QueueLimits, QueueStats};
 use crate::{unix_ms, FrameClass};
@@ -239,80 +240,11 @@ pub enum SendOutcome {
     DroppedByFault,
 }
 
-/// A frame from a peer, stamped when its last byte was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InboundFrame {
-    /// The authenticated sender.
-    pub from: ReplicaId,
-    /// The stream it came on.
-    pub class: FrameClass,
-    /// Wall-clock unix milliseconds when it was read, before any queueing.
-    pub arrival_unix_ms: u64,
-    /// The payload (at most `max_frame_len(&genesis)` bytes, never empty).
-    pub frame: Bytes,
-}
-
 /// A peer's connection came up or went down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerEvent {
     Connected(ReplicaId),
     Disconnected(ReplicaId),
-}
-
-/// The receiving end of the transport: every authenticated inbound frame.
-///
-/// Consensus frames are always taken first; relay and bulk take turns. Taking a frame
-/// frees its bytes from the inbound budget, which lets the readers read on.
-#[derive(Debug)]
-pub struct Inbound {
-    rx: [mpsc::Receiver<InboundFrame>; 3],
-    budgets: [Arc<Semaphore>; 3],
-    relay_first: bool,
-}
-
-impl Inbound {
-    /// The next frame; `None` once the transport has shut down.
-    pub async fn recv(&mut self) -> Option<InboundFrame> {
-        let [consensus, relay, bulk] = &mut self.rx;
-        let frame = if self.relay_first {
-            tokio::select! {
-                biased;
-                Some(f) = consensus.recv() => Some(f),
-                Some(f) = relay.recv() => Some(f),
-                Some(f) = bulk.recv() => Some(f),
-                else => None,
-            }
-        } else {
-            tokio::select! {
-                biased;
-                Some(f) = consensus.recv() => Some(f),
-                Some(f) = bulk.recv() => Some(f),
-                Some(f) = relay.recv() => Some(f),
-                else => None,
-            }
-        };
-        self.relay_first = !self.relay_first;
-        self.release(frame.as_ref());
-        frame
-    }
-
-    /// The next frame if one is waiting, consensus first.
-    pub fn try_recv(&mut self) -> Option<InboundFrame> {
-        let frame = self.rx.iter_mut().find_map(|rx| rx.try_recv().ok());
-        self.release(frame.as_ref());
-        frame
-    }
-
-    /// Frames waiting, by class.
-    pub fn pending(&self) -> [usize; 3] {
-        std::array::from_fn(|i| self.rx[i].len())
-    }
-
-    fn release(&self, frame: Option<&InboundFrame>) {
-        if let Some(f) = frame {
-            self.budgets[f.class.index()].add_permits(f.frame.len());
-        }
-    }
 }
 
 /// One remote validator as the transport tracks it.
@@ -520,11 +452,7 @@ impl Transport {
             Transport {
                 inner: Arc::new(handle),
             },
-            Inbound {
-                rx,
-                budgets,
-                relay_first: true,
-            },
+            Inbound::new(rx, budgets),
         ))
     }
 
