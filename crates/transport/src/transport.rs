@@ -11,9 +11,10 @@
 //! Each side opens one unidirectional stream per [`FrameClass`] (consensus at a higher
 //! QUIC priority), fed from that peer's bounded [`crate::queue`]. Inbound frames are
 //! stamped with wall-clock time the moment their last byte is read, then pass through
-//! a per-class channel bounded in frames and bytes; when the node does not keep up,
-//! readers stop reading and QUIC flow control pushes back on the sender, whose queue
-//! then drops (and counts). A framing error closes only that peer's connection.
+//! a per-class channel, each peer's share bounded in frames and bytes
+//! ([`crate::inbound`]); when the node does not keep up with a peer, that peer's
+//! readers stop reading and QUIC flow control pushes back on it, whose queue then
+//! drops (and counts). A framing error closes only that peer's connection.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -34,7 +35,7 @@ use crate::admission::{Admission, Caps};
 use crate::fault::Faults;
 use crate::frame::{self, FrameDecoder, FrameError};
 use crate::identity::{self, IdentityError};
-use crate::inbound::{Inbound, InboundFrame};
+use crate::inbound::{Inbound, InboundFrame, PeerBudget, PeerLimits};
 use crate::metrics::{Metrics, RejectReason};
 use crate::queue::{OutQueues, QueueLimits, QueueStats};
 use crate::{unix_ms, FrameClass};
@@ -65,11 +66,16 @@ const CLOSE_WRONG_DIRECTION: u32 = 3;
 pub struct Tuning {
     /// Bounds of each peer's outbound queues.
     pub queue: QueueLimits,
-    /// Most received frames waiting for the node, per class.
-    pub inbound_frames: [usize; 3],
-    /// Most received payload bytes waiting for the node, per class; each must hold one
-    /// largest frame.
-    pub inbound_bytes: [usize; 3],
+    /// Most frames received from one peer waiting for the node, all classes together.
+    pub inbound_peer_frames: usize,
+    /// Most payload bytes received from one peer waiting for the node, all classes
+    /// together (the peer picks each stream's class, so a budget per class would be
+    /// the peer's to multiply).
+    pub inbound_peer_bytes: usize,
+    /// Of `inbound_peer_bytes`, those only the peer's consensus frames may use, so its
+    /// own relay and bulk frames cannot hold them back; the rest must hold one largest
+    /// frame.
+    pub inbound_consensus_reserve: usize,
     /// First reconnect delay.
     pub backoff_initial: Duration,
     /// Cap of the doubling reconnect delay.
@@ -101,8 +107,10 @@ impl Tuning {
         let n = genesis.validators.len();
         Tuning {
             queue: QueueLimits::for_frame_len(max_frame),
-            inbound_frames: [4096, 4096, 64],
-            inbound_bytes: [max_frame + (4 << 20); 3],
+            inbound_peer_frames: 4096,
+            // Relay and bulk keep the room one class had when budgets were per class.
+            inbound_peer_bytes: max_frame + (8 << 20),
+            inbound_consensus_reserve: 4 << 20,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
@@ -115,22 +123,27 @@ impl Tuning {
         }
     }
 
-    fn check(&self, max_frame: usize) -> Result<(), String> {
+    fn check(&self, max_frame: usize, n: usize) -> Result<(), String> {
         self.queue.check(max_frame)?;
-        for class in FrameClass::ALL {
-            let i = class.index();
-            if self.inbound_frames[i] == 0 {
-                return Err(format!(
-                    "inbound_frames[{class}] must be at least 1, found 0"
-                ));
-            }
-            if self.inbound_bytes[i] < max_frame || self.inbound_bytes[i] > Semaphore::MAX_PERMITS {
-                return Err(format!(
-                    "inbound_bytes[{class}] must be in {max_frame}..={} (one largest frame), found {}",
-                    Semaphore::MAX_PERMITS,
-                    self.inbound_bytes[i]
-                ));
-            }
+        let channel = self.inbound_channel_capacity(n);
+        if self.inbound_peer_frames == 0 || channel.is_none_or(|c| c > Semaphore::MAX_PERMITS) {
+            return Err(format!(
+                "inbound_peer_frames must be in 1..={} for {n} validators, found {}",
+                Semaphore::MAX_PERMITS / n.max(1),
+                self.inbound_peer_frames
+            ));
+        }
+        if self.inbound_peer_bytes > Semaphore::MAX_PERMITS
+            || self.inbound_peer_bytes < max_frame
+            || self.inbound_peer_bytes - max_frame < self.inbound_consensus_reserve
+        {
+            return Err(format!(
+                "inbound_peer_bytes must be at most {} and hold one largest frame \
+                 ({max_frame} bytes) beside inbound_consensus_reserve ({}), found {}",
+                Semaphore::MAX_PERMITS,
+                self.inbound_consensus_reserve,
+                self.inbound_peer_bytes
+            ));
         }
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return Err(format!(
@@ -157,6 +170,14 @@ impl Tuning {
             ));
         }
         Ok(())
+    }
+
+    /// Frames each class's channel holds: every peer's whole frame budget, so that a
+    /// frame with room in its sender's budget never waits for another peer's.
+    fn inbound_channel_capacity(&self, n: usize) -> Option<usize> {
+        n.saturating_sub(1)
+            .max(1)
+            .checked_mul(self.inbound_peer_frames)
     }
 }
 
@@ -271,7 +292,8 @@ struct Shared {
     events: broadcast::Sender<PeerEvent>,
     connected: watch::Sender<BTreeSet<ReplicaId>>,
     inbound: [mpsc::Sender<InboundFrame>; 3],
-    budgets: [Arc<Semaphore>; 3],
+    /// What each peer has waiting for the node, indexed by replica id.
+    budgets: Arc<[PeerBudget]>,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     admission: Arc<Admission>,
@@ -327,7 +349,9 @@ impl Transport {
                 "max_frame_len(genesis) must be in 1..=u32::MAX, found {max_frame}"
             )));
         }
-        tuning.check(max_frame).map_err(TransportError::Config)?;
+        tuning
+            .check(max_frame, set.n())
+            .map_err(TransportError::Config)?;
         let own_addr = genesis
             .validators
             .get(local.index())
@@ -382,10 +406,13 @@ impl Transport {
         .map_err(endpoint_err)?;
         let local_addr = endpoint.local_addr().map_err(endpoint_err)?;
 
+        let capacity = tuning
+            .inbound_channel_capacity(set.n())
+            .ok_or_else(|| TransportError::Config("inbound channel capacity".into()))?;
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
-        for i in 0..FrameClass::ALL.len() {
-            let (tx, rx) = mpsc::channel(tuning.inbound_frames[i]);
+        for _ in FrameClass::ALL {
+            let (tx, rx) = mpsc::channel(capacity);
             senders.push(tx);
             receivers.push(rx);
         }
@@ -395,8 +422,12 @@ impl Transport {
         let rx: [mpsc::Receiver<InboundFrame>; 3] = receivers
             .try_into()
             .map_err(|_| TransportError::Config("three frame classes".into()))?;
-        let budgets: [Arc<Semaphore>; 3] =
-            std::array::from_fn(|i| Arc::new(Semaphore::new(tuning.inbound_bytes[i])));
+        let limits = PeerLimits {
+            frames: tuning.inbound_peer_frames,
+            bytes: tuning.inbound_peer_bytes,
+            consensus_reserve: tuning.inbound_consensus_reserve,
+        };
+        let budgets: Arc<[PeerBudget]> = set.ids().map(|_| PeerBudget::new(limits)).collect();
         let peers = set
             .ids()
             .map(|id| Peer {
@@ -632,7 +663,7 @@ fn jitter(d: Duration) -> Duration {
 impl Shared {
     /// Closes the endpoint and the inbound budgets so every task winds down.
     fn stop(&self) {
-        for b in &self.budgets {
+        for b in self.budgets.iter() {
             b.close();
         }
         self.endpoint
@@ -975,6 +1006,9 @@ impl Shared {
         }
         let class = FrameClass::from_tag(tag[0]).ok_or(StreamFault::UnknownClass(tag[0]))?;
         let c = class.index();
+        let Some(budget) = self.budgets.get(peer.index()) else {
+            return Ok(());
+        };
         let mut decoder = FrameDecoder::new(self.max_frame);
         loop {
             let frame = loop {
@@ -1000,34 +1034,30 @@ impl Shared {
                 }
             }
             self.metrics.received(class, frame.len());
-            let len = frame.len();
-            // Checked at start: every frame fits u32.
-            let cost = u32::try_from(len).unwrap_or(u32::MAX);
-            let budget = &self.budgets[c];
-            // Wait for room: a node that does not keep up stops our reads, and QUIC
-            // flow control then stops the sender.
-            let permit = tokio::select! {
-                p = budget.acquire_many(cost) => p,
+            // Wait for room in this peer's budget: a node that does not keep up stops
+            // our reads, and QUIC flow control then stops the sender.
+            let room = tokio::select! {
+                r = budget.room(class, frame.len()) => r,
                 _ = conn.closed() => return Ok(()),
             };
-            match permit {
-                Ok(p) => p.forget(),
-                Err(_) => return Ok(()), // shutting down
-            }
+            let Some(room) = room else {
+                return Ok(()); // shutting down
+            };
             let item = InboundFrame {
                 from: peer,
                 class,
                 arrival_unix_ms,
                 frame,
             };
+            // Never waits: the channel holds every peer's whole frame budget.
             let delivered = tokio::select! {
                 r = self.inbound[c].send(item) => r.is_ok(),
                 _ = conn.closed() => false,
             };
             if !delivered {
-                budget.add_permits(len);
-                return Ok(());
+                return Ok(()); // the room is freed as it drops
             }
+            room.hand_over();
         }
     }
 }

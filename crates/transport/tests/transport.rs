@@ -493,10 +493,12 @@ async fn silent_peer_cannot_grow_the_senders_queue() {
             tuning.queue = limits.clone();
         }
         if i == 1 {
-            // Validator 1's node never reads: its small bulk buffer fills at once,
-            // while the consensus channel has room for the frames sent below.
-            tuning.inbound_frames = [64, 8, 8];
-            tuning.inbound_bytes = [max; 3];
+            // Validator 1's node never reads: the bulk part of validator 0's budget
+            // fills at once, while its consensus reserve has room for the frames
+            // sent below.
+            tuning.inbound_peer_frames = 64;
+            tuning.inbound_peer_bytes = 2 * max;
+            tuning.inbound_consensus_reserve = max;
         }
         nodes.push(start_with(&g, k, s, tuning, None));
     }
@@ -897,7 +899,6 @@ async fn validated_silent_clients_hold_a_slot_briefly_and_two_per_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 22: reproduces inbound budgets per class chosen by the sender, not per peer; fixed in the next commit"]
 async fn a_peer_cannot_take_more_inbound_buffer_by_spreading_over_classes() {
     let keys = keys(110, 4);
     let (socks, addrs) = sockets(4);
@@ -909,7 +910,8 @@ async fn a_peer_cannot_take_more_inbound_buffer_by_spreading_over_classes() {
     for (i, (s, k)) in socks.into_iter().zip(&keys).enumerate() {
         let mut tuning = fast_tuning(&g);
         if i == 1 {
-            tuning.inbound_bytes = [budget; 3];
+            tuning.inbound_peer_bytes = budget;
+            tuning.inbound_consensus_reserve = max;
         }
         nodes.push(start_with(&g, k, s, tuning, None));
     }
