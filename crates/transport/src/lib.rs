@@ -6,12 +6,15 @@
 //! TLS handshake, stamps every inbound frame with its arrival time before any queueing,
 //! and keeps consensus traffic ahead of relay and bulk traffic in both directions.
 //! Module map: [`identity`] (certificates and verifiers), [`frame`] (wire framing),
-//! [`queue`] (per-peer outbound queues), [`metrics`], [`fault`] (test hook),
-//! [`transport`] (endpoints, connections, the public handle).
+//! [`queue`] (per-peer outbound queues), [`inbound`] (received frames and their
+//! budgets), `admission` (who may hold an inbound handshake slot), [`metrics`],
+//! [`fault`] (test hook), [`transport`] (endpoints, connections, the public handle).
 
+mod admission;
 pub mod fault;
 pub mod frame;
 pub mod identity;
+pub mod inbound;
 pub mod metrics;
 pub mod queue;
 pub mod transport;
@@ -19,11 +22,11 @@ pub mod transport;
 pub use fault::Faults;
 pub use frame::FrameError;
 pub use identity::IdentityError;
+pub use inbound::{Inbound, InboundFrame};
 pub use metrics::{Metrics, MetricsSnapshot, RejectReason};
 pub use queue::{QueueLimits, QueueStats};
 pub use transport::{
-    Inbound, InboundFrame, PeerEvent, SendError, SendOutcome, Transport, TransportConfig,
-    TransportError, Tuning,
+    PeerEvent, SendError, SendOutcome, Transport, TransportConfig, TransportError, Tuning,
 };
 
 /// ALPN protocol id: a peer speaking anything else fails the handshake.

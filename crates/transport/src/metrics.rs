@@ -31,11 +31,20 @@ pub enum RejectReason {
     WrongDirection,
     /// An incoming handshake refused because too many were already in progress.
     HandshakesBusy,
+    /// An incoming handshake refused because its source already had its share in
+    /// progress.
+    SourceHandshakesBusy,
+    /// An incoming handshake from a source no genesis validator lists, refused because
+    /// such sources together already had their share in progress.
+    StrangerHandshakesBusy,
+    /// An incoming handshake abandoned because it was not done within the handshake
+    /// timeout (a silent or very slow client held the slot until then).
+    HandshakeTimeout,
 }
 
 impl RejectReason {
     /// Every reason, in index order.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::Oversized,
         RejectReason::EmptyFrame,
         RejectReason::Truncated,
@@ -46,6 +55,9 @@ impl RejectReason {
         RejectReason::WrongPeer,
         RejectReason::WrongDirection,
         RejectReason::HandshakesBusy,
+        RejectReason::SourceHandshakesBusy,
+        RejectReason::StrangerHandshakesBusy,
+        RejectReason::HandshakeTimeout,
     ];
 
     /// Metric label.
@@ -61,6 +73,9 @@ impl RejectReason {
             RejectReason::WrongPeer => "wrong_peer",
             RejectReason::WrongDirection => "wrong_direction",
             RejectReason::HandshakesBusy => "handshakes_busy",
+            RejectReason::SourceHandshakesBusy => "source_handshakes_busy",
+            RejectReason::StrangerHandshakesBusy => "stranger_handshakes_busy",
+            RejectReason::HandshakeTimeout => "handshake_timeout",
         }
     }
 
@@ -84,6 +99,7 @@ pub struct Metrics {
     connections_established: AtomicU64,
     connect_failures: AtomicU64,
     peers_connected: AtomicU64,
+    retries_sent: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -111,6 +127,9 @@ pub struct MetricsSnapshot {
     pub connect_failures: u64,
     /// Peers with a live connection now.
     pub peers_connected: u64,
+    /// Connection attempts from addresses not yet validated, answered with a stateless
+    /// Retry (every honest dial gets one; a spoofed flood gets nothing else).
+    pub retries_sent: u64,
 }
 
 impl MetricsSnapshot {
@@ -138,6 +157,7 @@ impl Metrics {
             connections_established: self.connections_established.load(Ordering::Relaxed),
             connect_failures: self.connect_failures.load(Ordering::Relaxed),
             peers_connected: self.peers_connected.load(Ordering::Relaxed),
+            retries_sent: self.retries_sent.load(Ordering::Relaxed),
         }
     }
 
@@ -169,6 +189,10 @@ impl Metrics {
 
     pub(crate) fn connect_failed(&self) {
         self.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn retry_sent(&self) {
+        self.retries_sent.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn set_peers_connected(&self, n: usize) {

@@ -5,13 +5,16 @@
 //! happen; an accepted connection from a peer that already has one replaces it (the
 //! peer restarted). A dialler counts a connection as up only once the acceptor opened a
 //! stream on it (TLS 1.3 checks the client's certificate after the client's handshake
-//! ends). Each dialler retries with capped exponential backoff and jitter.
+//! ends). Each dialler retries with capped exponential backoff and jitter. An inbound
+//! attempt from an address not yet validated gets a stateless Retry; a validated one
+//! holds a slot (see `admission`) for at most the short handshake timeout.
 //! Each side opens one unidirectional stream per [`FrameClass`] (consensus at a higher
 //! QUIC priority), fed from that peer's bounded [`crate::queue`]. Inbound frames are
 //! stamped with wall-clock time the moment their last byte is read, then pass through
-//! a per-class channel bounded in frames and bytes; when the node does not keep up,
-//! readers stop reading and QUIC flow control pushes back on the sender, whose queue
-//! then drops (and counts). A framing error closes only that peer's connection.
+//! a per-class channel, each peer's share bounded in frames and bytes
+//! ([`crate::inbound`]); when the node does not keep up with a peer, that peer's
+//! readers stop reading and QUIC flow control pushes back on it, whose queue then
+//! drops (and counts). A framing error closes only that peer's connection.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -28,9 +31,11 @@ use tokio::sync::{broadcast, mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Caps};
 use crate::fault::Faults;
 use crate::frame::{self, FrameDecoder, FrameError};
 use crate::identity::{self, IdentityError};
+use crate::inbound::{Inbound, InboundFrame, PeerBudget, PeerLimits};
 use crate::metrics::{Metrics, RejectReason};
 use crate::queue::{OutQueues, QueueLimits, QueueStats};
 use crate::{unix_ms, FrameClass};
@@ -43,6 +48,12 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 const READ_CHUNK: usize = 64 << 10;
 /// Capacity of the connection-event channel; a receiver that lags loses old events.
 const EVENT_CAPACITY: usize = 256;
+/// Connection attempts QUIC holds for the accept loop; past that it ignores new ones
+/// (their clients retransmit). Each is answered at once (Retry, refusal or a slot).
+const ACCEPT_BACKLOG: usize = 256;
+/// Bytes QUIC buffers for one attempt the accept loop has not taken yet, and for all.
+const ACCEPT_BUFFER: u64 = 16 << 10;
+const ACCEPT_BUFFER_TOTAL: u64 = 1 << 20;
 
 /// Application close codes, visible to the peer.
 const CLOSE_SHUTDOWN: u32 = 0;
@@ -55,11 +66,16 @@ const CLOSE_WRONG_DIRECTION: u32 = 3;
 pub struct Tuning {
     /// Bounds of each peer's outbound queues.
     pub queue: QueueLimits,
-    /// Most received frames waiting for the node, per class.
-    pub inbound_frames: [usize; 3],
-    /// Most received payload bytes waiting for the node, per class; each must hold one
-    /// largest frame.
-    pub inbound_bytes: [usize; 3],
+    /// Most frames received from one peer waiting for the node, all classes together.
+    pub inbound_peer_frames: usize,
+    /// Most payload bytes received from one peer waiting for the node, all classes
+    /// together (the peer picks each stream's class, so a budget per class would be
+    /// the peer's to multiply).
+    pub inbound_peer_bytes: usize,
+    /// Of `inbound_peer_bytes`, those only the peer's consensus frames may use, so its
+    /// own relay and bulk frames cannot hold them back; the rest must hold one largest
+    /// frame.
+    pub inbound_consensus_reserve: usize,
     /// First reconnect delay.
     pub backoff_initial: Duration,
     /// Cap of the doubling reconnect delay.
@@ -68,10 +84,20 @@ pub struct Tuning {
     pub keep_alive: Duration,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
-    /// A handshake not done within this is abandoned.
+    /// An inbound handshake not done within this is abandoned and its slot freed; short,
+    /// because a silent client holds its slot until then.
     pub handshake_timeout: Duration,
+    /// A dial not confirmed by the peer within this is abandoned and retried.
+    pub dial_timeout: Duration,
     /// Most inbound handshakes in progress at once; more are refused.
     pub max_handshakes: usize,
+    /// Most inbound handshakes in progress from one source (an IPv4 address or an IPv6
+    /// /64); a host that genesis lists for k other validators may hold max(k, this).
+    pub max_handshakes_per_source: usize,
+    /// Most inbound handshakes in progress from sources that no genesis validator lists
+    /// (by IP literal), all together: the rest of `max_handshakes` stays free for
+    /// validators reconnecting from their listed addresses.
+    pub max_stranger_handshakes: usize,
 }
 
 impl Tuning {
@@ -81,33 +107,43 @@ impl Tuning {
         let n = genesis.validators.len();
         Tuning {
             queue: QueueLimits::for_frame_len(max_frame),
-            inbound_frames: [4096, 4096, 64],
-            inbound_bytes: [max_frame + (4 << 20); 3],
+            inbound_peer_frames: 4096,
+            // Relay and bulk keep the room one class had when budgets were per class.
+            inbound_peer_bytes: max_frame + (8 << 20),
+            inbound_consensus_reserve: 4 << 20,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(1),
+            dial_timeout: Duration::from_secs(5),
             max_handshakes: 2 * n.max(4),
+            max_handshakes_per_source: 2,
+            max_stranger_handshakes: n.max(4),
         }
     }
 
-    fn check(&self, max_frame: usize) -> Result<(), String> {
+    fn check(&self, max_frame: usize, n: usize) -> Result<(), String> {
         self.queue.check(max_frame)?;
-        for class in FrameClass::ALL {
-            let i = class.index();
-            if self.inbound_frames[i] == 0 {
-                return Err(format!(
-                    "inbound_frames[{class}] must be at least 1, found 0"
-                ));
-            }
-            if self.inbound_bytes[i] < max_frame || self.inbound_bytes[i] > Semaphore::MAX_PERMITS {
-                return Err(format!(
-                    "inbound_bytes[{class}] must be in {max_frame}..={} (one largest frame), found {}",
-                    Semaphore::MAX_PERMITS,
-                    self.inbound_bytes[i]
-                ));
-            }
+        let channel = self.inbound_channel_capacity(n);
+        if self.inbound_peer_frames == 0 || channel.is_none_or(|c| c > Semaphore::MAX_PERMITS) {
+            return Err(format!(
+                "inbound_peer_frames must be in 1..={} for {n} validators, found {}",
+                Semaphore::MAX_PERMITS / n.max(1),
+                self.inbound_peer_frames
+            ));
+        }
+        if self.inbound_peer_bytes > Semaphore::MAX_PERMITS
+            || self.inbound_peer_bytes < max_frame
+            || self.inbound_peer_bytes - max_frame < self.inbound_consensus_reserve
+        {
+            return Err(format!(
+                "inbound_peer_bytes must be at most {} and hold one largest frame \
+                 ({max_frame} bytes) beside inbound_consensus_reserve ({}), found {}",
+                Semaphore::MAX_PERMITS,
+                self.inbound_consensus_reserve,
+                self.inbound_peer_bytes
+            ));
         }
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return Err(format!(
@@ -115,10 +151,33 @@ impl Tuning {
                 self.backoff_initial, self.backoff_max
             ));
         }
-        if self.max_handshakes == 0 {
-            return Err("max_handshakes must be at least 1, found 0".into());
+        if self.handshake_timeout.is_zero() || self.dial_timeout.is_zero() {
+            return Err(format!(
+                "handshake_timeout and dial_timeout must be positive, found {:?} and {:?}",
+                self.handshake_timeout, self.dial_timeout
+            ));
+        }
+        if self.max_handshakes == 0 || self.max_handshakes_per_source == 0 {
+            return Err(format!(
+                "max_handshakes and max_handshakes_per_source must be at least 1, found {} and {}",
+                self.max_handshakes, self.max_handshakes_per_source
+            ));
+        }
+        if !(1..=self.max_handshakes).contains(&self.max_stranger_handshakes) {
+            return Err(format!(
+                "max_stranger_handshakes must be in 1..={} (max_handshakes), found {}",
+                self.max_handshakes, self.max_stranger_handshakes
+            ));
         }
         Ok(())
+    }
+
+    /// Frames each class's channel holds: every peer's whole frame budget, so that a
+    /// frame with room in its sender's budget never waits for another peer's.
+    fn inbound_channel_capacity(&self, n: usize) -> Option<usize> {
+        n.saturating_sub(1)
+            .max(1)
+            .checked_mul(self.inbound_peer_frames)
     }
 }
 
@@ -202,80 +261,11 @@ pub enum SendOutcome {
     DroppedByFault,
 }
 
-/// A frame from a peer, stamped when its last byte was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InboundFrame {
-    /// The authenticated sender.
-    pub from: ReplicaId,
-    /// The stream it came on.
-    pub class: FrameClass,
-    /// Wall-clock unix milliseconds when it was read, before any queueing.
-    pub arrival_unix_ms: u64,
-    /// The payload (at most `max_frame_len(&genesis)` bytes, never empty).
-    pub frame: Bytes,
-}
-
 /// A peer's connection came up or went down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerEvent {
     Connected(ReplicaId),
     Disconnected(ReplicaId),
-}
-
-/// The receiving end of the transport: every authenticated inbound frame.
-///
-/// Consensus frames are always taken first; relay and bulk take turns. Taking a frame
-/// frees its bytes from the inbound budget, which lets the readers read on.
-#[derive(Debug)]
-pub struct Inbound {
-    rx: [mpsc::Receiver<InboundFrame>; 3],
-    budgets: [Arc<Semaphore>; 3],
-    relay_first: bool,
-}
-
-impl Inbound {
-    /// The next frame; `None` once the transport has shut down.
-    pub async fn recv(&mut self) -> Option<InboundFrame> {
-        let [consensus, relay, bulk] = &mut self.rx;
-        let frame = if self.relay_first {
-            tokio::select! {
-                biased;
-                Some(f) = consensus.recv() => Some(f),
-                Some(f) = relay.recv() => Some(f),
-                Some(f) = bulk.recv() => Some(f),
-                else => None,
-            }
-        } else {
-            tokio::select! {
-                biased;
-                Some(f) = consensus.recv() => Some(f),
-                Some(f) = bulk.recv() => Some(f),
-                Some(f) = relay.recv() => Some(f),
-                else => None,
-            }
-        };
-        self.relay_first = !self.relay_first;
-        self.release(frame.as_ref());
-        frame
-    }
-
-    /// The next frame if one is waiting, consensus first.
-    pub fn try_recv(&mut self) -> Option<InboundFrame> {
-        let frame = self.rx.iter_mut().find_map(|rx| rx.try_recv().ok());
-        self.release(frame.as_ref());
-        frame
-    }
-
-    /// Frames waiting, by class.
-    pub fn pending(&self) -> [usize; 3] {
-        std::array::from_fn(|i| self.rx[i].len())
-    }
-
-    fn release(&self, frame: Option<&InboundFrame>) {
-        if let Some(f) = frame {
-            self.budgets[f.class.index()].add_permits(f.frame.len());
-        }
-    }
 }
 
 /// One remote validator as the transport tracks it.
@@ -302,10 +292,11 @@ struct Shared {
     events: broadcast::Sender<PeerEvent>,
     connected: watch::Sender<BTreeSet<ReplicaId>>,
     inbound: [mpsc::Sender<InboundFrame>; 3],
-    budgets: [Arc<Semaphore>; 3],
+    /// What each peer has waiting for the node, indexed by replica id.
+    budgets: Arc<[PeerBudget]>,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    handshakes: Arc<Semaphore>,
+    admission: Arc<Admission>,
     next_generation: AtomicU64,
 }
 
@@ -358,7 +349,9 @@ impl Transport {
                 "max_frame_len(genesis) must be in 1..=u32::MAX, found {max_frame}"
             )));
         }
-        tuning.check(max_frame).map_err(TransportError::Config)?;
+        tuning
+            .check(max_frame, set.n())
+            .map_err(TransportError::Config)?;
         let own_addr = genesis
             .validators
             .get(local.index())
@@ -394,7 +387,9 @@ impl Transport {
         server
             .transport_config(transport.clone())
             .migration(false)
-            .max_incoming(tuning.max_handshakes);
+            .max_incoming(ACCEPT_BACKLOG)
+            .incoming_buffer_size(ACCEPT_BUFFER)
+            .incoming_buffer_size_total(ACCEPT_BUFFER_TOTAL);
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
         let endpoint_config = quinn::EndpointConfig::new(Arc::new(identity::reset_key(&key)));
@@ -411,10 +406,13 @@ impl Transport {
         .map_err(endpoint_err)?;
         let local_addr = endpoint.local_addr().map_err(endpoint_err)?;
 
+        let capacity = tuning
+            .inbound_channel_capacity(set.n())
+            .ok_or_else(|| TransportError::Config("inbound channel capacity".into()))?;
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
-        for i in 0..FrameClass::ALL.len() {
-            let (tx, rx) = mpsc::channel(tuning.inbound_frames[i]);
+        for _ in FrameClass::ALL {
+            let (tx, rx) = mpsc::channel(capacity);
             senders.push(tx);
             receivers.push(rx);
         }
@@ -424,8 +422,12 @@ impl Transport {
         let rx: [mpsc::Receiver<InboundFrame>; 3] = receivers
             .try_into()
             .map_err(|_| TransportError::Config("three frame classes".into()))?;
-        let budgets: [Arc<Semaphore>; 3] =
-            std::array::from_fn(|i| Arc::new(Semaphore::new(tuning.inbound_bytes[i])));
+        let limits = PeerLimits {
+            frames: tuning.inbound_peer_frames,
+            bytes: tuning.inbound_peer_bytes,
+            consensus_reserve: tuning.inbound_consensus_reserve,
+        };
+        let budgets: Arc<[PeerBudget]> = set.ids().map(|_| PeerBudget::new(limits)).collect();
         let peers = set
             .ids()
             .map(|id| Peer {
@@ -439,7 +441,15 @@ impl Transport {
             local,
             set: set.clone(),
             max_frame,
-            handshakes: Arc::new(Semaphore::new(tuning.max_handshakes)),
+            admission: Arc::new(Admission::new(
+                Caps {
+                    total: tuning.max_handshakes,
+                    per_source: tuning.max_handshakes_per_source,
+                    strangers: tuning.max_stranger_handshakes,
+                },
+                &genesis,
+                local,
+            )),
             tuning,
             peers,
             metrics,
@@ -473,11 +483,7 @@ impl Transport {
             Transport {
                 inner: Arc::new(handle),
             },
-            Inbound {
-                rx,
-                budgets,
-                relay_first: true,
-            },
+            Inbound::new(rx, budgets),
         ))
     }
 
@@ -607,6 +613,15 @@ enum DialError {
     },
 }
 
+/// Why an inbound handshake did not give a connection (logged, counted).
+#[derive(Debug, thiserror::Error)]
+enum InboundFailed {
+    #[error("handshake failed: {0}")]
+    Handshake(quinn::ConnectionError),
+    #[error("handshake not done within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Why a writer stopped (the connection is gone or going).
 #[derive(Debug, thiserror::Error)]
 enum WriteFailed {
@@ -648,7 +663,7 @@ fn jitter(d: Duration) -> Duration {
 impl Shared {
     /// Closes the endpoint and the inbound budgets so every task winds down.
     fn stop(&self) {
-        for b in &self.budgets {
+        for b in self.budgets.iter() {
             b.close();
         }
         self.endpoint
@@ -717,25 +732,42 @@ impl Shared {
 
     async fn accept_loop(self: Arc<Self>) {
         while let Some(incoming) = self.endpoint.accept().await {
-            let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-                self.metrics.reject(RejectReason::HandshakesBusy);
-                debug!(local = self.local.0, remote = %incoming.remote_address(),
-                    "too many handshakes in progress, refused");
-                incoming.refuse();
+            let remote = incoming.remote_address();
+            // A Retry keeps no state: a source that never receives our packets (a
+            // spoofed one) ends here, before it can hold a handshake slot.
+            if !incoming.remote_address_validated() {
+                match incoming.retry() {
+                    Ok(()) => self.metrics.retry_sent(),
+                    // Unreachable: quinn may always retry an unvalidated address.
+                    Err(e) => e.into_incoming().refuse(),
+                }
                 continue;
+            }
+            let slot = match self.admission.try_admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    self.metrics.reject(reason);
+                    debug!(local = self.local.0, %remote, reason = reason.as_str(),
+                        "inbound handshake refused");
+                    incoming.refuse();
+                    continue;
+                }
             };
             let shared = self.clone();
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
-                let conn = match shared.handshake_inbound(incoming).await {
+                let handshake = shared.handshake_inbound(incoming).await;
+                drop(slot);
+                let conn = match handshake {
                     Ok(c) => c,
-                    Err(reason) => {
+                    Err(e) => {
+                        if matches!(e, InboundFailed::Timeout(_)) {
+                            shared.metrics.reject(RejectReason::HandshakeTimeout);
+                        }
                         shared.metrics.connect_failed();
-                        debug!(local = shared.local.0, %remote, %reason, "inbound handshake failed");
+                        debug!(local = shared.local.0, %remote, error = %e, "inbound handshake failed");
                         return;
                     }
                 };
-                drop(permit);
                 let peer = match identity::peer_id(&conn, &shared.set) {
                     Ok(p) => p,
                     Err(e) => {
@@ -761,16 +793,16 @@ impl Shared {
         }
     }
 
-    async fn handshake_inbound(&self, incoming: quinn::Incoming) -> Result<Connection, String> {
-        let connecting = incoming.accept().map_err(|e| e.to_string())?;
-        match tokio::time::timeout(self.tuning.handshake_timeout, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "not done within {:?}",
-                self.tuning.handshake_timeout
-            )),
-        }
+    async fn handshake_inbound(
+        &self,
+        incoming: quinn::Incoming,
+    ) -> Result<Connection, InboundFailed> {
+        let connecting = incoming.accept().map_err(InboundFailed::Handshake)?;
+        let timeout = self.tuning.handshake_timeout;
+        tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| InboundFailed::Timeout(timeout))?
+            .map_err(InboundFailed::Handshake)
     }
 
     async fn dial_loop(self: Arc<Self>, peer: ReplicaId) {
@@ -820,7 +852,7 @@ impl Shared {
             .endpoint
             .connect_with(self.client.clone(), addr, &identity::server_name(peer))
             .map_err(|source| DialError::Connect { addr, source })?;
-        let timeout = self.tuning.handshake_timeout;
+        let timeout = self.tuning.dial_timeout;
         let conn = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| DialError::Timeout { addr, timeout })?
@@ -974,6 +1006,9 @@ impl Shared {
         }
         let class = FrameClass::from_tag(tag[0]).ok_or(StreamFault::UnknownClass(tag[0]))?;
         let c = class.index();
+        let Some(budget) = self.budgets.get(peer.index()) else {
+            return Ok(());
+        };
         let mut decoder = FrameDecoder::new(self.max_frame);
         loop {
             let frame = loop {
@@ -999,34 +1034,30 @@ impl Shared {
                 }
             }
             self.metrics.received(class, frame.len());
-            let len = frame.len();
-            // Checked at start: every frame fits u32.
-            let cost = u32::try_from(len).unwrap_or(u32::MAX);
-            let budget = &self.budgets[c];
-            // Wait for room: a node that does not keep up stops our reads, and QUIC
-            // flow control then stops the sender.
-            let permit = tokio::select! {
-                p = budget.acquire_many(cost) => p,
+            // Wait for room in this peer's budget: a node that does not keep up stops
+            // our reads, and QUIC flow control then stops the sender.
+            let room = tokio::select! {
+                r = budget.room(class, frame.len()) => r,
                 _ = conn.closed() => return Ok(()),
             };
-            match permit {
-                Ok(p) => p.forget(),
-                Err(_) => return Ok(()), // shutting down
-            }
+            let Some(room) = room else {
+                return Ok(()); // shutting down
+            };
             let item = InboundFrame {
                 from: peer,
                 class,
                 arrival_unix_ms,
                 frame,
             };
+            // Never waits: the channel holds every peer's whole frame budget.
             let delivered = tokio::select! {
                 r = self.inbound[c].send(item) => r.is_ok(),
                 _ = conn.closed() => false,
             };
             if !delivered {
-                budget.add_permits(len);
-                return Ok(());
+                return Ok(()); // the room is freed as it drops
             }
+            room.hand_over();
         }
     }
 }

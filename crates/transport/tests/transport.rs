@@ -1,5 +1,5 @@
 //! Real QUIC endpoints on 127.0.0.1: authentication, framing limits, reconnection,
-//! garbage datagrams, bounded queues and the fault hook.
+//! garbage datagrams, a silent-Initial flood, bounded queues and the fault hook.
 //!
 //! Every socket is bound to 127.0.0.1:0 before the genesis is written, so the genesis
 //! addresses are the real ones and tests never collide on ports. Every wait is on a
@@ -493,10 +493,12 @@ async fn silent_peer_cannot_grow_the_senders_queue() {
             tuning.queue = limits.clone();
         }
         if i == 1 {
-            // Validator 1's node never reads: its small bulk buffer fills at once,
-            // while the consensus channel has room for the frames sent below.
-            tuning.inbound_frames = [64, 8, 8];
-            tuning.inbound_bytes = [max; 3];
+            // Validator 1's node never reads: the bulk part of validator 0's budget
+            // fills at once, while its consensus reserve has room for the frames
+            // sent below.
+            tuning.inbound_peer_frames = 64;
+            tuning.inbound_peer_bytes = 2 * max;
+            tuning.inbound_consensus_reserve = max;
         }
         nodes.push(start_with(&g, k, s, tuning, None));
     }
@@ -619,4 +621,381 @@ async fn fault_hook_drops_traffic_to_and_from_chosen_peers() {
     .unwrap();
     let got = recv(&mut nodes[1].1).await;
     assert_eq!(&got.frame[..], b"healed");
+}
+
+/// A QUIC client endpoint speaking ALPN `stele/1` that trusts no certificate: enough
+/// to open handshakes, never to finish one.
+fn quic_client() -> quinn::Endpoint {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![stele_transport::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+}
+
+/// Client Initial datagrams with distinct connection ids, captured from a real QUIC
+/// client dialling a socket that never answers: what a flooder replays.
+async fn capture_initials(count: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let endpoint = quic_client();
+    let mut dials = Vec::new();
+    let mut by_cid: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    while by_cid.len() < count {
+        dials.push(endpoint.connect(sink_addr, "r3.stele").unwrap());
+        let (len, _) = timeout(DEADLINE, sink.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let d = &buf[..len];
+        // A QUIC v1 long-header Initial: flags 0b1100_xxxx, version, DCID length, DCID.
+        if d.len() < 1200 || d[0] & 0xF0 != 0xC0 || d[1..5] != 1u32.to_be_bytes() {
+            continue;
+        }
+        let cid = d[6..6 + usize::from(d[5])].to_vec();
+        by_cid.entry(cid).or_insert_with(|| d.to_vec());
+    }
+    drop(dials);
+    endpoint.close(0u32.into(), b"captured");
+    by_cid.into_values().collect()
+}
+
+/// Replays `initials` at `target`, `PER_TICK` every `TICK`, each from one of a pool of
+/// sockets (distinct source ports: what spoofed sources look like to the target),
+/// and never answers. Returns the task and the count of datagrams sent.
+fn silent_initial_flood(
+    target: SocketAddr,
+    initials: Vec<Vec<u8>>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TICK: Duration = Duration::from_millis(20);
+    const PER_TICK: usize = 8;
+    let pool: Vec<UdpSocket> = (0..128)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        let (mut next_packet, mut next_socket) = (0usize, 0usize);
+        loop {
+            tick.tick().await;
+            for _ in 0..PER_TICK {
+                let d = &initials[next_packet % initials.len()];
+                let s = &pool[next_socket % pool.len()];
+                if s.send_to(d, target).is_ok() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                next_packet += 1;
+                next_socket += 1;
+            }
+        }
+    });
+    (task, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
+    use std::sync::atomic::Ordering;
+    let keys = keys(90, 4);
+    let (socks, addrs) = sockets(4);
+    let g = genesis(&keys, &addrs, small_params());
+    // Default tuning: the handshake bounds and the backoff are what is under test.
+    let tuning = Tuning::for_genesis(&g);
+    let mut nodes: Vec<_> = socks
+        .into_iter()
+        .zip(&keys)
+        .map(|(s, k)| start_with(&g, k, s, tuning.clone(), None))
+        .collect();
+    wait_full_mesh(&nodes).await;
+
+    // Validator 3 accepts from everyone; the flood aims at it.
+    let target = nodes[3].0.local_addr().unwrap();
+    let initials = capture_initials(64).await;
+    let (flood, sent) = silent_initial_flood(target, initials);
+    eventually("the flood is under way", || {
+        sent.load(Ordering::Relaxed) >= 200
+    })
+    .await;
+
+    // Validator 1 restarts (it dials validator 3) while the flood goes on.
+    let addr_1 = nodes[1].0.local_addr().unwrap();
+    let (t1, in1) = nodes.remove(1);
+    t1.shutdown().await;
+    drop((t1, in1));
+    let mut rx = nodes[2].0.connected();
+    timeout(DEADLINE, rx.wait_for(|s| !s.contains(&ReplicaId(1))))
+        .await
+        .expect("validator 3 notices validator 1 went away")
+        .unwrap();
+    let socket = timeout(DEADLINE, async {
+        loop {
+            match UdpSocket::bind(addr_1) {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+    .expect("validator 1's address free again");
+    let began = std::time::Instant::now();
+    nodes.insert(1, start_with(&g, &keys[1], socket, tuning.clone(), None));
+    let mut rx = nodes[1].0.connected();
+    let reconnected = timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|s| s.contains(&ReplicaId(3))),
+    )
+    .await;
+    let took = began.elapsed();
+    let m3 = nodes[3].0.metrics().snapshot();
+    eprintln!(
+        "validator 1 reconnected to 3 under the flood: {} after {took:?}; flood datagrams {}; \
+         validator 3 refusals {:?}",
+        reconnected.is_ok(),
+        sent.load(Ordering::Relaxed),
+        m3.rejected
+    );
+    assert!(
+        reconnected.is_ok(),
+        "validator 1 not reconnected to 3 within 10 s under a silent-Initial flood \
+         ({} handshakes refused as busy)",
+        m3.rejected(RejectReason::HandshakesBusy)
+    );
+    wait_connected_to(&nodes[3].0, &[0, 1, 2]).await;
+    // The flood was answered with Retries and never held a slot.
+    assert!(m3.retries_sent >= 64, "{m3:?}");
+    assert_eq!(m3.rejected(RejectReason::HandshakesBusy), 0, "{m3:?}");
+    assert_eq!(m3.rejected(RejectReason::HandshakeTimeout), 0, "{m3:?}");
+
+    // Frames flow both ways while the flood goes on.
+    for (from, to) in [(1u16, 3u16), (3, 1)] {
+        let f = payload(from, to, FrameClass::Consensus, 0);
+        let t = nodes[from as usize].0.clone();
+        t.send(ReplicaId(to), FrameClass::Consensus, f.clone())
+            .unwrap();
+        let got = recv(&mut nodes[to as usize].1).await;
+        assert_eq!((got.from, got.frame), (ReplicaId(from), f));
+    }
+    flood.abort();
+}
+
+/// Whether `d` is a client's QUIC v1 Initial carrying a token (the answer to a Retry).
+fn initial_with_token(d: &[u8]) -> bool {
+    if d.len() < 7 || d[0] & 0xF0 != 0xC0 || d[1..5] != 1u32.to_be_bytes() {
+        return false;
+    }
+    let scid_at = 6 + usize::from(d[5]);
+    let Some(&scid_len) = d.get(scid_at) else {
+        return false;
+    };
+    let token_at = scid_at + 1 + usize::from(scid_len);
+    let Some(&first) = d.get(token_at) else {
+        return false;
+    };
+    // A varint: the top two bits give its length; the token length is non-zero iff
+    // any of its value bits is set.
+    let len = 1usize << (first >> 6);
+    d.get(token_at..token_at + len)
+        .is_some_and(|v| v[0] & 0x3F != 0 || v[1..].iter().any(|&b| b != 0))
+}
+
+/// A real QUIC client that dials `server` through a relay bound on `via`: the relay
+/// passes everything until the client's Initial carrying the Retry token is through,
+/// then drops what the client sends. The server sees a validated address that goes
+/// silent mid-handshake. Returns the relay task and the client's pending connection.
+async fn silent_validated_client(
+    client: &quinn::Endpoint,
+    server: SocketAddr,
+    via: &str,
+) -> (tokio::task::JoinHandle<()>, quinn::Connecting) {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind(via).await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let relay = tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+        let mut client_addr = None;
+        let mut silent = false;
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut up) => {
+                    client_addr = Some(from);
+                    if !silent {
+                        let _ = back.send_to(&up[..n], server).await;
+                        silent = initial_with_token(&up[..n]);
+                    }
+                }
+                Ok((n, _)) = back.recv_from(&mut down) => {
+                    if let Some(c) = client_addr {
+                        let _ = front.send_to(&down[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    (relay, client.connect(front_addr, "r3.stele").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validated_silent_clients_hold_a_slot_briefly_and_two_per_source() {
+    let keys = keys(100, 4);
+    let (socks, addrs) = sockets(4);
+    let g = genesis(&keys, &addrs, small_params());
+    let tuning = Tuning::for_genesis(&g);
+    assert_eq!(tuning.max_handshakes_per_source, 2);
+    let nodes: Vec<_> = socks
+        .into_iter()
+        .zip(&keys)
+        .map(|(s, k)| start_with(&g, k, s, tuning.clone(), None))
+        .collect();
+    wait_full_mesh(&nodes).await;
+    let target = nodes[3].0.local_addr().unwrap();
+    let m3 = nodes[3].0.metrics().clone();
+
+    // Three silent clients from 127.0.0.2, an address genesis does not list.
+    let client = quic_client();
+    let mut attackers = Vec::new();
+    for _ in 0..3 {
+        attackers.push(silent_validated_client(&client, target, "127.0.0.2:0").await);
+    }
+    let began = std::time::Instant::now();
+    eventually("the third attempt from one source is refused", || {
+        m3.snapshot().rejected(RejectReason::SourceHandshakesBusy) == 1
+    })
+    .await;
+    eventually("the two silent handshakes are abandoned", || {
+        m3.snapshot().rejected(RejectReason::HandshakeTimeout) == 2
+    })
+    .await;
+    eprintln!(
+        "two silent validated handshakes held their slots for {:?} (handshake_timeout {:?})",
+        began.elapsed(),
+        tuning.handshake_timeout
+    );
+    let m = m3.snapshot();
+    assert!(
+        m.retries_sent >= 3,
+        "every attempt was validated first: {m:?}"
+    );
+    assert_eq!(m.rejected(RejectReason::HandshakesBusy), 0, "{m:?}");
+    // The validators never noticed.
+    assert_eq!(m.peers_connected, 3);
+    for (relay, _) in &attackers {
+        relay.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_take_more_inbound_buffer_by_spreading_over_classes() {
+    let keys = keys(110, 4);
+    let (socks, addrs) = sockets(4);
+    let g = genesis(&keys, &addrs, small_params());
+    let max = max_frame_len(&g);
+    // Room for four largest frames from one peer waiting for validator 1's node.
+    let budget = 4 * max;
+    let mut nodes = Vec::new();
+    for (i, (s, k)) in socks.into_iter().zip(&keys).enumerate() {
+        let mut tuning = fast_tuning(&g);
+        if i == 1 {
+            tuning.inbound_peer_bytes = budget;
+            tuning.inbound_consensus_reserve = max;
+        }
+        nodes.push(start_with(&g, k, s, tuning, None));
+    }
+    wait_full_mesh(&nodes).await;
+    let m1 = nodes[1].0.metrics().clone();
+
+    // Validator 0 (the Byzantine one) sends largest frames on every class; validator
+    // 1's node reads nothing until the end.
+    const PER_CLASS: u32 = 12;
+    let t0 = nodes[0].0.clone();
+    let big = |class: FrameClass, seq: u32| {
+        let mut f = vec![0u8; max];
+        let tag = format!("{}:{seq}", class.as_str());
+        f[..tag.len()].copy_from_slice(tag.as_bytes());
+        Bytes::from(f)
+    };
+    let send_class = |class: FrameClass| {
+        for seq in 0..PER_CLASS {
+            assert_eq!(
+                t0.send(ReplicaId(1), class, big(class, seq)),
+                Ok(SendOutcome::Queued)
+            );
+        }
+    };
+    send_class(FrameClass::Consensus);
+    // Its budget's worth is buffered and one more frame is read, waiting for room.
+    eventually("validator 0's consensus frames fill its budget", || {
+        m1.snapshot().frames_in[0] > (budget / max) as u64
+    })
+    .await;
+    send_class(FrameClass::Relay);
+    send_class(FrameClass::Bulk);
+    eventually("validator 0's relay and bulk streams are read", || {
+        let m = m1.snapshot();
+        m.frames_in[1] >= 1 && m.frames_in[2] >= 1
+    })
+    .await;
+
+    // An honest validator's consensus frame still gets into the buffer.
+    let buffered_before = nodes[1].1.pending()[0];
+    let hello = payload(2, 1, FrameClass::Consensus, 0);
+    nodes[2]
+        .0
+        .send(ReplicaId(1), FrameClass::Consensus, hello.clone())
+        .unwrap();
+    let inbound_1 = &nodes[1].1;
+    let waited = timeout(Duration::from_secs(5), async {
+        while inbound_1.pending()[0] == buffered_before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let pending = nodes[1].1.pending();
+    let byzantine_bytes = (pending.iter().sum::<usize>() - usize::from(waited.is_ok())) * max;
+    eprintln!(
+        "validator 0 holds {byzantine_bytes} bytes of validator 1's inbound buffer \
+         (budget {budget}); frames waiting by class {pending:?}; honest frame buffered: {}",
+        waited.is_ok()
+    );
+    assert!(
+        waited.is_ok(),
+        "validator 2's consensus frame waits behind validator 0's buffered frames \
+         ({byzantine_bytes} bytes of validator 0's buffered, frames by class {pending:?})"
+    );
+    assert!(
+        byzantine_bytes <= budget,
+        "validator 0 holds {byzantine_bytes} buffered bytes, more than its budget of {budget}"
+    );
+
+    // Nothing was lost: flow control held validator 0's frames back, in order.
+    let mut next = HashMap::new();
+    let mut honest = 0;
+    for _ in 0..3 * PER_CLASS + 1 {
+        let f = recv(&mut nodes[1].1).await;
+        if f.from == ReplicaId(2) {
+            assert_eq!(f.frame, hello);
+            honest += 1;
+            continue;
+        }
+        assert_eq!(f.from, ReplicaId(0));
+        let seq = next.entry(f.class).or_insert(0u32);
+        assert_eq!(f.frame, big(f.class, *seq));
+        *seq += 1;
+    }
+    assert_eq!(honest, 1);
+    assert!(next.values().all(|&s| s == PER_CLASS), "{next:?}");
 }
