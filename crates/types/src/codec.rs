@@ -81,6 +81,14 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
     Ok(value)
 }
 
+/// The element count a sequence's encoding announces in its first bytes, if there are
+/// enough of them: lets a caller refuse an oversized batch before decoding any element.
+pub fn announced_len(bytes: &[u8]) -> Option<u64> {
+    bincode::serde::borrow_decode_from_slice::<u64, _>(bytes, config())
+        .ok()
+        .map(|(n, _)| n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
