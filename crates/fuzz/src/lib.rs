@@ -5,3 +5,7 @@
 //! tests: it counts the bytes each thread holds, so one decode's peak can be asserted.
 
 pub mod alloc;
+pub mod corpus;
+pub mod mutate;
+pub mod run;
+pub mod targets;
