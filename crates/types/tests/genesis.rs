@@ -170,7 +170,6 @@ fn other_parameter_errors_name_their_field() {
 }
 
 #[test]
-#[ignore = "issue 22: reproduces the max_frame_len overflow found by stele-fuzz; fixed in the next commit"]
 fn parameters_whose_largest_frame_overflows_are_refused() {
     // Found by stele-fuzz's genesis target: a state-transfer batch of u32::MAX blocks of
     // u32::MAX bytes is more than 2^64 bytes.
