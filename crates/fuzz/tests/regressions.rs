@@ -1,0 +1,53 @@
+//! Inputs stele-fuzz found, each kept as a test: the decoder's heap stays within the
+//! bound the fuzzer states for it.
+
+use stele_fuzz::alloc::{self, Counting};
+use stele_fuzz::corpus;
+use stele_fuzz::targets::CODEC_BOUND;
+use stele_types::api::decode_submit_body;
+use stele_types::{codec, max_frame_len, Message};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Decodes `input` as a validator's frame payload; returns the heap peak.
+fn frame_peak(input: &[u8]) -> usize {
+    let limit = max_frame_len(&corpus::genesis());
+    let (decoded, peak) = alloc::measure(|| codec::decode::<Message>(input, limit));
+    assert!(decoded.is_err(), "the input is truncated");
+    peak
+}
+
+#[test]
+#[ignore = "issue 22: reproduces the chain id allocated at its announced length; fixed in the next commit"]
+fn a_chain_id_longer_than_its_input_is_refused_without_allocating_it() {
+    assert!(alloc::installed());
+    // One tx whose chain id announces 32 MiB, followed by 10 bytes of it.
+    let claim = (32u64 << 20).to_le_bytes();
+    let chain_id = [claim.as_slice(), b"stele-fuzz"].concat();
+
+    let body = [1u64.to_le_bytes().as_slice(), &chain_id].concat();
+    let (parsed, peak) = alloc::measure(|| decode_submit_body(&body, true));
+    assert!(parsed.is_err());
+    let bound = CODEC_BOUND.for_len(body.len());
+    assert!(
+        peak <= bound,
+        "binary POST /txs body of {} bytes: peak {peak} bytes, bound {bound}",
+        body.len()
+    );
+
+    // The same tx in a relay frame (Message::Relay is variant 12).
+    let frame = [
+        12u32.to_le_bytes().as_slice(),
+        &1u64.to_le_bytes(),
+        &chain_id,
+    ]
+    .concat();
+    let peak = frame_peak(&frame);
+    let bound = CODEC_BOUND.for_len(frame.len());
+    assert!(
+        peak <= bound,
+        "relay frame of {} bytes: peak {peak} bytes, bound {bound}",
+        frame.len()
+    );
+}
