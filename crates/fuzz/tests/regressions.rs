@@ -19,7 +19,6 @@ fn frame_peak(input: &[u8]) -> usize {
 }
 
 #[test]
-#[ignore = "issue 22: reproduces the chain id allocated at its announced length; fixed in the next commit"]
 fn a_chain_id_longer_than_its_input_is_refused_without_allocating_it() {
     assert!(alloc::installed());
     // One tx whose chain id announces 32 MiB, followed by 10 bytes of it.
