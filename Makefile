@@ -40,7 +40,7 @@ sim: setup ## a long simulator campaign: make sim SIM_SEEDS=100000 (make test ru
 
 FUZZ_CASES ?= 1000000
 FUZZ_SEED ?= 1
-fuzz: setup ## fuzz every decoder from outside: make fuzz FUZZ_CASES=1000000 FUZZ_SEED=1 (make test runs 10,000)
+fuzz: setup ## fuzz every decoder from outside: make fuzz FUZZ_CASES=1000000 FUZZ_SEED=1 (make test runs 100,000)
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(CARGO) run -p stele-fuzz $(CARGO_FLAGS)
 
 TESTNET_DIR ?= testnet

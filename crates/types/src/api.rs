@@ -228,8 +228,14 @@ fn decode_binary(bytes: &[u8]) -> Result<Vec<Transaction>, SubmitBodyError> {
             return Err(SubmitBodyError::TooMany { at_least: n });
         }
     }
-    codec::decode(bytes, MAX_SUBMIT_BODY).map_err(SubmitBodyError::Binary)
+    codec::decode::<Batch>(bytes, MAX_SUBMIT_BODY)
+        .map(|b| b.0)
+        .map_err(SubmitBodyError::Binary)
 }
+
+/// A binary batch, encoded as a plain `Vec<Transaction>`, grown as its txs arrive.
+#[derive(Deserialize)]
+struct Batch(#[serde(deserialize_with = "crate::codec::grown_vec")] Vec<Transaction>);
 
 fn decode_json(bytes: &[u8]) -> Result<Vec<Transaction>, SubmitBodyError> {
     // JSON's four whitespace bytes, as serde_json skips them.
