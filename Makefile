@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/stele-target
 CARGO ?= cargo
 CARGO_FLAGS ?=
 
-.PHONY: help setup test lint unit bench sim testnet build-bins
+.PHONY: help setup test lint unit bench sim fuzz testnet build-bins
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,6 +37,11 @@ bench: setup ## criterion micro benchmarks (figures in README.md)
 SIM_SEEDS ?= 100000
 sim: setup ## a long simulator campaign: make sim SIM_SEEDS=100000 (make test runs 1,000)
 	SIM_SEEDS=$(SIM_SEEDS) $(CARGO) test -p stele-sim --test seeds $(CARGO_FLAGS) -- campaign --nocapture
+
+FUZZ_CASES ?= 1000000
+FUZZ_SEED ?= 1
+fuzz: setup ## fuzz every decoder from outside: make fuzz FUZZ_CASES=1000000 FUZZ_SEED=1 (make test runs 100,000)
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(CARGO) run -p stele-fuzz $(CARGO_FLAGS)
 
 TESTNET_DIR ?= testnet
 # The binaries are built with the same profile and the same package selection as

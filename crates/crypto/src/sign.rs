@@ -147,10 +147,21 @@ impl Serialize for ChainId {
 
 impl<'de> Deserialize<'de> for ChainId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Borrowed where the format allows: a hostile length prefix is checked against
-        // the input before anything is allocated.
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        ChainId::new(&s).map_err(de::Error::custom)
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ChainId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a chain id of 1 to {MAX_CHAIN_ID_LEN} characters")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ChainId, E> {
+                ChainId::new(s).map_err(E::custom)
+            }
+        }
+        // A str, borrowed from the input where the format allows, so a hostile length
+        // prefix is checked against the input before anything is allocated. Not a
+        // `Cow<str>`: serde always decodes that as an owned String, which the codec
+        // allocates at its announced length (up to 64 MiB) before reading it.
+        d.deserialize_str(V)
     }
 }
 

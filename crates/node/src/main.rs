@@ -10,7 +10,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use stele_crypto::KeyPair;
-use stele_node::config::NodeConfig;
 use stele_node::driver::Exit;
 use stele_node::run::StartError;
 use stele_node::{datadir, testnet};
@@ -132,7 +131,7 @@ fn main() -> ExitCode {
             #[cfg(feature = "byzantine")]
             byzantine,
         } => {
-            let loaded = match NodeConfig::load(&config) {
+            let loaded = match stele_node::config::load(&config) {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("stele-node: config error: {e}");

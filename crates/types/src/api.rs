@@ -4,13 +4,19 @@
 //! `GET /status`, `/blocks/{height}`, `/txs/{hash}`, `/accounts/{key}`, `/metrics`,
 //! `/health`, `/ready`; `POST /txs` (one tx or a JSON array, or the codec encoding of a
 //! `Vec<Transaction>` with `content-type: application/octet-stream`; `?wait=true` waits
-//! for the final outcome). Every 4xx carries an [`ApiError`].
+//! for the final outcome). Every 4xx carries an [`ApiError`]. [`decode_submit_body`]
+//! parses a `POST /txs` body.
 
-use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use stele_crypto::{ChainId, Digest, PublicKey, Signed};
 
 use crate::block::Block;
 use crate::certs::CommitCertificate;
+use crate::codec::{self, CodecError};
 use crate::exec::TxResult;
 use crate::ids::{Amount, Height, Nonce, ReplicaId, ViewNumber};
 use crate::messages::Receipt;
@@ -175,6 +181,129 @@ pub struct ApiError {
     pub index: Option<usize>,
 }
 
+/// Why a `POST /txs` body was refused. Always bad input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitBodyError {
+    #[error("body of {len} bytes, the maximum is {MAX_SUBMIT_BODY}")]
+    TooLarge { len: usize },
+    #[error("expected a signed tx (a JSON object) or an array of them, found {found}")]
+    NotTxOrArray { found: String },
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error("malformed {BINARY_CONTENT_TYPE} body: {0}")]
+    Binary(CodecError),
+    #[error("a submission holds at most {MAX_SUBMIT_BATCH} txs, this one at least {at_least}")]
+    TooMany { at_least: u64 },
+    #[error("a submission holds 1..={MAX_SUBMIT_BATCH} txs, this one none")]
+    Empty,
+}
+
+/// Parses a `POST /txs` body into 1..=[`MAX_SUBMIT_BATCH`] txs (signatures unchecked).
+///
+/// `binary`: the codec encoding of a `Vec<Transaction>` ([`BINARY_CONTENT_TYPE`]).
+/// Otherwise JSON, told apart by its first non-space byte: `[` an array of txs, `{` one
+/// tx. Nothing is buffered ahead of the txs themselves (a `#[serde(untagged)]` enum
+/// would hold the whole document as serde `Content` first, 16 to 32 bytes per array
+/// element), and an array stops at the first tx over the batch limit.
+pub fn decode_submit_body(bytes: &[u8], binary: bool) -> Result<Vec<Transaction>, SubmitBodyError> {
+    if bytes.len() > MAX_SUBMIT_BODY {
+        return Err(SubmitBodyError::TooLarge { len: bytes.len() });
+    }
+    let txs = if binary {
+        decode_binary(bytes)?
+    } else {
+        decode_json(bytes)?
+    };
+    if txs.is_empty() {
+        return Err(SubmitBodyError::Empty);
+    }
+    debug_assert!(txs.len() <= MAX_SUBMIT_BATCH);
+    Ok(txs)
+}
+
+fn decode_binary(bytes: &[u8]) -> Result<Vec<Transaction>, SubmitBodyError> {
+    // The count comes first: refuse a batch that announces too many before decoding one.
+    if let Some(n) = codec::announced_len(bytes) {
+        if n > MAX_SUBMIT_BATCH as u64 {
+            return Err(SubmitBodyError::TooMany { at_least: n });
+        }
+    }
+    codec::decode::<Batch>(bytes, MAX_SUBMIT_BODY)
+        .map(|b| b.0)
+        .map_err(SubmitBodyError::Binary)
+}
+
+/// A binary batch, encoded as a plain `Vec<Transaction>`, grown as its txs arrive.
+#[derive(Deserialize)]
+struct Batch(#[serde(deserialize_with = "crate::codec::grown_vec")] Vec<Transaction>);
+
+fn decode_json(bytes: &[u8]) -> Result<Vec<Transaction>, SubmitBodyError> {
+    // JSON's four whitespace bytes, as serde_json skips them.
+    let Some(&first) = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    else {
+        return Err(SubmitBodyError::Empty);
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let over = Cell::new(false);
+    let parsed = match first {
+        b'[' => (&mut de).deserialize_seq(CappedTxs { over: &over }),
+        b'{' => Transaction::deserialize(&mut de).map(|t| vec![t]),
+        _ => {
+            return Err(SubmitBodyError::NotTxOrArray {
+                found: describe_byte(first),
+            })
+        }
+    };
+    parsed.and_then(|txs| de.end().map(|()| txs)).map_err(|e| {
+        if over.get() {
+            SubmitBodyError::TooMany {
+                at_least: MAX_SUBMIT_BATCH as u64 + 1,
+            }
+        } else {
+            SubmitBodyError::Json(e.to_string())
+        }
+    })
+}
+
+fn describe_byte(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("{:?}", char::from(b))
+    } else {
+        format!("byte 0x{b:02x}")
+    }
+}
+
+/// A JSON array of txs that fails at the first tx over [`MAX_SUBMIT_BATCH`]; `over`
+/// tells that failure from a malformed one.
+struct CappedTxs<'a> {
+    over: &'a Cell<bool>,
+}
+
+impl<'de> Visitor<'de> for CappedTxs<'_> {
+    type Value = Vec<Transaction>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an array of at most {MAX_SUBMIT_BATCH} signed txs")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Grown as txs arrive, never from a size hint.
+        let mut txs = Vec::new();
+        while let Some(tx) = seq.next_element::<Transaction>()? {
+            if txs.len() == MAX_SUBMIT_BATCH {
+                self.over.set(true);
+                return Err(de::Error::custom(format_args!(
+                    "more than {MAX_SUBMIT_BATCH} txs"
+                )));
+            }
+            txs.push(tx);
+        }
+        Ok(txs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +316,137 @@ mod tests {
         assert!(!json.contains("receipt"), "{json}");
         let back: TxResponse = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, r);
+    }
+
+    fn tx(nonce: u64) -> Transaction {
+        // The parser never checks signatures; a fixed one keeps these tests fast.
+        Signed {
+            value: crate::tx::TxBody {
+                chain_id: ChainId::new("t").expect("valid id"),
+                sender: PublicKey([1; 32]),
+                nonce: Nonce(nonce),
+                op: crate::tx::Op::Transfer {
+                    to: PublicKey([2; 32]),
+                    amount: Amount(5),
+                },
+            },
+            signature: stele_crypto::Signature([7; 64]),
+        }
+    }
+
+    fn json(v: &impl Serialize) -> Vec<u8> {
+        serde_json::to_vec(v).expect("serialises")
+    }
+
+    #[test]
+    fn one_json_tx_or_an_array_of_them_parses_after_leading_space() {
+        let one = [b" \r\n\t".as_slice(), &json(&tx(0))].concat();
+        assert_eq!(decode_submit_body(&one, false), Ok(vec![tx(0)]));
+        let many = [b"\n".as_slice(), &json(&vec![tx(0), tx(1)]), b" \n"].concat();
+        assert_eq!(decode_submit_body(&many, false), Ok(vec![tx(0), tx(1)]));
+    }
+
+    #[test]
+    fn binary_batch_parses() {
+        let b = codec::encode(&vec![tx(0), tx(1)]);
+        assert_eq!(decode_submit_body(&b, true), Ok(vec![tx(0), tx(1)]));
+    }
+
+    #[test]
+    fn empty_array_empty_body_and_empty_binary_batch_are_empty() {
+        for body in [b"[]".as_slice(), b" [ ] ", b"", b" \n"] {
+            assert_eq!(
+                decode_submit_body(body, false),
+                Err(SubmitBodyError::Empty),
+                "{body:?}"
+            );
+        }
+        let none: Vec<Transaction> = vec![];
+        assert_eq!(
+            decode_submit_body(&codec::encode(&none), true),
+            Err(SubmitBodyError::Empty)
+        );
+    }
+
+    #[test]
+    fn json_array_over_the_batch_limit_is_too_many() {
+        let at_limit: Vec<Transaction> = (0..MAX_SUBMIT_BATCH as u64).map(tx).collect();
+        let parsed = decode_submit_body(&json(&at_limit), false).expect("at the limit");
+        assert_eq!(parsed.len(), MAX_SUBMIT_BATCH);
+        let over: Vec<Transaction> = (0..=MAX_SUBMIT_BATCH as u64).map(tx).collect();
+        assert_eq!(
+            decode_submit_body(&json(&over), false),
+            Err(SubmitBodyError::TooMany {
+                at_least: MAX_SUBMIT_BATCH as u64 + 1
+            })
+        );
+    }
+
+    #[test]
+    fn binary_batch_announcing_too_many_is_refused_before_its_txs() {
+        // The count alone, no txs after it: refused for the count, not for the truncation.
+        let b = (MAX_SUBMIT_BATCH as u64 + 1).to_le_bytes();
+        assert_eq!(
+            decode_submit_body(&b, true),
+            Err(SubmitBodyError::TooMany {
+                at_least: MAX_SUBMIT_BATCH as u64 + 1
+            })
+        );
+        let b = u64::MAX.to_le_bytes();
+        assert!(matches!(
+            decode_submit_body(&b, true),
+            Err(SubmitBodyError::TooMany { .. })
+        ));
+        let b = 2u64.to_le_bytes();
+        assert!(matches!(
+            decode_submit_body(&b, true),
+            Err(SubmitBodyError::Binary(_))
+        ));
+    }
+
+    #[test]
+    fn json_that_is_neither_object_nor_array_is_refused_by_its_first_byte() {
+        for (body, found) in [
+            (b"0".as_slice(), "'0'"),
+            (b" \"tx\"", "'\"'"),
+            (b"null", "'n'"),
+            (b"\x00[]", "byte 0x00"),
+        ] {
+            match decode_submit_body(body, false) {
+                Err(SubmitBodyError::NotTxOrArray { found: f }) => assert_eq!(f, found),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_or_trailing_json_keeps_serdes_message() {
+        let trailing = [json(&tx(0)), b" x".to_vec()].concat();
+        let Err(SubmitBodyError::Json(m)) = decode_submit_body(&trailing, false) else {
+            panic!("trailing bytes accepted");
+        };
+        assert!(m.contains("trailing characters"), "{m}");
+        let Err(SubmitBodyError::Json(m)) = decode_submit_body(b"[0]", false) else {
+            panic!("a number accepted as a tx");
+        };
+        assert!(m.contains("invalid type"), "{m}");
+        assert!(matches!(
+            decode_submit_body(b"[{\"value\": 1", false),
+            Err(SubmitBodyError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn body_over_the_size_limit_is_too_large_in_either_form() {
+        let b = vec![b' '; MAX_SUBMIT_BODY + 1];
+        for binary in [false, true] {
+            assert_eq!(
+                decode_submit_body(&b, binary),
+                Err(SubmitBodyError::TooLarge {
+                    len: MAX_SUBMIT_BODY + 1
+                })
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ impl BlockHeader {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
     pub header: BlockHeader,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub txs: Vec<Transaction>,
 }
 

@@ -99,6 +99,7 @@ pub struct CommitCertificate {
     pub view: ViewNumber,
     pub height: Height,
     pub digest: Digest,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub commits: Vec<SignatureEntry>,
 }
 
@@ -121,6 +122,7 @@ impl CommitCertificate {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedCertificate {
     pub pre_prepare: Signed<PrePrepare>,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub prepares: Vec<SignatureEntry>,
 }
 
@@ -164,6 +166,7 @@ impl PreparedCertificate {
 pub struct CheckpointCertificate {
     pub height: Height,
     pub state_digest: Digest,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub signatures: Vec<SignatureEntry>,
 }
 

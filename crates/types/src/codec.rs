@@ -4,11 +4,15 @@
 //! hashes are stable across nodes and releases. Decoding takes an explicit size limit,
 //! rejects over-limit input before touching it, rejects trailing bytes, and never
 //! allocates ahead of the input: byte strings are borrowed from the input before they
-//! are copied, and sequences grow as their elements actually arrive.
+//! are copied, and sequences grow as their elements actually arrive ([`grown_vec`] on
+//! every sequence field).
+
+use std::fmt;
+use std::marker::PhantomData;
 
 use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// No input larger than this is ever decoded, whatever limit a caller asks for.
 pub const MAX_DECODE_LEN: usize = 64 << 20;
@@ -79,6 +83,41 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
         });
     }
     Ok(value)
+}
+
+/// Deserialises a `Vec` that grows as its elements arrive: put
+/// `#[serde(deserialize_with = "crate::codec::grown_vec")]` on every sequence field that
+/// a peer or a client can send. serde's own `Vec` reserves room for the length the input
+/// announces, up to 1 MiB, before reading one element: 1 MiB per nested sequence from
+/// a frame of a few bytes.
+pub fn grown_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Grown<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Grown<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Grown(PhantomData))
+}
+
+/// The element count a sequence's encoding announces in its first bytes, if there are
+/// enough of them: lets a caller refuse an oversized batch before decoding any element.
+pub fn announced_len(bytes: &[u8]) -> Option<u64> {
+    bincode::serde::borrow_decode_from_slice::<u64, _>(bytes, config())
+        .ok()
+        .map(|(n, _)| n)
 }
 
 #[cfg(test)]

@@ -322,10 +322,15 @@ impl Genesis {
 /// (up to n VIEW-CHANGEs with up to L prepared certificates each, plus O), a proposal
 /// with a full block, a state-transfer batch, a relay batch, each with n-signature
 /// certificates (certificates with more than n signatures are invalid anyway).
+///
+/// Saturates at `usize::MAX`: parameters read from a file can ask for more than 2^64
+/// bytes, and `Genesis::validate` must see that as too large, not as a wrapped size.
 pub fn max_frame_len(g: &Genesis) -> usize {
     let n = g.validators.len();
     let p = &g.params;
-    let window = p.window as usize;
+    let window = usize::try_from(p.window).unwrap_or(usize::MAX);
+    let mul = usize::saturating_mul;
+    let sum = |parts: &[usize]| parts.iter().fold(0usize, |a, &b| a.saturating_add(b));
     let len_prefix = 8; // fixed-width sequence lengths
     let enum_tag = 4; // fixed-width variant index
     let sig = Signature([0; 64]);
@@ -364,29 +369,42 @@ pub fn max_frame_len(g: &Genesis) -> usize {
         digest,
         commits: vec![],
     });
-    let prepared = empty_prepared + n * entry;
-    let checkpoint = empty_checkpoint + n * entry;
+    let prepared = sum(&[empty_prepared, mul(n, entry)]);
+    let checkpoint = sum(&[empty_checkpoint, mul(n, entry)]);
     // new_view + replica + Some(checkpoint) + prepared list + signature
-    let view_change = 8 + 2 + 1 + checkpoint + len_prefix + window * prepared + 64;
-    let new_view = 8 + len_prefix + n * view_change + len_prefix + window * pre_prepare + 64;
+    let view_change = sum(&[8, 2, 1, checkpoint, len_prefix, mul(window, prepared), 64]);
+    let new_view = sum(&[
+        8,
+        len_prefix,
+        mul(n, view_change),
+        len_prefix,
+        mul(window, pre_prepare),
+        64,
+    ]);
     let header = codec::encoded_len(&BlockHeader {
         height: Height(0),
         timestamp_ms: 0,
         tx_root: digest,
     });
-    let block = header + len_prefix + p.max_block_bytes as usize;
-    let proposal = pre_prepare + block;
-    let transfer =
-        len_prefix + p.transfer_batch_blocks as usize * (block + empty_commit_cert + n * entry);
-    let relay = len_prefix + p.relay_batch_txs as usize * MAX_TX_LEN;
-    let bodies = len_prefix + p.transfer_batch_blocks as usize * block;
+    let block = sum(&[header, len_prefix, p.max_block_bytes as usize]);
+    let proposal = sum(&[pre_prepare, block]);
+    let batch_blocks = p.transfer_batch_blocks as usize;
+    let transfer = sum(&[
+        len_prefix,
+        mul(
+            batch_blocks,
+            sum(&[block, empty_commit_cert, mul(n, entry)]),
+        ),
+    ]);
+    let relay = sum(&[len_prefix, mul(p.relay_batch_txs as usize, MAX_TX_LEN)]);
+    let bodies = sum(&[len_prefix, mul(batch_blocks, block)]);
     debug_assert_eq!(
         codec::encoded_len(&Block::null(Height(0))),
         header + len_prefix
     );
-    enum_tag
-        + [new_view, proposal, transfer, relay, bodies]
-            .into_iter()
-            .max()
-            .unwrap_or(0)
+    let largest = [new_view, proposal, transfer, relay, bodies]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    sum(&[enum_tag, largest])
 }

@@ -2,8 +2,9 @@
 //!
 //! Transactions, blocks, the execution vocabulary (`TxResult`, `StateChanges`,
 //! `StateView`), consensus messages and their certificates, the durable consensus
-//! record, the genesis file with the validator set, and the one binary codec. Types
-//! here check their own well-formedness; protocol decisions live in stele-consensus.
+//! record, the genesis file with the validator set, a validator's node.toml, and the one
+//! binary codec. Types here check their own well-formedness; protocol decisions live in
+//! stele-consensus.
 
 pub mod api;
 pub mod block;
@@ -15,6 +16,7 @@ pub mod exec;
 pub mod genesis;
 pub mod ids;
 pub mod messages;
+pub mod node_config;
 pub mod tx;
 pub mod validators;
 

@@ -84,6 +84,7 @@ pub struct ViewChange {
     pub new_view: ViewNumber,
     pub replica: ReplicaId,
     pub checkpoint: Option<CheckpointCertificate>,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub prepared: Vec<PreparedCertificate>,
 }
 signable!(ViewChange, "stele/view-change");
@@ -100,7 +101,9 @@ impl ViewChange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewView {
     pub view: ViewNumber,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub view_changes: Vec<Signed<ViewChange>>,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub pre_prepares: Vec<Signed<PrePrepare>>,
 }
 signable!(NewView, "stele/new-view");
@@ -156,12 +159,14 @@ pub struct Proposal {
 /// whose body this replica lacks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchBodies {
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub wanted: Vec<(Height, Digest)>,
 }
 
 /// Block bodies answering a [`FetchBodies`]; each is checked to match before use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bodies {
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub blocks: Vec<Block>,
 }
 
@@ -182,12 +187,14 @@ pub struct CommittedBlock {
 /// State-transfer batch: consecutive committed blocks, each to be verified.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockBatch {
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub blocks: Vec<CommittedBlock>,
 }
 
 /// Client transactions relayed between validators, in batches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxRelay {
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub txs: Vec<Transaction>,
 }
 

@@ -170,6 +170,22 @@ fn other_parameter_errors_name_their_field() {
 }
 
 #[test]
+fn parameters_whose_largest_frame_overflows_are_refused() {
+    // Found by stele-fuzz's genesis target: a state-transfer batch of u32::MAX blocks of
+    // u32::MAX bytes is more than 2^64 bytes.
+    let p = Params {
+        max_block_bytes: u32::MAX,
+        transfer_batch_blocks: u32::MAX,
+        ..Params::default()
+    };
+    let g = genesis_with(4, p);
+    assert_eq!(max_frame_len(&g), usize::MAX, "saturates, never wraps");
+    let (field, problem) = invalid(&g);
+    assert_eq!(field, "params");
+    assert!(problem.contains("above the"), "{problem}");
+}
+
+#[test]
 fn json_errors_and_unknown_fields_name_the_file() {
     let err = Genesis::from_json("{", "bad.json").unwrap_err();
     assert!(err.to_string().contains("bad.json"), "{err}");
