@@ -358,16 +358,31 @@ impl Load {
 
 /// Resident memory of a process in bytes, from /proc.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    proc_status_kb(pid, "VmRSS:")
+}
+
+/// The most resident memory a process ever had (its high-water mark), in bytes: a peak
+/// between two samples is not missed.
+pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    proc_status_kb(pid, "VmHWM:")
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("VmRSS in /proc/PID/status")?
+        .find_map(|l| l.strip_prefix(field))
+        .with_context(|| format!("{field} in /proc/PID/status"))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse::<u64>()?;
     Ok(kb * 1024)
+}
+
+/// How many file descriptors a process has open now.
+pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
 #[cfg(test)]

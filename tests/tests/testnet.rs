@@ -402,3 +402,38 @@ async fn torsion_signed_transfers_get_one_verdict_on_every_path() {
         assert_eq!(a.nonce, Nonce(9), "{node}: every torsion-signed tx applied");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reproduces signatures checked before the sender's account (issue 22); un-ignored with the fix"]
+async fn throwaway_senders_are_refused_before_any_signature_check() {
+    let _serial = SERIAL.lock().await;
+    let (net, c) = up(2, "").await;
+    let url = net.url(0);
+    let a = key(&net, 0);
+    // One honest tx first, so every lazy start-up check is behind us.
+    let r = c
+        .submit_and_wait(&transfer(&c, &a, 0, &key(&net, 1), 1))
+        .await
+        .expect("commits");
+    assert_eq!(r.result, TxResult::Ok);
+    let before = metric(&url, "stele_sig_verified_total").await;
+    // Well signed, by keys with no account: the store says so for the cost of a read.
+    for _ in 0..500 {
+        let stranger = KeyPair::generate();
+        let t = transfer(&c, &stranger, 0, &a, 1);
+        let (code, e) = post_raw(
+            &url,
+            serde_json::to_vec(&t).expect("json"),
+            "application/json",
+        )
+        .await;
+        assert_eq!((code, e.reason.as_str()), (400, "unknown_sender"));
+    }
+    let after = metric(&url, "stele_sig_verified_total").await;
+    assert_eq!(
+        after,
+        before,
+        "validator 0 checked {} signatures of senders with no account",
+        after - before
+    );
+}
