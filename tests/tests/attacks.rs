@@ -111,7 +111,6 @@ async fn wait_closed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces the unbounded HTTP edge (issue 22); un-ignored with the fix"]
 async fn slowloris_connections_are_cut_and_honest_txs_commit() {
     let _serial = SERIAL.lock().await;
     let (mut net, _c, load) = up().await;
@@ -170,7 +169,6 @@ async fn slowloris_connections_are_cut_and_honest_txs_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces the unbounded HTTP edge (issue 22); un-ignored with the fix"]
 async fn idle_connections_are_capped_and_closed() {
     let _serial = SERIAL.lock().await;
     let (mut net, _c, load) = up().await;
@@ -232,7 +230,6 @@ async fn idle_connections_are_capped_and_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces the unbounded HTTP edge (issue 22); un-ignored with the fix"]
 async fn large_json_bodies_do_not_blow_up_memory() {
     let _serial = SERIAL.lock().await;
     let (mut net, _c, load) = up().await;
@@ -281,7 +278,6 @@ async fn large_json_bodies_do_not_blow_up_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces the unbounded HTTP edge (issue 22); un-ignored with the fix"]
 async fn ten_thousand_waits_on_one_key_are_bounded() {
     let _serial = SERIAL.lock().await;
     let (mut net, c, load) = up().await;

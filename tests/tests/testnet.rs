@@ -404,7 +404,6 @@ async fn torsion_signed_transfers_get_one_verdict_on_every_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces signatures checked before the sender's account (issue 22); un-ignored with the fix"]
 async fn throwaway_senders_are_refused_before_any_signature_check() {
     let _serial = SERIAL.lock().await;
     let (net, c) = up(2, "").await;

@@ -6,35 +6,46 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use http_body_util::BodyExt;
 use stele_crypto::{Digest, KeyPair, PublicKey};
-use stele_ledger::Refusal;
-use stele_store::Store;
+use stele_ledger::{admit, Admission, Refusal};
+use stele_store::{Store, StoreError};
 use stele_types::api::{
-    AccountResponse, Admitted, ApiError, BlockResponse, StatusResponse, SubmitEntry,
-    SubmitResponse, TxResponse, TxStatus, BINARY_CONTENT_TYPE, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY,
+    decode_submit_body, AccountResponse, Admitted, ApiError, BlockResponse, StatusResponse,
+    SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus, BINARY_CONTENT_TYPE,
+    MAX_SUBMIT_BODY,
 };
-use stele_types::{codec, tx_hash, Genesis, Height, ReplicaId, Transaction, TxResult};
-use tokio::sync::{oneshot, watch};
+use stele_types::{tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxHash, TxResult};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::error;
 
 use crate::cache::{VerifiedTxs, Waiters};
-use crate::driver::{sign_receipt, Input, Shared};
+use crate::driver::{sign_receipt, Input, Shared, TxInputs, TxQueueError};
 use crate::metrics::Metrics;
 use crate::net::verify_client_txs;
 
 /// Longest `?wait=true` waits for a final outcome before answering 202.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
+/// Most requests doing work at once (store reads, signature checks, admission); more are
+/// answered 503. A `?wait=true` request gives its slot back before it waits.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Most request-body bytes held in memory at once, over all requests.
+pub const BODY_BUDGET: usize = 64 << 20;
+/// The body budget's unit: a request reserves its declared length in these.
+const BODY_UNIT: usize = 16 << 10;
+/// Longest a request waits for room in the body budget before a 503.
+const BODY_BUDGET_WAIT: Duration = Duration::from_secs(5);
+/// Longest a request body may take to arrive once its head is read.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -43,12 +54,27 @@ pub struct Api {
     pub id: ReplicaId,
     pub key: Arc<KeyPair>,
     pub store: Arc<Store>,
-    pub engine: SyncSender<Input>,
+    /// The engine thread's tx queue (never the consensus queue).
+    pub engine: TxInputs,
     pub shared: Arc<Shared>,
     pub cache: Arc<VerifiedTxs>,
     pub waiters: Arc<Waiters>,
     pub metrics: Metrics,
     pub connected: watch::Receiver<BTreeSet<ReplicaId>>,
+    /// Slots for requests doing work ([`MAX_IN_FLIGHT`]).
+    pub in_flight: Arc<Semaphore>,
+    /// Body bytes held, in [`BODY_UNIT`]s ([`BODY_BUDGET`]).
+    pub bodies: Arc<Semaphore>,
+}
+
+impl Api {
+    /// The limits' semaphores, full.
+    pub fn limits() -> (Arc<Semaphore>, Arc<Semaphore>) {
+        (
+            Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            Arc::new(Semaphore::new(BODY_BUDGET / BODY_UNIT)),
+        )
+    }
 }
 
 /// The router over `api`.
@@ -173,6 +199,31 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         .into_response()
 }
 
+/// A slot for a request that does work, or a 503: past [`MAX_IN_FLIGHT`], more work
+/// would only queue behind itself.
+fn slot(api: &Api) -> Result<OwnedSemaphorePermit, Fail> {
+    api.in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| busy(api))
+}
+
+fn busy(api: &Api) -> Fail {
+    api.metrics.refuse_http("busy");
+    fail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "this validator is answering too many requests; retry shortly or ask another",
+    )
+}
+
+/// Runs blocking work (RocksDB reads, receipt signing) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Fail> + Send + 'static,
+) -> Result<T, Fail> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
 async fn block(
     State(api): State<Arc<Api>>,
     Path(height): Path<String>,
@@ -185,16 +236,6 @@ async fn block(
         )
     })?;
     let h = Height(h);
-    let missing = || {
-        fail(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!(
-                "no committed block at height {h} here (this validator is at {})",
-                api.store.latest_height()
-            ),
-        )
-    };
     if h.0 == 0 {
         return Err(fail(
             StatusCode::NOT_FOUND,
@@ -202,24 +243,38 @@ async fn block(
             "height 0 is the genesis state, not a block",
         ));
     }
-    let block = api.store.block(h).map_err(internal)?.ok_or_else(missing)?;
-    let certificate = api
-        .store
-        .certificate(h)
-        .map_err(internal)?
-        .ok_or_else(missing)?;
-    let state_digest = api
-        .store
-        .state_digest(h)
-        .map_err(internal)?
-        .ok_or_else(missing)?;
-    Ok(Json(BlockResponse {
-        height: h,
-        digest: block.digest(),
-        block,
-        certificate,
-        state_digest,
-    }))
+    let _slot = slot(&api)?;
+    blocking(move || {
+        let missing = || {
+            fail(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no committed block at height {h} here (this validator is at {})",
+                    api.store.latest_height()
+                ),
+            )
+        };
+        let block = api.store.block(h).map_err(internal)?.ok_or_else(missing)?;
+        let certificate = api
+            .store
+            .certificate(h)
+            .map_err(internal)?
+            .ok_or_else(missing)?;
+        let state_digest = api
+            .store
+            .state_digest(h)
+            .map_err(internal)?
+            .ok_or_else(missing)?;
+        Ok(Json(BlockResponse {
+            height: h,
+            digest: block.digest(),
+            block,
+            certificate,
+            state_digest,
+        }))
+    })
+    .await
 }
 
 async fn account(
@@ -233,31 +288,70 @@ async fn account(
             format!("account key must be 64 hex digits: {e}"),
         )
     })?;
-    let height = api.store.latest_height();
-    let a = api.store.account_of(&k).map_err(internal)?.ok_or_else(|| {
-        fail(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no account {k} at height {height}"),
-        )
-    })?;
-    Ok(Json(AccountResponse {
-        key: k,
-        balance: a.balance,
-        nonce: a.nonce,
-        height,
-    }))
+    let _slot = slot(&api)?;
+    blocking(move || {
+        let height = api.store.latest_height();
+        let a = api.store.account_of(&k).map_err(internal)?.ok_or_else(|| {
+            fail(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no account {k} at height {height}"),
+            )
+        })?;
+        Ok(Json(AccountResponse {
+            key: k,
+            balance: a.balance,
+            nonce: a.nonce,
+            height,
+        }))
+    })
+    .await
 }
 
-/// The final outcome of `tx` here, with this validator's signed receipt.
-fn final_outcome(api: &Api, tx: &Transaction) -> Result<Option<TxResponse>, Fail> {
-    let Some(receipt) = api.store.receipt(tx, api.id).map_err(internal)? else {
+/// What a final outcome is looked up by: a waiter keeps this, not the tx's body.
+#[derive(Debug, Clone, Copy)]
+struct TxKey {
+    hash: TxHash,
+    sender: PublicKey,
+    nonce: Nonce,
+}
+
+impl TxKey {
+    fn of(tx: &Transaction) -> TxKey {
+        TxKey {
+            hash: tx_hash(tx),
+            sender: tx.sender,
+            nonce: tx.nonce,
+        }
+    }
+}
+
+/// The final outcome of a tx here, with this validator's signed receipt (blocking: a
+/// store read and a signature). `body`: the tx, when the caller has it; otherwise it
+/// is read from the store or the verified cache.
+fn final_outcome(
+    api: &Api,
+    key: TxKey,
+    body: Option<Transaction>,
+) -> Result<Option<TxResponse>, Fail> {
+    let Some(receipt) = api
+        .store
+        .receipt_of(&key.hash, &key.sender, key.nonce, api.id)
+        .map_err(internal)?
+    else {
         return Ok(None);
     };
     let status = if receipt.result == TxResult::StaleNonce {
         TxStatus::StaleNonce
     } else {
         TxStatus::Applied
+    };
+    let tx = match body {
+        Some(t) => Some(t),
+        None => match api.store.tx(&key.hash).map_err(internal)? {
+            Some((t, _)) => Some(t),
+            None => api.cache.get(&key.hash).map(|v| v.into_signed()),
+        },
     };
     Ok(Some(TxResponse {
         hash: receipt.tx_hash,
@@ -266,7 +360,7 @@ fn final_outcome(api: &Api, tx: &Transaction) -> Result<Option<TxResponse>, Fail
         index: Some(receipt.index),
         result: Some(receipt.result),
         receipt: Some(sign_receipt(receipt, &api.genesis, &api.key)),
-        tx: Some(tx.clone()),
+        tx,
     }))
 }
 
@@ -290,17 +384,28 @@ async fn tx(
             format!("tx hash must be 64 hex digits: {e}"),
         )
     })?;
-    if let Some((t, _)) = api.store.tx(&h).map_err(internal)? {
-        if let Some(r) = final_outcome(&api, &t)? {
-            return Ok(Json(r));
-        }
-    }
-    let body = api.cache.get(&h).map(|v| v.into_signed());
-    if let Some(t) = &body {
-        if let Some(r) = final_outcome(&api, t)? {
-            return Ok(Json(r));
-        }
-    }
+    let _slot = slot(&api)?;
+    let found = {
+        let api = api.clone();
+        blocking(move || {
+            let body = match api.store.tx(&h).map_err(internal)? {
+                Some((t, _)) => Some(t),
+                None => api.cache.get(&h).map(|v| v.into_signed()),
+            };
+            let Some(t) = body else {
+                return Ok(Err(None));
+            };
+            match final_outcome(&api, TxKey::of(&t), Some(t.clone()))? {
+                Some(r) => Ok(Ok(r)),
+                None => Ok(Err(Some(t))),
+            }
+        })
+        .await?
+    };
+    let body = match found {
+        Ok(r) => return Ok(Json(r)),
+        Err(body) => body,
+    };
     let status = match ask_pending(&api, h).await {
         Some(stele_consensus::TxClass::Executable) => TxStatus::Pending,
         Some(stele_consensus::TxClass::Gapped) => TxStatus::Gapped,
@@ -313,17 +418,52 @@ async fn tx(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct SubmitQuery {
-    #[serde(default)]
-    wait: bool,
+/// `?wait=true|false` (also `1`/`0`, or bare `wait`); other parameters are ignored.
+fn parse_wait(query: Option<&str>) -> Result<bool, String> {
+    let mut wait = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        if k == "wait" {
+            wait = match v {
+                "true" | "1" | "" => true,
+                "false" | "0" => false,
+                other => return Err(format!("wait must be true or false, found {other:?}")),
+            };
+        }
+    }
+    Ok(wait)
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<Transaction>),
-    One(Box<Transaction>),
+/// Admission's checks that need no signature, against committed state: a sender with no
+/// account, or a nonce past its window, is refused before its signature is checked, so
+/// txs from throwaway keys cost a store read each, not a signature check. (Committed state
+/// only moves forward: a tx refused here would be refused by admission a moment later, or
+/// is accepted when the client retries after its account exists.) Returns the txs left
+/// to verify, and the refused ones.
+#[allow(clippy::type_complexity)]
+fn cheap_checks(
+    api: &Api,
+    candidates: Vec<(usize, Transaction)>,
+) -> Result<(Vec<(usize, Transaction)>, Vec<(usize, Refusal)>), StoreError> {
+    let mut keep = Vec::with_capacity(candidates.len());
+    let mut refused = Vec::new();
+    for (i, t) in candidates {
+        let account = api.store.account_of(&t.sender)?;
+        let ctx = Admission {
+            account,
+            next_nonce: account.map_or(Nonce(0), |a| a.nonce),
+            // Not known off the engine thread; admission checks them.
+            sender_pending: 0,
+            mempool_len: 0,
+        };
+        match admit(t.nonce, &ctx, &api.genesis.params) {
+            Err(r @ (Refusal::UnknownSender | Refusal::NonceTooFar { .. })) => refused.push((i, r)),
+            // A used nonce may be this very tx, committed: admission answers with its
+            // receipt.
+            _ => keep.push((i, t)),
+        }
+    }
+    Ok((keep, refused))
 }
 
 fn refusal(r: &Refusal) -> (StatusCode, &'static str) {
@@ -336,36 +476,111 @@ fn refusal(r: &Refusal) -> (StatusCode, &'static str) {
     }
 }
 
+fn too_large(api: &Api) -> Fail {
+    api.metrics.reject_tx("too_large");
+    fail(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("body larger than {MAX_SUBMIT_BODY} bytes"),
+    )
+}
+
+/// Reads a request body within the limits: its declared length first (413 at once when
+/// too large), room for it in the body budget (503 after [`BODY_BUDGET_WAIT`]), then
+/// the bytes within [`BODY_TIMEOUT`] (408). The permit returned holds the budget for
+/// as long as the bytes are kept.
+async fn read_body(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(bytes::Bytes, OwnedSemaphorePermit), Fail> {
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    fail(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        "content-length is not a number",
+                    )
+                })?,
+        ),
+    };
+    if declared.is_some_and(|n| n > MAX_SUBMIT_BODY as u64) {
+        return Err(too_large(api));
+    }
+    // A body of unknown length may be as large as the limit.
+    let reserve = declared.map_or(MAX_SUBMIT_BODY, |n| n as usize);
+    let units = reserve.div_ceil(BODY_UNIT).max(1) as u32;
+    let permit = tokio::time::timeout(
+        BODY_BUDGET_WAIT,
+        api.bodies.clone().acquire_many_owned(units),
+    )
+    .await
+    .map_err(|_| busy(api))?
+    .map_err(|_| busy(api))?;
+    let limit = reserve.min(MAX_SUBMIT_BODY);
+    let read = async {
+        let mut body = body;
+        let mut buf = bytes::BytesMut::with_capacity(reserve.min(1 << 20));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                fail(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!("reading the body: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(too_large(api));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => Ok((b, permit)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            api.metrics.refuse_http("body_timeout");
+            Err(fail(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+            ))
+        }
+    }
+}
+
 async fn submit(
     State(api): State<Arc<Api>>,
-    Query(q): Query<SubmitQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Fail> {
-    let bytes = axum::body::to_bytes(body, MAX_SUBMIT_BODY)
-        .await
-        .map_err(|_| {
-            api.metrics.reject_tx("too_large");
-            fail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body larger than {MAX_SUBMIT_BODY} bytes"),
-            )
-        })?;
+    let wait = parse_wait(query.as_deref()).map_err(|e| {
+        api.metrics.refuse_http("bad_query");
+        fail(StatusCode::BAD_REQUEST, "bad_query", e)
+    })?;
+    let slot = slot(&api)?;
+    let (bytes, budget) = read_body(&api, &headers, body).await?;
     let binary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(BINARY_CONTENT_TYPE));
-    let parsed: Result<Vec<Transaction>, String> = if binary {
-        codec::decode(&bytes, MAX_SUBMIT_BODY).map_err(|e| e.to_string())
-    } else {
-        match serde_json::from_slice::<OneOrMany>(&bytes) {
-            Ok(OneOrMany::Many(v)) => Ok(v),
-            Ok(OneOrMany::One(t)) => Ok(vec![*t]),
-            Err(e) => Err(e.to_string()),
-        }
-    };
+    let parsed = decode_submit_body(&bytes, binary);
+    // The txs own their bytes now: the body and its share of the budget go.
+    drop(bytes);
+    drop(budget);
     let txs = parsed.map_err(|e| {
+        if matches!(e, SubmitBodyError::TooLarge { .. }) {
+            return too_large(&api);
+        }
         api.metrics.reject_tx("malformed");
         fail(
             StatusCode::BAD_REQUEST,
@@ -375,17 +590,6 @@ async fn submit(
             ),
         )
     })?;
-    if txs.is_empty() || txs.len() > MAX_SUBMIT_BATCH {
-        api.metrics.reject_tx("malformed");
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!(
-                "a submission holds 1..={MAX_SUBMIT_BATCH} txs, found {}",
-                txs.len()
-            ),
-        ));
-    }
     let single = txs.len() == 1;
     let mut errors: Vec<Option<Fail>> = Vec::with_capacity(txs.len());
     for t in &txs {
@@ -412,6 +616,7 @@ async fn submit(
             .map(|(i, t)| (i, t.clone()))
             .collect();
         tokio::task::spawn_blocking(move || {
+            let (candidates, early) = cheap_checks(&api2, candidates)?;
             let (idx, batch): (Vec<usize>, Vec<Transaction>) = candidates.into_iter().unzip();
             let verdicts = verify_client_txs(&api2.genesis, &api2.cache, &api2.metrics, &batch);
             let mut good = Vec::new();
@@ -422,12 +627,13 @@ async fn submit(
                     None => bad.push(i),
                 }
             }
-            (good, bad)
+            Ok::<_, StoreError>((good, bad, early))
         })
         .await
         .map_err(internal)?
+        .map_err(internal)?
     };
-    let (good, bad) = verified;
+    let (good, bad, early) = verified;
     for i in bad {
         errors[i] = Some(fail(
             StatusCode::BAD_REQUEST,
@@ -435,13 +641,17 @@ async fn submit(
             "signature does not verify for this sender, chain and tx",
         ));
     }
+    for (i, refused) in early {
+        let (code, reason) = refusal(&refused);
+        errors[i] = Some(fail(code, reason, refused.to_string()));
+    }
     let mut admitted: Vec<Option<Admitted>> = vec![None; txs.len()];
     if !good.is_empty() {
         let (idx, vtxs): (Vec<usize>, Vec<_>) = good.into_iter().unzip();
         let (reply, rx) = oneshot::channel();
         match api.engine.try_send(Input::Submit { txs: vtxs, reply }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(TxQueueError::Full) => {
                 api.metrics.reject_tx("overloaded");
                 return Err(fail(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -449,7 +659,7 @@ async fn submit(
                     "the validator's engine queue is full; retry shortly",
                 ));
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(TxQueueError::Stopped) => {
                 return Err(fail(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "stopping",
@@ -483,11 +693,16 @@ async fn submit(
             return Err(e);
         }
     }
+    // Waiting is bounded by the waiters, not by the work slots; and a waiter keeps only
+    // what finds its outcome, not the request's txs.
+    drop(slot);
+    let keys: Vec<TxKey> = txs.iter().map(TxKey::of).collect();
+    drop(txs);
     let deadline = Instant::now() + WAIT_LIMIT;
-    let mut entries = Vec::with_capacity(txs.len());
+    let mut entries = Vec::with_capacity(keys.len());
     let mut all_final = true;
-    for (i, t) in txs.iter().enumerate() {
-        let hash = tx_hash(t);
+    for (i, key) in keys.into_iter().enumerate() {
+        let hash = key.hash;
         let entry = match (&errors[i], admitted[i]) {
             (Some(e), _) => SubmitEntry {
                 hash,
@@ -499,8 +714,8 @@ async fn submit(
                 }),
             },
             (None, Some(a)) => {
-                let outcome = if q.wait {
-                    wait_final(&api, t, deadline).await?
+                let outcome = if wait {
+                    wait_final(&api, key, deadline).await?
                 } else {
                     None
                 };
@@ -525,7 +740,7 @@ async fn submit(
         };
         entries.push(entry);
     }
-    let code = if q.wait && all_final {
+    let code = if wait && all_final {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -533,14 +748,20 @@ async fn submit(
     Ok((code, Json(SubmitResponse { txs: entries })).into_response())
 }
 
-/// Waits until `tx` has a final outcome here, or the deadline.
+/// Waits until the tx has a final outcome here, or the deadline. When too many wait on
+/// it (or in all), answers with what is known now: the client asks again later.
 async fn wait_final(
-    api: &Api,
-    tx: &Transaction,
+    api: &Arc<Api>,
+    key: TxKey,
     deadline: Instant,
 ) -> Result<Option<TxResponse>, Fail> {
-    let Some(notify) = api.waiters.register(tx.sender, tx.nonce) else {
-        return final_outcome(api, tx);
+    let look = |api: &Arc<Api>| {
+        let api = api.clone();
+        blocking(move || final_outcome(&api, key, None))
+    };
+    let Some(notify) = api.waiters.register(key.sender, key.nonce) else {
+        api.metrics.refuse_http("waiters_full");
+        return look(api).await;
     };
     let out = loop {
         // Armed before the check, so a commit between the check and the wait still wakes
@@ -548,7 +769,7 @@ async fn wait_final(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match final_outcome(api, tx) {
+        match look(api).await {
             Ok(Some(r)) => break Ok(Some(r)),
             Ok(None) => {}
             Err(e) => break Err(e),
@@ -561,6 +782,20 @@ async fn wait_final(
         // nobody twice, and a missed wake-up must cost a second, not the whole wait.
         let _ = tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), notified).await;
     };
-    api.waiters.unregister(tx.sender, tx.nonce);
+    api.waiters.unregister(key.sender, key.nonce);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_wait;
+
+    #[test]
+    fn wait_is_parsed_and_a_bad_value_is_refused() {
+        assert_eq!(parse_wait(None), Ok(false));
+        assert_eq!(parse_wait(Some("wait=true")), Ok(true));
+        assert_eq!(parse_wait(Some("x=1&wait=0")), Ok(false));
+        assert_eq!(parse_wait(Some("wait")), Ok(true));
+        assert!(parse_wait(Some("wait=maybe")).is_err());
+    }
 }

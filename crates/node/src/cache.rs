@@ -83,41 +83,64 @@ impl KnownTxs for VerifiedTxs {
 /// Per (sender, nonce): how many wait, and what wakes them.
 type WaitMap = HashMap<(PublicKey, Nonce), (usize, std::sync::Arc<Notify>)>;
 
+/// Most `?wait=true` requests waiting on one (sender, nonce): more than this many copies
+/// of one tx waiting help nobody, and each holds a connection.
+pub const MAX_WAITERS_PER_TX: usize = 64;
+
+#[derive(Debug, Default)]
+struct WaitState {
+    map: WaitMap,
+    /// Waiters over all keys.
+    total: usize,
+}
+
 /// Waiters for the moment a (sender, nonce) gets used by a committed tx: that is when a
 /// tx with that nonce gets its final outcome (applied, or `stale_nonce`).
+///
+/// Bounded per key and in total; a waiter holds its key and hash only, never the body.
 #[derive(Debug, Default)]
 pub struct Waiters {
-    inner: Mutex<WaitMap>,
+    inner: Mutex<WaitState>,
 }
 
 impl Waiters {
-    /// A handle to wait on, or `None` when too many wait already.
+    /// A handle to wait on, or `None` when too many wait already, on this key or in all.
     pub fn register(&self, sender: PublicKey, nonce: Nonce) -> Option<std::sync::Arc<Notify>> {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= MAX_WAITERS && !m.contains_key(&(sender, nonce)) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let w = &mut *guard;
+        if w.total >= MAX_WAITERS {
             return None;
         }
-        let e = m
+        let e = w
+            .map
             .entry((sender, nonce))
             .or_insert_with(|| (0, std::sync::Arc::new(Notify::new())));
+        if e.0 >= MAX_WAITERS_PER_TX {
+            return None;
+        }
         e.0 += 1;
+        w.total += 1;
         Some(e.1.clone())
     }
 
     /// Done waiting (answered or timed out).
     pub fn unregister(&self, sender: PublicKey, nonce: Nonce) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = m.get_mut(&(sender, nonce)) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let w = &mut *guard;
+        if let Some(e) = w.map.get_mut(&(sender, nonce)) {
+            debug_assert!(e.0 > 0 && w.total > 0);
             e.0 = e.0.saturating_sub(1);
+            w.total = w.total.saturating_sub(1);
             if e.0 == 0 {
-                m.remove(&(sender, nonce));
+                w.map.remove(&(sender, nonce));
             }
         }
     }
 
     /// A committed block used these nonces: wake whoever waits on them.
     pub fn notify_used(&self, used: impl IntoIterator<Item = (PublicKey, Nonce)>) {
-        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let m = &w.map;
         if m.is_empty() {
             return;
         }
@@ -174,7 +197,25 @@ mod tests {
         assert!(std::sync::Arc::ptr_eq(&a, &b));
         w.unregister(k, Nonce(0));
         w.unregister(k, Nonce(0));
-        assert!(w.inner.lock().expect("lock").is_empty());
+        assert!(w.inner.lock().expect("lock").map.is_empty());
+        assert_eq!(w.inner.lock().expect("lock").total, 0);
+    }
+
+    #[test]
+    fn waiters_on_one_tx_are_capped_and_others_still_wait() {
+        let w = Waiters::default();
+        let k = KeyPair::from_seed([3; 32]).public();
+        let held: Vec<_> = (0..MAX_WAITERS_PER_TX)
+            .map(|_| w.register(k, Nonce(0)).expect("room"))
+            .collect();
+        assert!(w.register(k, Nonce(0)).is_none(), "one tx past its cap");
+        assert!(w.register(k, Nonce(1)).is_some(), "another tx still waits");
+        w.unregister(k, Nonce(0));
+        assert!(
+            w.register(k, Nonce(0)).is_some(),
+            "room again after one left"
+        );
+        assert_eq!(held.len(), MAX_WAITERS_PER_TX);
     }
 }
 

@@ -1,14 +1,16 @@
 //! The engine's thread: the single owner of the PBFT engine, feeding it inputs and
 //! carrying out its actions in order.
 //!
-//! A thin loop (STYLE.md): take inputs from one bounded channel, tick the timers, drain
-//! the actions. A `Persist` is written and synced before any send after it in the same
+//! A thin loop (STYLE.md): take inputs from two bounded channels (consensus messages on
+//! one, txs and lookups on the other, so tx traffic cannot fill the queue consensus waits
+//! in), tick the timers, drain the actions. A `Persist` is written and synced before any send after it in the same
 //! drain; a `Deliver` executes the block over the store and commits it in one synced
 //! write before the engine hears `on_executed`. Admission and classification of client
 //! txs happen here because the engine owns the pending set they are judged against.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,10 +34,97 @@ use tracing::{error, info, warn};
 use crate::cache::{VerifiedTxs, Waiters};
 use crate::metrics::Metrics;
 
-/// Inputs queued for the engine thread.
+/// Consensus inputs (validators' messages, the stop) queued for the engine thread.
 pub const INPUT_QUEUE: usize = 16_384;
-/// Most inputs handled before the timers are looked at again.
+/// Tx inputs (client submissions and lookups, txs relayed by validators) queued for the
+/// engine thread, apart from consensus inputs: a flood of txs fills this queue and is
+/// refused (`overloaded`) while consensus messages still find room in theirs.
+pub const TX_QUEUE: usize = 4_096;
+/// Most consensus inputs handled before the timers are looked at again.
 const INPUT_BURST: usize = 512;
+/// Most tx inputs handled per turn of the loop: consensus inputs go first.
+const TX_BURST: usize = 256;
+
+/// The sending side of the tx queue. A send rings the engine thread's doorbell (one
+/// [`Input::Wake`] in the consensus queue, however many txs wait), so a tx is handled at
+/// once on an idle node and can take at most one slot of the consensus queue.
+#[derive(Debug, Clone)]
+pub struct TxInputs {
+    queue: SyncSender<Input>,
+    doorbell: SyncSender<Input>,
+    rung: Arc<AtomicBool>,
+}
+
+impl TxInputs {
+    /// Queues `input` unless the tx queue is full (client inputs: the caller refuses).
+    pub fn try_send(&self, input: Input) -> Result<(), TxQueueError> {
+        self.queue.try_send(input).map_err(|e| match e {
+            TrySendError::Full(_) => TxQueueError::Full,
+            TrySendError::Disconnected(_) => TxQueueError::Stopped,
+        })?;
+        self.ring();
+        Ok(())
+    }
+
+    /// Queues `input`, waiting while the tx queue is full (relays: backpressure on the
+    /// relay worker only).
+    pub fn send(&self, input: Input) -> Result<(), TxQueueError> {
+        self.queue.send(input).map_err(|_| TxQueueError::Stopped)?;
+        self.ring();
+        Ok(())
+    }
+
+    fn ring(&self) {
+        // The engine thread clears `rung` before it drains the tx queue: an input queued
+        // after that drain began either is seen by it or finds `rung` clear and rings.
+        if !self.rung.swap(true, Ordering::SeqCst) {
+            // Full: the engine thread is busy and drains the tx queue on its next turn.
+            let _ = self.doorbell.try_send(Input::Wake);
+        }
+    }
+}
+
+/// Why a tx input was not queued (the input itself is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxQueueError {
+    /// The tx queue is full: the engine thread is behind.
+    Full,
+    /// The engine thread has stopped.
+    Stopped,
+}
+
+/// The engine thread's receiving side: consensus inputs and tx inputs.
+#[derive(Debug)]
+pub struct Inputs {
+    consensus: Receiver<Input>,
+    txs: Receiver<Input>,
+    rung: Arc<AtomicBool>,
+}
+
+/// The engine thread's two queues: the consensus sender (verification workers, the
+/// stop), the tx sender (HTTP API, relay worker), and the engine thread's side.
+pub fn input_queues() -> (SyncSender<Input>, TxInputs, Inputs) {
+    input_queues_sized(INPUT_QUEUE, TX_QUEUE)
+}
+
+fn input_queues_sized(consensus: usize, txs: usize) -> (SyncSender<Input>, TxInputs, Inputs) {
+    let (ctx, crx) = sync_channel(consensus);
+    let (ttx, trx) = sync_channel(txs);
+    let rung = Arc::new(AtomicBool::new(false));
+    (
+        ctx.clone(),
+        TxInputs {
+            queue: ttx,
+            doorbell: ctx,
+            rung: rung.clone(),
+        },
+        Inputs {
+            consensus: crx,
+            txs: trx,
+            rung,
+        },
+    )
+}
 
 /// What the engine thread is asked to do.
 #[derive(Debug)]
@@ -61,6 +150,8 @@ pub enum Input {
     },
     /// Stop after the current drain.
     Stop,
+    /// Tx inputs are queued ([`TxInputs`]).
+    Wake,
 }
 
 /// Why the engine thread ended.
@@ -131,8 +222,8 @@ struct Loop {
 }
 
 impl Driver {
-    /// Runs until stopped, halted, or the input channel closes.
-    pub fn run(self, rx: Receiver<Input>) -> Exit {
+    /// Runs until stopped, halted, or the consensus input channel closes.
+    pub fn run(self, rx: Inputs) -> Exit {
         let params = self.genesis.params.clone();
         let mut l = Loop {
             d: self,
@@ -145,21 +236,26 @@ impl Driver {
         };
         l.drive();
         l.publish();
+        // Tx inputs left over after a full TX_BURST: do not sleep on the consensus queue.
+        let mut tx_backlog = false;
         while l.exit.is_none() {
             let now = now_ms(l.d.start);
-            let wait =
+            let wait = if tx_backlog {
+                0
+            } else {
                 l.d.engine
                     .next_deadline()
                     .map_or(100, |t| t.saturating_sub(now))
-                    .min(100);
-            match rx.recv_timeout(Duration::from_millis(wait)) {
+                    .min(100)
+            };
+            match rx.consensus.recv_timeout(Duration::from_millis(wait)) {
                 Ok(input) => {
                     l.handle(input);
                     for _ in 0..INPUT_BURST {
                         if l.exit.is_some() {
                             break;
                         }
-                        match rx.try_recv() {
+                        match rx.consensus.try_recv() {
                             Ok(input) => l.handle(input),
                             Err(_) => break,
                         }
@@ -167,6 +263,20 @@ impl Driver {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => l.exit = Some(Exit::Stopped),
+            }
+            rx.rung.store(false, Ordering::SeqCst);
+            tx_backlog = true;
+            for _ in 0..TX_BURST {
+                if l.exit.is_some() {
+                    break;
+                }
+                match rx.txs.try_recv() {
+                    Ok(input) => l.handle(input),
+                    Err(_) => {
+                        tx_backlog = false;
+                        break;
+                    }
+                }
             }
             let (now, unix) = l.clock();
             l.d.engine.on_tick(now, unix);
@@ -248,6 +358,7 @@ impl Loop {
                 let _ = reply.send(self.d.engine.pending().class_of(&hash));
             }
             Input::Stop => self.exit = Some(Exit::Stopped),
+            Input::Wake => {}
         }
     }
 
@@ -288,6 +399,8 @@ impl Loop {
             }
             Err(r) => return Err(r),
         };
+        // Admitted txs only: a tx a client may ask about by hash until it is final.
+        self.d.cache.insert_all([(hash, tx.clone())]);
         self.d.engine.on_request(now, unix, tx, class, from_client);
         Ok(Admitted::Accepted)
     }
@@ -668,5 +781,48 @@ mod tests {
         claims.insert(ReplicaId(1), Height(10));
         claims.insert(ReplicaId(2), Height(12));
         assert_eq!(honest_claim(&claims, 1), Height(12));
+    }
+
+    fn lookup() -> Input {
+        let (reply, _rx) = oneshot::channel();
+        Input::Pending {
+            hash: Digest::ZERO,
+            reply,
+        }
+    }
+
+    #[test]
+    fn tx_traffic_cannot_fill_the_consensus_queue() {
+        let (consensus, txs, rx) = input_queues_sized(4, 16);
+        let mut queued = 0;
+        while txs.try_send(lookup()).is_ok() {
+            queued += 1;
+            assert!(queued <= 16, "the tx queue is bounded");
+        }
+        assert_eq!(queued, 16);
+        // Sixteen txs rang the doorbell once: three of four consensus slots are free.
+        for _ in 0..3 {
+            consensus
+                .try_send(Input::Stop)
+                .expect("room for consensus inputs under a tx flood");
+        }
+        assert!(matches!(rx.consensus.try_recv(), Ok(Input::Wake)));
+        assert!(matches!(rx.consensus.try_recv(), Ok(Input::Stop)));
+    }
+
+    #[test]
+    fn a_tx_queued_after_a_drain_rings_again() {
+        let (_consensus, txs, rx) = input_queues_sized(4, 16);
+        txs.try_send(lookup()).expect("room");
+        assert!(matches!(rx.consensus.try_recv(), Ok(Input::Wake)));
+        // The engine thread's turn: clear the bell, then drain.
+        rx.rung.store(false, Ordering::SeqCst);
+        while rx.txs.try_recv().is_ok() {}
+        txs.try_send(lookup()).expect("room");
+        assert!(
+            matches!(rx.consensus.try_recv(), Ok(Input::Wake)),
+            "a tx after the drain wakes the engine thread"
+        );
+        assert!(rx.txs.try_recv().is_ok());
     }
 }

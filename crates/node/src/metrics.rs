@@ -43,6 +43,7 @@ pub struct Metrics {
     pub blocks_committed: IntCounter,
     pub txs_committed: IntCounter,
     pub txs_rejected: IntCounterVec,
+    pub http_refused: IntCounterVec,
     pub mempool: IntGauge,
     pub peers: IntGauge,
     pub messages_received: IntCounterVec,
@@ -59,6 +60,23 @@ pub struct Metrics {
     pub recovery_lowest_vote_height: IntGauge,
     pub recovery_lowest_vote_view: IntGauge,
 }
+
+/// Why the HTTP edge refused a connection or a request (the `reason` label of
+/// `stele_http_refused_total`): `too_many_connections` (over the connection cap, answered
+/// 503 and closed), `header_timeout` (no complete request head in time, idle ones
+/// included), `body_timeout` (the body did not arrive in time), `busy` (too many requests
+/// in flight, or the body budget or the verification queue full: 503), `waiters_full`
+/// (`?wait=true` answered at once: too many wait on that tx or in all), `bad_query`,
+/// `bad_head` (a request head hyper could not parse, or over its size: cut).
+pub const HTTP_REFUSE_REASONS: [&str; 7] = [
+    "too_many_connections",
+    "header_timeout",
+    "bad_head",
+    "body_timeout",
+    "busy",
+    "waiters_full",
+    "bad_query",
+];
 
 /// The votes (the `kind` label of `stele_votes_sent_total`): what a validator that lost
 /// its disk must not send until it is past c_r + L and in a view above m. CHECKPOINT is
@@ -132,6 +150,12 @@ impl Metrics {
                 "Client txs refused at POST /txs, by reason.",
                 "reason",
                 &TX_REJECT_REASONS,
+            ),
+            http_refused: vec(
+                "stele_http_refused_total",
+                "HTTP connections and requests the API refused or cut to protect itself, by reason.",
+                "reason",
+                &HTTP_REFUSE_REASONS,
             ),
             mempool: gauge("stele_mempool_txs", "Txs pending in this validator."),
             peers: gauge("stele_peers_connected", "Validators connected over QUIC."),
@@ -219,6 +243,7 @@ impl Metrics {
             Box::new(m.blocks_committed.clone()),
             Box::new(m.txs_committed.clone()),
             Box::new(m.txs_rejected.clone()),
+            Box::new(m.http_refused.clone()),
             Box::new(m.mempool.clone()),
             Box::new(m.peers.clone()),
             Box::new(m.messages_received.clone()),
@@ -258,6 +283,12 @@ impl Metrics {
 
     pub fn reject_tx(&self, reason: &str) {
         self.txs_rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts an HTTP refusal; `reason` is one of [`HTTP_REFUSE_REASONS`].
+    pub fn refuse_http(&self, reason: &str) {
+        debug_assert!(HTTP_REFUSE_REASONS.contains(&reason), "{reason}");
+        self.http_refused.with_label_values(&[reason]).inc();
     }
 
     pub fn reject_message(&self, reason: &str) {

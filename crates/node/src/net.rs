@@ -5,6 +5,7 @@
 //! order they arrived. Tx signatures are verified once per validator: a tx in the
 //! verified cache is not checked again when it comes back inside a block.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
@@ -17,22 +18,41 @@ use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHas
 use tracing::debug;
 
 use crate::cache::{VerifiedFrames, VerifiedTxs};
-use crate::driver::Input;
+use crate::driver::{Input, TxInputs};
 use crate::metrics::Metrics;
 
 /// Frames waiting for each verification worker.
 pub const WORKER_QUEUE: usize = 4096;
 
 /// The cache as the verifier sees it, counting the txs it had to verify.
+///
+/// The shared cache holds admitted txs only (the engine thread fills it at admission): a
+/// throwaway key's txs, verified but refused or never admitted, cannot churn it and evict
+/// a body a client still asks for. Txs verified for one message are `local` to it.
 #[derive(Debug)]
 pub struct Counting<'a> {
     pub cache: &'a VerifiedTxs,
+    pub local: HashMap<TxHash, Verified<TxBody>>,
     pub misses: AtomicU64,
+}
+
+impl<'a> Counting<'a> {
+    pub fn new(cache: &'a VerifiedTxs) -> Counting<'a> {
+        Counting {
+            cache,
+            local: HashMap::new(),
+            misses: AtomicU64::new(0),
+        }
+    }
 }
 
 impl KnownTxs for Counting<'_> {
     fn verified(&self, hash: &TxHash) -> Option<Verified<TxBody>> {
-        let v = self.cache.get(hash);
+        let v = self
+            .local
+            .get(hash)
+            .cloned()
+            .or_else(|| self.cache.get(hash));
         if v.is_none() {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
@@ -40,8 +60,8 @@ impl KnownTxs for Counting<'_> {
     }
 }
 
-/// Verifies client txs (HTTP) against the cache, records the time and count, and caches
-/// the good ones: one verdict per tx (None: bad signature), each signature checked once.
+/// Verifies client txs (HTTP) against the cache and records the time and count: one
+/// verdict per tx (None: bad signature). The good ones reach the cache if admitted.
 pub fn verify_client_txs(
     genesis: &Genesis,
     cache: &VerifiedTxs,
@@ -49,10 +69,7 @@ pub fn verify_client_txs(
     txs: &[stele_types::Transaction],
 ) -> Vec<Option<Verified<TxBody>>> {
     let vs = genesis.validator_set();
-    let counting = Counting {
-        cache,
-        misses: AtomicU64::new(0),
-    };
+    let counting = Counting::new(cache);
     let verifier = Verifier {
         validators: &vs,
         genesis,
@@ -66,13 +83,20 @@ pub fn verify_client_txs(
         .map(Result::ok)
         .collect();
     record(metrics, &counting, t0);
-    cache.insert_all(
-        verdicts
-            .iter()
-            .flatten()
-            .map(|t| (tx_hash(t.signed()), t.clone())),
-    );
     verdicts
+}
+
+fn verifier_with<'a>(
+    validators: &'a stele_types::ValidatorSet,
+    genesis: &'a Genesis,
+    known: &'a Counting<'_>,
+) -> Verifier<'a> {
+    Verifier {
+        validators,
+        genesis,
+        scheme: &Ed25519,
+        known: Some(known),
+    }
 }
 
 fn record(metrics: &Metrics, counting: &Counting<'_>, t0: Instant) {
@@ -133,6 +157,7 @@ pub async fn inbound_loop(
 pub fn worker(
     rx: Receiver<(InboundFrame, Message)>,
     engine: SyncSender<Input>,
+    tx_queue: TxInputs,
     genesis: Genesis,
     cache: Arc<VerifiedTxs>,
     frames: Arc<VerifiedFrames>,
@@ -140,29 +165,21 @@ pub fn worker(
 ) {
     let vs = genesis.validator_set();
     while let Ok((f, msg)) = rx.recv() {
-        let counting = Counting {
-            cache: &cache,
-            misses: AtomicU64::new(0),
-        };
-        let verifier = Verifier {
-            validators: &vs,
-            genesis: &genesis,
-            scheme: &Ed25519,
-            known: Some(&counting),
-        };
+        let mut counting = Counting::new(&cache);
         let t0 = Instant::now();
-        // Txs inside a message are verified (and cached) first, so the message's own
-        // check finds them in the cache and each tx is verified once.
+        // Txs inside a message are verified first (in one batch), so the message's own
+        // check finds them and each tx is verified once.
         let txs: &[stele_types::Transaction] = match &msg {
             Message::Proposal(p) => &p.body.txs,
             Message::Relay(r) => &r.txs,
             _ => &[],
         };
         if !txs.is_empty() {
-            if let Ok(v) = verifier.check_txs(txs) {
-                cache.insert_all(v.into_iter().map(|t| (tx_hash(t.signed()), t)));
+            if let Ok(v) = verifier_with(&vs, &genesis, &counting).check_txs(txs) {
+                counting.local = v.into_iter().map(|t| (tx_hash(t.signed()), t)).collect();
             }
         }
+        let verifier = verifier_with(&vs, &genesis, &counting);
         let heavy = VerifiedFrames::keeps(&msg)
             .then(|| stele_crypto::Digest::of_parts("stele/frame", &[&f.frame]));
         let known = heavy.as_ref().and_then(|d| frames.get(d));
@@ -182,19 +199,72 @@ pub fn worker(
                 continue;
             }
         };
-        let input = match v.inbound() {
+        // Relayed txs go to the tx queue: a peer's relays, like clients' txs, cannot
+        // fill the queue consensus messages wait in.
+        let sent = match v.inbound() {
             Inbound::Relay(_) => match v.into_inbound() {
-                Inbound::Relay(txs) => Input::Relay { txs },
+                Inbound::Relay(relayed) => tx_queue.send(Input::Relay { txs: relayed }).is_ok(),
                 _ => continue,
             },
-            _ => Input::Message {
-                from: f.from,
-                arrival_unix_ms: f.arrival_unix_ms,
-                msg: v,
-            },
+            _ => engine
+                .send(Input::Message {
+                    from: f.from,
+                    arrival_unix_ms: f.arrival_unix_ms,
+                    msg: v,
+                })
+                .is_ok(),
         };
-        if engine.send(input).is_err() {
+        if !sent {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stele_crypto::{ChainId, KeyPair, Signed};
+    use stele_types::{Amount, Genesis, Nonce, Op, TxBody};
+
+    use super::*;
+
+    #[test]
+    fn txs_verified_for_a_client_stay_out_of_the_cache_until_admitted() {
+        let genesis = Genesis {
+            chain_id: ChainId::new("cache-test").expect("id"),
+            genesis_time_ms: 0,
+            validators: (0..4u8)
+                .map(|i| stele_types::ValidatorInfo {
+                    key: KeyPair::from_seed([i; 32]).public(),
+                    p2p_addr: format!("127.0.0.1:{}", 1000 + u16::from(i)),
+                    api_addr: format!("127.0.0.1:{}", 2000 + u16::from(i)),
+                })
+                .collect(),
+            accounts: vec![],
+            params: stele_types::Params::default(),
+        };
+        let cache = VerifiedTxs::new(8);
+        let throwaway = KeyPair::from_seed([7; 32]);
+        let tx = Signed::sign(
+            TxBody {
+                chain_id: genesis.chain_id.clone(),
+                sender: throwaway.public(),
+                nonce: Nonce(0),
+                op: Op::Transfer {
+                    to: KeyPair::from_seed([8; 32]).public(),
+                    amount: Amount(1),
+                },
+            },
+            &genesis.chain_id,
+            &throwaway,
+        );
+        let verdicts =
+            verify_client_txs(&genesis, &cache, &Metrics::new(), std::slice::from_ref(&tx));
+        assert!(verdicts[0].is_some(), "a good signature verifies");
+        // A key with no account: admission refuses it, so it must not take a cache slot
+        // (a stream of them would evict the admitted txs clients look up by hash).
+        assert!(
+            cache.get(&tx_hash(&tx)).is_none(),
+            "a verified, unadmitted tx took a slot of the verified-tx cache"
+        );
     }
 }

@@ -19,7 +19,7 @@ use crate::api::{self, Api};
 use crate::cache::{VerifiedFrames, VerifiedTxs, Waiters, VERIFIED_CACHE_CAP};
 use crate::config::Loaded;
 use crate::datadir::{self, Opening};
-use crate::driver::{now_ms, Driver, Exit, Input, Shared, INPUT_QUEUE};
+use crate::driver::{input_queues, now_ms, Driver, Exit, Input, Shared};
 use crate::metrics::Metrics;
 use crate::net;
 
@@ -99,7 +99,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
     } = loaded;
     let opening = datadir::opening(&data_dir, &genesis, recover)?;
     if opening == Opening::Recover {
-        std::fs::write(data_dir.join(RECOVERING_MARKER), "recovering\n")
+        write_synced(&data_dir, RECOVERING_MARKER, b"recovering\n")
             .with_context(|| format!("writing {}", data_dir.join(RECOVERING_MARKER).display()))?;
     }
     let recovering = data_dir.join(RECOVERING_MARKER).exists();
@@ -189,15 +189,16 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         peer_height: Mutex::new(Height(0)),
     });
     let vs = genesis.validator_set();
-    let (engine_tx, engine_rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
+    let (engine_tx, tx_inputs, engine_rx) = input_queues();
 
     // `worker_count()` workers for consensus messages (each peer's on one, in order),
     // one more for relayed txs.
     let mut workers = Vec::new();
     for i in 0..=worker_count() {
         let (wtx, wrx) = mpsc::sync_channel(net::WORKER_QUEUE);
-        let (etx, g, c, fr, m) = (
+        let (etx, ttx, g, c, fr, m) = (
             engine_tx.clone(),
+            tx_inputs.clone(),
             genesis.clone(),
             cache.clone(),
             frames.clone(),
@@ -205,7 +206,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         );
         std::thread::Builder::new()
             .name(format!("verify-{i}"))
-            .spawn(move || net::worker(wrx, etx, g, c, fr, m))
+            .spawn(move || net::worker(wrx, etx, ttx, g, c, fr, m))
             .context("starting a verification worker")?;
         workers.push(wtx);
     }
@@ -278,26 +279,29 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         });
     }
 
+    let (in_flight, bodies) = Api::limits();
+    let http_metrics = metrics.clone();
     let api = Arc::new(Api {
         genesis: genesis.clone(),
         id,
         key: key.clone(),
         store: store.clone(),
-        engine: engine_tx.clone(),
+        engine: tx_inputs,
         shared,
         cache,
         waiters,
         metrics,
         connected: transport.connected(),
+        in_flight,
+        bodies,
     });
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, api::router(api))
-            .with_graceful_shutdown(async {
-                let _ = stop_http_rx.await;
-            })
-            .await
-    });
+    let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        api::router(api),
+        http_metrics,
+        stop_http_rx,
+    ));
     info!(
         validator = id.0,
         p2p = %p2p_listen,
@@ -316,8 +320,8 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         }
     };
     drop(engine_tx);
-    let _ = stop_http_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(5), server)
+    let _ = stop_http_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(6), server)
         .await
         .is_err()
     {
@@ -331,6 +335,16 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         warn!(error = %e, "flushing the store at shutdown");
     }
     Ok(exit)
+}
+
+/// Writes `name` in `dir` and syncs the file and the directory: the recovery marker must
+/// survive a power cut, or a recovering validator comes back as a normal voter.
+fn write_synced(dir: &Path, name: &str, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join(name))?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn shutdown_signal() -> &'static str {

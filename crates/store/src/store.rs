@@ -93,12 +93,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Most table files RocksDB keeps open (its default is unlimited).
+pub const MAX_OPEN_FILES: i32 = 512;
+
 fn db_options() -> Options {
     let mut o = Options::default();
     o.create_if_missing(true);
     o.create_missing_column_families(true);
     // Checks at open and on reads; a corrupt file is an error, never silently skipped.
     o.set_paranoid_checks(true);
+    // A bounded share of the process's descriptors: the rest serve HTTP and QUIC, and a
+    // flood of connections must not leave RocksDB unable to open a table file.
+    o.set_max_open_files(MAX_OPEN_FILES);
     // A torn last WAL record (the write a crash interrupted, never acknowledged) is
     // dropped; corruption anywhere before it is an error. The default, point-in-time
     // recovery, would silently stop at the first bad record and open a shorter chain.
@@ -521,11 +527,23 @@ impl Store {
         tx: &Transaction,
         replica: ReplicaId,
     ) -> Result<Option<Receipt>, StoreError> {
-        let hash = tx_hash(tx);
+        self.receipt_of(&tx_hash(tx), &tx.sender, tx.nonce, replica)
+    }
+
+    /// [`Store::receipt`] by the tx's hash, sender and nonce: what a waiter keeps in
+    /// place of the tx's body.
+    pub fn receipt_of(
+        &self,
+        hash: &TxHash,
+        sender: &PublicKey,
+        nonce: Nonce,
+        replica: ReplicaId,
+    ) -> Result<Option<Receipt>, StoreError> {
+        let hash = *hash;
         let (location, result) = if let Some(l) = self.tx_location_checked(&hash)? {
             (l, l.result)
-        } else if let Some(other) = self.nonce_tx_checked(&tx.sender, tx.nonce)? {
-            let key = nonce_key(&tx.sender, tx.nonce);
+        } else if let Some(other) = self.nonce_tx_checked(sender, nonce)? {
+            let key = nonce_key(sender, nonce);
             if other == hash {
                 // Its block committed between the two reads (one batch writes both
                 // indexes, but these are two reads): the tx index has it now.
