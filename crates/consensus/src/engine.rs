@@ -28,6 +28,10 @@ use crate::viewchange;
 /// PRE-PREPARE or a committed block stalls the height for good (issue 21).
 const MAX_BODIES_PER_HEIGHT: usize = 4;
 
+/// Evidence slots remembered per validator and window height (see
+/// `Engine::evidence_seen`): a PRE-PREPARE, a PREPARE and a COMMIT for each of a few views.
+const EVIDENCE_SLOTS_PER_PEER_HEIGHT: usize = 6;
+
 /// What an engine needs to start.
 #[derive(Clone)]
 pub struct Config {
@@ -179,6 +183,13 @@ pub struct Engine {
     /// that, so a VIEW-CHANGE proving the primary signed another block for the same
     /// (view, height) is caught: an equivocation split between replicas shows only there.
     pre_prepares_seen: BTreeMap<Height, (ViewNumber, Digest)>,
+    /// The evidence slots (height, view, replica, kind) already reported, so that a
+    /// peer signing one slot many ways draws one Evidence action, not one synced write
+    /// per message. Heights in the window only (votes outside it are not looked at);
+    /// pruned with the log at each stable checkpoint, and capped at `evidence_cap`, the
+    /// lowest dropped first.
+    evidence_seen: BTreeSet<(Height, ViewNumber, ReplicaId, &'static str)>,
+    evidence_cap: usize,
     /// Latest accepted NEW-VIEW.
     new_view: Option<Signed<NewView>>,
     /// Per peer: its last STATUS and when it was last answered (retransmission pacing).
@@ -258,6 +269,9 @@ impl Engine {
             id: config.id,
             pending: Pending::new(params.mempool_size as usize),
             buffer_cap: 3 * params.window as usize + 16,
+            evidence_cap: EVIDENCE_SLOTS_PER_PEER_HEIGHT
+                .saturating_mul(vs.n())
+                .saturating_mul(params.window as usize),
             timeout: params.view_timeout_ms,
             vs,
             params,
@@ -278,6 +292,7 @@ impl Engine {
             prepared: BTreeMap::new(),
             latest_vc: BTreeMap::new(),
             pre_prepares_seen: BTreeMap::new(),
+            evidence_seen: BTreeSet::new(),
             new_view: None,
             peer_status: BTreeMap::new(),
             own_vc: None,
@@ -548,6 +563,10 @@ impl Engine {
     pub fn buffer_cap(&self) -> usize {
         self.buffer_cap
     }
+    /// Evidence slots remembered, and their bound.
+    pub fn evidence_footprint(&self) -> (usize, usize) {
+        (self.evidence_seen.len(), self.evidence_cap)
+    }
 
     /// The earliest timer deadline.
     pub fn next_deadline(&self) -> Option<u64> {
@@ -581,6 +600,20 @@ impl Engine {
 
     fn reject(&mut self, from: ReplicaId, reason: Reject) {
         self.actions.push(Action::Rejected { from, reason });
+    }
+
+    /// Reports Byzantine behaviour once per slot it proves something about.
+    fn evidence(&mut self, ev: Evidence) {
+        let slot = ev.slot();
+        if self.evidence_seen.contains(&slot) {
+            return;
+        }
+        if self.evidence_seen.len() >= self.evidence_cap {
+            self.evidence_seen.pop_first();
+        }
+        self.evidence_seen.insert(slot);
+        self.actions.push(Action::Evidence(ev));
+        debug_assert!(self.evidence_seen.len() <= self.evidence_cap);
     }
 
     fn in_window(&self, h: Height) -> bool {
@@ -887,7 +920,7 @@ impl Engine {
                     height: pp.height,
                     digests: (cur.digest, pp.digest),
                 };
-                self.actions.push(Action::Evidence(ev));
+                self.evidence(ev);
                 self.reject(from, Reject::Equivocation(primary));
             } else {
                 // A retransmission: make sure we have the body.
@@ -951,7 +984,7 @@ impl Engine {
                     view: p.view,
                     height: p.height,
                 };
-                self.actions.push(Action::Evidence(ev));
+                self.evidence(ev);
             }
             self.reject(from, Reject::Duplicate(p.replica));
             return;
@@ -974,7 +1007,7 @@ impl Engine {
                     view: c.view,
                     height: c.height,
                 };
-                self.actions.push(Action::Evidence(ev));
+                self.evidence(ev);
             }
             self.reject(from, Reject::Duplicate(c.replica));
             return;
@@ -1344,6 +1377,9 @@ impl Engine {
     fn gc_below(&mut self, h: Height) {
         self.slots = self.slots.split_off(&h.next());
         self.pre_prepares_seen = self.pre_prepares_seen.split_off(&h.next());
+        self.evidence_seen =
+            self.evidence_seen
+                .split_off(&(h.next(), ViewNumber(0), ReplicaId(0), ""));
         self.prepared = self.prepared.split_off(&h.next());
         self.checkpoint_votes = self.checkpoint_votes.split_off(&h.next());
         self.wanted = self.wanted.split_off(&h.next());
@@ -1737,13 +1773,12 @@ impl Engine {
             if let Some(&(v, d)) = self.pre_prepares_seen.get(&h) {
                 if v == pc.view() && d != pc.digest() {
                     self.pre_prepares_seen.remove(&h);
-                    self.actions
-                        .push(Action::Evidence(Evidence::EquivocatingPrimary {
-                            primary: self.vs.primary(v),
-                            view: v,
-                            height: h,
-                            digests: (d, pc.digest()),
-                        }));
+                    self.evidence(Evidence::EquivocatingPrimary {
+                        primary: self.vs.primary(v),
+                        view: v,
+                        height: h,
+                        digests: (d, pc.digest()),
+                    });
                 }
             }
         }
