@@ -53,11 +53,14 @@ pub enum Reject {
     },
     #[error("not accepted while recovering")]
     Recovering,
+    /// A fetch from a peer that used up its serving budget for the interval.
+    #[error("{what} over the peer's serving budget for this interval")]
+    RateLimited { what: &'static str },
 }
 
 impl Reject {
     /// Every label, for metrics series created at start.
-    pub const LABELS: [&'static str; 17] = [
+    pub const LABELS: [&'static str; 18] = [
         "bad_signature",
         "bad_certificate",
         "body_mismatch",
@@ -74,6 +77,7 @@ impl Reject {
         "skew",
         "timestamp",
         "recovering",
+        "rate_limited",
         "decode",
     ];
 
@@ -96,6 +100,7 @@ impl Reject {
             Reject::Skew { .. } => "skew",
             Reject::Timestamp { .. } => "timestamp",
             Reject::Recovering => "recovering",
+            Reject::RateLimited { .. } => "rate_limited",
         }
     }
 }

@@ -396,11 +396,11 @@ fn fetch_blocks(from: u64, to: u64) -> Message {
 /// interval's answers stay within the budget; the rest are refused and counted; the
 /// other peers are served as before, and replica 3 again in the next interval.
 #[test]
-#[ignore = "reproduces fetches answered without limit; fixed in the next commit"]
 fn fetches_are_answered_within_a_byte_budget_per_peer_and_interval() {
     let mut one = One::restored(1, chain(16));
     one.run_until(10);
     let b = budget(&one.genesis.params, 4);
+    assert_eq!(one.engine.serve_budget(), (b.interval, b.bytes, b.block));
     let wanted: Vec<(Height, Digest)> = chain(16)
         .recent
         .iter()
