@@ -5,13 +5,14 @@
 //! every tx signature in a body (batched), and body-to-digest matches. What the engine
 //! gets can only have come through this module.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
 
-use stele_crypto::{Scheme, Signed, Verified};
+use stele_crypto::{Digest, Scheme, Signed, Verified};
 use stele_types::certs::CertError;
 use stele_types::{
-    Block, CommittedBlock, FetchBlocks, FetchBodies, Genesis, Height, Message, NewView, PrePrepare,
-    ReplicaId, Transaction, TxBody, ValidatorSet, ViewChange,
+    codec, Block, CommittedBlock, FetchBlocks, FetchBodies, Genesis, Height, Message, NewView,
+    PrePrepare, ReplicaId, Transaction, TxBody, ValidatorSet, ViewChange,
 };
 
 /// Why a message was refused before reaching the engine; `label()` is its metrics reason.
@@ -148,6 +149,70 @@ impl VerifiedMessage {
     }
 }
 
+/// Most verdicts [`FrameVerdicts`] remembers.
+pub const FRAME_VERDICTS_CAP: usize = 32;
+
+/// Heavy consensus messages (VIEW-CHANGE, NEW-VIEW, checkpoint certificate) already
+/// verified here, by the digest of their encoding.
+///
+/// A VIEW-CHANGE with a full window carries hundreds of signatures, and it comes again
+/// every T/2 while its sender is inactive (DESIGN.md: re-broadcast), as do NEW-VIEWs in
+/// STATUS answers. Verifying each copy anew starves the verification workers under
+/// load: the messages that would end a view change queue behind copies of themselves.
+/// The same bytes verify the same way (the validator set and parameters are fixed, and
+/// the check of these kinds does not look at the sending peer), so a copy is answered
+/// as the first was. Shared by the verification workers (hence the lock).
+#[derive(Debug, Default)]
+pub struct FrameVerdicts {
+    inner: Mutex<VecDeque<(Digest, VerifiedMessage)>>,
+}
+
+impl FrameVerdicts {
+    /// Whether verdicts on messages of this kind are remembered.
+    pub fn keeps(msg: &Message) -> bool {
+        matches!(
+            msg,
+            Message::ViewChange(_) | Message::NewView(_) | Message::CheckpointCertificate(_)
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Digest, VerifiedMessage)>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, d: &Digest) -> Option<Result<VerifiedMessage, Reject>> {
+        self.lock()
+            .iter()
+            .find(|(k, _)| k == d)
+            .map(|(_, m)| Ok(m.clone()))
+    }
+
+    fn insert(&self, d: Digest, verdict: &Result<VerifiedMessage, Reject>) {
+        let Ok(m) = verdict else {
+            return;
+        };
+        let mut q = self.lock();
+        if q.iter().any(|(k, _)| *k == d) {
+            return;
+        }
+        q.push_back((d, m.clone()));
+        while q.len() > FRAME_VERDICTS_CAP {
+            q.pop_front();
+        }
+        debug_assert!(q.len() <= FRAME_VERDICTS_CAP);
+    }
+
+    /// How many verdicts it holds.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What verification needs: the validator set, the parameters, and the signature scheme.
 #[derive(Debug)]
 pub struct Verifier<'a> {
@@ -261,6 +326,26 @@ impl Verifier<'_> {
             c.verify(self.validators, self.scheme)?;
         }
         Ok(vc)
+    }
+
+    /// [`Verifier::verify`], answered from `verdicts` for a heavy message verified here
+    /// before (see [`FrameVerdicts`]).
+    pub fn verify_remembered(
+        &self,
+        from: ReplicaId,
+        msg: Message,
+        verdicts: &FrameVerdicts,
+    ) -> Result<VerifiedMessage, Reject> {
+        if !FrameVerdicts::keeps(&msg) {
+            return self.verify(from, msg);
+        }
+        let d = Digest::of_parts("stele/frame", &[&codec::encode(&msg)]);
+        if let Some(v) = verdicts.get(&d) {
+            return v;
+        }
+        let v = self.verify(from, msg);
+        verdicts.insert(d, &v);
+        v
     }
 
     /// Verifies a message that arrived from `from` (the transport's authenticated peer).

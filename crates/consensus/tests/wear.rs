@@ -3,18 +3,21 @@
 //! the writes it draws from this replica stay bounded.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use stele_consensus::{Action, ChainState, Config, Engine, Evidence, Verifier};
+use stele_consensus::{
+    Action, ChainState, Config, Engine, Evidence, FrameVerdicts, Reject, VerifiedMessage, Verifier,
+};
 use stele_crypto::sim::{MacScheme, MacSigner};
-use stele_crypto::{ChainId, Digest, Signed, Signer};
+use stele_crypto::{ChainId, Digest, PublicKey, Scheme, Signature, SignatureError, Signed, Signer};
 use stele_types::certs::SignatureEntry;
 use stele_types::genesis::Params;
 use stele_types::tx::sign_tx;
 use stele_types::{
     codec, Amount, Block, Checkpoint, CheckpointCertificate, Commit, CommitCertificate,
-    CommittedBlock, FetchBlocks, FetchBodies, Genesis, Height, Message, Nonce, Op, PrePrepare,
-    Prepare, Proposal, ReplicaId, TxBody, ValidatorInfo, ViewNumber,
+    CommittedBlock, FetchBlocks, FetchBodies, Genesis, Height, Message, NewView, Nonce, Op,
+    PrePrepare, Prepare, Proposal, ReplicaId, TxBody, ValidatorInfo, ViewChange, ViewNumber,
 };
 
 const T: u64 = 1000;
@@ -462,4 +465,146 @@ fn a_laggard_fetching_batch_after_batch_outruns_the_chain() {
         got += bytes.get(&0).copied().unwrap_or(0);
     }
     assert!(got >= 2 * growth * b.block, "{got} bytes");
+}
+
+/// The simulator's keyed signatures, counting every signature checked.
+#[derive(Debug)]
+struct Counting {
+    inner: MacScheme,
+    checks: AtomicUsize,
+}
+
+impl Counting {
+    fn new(one: &One) -> Counting {
+        let clients = [MacSigner::new([100; 32]), MacSigner::new([101; 32])];
+        Counting {
+            inner: MacScheme::new(one.signers.iter().chain(clients.iter())),
+            checks: AtomicUsize::new(0),
+        }
+    }
+
+    fn checks(&self) -> usize {
+        self.checks.load(Ordering::Relaxed)
+    }
+}
+
+impl Scheme for Counting {
+    fn verify(
+        &self,
+        key: &PublicKey,
+        message: &[u8],
+        sig: &Signature,
+    ) -> Result<(), SignatureError> {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        self.inner.verify(key, message, sig)
+    }
+}
+
+fn broken<T>(mut s: Signed<T>) -> Signed<T> {
+    s.signature.0[0] ^= 1;
+    s
+}
+
+impl One {
+    fn verifier<'a>(
+        &'a self,
+        scheme: &'a Counting,
+        vs: &'a stele_types::ValidatorSet,
+    ) -> Verifier<'a> {
+        Verifier {
+            validators: vs,
+            genesis: &self.genesis,
+            scheme,
+            known: None,
+        }
+    }
+
+    /// VIEW-CHANGE(1) of `by`, with nothing prepared.
+    fn view_change(&self, by: u16) -> Signed<ViewChange> {
+        self.sign(
+            by,
+            ViewChange {
+                new_view: ViewNumber(1),
+                replica: ReplicaId(by),
+                checkpoint: None,
+                prepared: vec![],
+            },
+        )
+    }
+
+    /// NEW-VIEW(1) from its primary, replica 1, over the VIEW-CHANGEs of 0, 2 and 3; with
+    /// `o_entry`, its O holds one PRE-PREPARE whose signature is broken: refused only
+    /// after every other signature in it was checked.
+    fn new_view(&self, o_entry: Option<u64>) -> Message {
+        let pre_prepares = o_entry
+            .map(|h| {
+                broken(self.sign(
+                    1,
+                    PrePrepare {
+                        view: ViewNumber(1),
+                        height: Height(h),
+                        digest: Digest::ZERO,
+                    },
+                ))
+            })
+            .into_iter()
+            .collect();
+        Message::NewView(self.sign(
+            1,
+            NewView {
+                view: ViewNumber(1),
+                view_changes: [0, 2, 3].iter().map(|r| self.view_change(*r)).collect(),
+                pre_prepares,
+            },
+        ))
+    }
+}
+
+fn verdict(v: &Result<VerifiedMessage, Reject>) -> Result<&'static str, Reject> {
+    v.as_ref()
+        .map(|m| match m.inbound() {
+            stele_consensus::Inbound::NewView(_) => "new_view",
+            stele_consensus::Inbound::ViewChange(_) => "view_change",
+            _ => "other",
+        })
+        .map_err(Clone::clone)
+}
+
+/// Replica 1 (the primary of view 1, Byzantine) sends one NEW-VIEW whose last signature
+/// is broken a hundred times, and one VIEW-CHANGE with a broken signature a hundred
+/// times. Verified NEW-VIEWs and VIEW-CHANGEs are remembered by digest, so a resent
+/// good one costs nothing; a bad one must cost its signature checks once too, not once
+/// per copy.
+#[test]
+#[ignore = "reproduces bad VIEW-CHANGEs and NEW-VIEWs verified anew on every copy; fixed in the next commit"]
+fn a_bad_new_view_or_view_change_sent_again_is_verified_once() {
+    let one = One::new(2);
+    let vs = one.genesis.validator_set();
+    let counting = Counting::new(&one);
+    let verifier = one.verifier(&counting, &vs);
+    let verdicts = FrameVerdicts::default();
+    let good = one.new_view(None);
+    let bad = one.new_view(Some(1));
+    let bad_vc = Message::ViewChange(broken(one.view_change(1)));
+    for (what, m, ok) in [
+        ("good NEW-VIEW", good, true),
+        ("bad NEW-VIEW", bad, false),
+        ("bad VIEW-CHANGE", bad_vc, false),
+    ] {
+        let before = counting.checks();
+        let first = verdict(&verifier.verify_remembered(ReplicaId(1), m.clone(), &verdicts));
+        assert_eq!(first.is_ok(), ok, "{what}: {first:?}");
+        let cost = counting.checks() - before;
+        assert!(cost >= 1, "{what} cost no check");
+        for _ in 0..100 {
+            let again = verdict(&verifier.verify_remembered(ReplicaId(1), m.clone(), &verdicts));
+            assert_eq!(again, first, "{what}: another verdict");
+        }
+        assert_eq!(
+            counting.checks() - before,
+            cost,
+            "{what} sent 101 times: {} signature checks, {cost} for the first copy",
+            counting.checks() - before
+        );
+    }
 }
