@@ -149,7 +149,7 @@ impl VerifiedMessage {
     }
 }
 
-/// Most verdicts [`FrameVerdicts`] remembers.
+/// Most verdicts [`FrameVerdicts`] remembers of each kind (verified, refused).
 pub const FRAME_VERDICTS_CAP: usize = 32;
 
 /// Heavy consensus messages (VIEW-CHANGE, NEW-VIEW, checkpoint certificate) already
@@ -162,9 +162,32 @@ pub const FRAME_VERDICTS_CAP: usize = 32;
 /// The same bytes verify the same way (the validator set and parameters are fixed, and
 /// the check of these kinds does not look at the sending peer), so a copy is answered
 /// as the first was. Shared by the verification workers (hence the lock).
+///
+/// Refusals are remembered too: a Byzantine primary resending one bad NEW-VIEW would
+/// otherwise cost every signature in it on every copy. They have their own queue, so
+/// that a peer sending many bad frames pushes out its own refusals, never the good
+/// frames an honest peer resends.
 #[derive(Debug, Default)]
 pub struct FrameVerdicts {
-    inner: Mutex<VecDeque<(Digest, VerifiedMessage)>>,
+    inner: Mutex<Verdicts>,
+}
+
+#[derive(Debug, Default)]
+struct Verdicts {
+    verified: VecDeque<(Digest, VerifiedMessage)>,
+    refused: VecDeque<(Digest, Reject)>,
+}
+
+/// Appends to a bounded queue, the oldest forgotten first.
+fn remember<T>(q: &mut VecDeque<(Digest, T)>, d: Digest, v: T) {
+    if q.iter().any(|(k, _)| *k == d) {
+        return;
+    }
+    q.push_back((d, v));
+    while q.len() > FRAME_VERDICTS_CAP {
+        q.pop_front();
+    }
+    debug_assert!(q.len() <= FRAME_VERDICTS_CAP);
 }
 
 impl FrameVerdicts {
@@ -176,35 +199,33 @@ impl FrameVerdicts {
         )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Digest, VerifiedMessage)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Verdicts> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get(&self, d: &Digest) -> Option<Result<VerifiedMessage, Reject>> {
-        self.lock()
+        let v = self.lock();
+        if let Some((_, m)) = v.verified.iter().find(|(k, _)| k == d) {
+            return Some(Ok(m.clone()));
+        }
+        v.refused
             .iter()
             .find(|(k, _)| k == d)
-            .map(|(_, m)| Ok(m.clone()))
+            .map(|(_, r)| Err(r.clone()))
     }
 
     fn insert(&self, d: Digest, verdict: &Result<VerifiedMessage, Reject>) {
-        let Ok(m) = verdict else {
-            return;
-        };
-        let mut q = self.lock();
-        if q.iter().any(|(k, _)| *k == d) {
-            return;
+        let mut v = self.lock();
+        match verdict {
+            Ok(m) => remember(&mut v.verified, d, m.clone()),
+            Err(r) => remember(&mut v.refused, d, r.clone()),
         }
-        q.push_back((d, m.clone()));
-        while q.len() > FRAME_VERDICTS_CAP {
-            q.pop_front();
-        }
-        debug_assert!(q.len() <= FRAME_VERDICTS_CAP);
     }
 
-    /// How many verdicts it holds.
+    /// How many verdicts it holds (verified and refused).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let v = self.lock();
+        v.verified.len() + v.refused.len()
     }
 
     /// Whether it holds none.

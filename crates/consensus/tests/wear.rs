@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use stele_consensus::verify::FRAME_VERDICTS_CAP;
 use stele_consensus::{
     Action, ChainState, Config, Engine, Evidence, FrameVerdicts, Reject, VerifiedMessage, Verifier,
 };
@@ -576,7 +577,6 @@ fn verdict(v: &Result<VerifiedMessage, Reject>) -> Result<&'static str, Reject> 
 /// good one costs nothing; a bad one must cost its signature checks once too, not once
 /// per copy.
 #[test]
-#[ignore = "reproduces bad VIEW-CHANGEs and NEW-VIEWs verified anew on every copy; fixed in the next commit"]
 fn a_bad_new_view_or_view_change_sent_again_is_verified_once() {
     let one = One::new(2);
     let vs = one.genesis.validator_set();
@@ -607,4 +607,36 @@ fn a_bad_new_view_or_view_change_sent_again_is_verified_once() {
             counting.checks() - before
         );
     }
+}
+
+/// Bad NEW-VIEWs, each another, as many as a Byzantine primary likes: each costs its
+/// checks once, the verdicts stay bounded, and the good NEW-VIEW remembered before them
+/// is still answered without a check.
+#[test]
+fn refusals_are_bounded_and_never_push_out_a_good_verdict() {
+    let one = One::new(2);
+    let vs = one.genesis.validator_set();
+    let counting = Counting::new(&one);
+    let verifier = one.verifier(&counting, &vs);
+    let verdicts = FrameVerdicts::default();
+    let good = one.new_view(None);
+    assert!(verifier
+        .verify_remembered(ReplicaId(1), good.clone(), &verdicts)
+        .is_ok());
+    for h in 1..=200 {
+        let bad = one.new_view(Some(h));
+        assert!(verifier
+            .verify_remembered(ReplicaId(1), bad, &verdicts)
+            .is_err());
+        assert!(verdicts.len() <= 2 * FRAME_VERDICTS_CAP);
+    }
+    let before = counting.checks();
+    assert!(verifier
+        .verify_remembered(ReplicaId(1), good, &verdicts)
+        .is_ok());
+    assert_eq!(
+        counting.checks(),
+        before,
+        "the good NEW-VIEW was verified again"
+    );
 }

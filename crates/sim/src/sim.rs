@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stele_consensus::byzantine::{self, Behaviour, Collusion};
 use stele_consensus::{
-    group_commit, Action, ChainState, Config, Engine, Halt, Inbound, KnownTxs, RecoveryGate, Step,
-    TxClass, TxOutcome, Verifier,
+    group_commit, Action, ChainState, Config, Engine, FrameVerdicts, Halt, Inbound, KnownTxs,
+    RecoveryGate, Step, TxClass, TxOutcome, Verifier,
 };
 use stele_crypto::sim::{MacScheme, MacSigner};
 use stele_crypto::{
@@ -736,8 +736,11 @@ struct Replica {
     /// Until when (virtual µs) its verification is busy (`Scenario::verify_us`): one
     /// queue for relayed txs and one for the rest, as the node's workers are split.
     busy_until_us: [u64; 2],
-    /// Digests of the heavy frames it verified, as the node's `VerifiedFrames` keeps
-    /// them (a re-sent VIEW-CHANGE or NEW-VIEW costs nothing the second time).
+    /// Its verdicts on heavy frames (`FrameVerdicts`, as the node keeps them): lost in a
+    /// crash.
+    verdicts: FrameVerdicts,
+    /// Digests of the heavy frames it verified (`Scenario::verify_us`'s cost model): a
+    /// re-sent VIEW-CHANGE or NEW-VIEW, good or bad, costs nothing the second time.
     frames: VecDeque<Digest>,
     /// Inputs handed to the engine since its last drain (`Scenario::burst_ms`): a drain
     /// is scheduled.
@@ -896,6 +899,7 @@ impl Sim {
                 cache: TxCache::default(),
                 busy_until_us: [0; 2],
                 frames: VecDeque::new(),
+                verdicts: FrameVerdicts::default(),
                 drive_due: false,
             })
             .collect();
@@ -1263,6 +1267,7 @@ impl Sim {
                 rep.drive_due = false;
                 rep.cache = TxCache::default();
                 rep.frames.clear();
+                rep.verdicts = FrameVerdicts::default();
                 rep.durable.clear();
                 rep.chain.clear();
                 rep.digests.truncate(1);
@@ -1310,6 +1315,7 @@ impl Sim {
         let rep = &mut self.replicas[r];
         rep.cache = TxCache::default();
         rep.frames.clear();
+        rep.verdicts = FrameVerdicts::default();
         rep.drive_due = false;
         if rep.engine.take().is_some() {
             if self.trace {
@@ -1620,7 +1626,8 @@ impl Sim {
         } else {
             verifier.check_txs(txs).ok()
         };
-        let verified = verifier.verify(ReplicaId(from as u16), msg);
+        let verdicts = &self.replicas[to].verdicts;
+        let verified = verifier.verify_remembered(ReplicaId(from as u16), msg, verdicts);
         if let Some(v) = fresh {
             self.replicas[to].cache.insert_all(v);
         }
