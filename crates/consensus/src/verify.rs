@@ -30,6 +30,8 @@ pub enum Reject {
     BadTxSignature { index: usize },
     #[error("message claims replica {claimed} but came from {from}")]
     WrongSender { claimed: ReplicaId, from: ReplicaId },
+    #[error("message from {0}, which is no validator")]
+    UnknownSender(ReplicaId),
     #[error("malformed {what}: {why}")]
     Malformed { what: &'static str, why: String },
     #[error("wrong view: {0}")]
@@ -61,13 +63,14 @@ pub enum Reject {
 
 impl Reject {
     /// Every label, for metrics series created at start.
-    pub const LABELS: [&'static str; 18] = [
+    pub const LABELS: [&'static str; 19] = [
         "bad_signature",
         "bad_certificate",
         "body_mismatch",
         "bad_block",
         "bad_tx_signature",
         "wrong_sender",
+        "unknown_sender",
         "malformed",
         "wrong_view",
         "out_of_window",
@@ -91,6 +94,7 @@ impl Reject {
             Reject::BadBlock(_) => "bad_block",
             Reject::BadTxSignature { .. } => "bad_tx_signature",
             Reject::WrongSender { .. } => "wrong_sender",
+            Reject::UnknownSender(_) => "unknown_sender",
             Reject::Malformed { .. } => "malformed",
             Reject::WrongView(_) => "wrong_view",
             Reject::OutOfWindow(_) => "out_of_window",
@@ -264,14 +268,81 @@ impl Verifier<'_> {
 
     /// Checks a body's content and every tx signature (batched).
     pub fn check_body(&self, body: &Block) -> Result<(), Reject> {
+        self.check_content(body)?;
+        self.check_txs(&body.txs).map(|_| ())
+    }
+
+    /// A body's content, no signature: tx count, each tx well-formed, no tx twice, bytes.
+    fn check_content(&self, body: &Block) -> Result<(), Reject> {
         let p = &self.genesis.params;
         body.check_content(
             self.validators.chain_id(),
             p.max_block_txs as usize,
             p.max_block_bytes as usize,
         )
-        .map_err(|e| Reject::BadBlock(e.to_string()))?;
-        self.check_txs(&body.txs).map(|_| ())
+        .map_err(|e| Reject::BadBlock(e.to_string()))
+    }
+
+    /// What can be refused without checking a signature: who may send the message and
+    /// how much it may hold. [`Verifier::verify`] runs it first; a caller that verifies
+    /// the txs inside a message before `verify` (to cache them) runs it before that: a
+    /// Byzantine peer makes fresh txs at will, and each one not seen before is a
+    /// signature check.
+    pub fn precheck(&self, from: ReplicaId, msg: &Message) -> Result<(), Reject> {
+        if !self.validators.contains(from) {
+            return Err(Reject::UnknownSender(from));
+        }
+        let p = &self.genesis.params;
+        match msg {
+            Message::Proposal(prop) => {
+                // Only the primary sends its proposals (retransmissions too); O entries
+                // travel inside a NEW-VIEW.
+                let primary = self.validators.primary(prop.pre_prepare.view);
+                if from != primary {
+                    return Err(Reject::WrongSender {
+                        claimed: primary,
+                        from,
+                    });
+                }
+                self.check_content(&prop.body)
+            }
+            Message::Relay(r) => {
+                if r.txs.len() > p.relay_batch_txs as usize {
+                    return Err(Reject::Malformed {
+                        what: "RELAY",
+                        why: format!("{} txs", r.txs.len()),
+                    });
+                }
+                for (index, tx) in r.txs.iter().enumerate() {
+                    stele_types::tx::check_well_formed(tx, self.validators.chain_id())
+                        .map_err(|e| Reject::BadBlock(format!("relayed tx {index}: {e}")))?;
+                }
+                Ok(())
+            }
+            Message::Bodies(b) => {
+                // An answer to a FETCH-BODIES, which wants at most L bodies.
+                if b.blocks.len() as u64 > p.window {
+                    return Err(Reject::Malformed {
+                        what: "BODIES",
+                        why: format!("{} bodies, window is {}", b.blocks.len(), p.window),
+                    });
+                }
+                b.blocks
+                    .iter()
+                    .try_for_each(|body| self.check_content(body))
+            }
+            Message::Blocks(b) => {
+                let most = p.transfer_batch_blocks as usize;
+                if b.blocks.len() > most {
+                    return Err(Reject::Malformed {
+                        what: "BLOCKS",
+                        why: format!("{} blocks, a batch holds {most}", b.blocks.len()),
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Verifies tx signatures, batched; the first bad one refuses the lot.
@@ -378,6 +449,7 @@ impl Verifier<'_> {
                 Err(Reject::WrongSender { claimed: c, from })
             }
         };
+        self.precheck(from, &msg)?;
         let inbound = match msg {
             Message::Proposal(p) => {
                 let pre_prepare = self.signed(p.pre_prepare)?;
@@ -386,7 +458,8 @@ impl Verifier<'_> {
                         height: pre_prepare.height,
                     });
                 }
-                self.check_body(&p.body)?;
+                // The content was checked first (`precheck`).
+                self.check_txs(&p.body.txs)?;
                 Inbound::Proposal {
                     pre_prepare,
                     body: p.body,
@@ -457,7 +530,7 @@ impl Verifier<'_> {
             }
             Message::Bodies(b) => {
                 for body in &b.blocks {
-                    self.check_body(body)?;
+                    self.check_txs(&body.txs)?;
                 }
                 Inbound::Bodies(b.blocks)
             }
@@ -479,19 +552,8 @@ impl Verifier<'_> {
                 }
                 Inbound::Blocks(b.blocks)
             }
-            Message::Relay(r) => {
-                if r.txs.len() > self.genesis.params.relay_batch_txs as usize {
-                    return Err(Reject::Malformed {
-                        what: "RELAY",
-                        why: format!("{} txs", r.txs.len()),
-                    });
-                }
-                for (index, tx) in r.txs.iter().enumerate() {
-                    stele_types::tx::check_well_formed(tx, self.validators.chain_id())
-                        .map_err(|e| Reject::BadBlock(format!("relayed tx {index}: {e}")))?;
-                }
-                Inbound::Relay(self.check_txs(&r.txs)?)
-            }
+            // Count and form were checked first (`precheck`).
+            Message::Relay(r) => Inbound::Relay(self.check_txs(&r.txs)?),
         };
         Ok(VerifiedMessage(inbound))
     }

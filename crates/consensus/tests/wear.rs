@@ -689,7 +689,6 @@ impl One {
 /// fresh ones at will: the cheap checks (who may send it, how many txs, how many bytes)
 /// must come first.
 #[test]
-#[ignore = "reproduces proposals and batches whose signatures are checked before their size and sender; fixed in the next commit"]
 fn size_and_sender_are_checked_before_any_signature() {
     let one = One::new(1);
     let vs = one.genesis.validator_set();

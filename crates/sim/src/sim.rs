@@ -1615,13 +1615,14 @@ impl Sim {
             known: Some(cache),
         };
         // As the node does: the txs inside a message are verified (and cached) first, so
-        // that each tx is verified once per validator.
+        // that each tx is verified once per validator; but only once the message passed
+        // the checks that need no signature (sender, size), which `verify` refuses it on.
         let txs: &[Transaction] = match &msg {
             Message::Proposal(p) => &p.body.txs,
             Message::Relay(r) => &r.txs,
             _ => &[],
         };
-        let fresh = if txs.is_empty() {
+        let fresh = if txs.is_empty() || verifier.precheck(ReplicaId(from as u16), &msg).is_err() {
             None
         } else {
             verifier.check_txs(txs).ok()
