@@ -283,8 +283,8 @@ impl Verifier<'_> {
         .map_err(|e| Reject::BadBlock(e.to_string()))
     }
 
-    /// What can be refused without checking a signature: who may send the message and
-    /// how much it may hold. [`Verifier::verify`] runs it first; a caller that verifies
+    /// What can be refused without checking a signature: who may send the message, how
+    /// much it may hold, and the shape of a VIEW-CHANGE or NEW-VIEW. [`Verifier::verify`] runs it first; a caller that verifies
     /// the txs inside a message before `verify` (to cache them) runs it before that: a
     /// Byzantine peer makes fresh txs at will, and each one not seen before is a
     /// signature check.
@@ -331,6 +331,8 @@ impl Verifier<'_> {
                     .iter()
                     .try_for_each(|body| self.check_content(body))
             }
+            Message::ViewChange(vc) => self.view_change_shape(vc),
+            Message::NewView(nv) => self.new_view_shape(nv),
             Message::Blocks(b) => {
                 let most = p.transfer_batch_blocks as usize;
                 if b.blocks.len() > most {
@@ -381,19 +383,18 @@ impl Verifier<'_> {
         result
     }
 
-    fn view_change(&self, vc: Signed<ViewChange>) -> Result<Verified<ViewChange>, Reject> {
-        let vc = self.signed(vc)?;
+    /// A VIEW-CHANGE's shape, no signature: at most L prepared certificates, each at a
+    /// height in the window above its checkpoint, of a view below the one it changes
+    /// to, one per height.
+    fn view_change_shape(&self, vc: &ViewChange) -> Result<(), Reject> {
         let l = self.genesis.params.window;
-        if let Some(c) = &vc.checkpoint {
-            c.verify(self.validators, self.scheme)?;
-        }
-        let low = vc.checkpoint_height();
         if vc.prepared.len() as u64 > l {
             return Err(Reject::Malformed {
                 what: "VIEW-CHANGE",
                 why: format!("{} prepared certificates, window is {l}", vc.prepared.len()),
             });
         }
+        let low = vc.checkpoint_height();
         let mut heights = HashSet::new();
         for c in &vc.prepared {
             if c.height() <= low || c.height().0 > low.0.saturating_add(l) {
@@ -415,6 +416,59 @@ impl Verifier<'_> {
                     why: format!("two certificates for height {}", c.height()),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// A NEW-VIEW's shape, no signature: q VIEW-CHANGEs for its view from distinct
+    /// replicas, each of a good shape; at most L O entries (O spans (min-s, max-s], and
+    /// no prepared certificate in V is more than L above min-s), all in its view.
+    fn new_view_shape(&self, nv: &NewView) -> Result<(), Reject> {
+        let mut senders = HashSet::new();
+        for vc in &nv.view_changes {
+            if vc.new_view != nv.view {
+                return Err(Reject::BadNewView(format!(
+                    "VIEW-CHANGE for {} inside NEW-VIEW({})",
+                    vc.new_view, nv.view
+                )));
+            }
+            if !senders.insert(vc.replica) {
+                return Err(Reject::BadNewView(format!(
+                    "two VIEW-CHANGEs from {}",
+                    vc.replica
+                )));
+            }
+        }
+        if senders.len() < self.validators.quorum() {
+            return Err(Reject::BadNewView(format!(
+                "{} VIEW-CHANGEs, {} needed",
+                senders.len(),
+                self.validators.quorum()
+            )));
+        }
+        let l = self.genesis.params.window;
+        if nv.pre_prepares.len() as u64 > l {
+            return Err(Reject::Malformed {
+                what: "NEW-VIEW",
+                why: format!("{} O entries, window is {l}", nv.pre_prepares.len()),
+            });
+        }
+        if let Some(pp) = nv.pre_prepares.iter().find(|pp| pp.view != nv.view) {
+            return Err(Reject::BadNewView(format!("O entry in view {}", pp.view)));
+        }
+        nv.view_changes
+            .iter()
+            .try_for_each(|vc| self.view_change_shape(vc))
+    }
+
+    /// A VIEW-CHANGE's signatures: its own, its checkpoint proof's, its certificates'
+    /// (its shape was checked first).
+    fn view_change(&self, vc: Signed<ViewChange>) -> Result<Verified<ViewChange>, Reject> {
+        let vc = self.signed(vc)?;
+        if let Some(c) = &vc.checkpoint {
+            c.verify(self.validators, self.scheme)?;
+        }
+        for c in &vc.prepared {
             c.verify(self.validators, self.scheme)?;
         }
         Ok(vc)
@@ -481,36 +535,15 @@ impl Verifier<'_> {
                 c.verify(self.validators, self.scheme)?;
                 Inbound::CheckpointCertificate(c)
             }
+            // Its shape was checked first (`precheck`).
             Message::ViewChange(vc) => Inbound::ViewChange(self.view_change(vc)?),
+            // Its shape, and each VIEW-CHANGE's, was checked first (`precheck`).
             Message::NewView(nv) => {
                 let nv = self.signed(nv)?;
-                let mut senders = HashSet::new();
                 for vc in &nv.view_changes {
-                    if vc.new_view != nv.view {
-                        return Err(Reject::BadNewView(format!(
-                            "VIEW-CHANGE for {} inside NEW-VIEW({})",
-                            vc.new_view, nv.view
-                        )));
-                    }
-                    if !senders.insert(vc.replica) {
-                        return Err(Reject::BadNewView(format!(
-                            "two VIEW-CHANGEs from {}",
-                            vc.replica
-                        )));
-                    }
                     self.view_change(vc.clone())?;
                 }
-                if senders.len() < self.validators.quorum() {
-                    return Err(Reject::BadNewView(format!(
-                        "{} VIEW-CHANGEs, {} needed",
-                        senders.len(),
-                        self.validators.quorum()
-                    )));
-                }
                 for pp in &nv.pre_prepares {
-                    if pp.view != nv.view {
-                        return Err(Reject::BadNewView(format!("O entry in view {}", pp.view)));
-                    }
                     self.signed(pp.clone())?;
                 }
                 Inbound::NewView(nv)

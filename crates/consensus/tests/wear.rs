@@ -862,7 +862,7 @@ impl One {
 /// verdict cache helps only against copies, and a Byzantine primary signs new shapes
 /// at will.
 #[test]
-#[ignore = "reproduces VIEW-CHANGEs and NEW-VIEWs whose signatures are checked before their shape; fixed in the next commit"]
+
 fn view_change_and_new_view_shapes_are_checked_before_any_signature() {
     let one = One::new(2);
     let vs = one.genesis.validator_set();
