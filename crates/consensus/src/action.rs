@@ -37,6 +37,25 @@ impl Evidence {
 
     /// Every label, for metrics created at start.
     pub const KINDS: [&'static str; 2] = ["equivocating_primary", "conflicting_votes"];
+
+    /// What it proves something about: (height, view, the faulty replica, what it
+    /// signed twice). More evidence about the same slot proves nothing new.
+    pub fn slot(&self) -> (Height, ViewNumber, ReplicaId, &'static str) {
+        match self {
+            Evidence::EquivocatingPrimary {
+                primary,
+                view,
+                height,
+                ..
+            } => (*height, *view, *primary, "pre_prepare"),
+            Evidence::ConflictingVotes {
+                replica,
+                kind,
+                view,
+                height,
+            } => (*height, *view, *replica, kind),
+        }
+    }
 }
 
 /// Why the engine stopped: safety can no longer be promised by this replica.

@@ -12,8 +12,9 @@ use std::str::FromStr;
 
 use stele_crypto::{Digest, PublicKey, Signature, Signed, Signer};
 use stele_types::{
-    codec, Block, Checkpoint, Commit, Height, Message, NewView, PrePrepare, Prepare, Proposal,
-    ReplicaId, Status, TxRelay, ValidatorSet, ViewChange, ViewNumber,
+    codec, Block, Checkpoint, Commit, FetchBlocks, FetchBodies, Height, Message, NewView,
+    PrePrepare, Prepare, Proposal, ReplicaId, Status, TxRelay, ValidatorSet, ViewChange,
+    ViewNumber,
 };
 
 /// How far above its height a BadVotes replica places an out-of-window vote.
@@ -21,6 +22,10 @@ const FAR_HEIGHT: u64 = 1 << 40;
 
 /// Most equivocated (view, height)s a [`Collusion`] remembers; the oldest go first.
 pub const MAX_SPLITS: usize = 1024;
+
+/// How many extra messages a flooding replica sends to each peer for each message of
+/// the kinds it floods on.
+pub const FLOOD: u64 = 32;
 
 /// What a Byzantine replica does instead of following the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,12 +87,23 @@ pub enum Behaviour {
     /// Sends every message (not only proposals) to the replicas in `peers` only, a bit set
     /// of replica ids (bit i: replica i; ids below 64): a replica the rest sees in part.
     SendToSome { peers: u64 },
+    /// Follows the protocol, and asks every peer for blocks and bodies [`FLOOD`] times
+    /// over at every turn: with each STATUS, FetchBlocks from the first heights of the
+    /// chain; with each PREPARE and COMMIT, FetchBodies for the block it voted for, a
+    /// body every honest replica holds. An honest replica answers within its per-peer
+    /// serving budget only.
+    FloodFetches,
+    /// Follows the protocol, and after each PREPARE and COMMIT it sends [`FLOOD`] more for
+    /// the same (view, height), each for another digest; as primary, after each proposal
+    /// [`FLOOD`] more for the same (view, height), each another block. Each one proves
+    /// the equivocation again: an honest replica records it once per slot.
+    FloodEvidence,
 }
 
 impl Behaviour {
     /// The names [`FromStr`] accepts (`censor` takes `:HEX-KEY`, `propose-to-some`
     /// `:HEX-BITS`, `redate` `:MS`).
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 15] = [
         "silent",
         "equivocate",
         "bad-votes",
@@ -101,6 +117,8 @@ impl Behaviour {
         "stale-view-change",
         "bad-transfer",
         "send-to-some:<bit set of replica ids, hex>",
+        "flood-fetches",
+        "flood-evidence",
     ];
 
     /// The behaviour's name, as [`FromStr`] reads it (without the victim).
@@ -119,6 +137,8 @@ impl Behaviour {
             Behaviour::StaleViewChange => "stale-view-change",
             Behaviour::BadTransfer => "bad-transfer",
             Behaviour::SendToSome { .. } => "send-to-some",
+            Behaviour::FloodFetches => "flood-fetches",
+            Behaviour::FloodEvidence => "flood-evidence",
         }
     }
 }
@@ -187,6 +207,8 @@ impl FromStr for Behaviour {
             "withhold-checkpoints" => Behaviour::WithholdCheckpoints,
             "stale-view-change" => Behaviour::StaleViewChange,
             "bad-transfer" => Behaviour::BadTransfer,
+            "flood-fetches" => Behaviour::FloodFetches,
+            "flood-evidence" => Behaviour::FloodEvidence,
             "send-to-some" => return Err(ParseBehaviourError::BadPeers { found: s.into() }),
             "censor" => return Err(ParseBehaviourError::BadVictim { found: s.into() }),
             "propose-to-some" => return Err(ParseBehaviourError::BadPeers { found: s.into() }),
@@ -229,6 +251,8 @@ pub fn outgoing(
             .filter(|r| in_set(*peers, **r))
             .map(|r| (*r, m.clone()))
             .collect(),
+        Behaviour::FloodFetches => flood_fetches(&recipients, m),
+        Behaviour::FloodEvidence => flood_evidence(me, signer, vs, &recipients, m),
     };
     debug_assert!(out.iter().all(|(r, _)| *r != me && vs.contains(*r)));
     out
@@ -771,6 +795,92 @@ fn censor(
     }
 }
 
+/// The message, then to each recipient [`FLOOD`] fetches: after a STATUS for blocks from
+/// heights 1, 2, 3, ... on (each answer a full batch from the store), after a vote for
+/// the body it voted for.
+fn flood_fetches(recipients: &[ReplicaId], m: Message) -> Vec<(ReplicaId, Message)> {
+    let fetches: Vec<Message> = match &m {
+        Message::Status(_) => (1..=FLOOD)
+            .map(|from| {
+                Message::FetchBlocks(FetchBlocks {
+                    from: Height(from),
+                    to: Height(u64::MAX),
+                })
+            })
+            .collect(),
+        Message::Prepare(Signed {
+            value: Prepare { height, digest, .. },
+            ..
+        })
+        | Message::Commit(Signed {
+            value: Commit { height, digest, .. },
+            ..
+        }) => {
+            let f = Message::FetchBodies(FetchBodies {
+                wanted: vec![(*height, *digest)],
+            });
+            (0..FLOOD).map(|_| f.clone()).collect()
+        }
+        _ => Vec::new(),
+    };
+    let mut out = to_all(recipients, &m);
+    for f in &fetches {
+        out.extend(to_all(recipients, f));
+    }
+    out
+}
+
+/// The message, then [`FLOOD`] conflicting ones for the same (view, height): votes for
+/// other digests, or as primary proposals of other blocks (the same txs, each dated a
+/// millisecond later than the one before).
+fn flood_evidence(
+    me: ReplicaId,
+    signer: &dyn Signer,
+    vs: &ValidatorSet,
+    recipients: &[ReplicaId],
+    m: Message,
+) -> Vec<(ReplicaId, Message)> {
+    let conflicting: Vec<Message> = match &m {
+        Message::Prepare(Signed {
+            value: Prepare { replica, .. },
+            ..
+        })
+        | Message::Commit(Signed {
+            value: Commit { replica, .. },
+            ..
+        }) if *replica == me => {
+            let seed = codec::encode(&m);
+            (0..FLOOD)
+                .map(|i| {
+                    let d = Digest::of_parts("stele/byzantine/flood", &[&seed, &i.to_le_bytes()]);
+                    with_digest(&m, d, vs, signer)
+                })
+                .collect()
+        }
+        Message::Proposal(p) if vs.primary(p.pre_prepare.view) == me => (1..=FLOOD)
+            .map(|i| {
+                let ts = p.body.header.timestamp_ms.saturating_add(i);
+                let body = Block::new(p.body.height(), ts, p.body.txs.clone());
+                let pre_prepare = sign(
+                    PrePrepare {
+                        digest: body.digest(),
+                        ..p.pre_prepare.value.clone()
+                    },
+                    vs,
+                    signer,
+                );
+                Message::Proposal(Proposal { pre_prepare, body })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut out = to_all(recipients, &m);
+    for c in &conflicting {
+        out.extend(to_all(recipients, c));
+    }
+    out
+}
+
 /// A STATUS claiming everything at its maximum, re-signed; other messages unchanged.
 fn lying_status(
     signer: &dyn Signer,
@@ -942,6 +1052,8 @@ mod tests {
             Behaviour::StaleViewChange,
             Behaviour::BadTransfer,
             Behaviour::SendToSome { peers: 0b110 },
+            Behaviour::FloodFetches,
+            Behaviour::FloodEvidence,
         ] {
             assert_eq!(b.to_string().parse::<Behaviour>(), Ok(b), "{b}");
         }
@@ -970,6 +1082,77 @@ mod tests {
             "redate".parse::<Behaviour>(),
             Err(ParseBehaviourError::BadShift { .. })
         ));
+    }
+
+    #[test]
+    fn flood_fetches_asks_every_peer_many_times_and_sends_the_rest_unchanged() {
+        let n = net();
+        let b = Behaviour::FloodFetches;
+        let status = Message::Status(sign(
+            Status {
+                replica: ReplicaId(1),
+                view: ViewNumber(0),
+                active: true,
+                executed: Height(40),
+                stable_checkpoint: Height(32),
+            },
+            &n.vs,
+            &n.signers[1],
+        ));
+        let out = n.play(b, 1, None, status.clone());
+        assert_eq!(out.len() as u64, 3 * (1 + FLOOD));
+        assert_eq!(out.iter().filter(|(_, m)| *m == status).count(), 3);
+        let blocks = out
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::FetchBlocks(_)))
+            .count() as u64;
+        assert_eq!(blocks, 3 * FLOOD);
+        let prepare = n.prepare(1);
+        let out = n.play(b, 1, Some(2), prepare.clone());
+        assert_eq!(out[0], (ReplicaId(2), prepare));
+        assert!(out[1..].iter().all(|(r, m)| *r == ReplicaId(2)
+            && matches!(m, Message::FetchBodies(f)
+                if f.wanted == [(Height(1), Digest::of(b"block"))])));
+        assert_eq!(out.len() as u64, 1 + FLOOD);
+        for (_, m) in out {
+            assert!(n.verify(1, m).is_ok());
+        }
+        let p = n.proposal(0, vec![n.tx(0, 0)]);
+        assert_eq!(n.play(b, 0, None, p).len(), 3);
+    }
+
+    #[test]
+    fn flood_evidence_signs_one_slot_many_ways() {
+        let n = net();
+        let b = Behaviour::FloodEvidence;
+        let prepare = n.prepare(1);
+        let out = n.play(b, 1, Some(2), prepare.clone());
+        assert_eq!(out.len() as u64, 1 + FLOOD);
+        assert_eq!(out[0].1, prepare);
+        let mut digests = std::collections::HashSet::new();
+        for (_, m) in &out {
+            let Ok(Inbound::Prepare(p)) = n.verify(1, m.clone()) else {
+                panic!("a flooded PREPARE must verify")
+            };
+            assert_eq!((p.view, p.height), (ViewNumber(0), Height(1)));
+            digests.insert(p.digest);
+        }
+        assert_eq!(digests.len() as u64, 1 + FLOOD, "each for another digest");
+        let proposal = n.proposal(0, vec![n.tx(0, 0)]);
+        let out = n.play(b, 0, Some(1), proposal.clone());
+        assert_eq!(out.len() as u64, 1 + FLOOD);
+        assert_eq!(out[0].1, proposal);
+        let mut digests = std::collections::HashSet::new();
+        for (_, m) in &out {
+            let Ok(Inbound::Proposal { pre_prepare, body }) = n.verify(0, m.clone()) else {
+                panic!("a flooded proposal must verify")
+            };
+            assert!(body.matches(Height(1), &pre_prepare.digest));
+            digests.insert(pre_prepare.digest);
+        }
+        assert_eq!(digests.len() as u64, 1 + FLOOD);
+        // Another replica's votes and other kinds pass unchanged.
+        assert_eq!(n.play(b, 1, Some(2), n.prepare(3)).len(), 1);
     }
 
     #[test]

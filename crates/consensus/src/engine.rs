@@ -28,6 +28,19 @@ use crate::viewchange;
 /// PRE-PREPARE or a committed block stalls the height for good (issue 21).
 const MAX_BODIES_PER_HEIGHT: usize = 4;
 
+/// Evidence slots remembered per validator and window height (see
+/// `Engine::evidence_seen`): a PRE-PREPARE, a PREPARE and a COMMIT for each of a few views.
+const EVIDENCE_SLOTS_PER_PEER_HEIGHT: usize = 6;
+
+/// What a peer's fetches cost this replica in the current serving interval.
+#[derive(Debug, Default, Clone, Copy)]
+struct Served {
+    /// Which interval (`now / T`).
+    interval: u64,
+    /// Bytes answered to it in that interval (state-transfer blocks at their largest).
+    bytes: u64,
+}
+
 /// What an engine needs to start.
 #[derive(Clone)]
 pub struct Config {
@@ -179,6 +192,13 @@ pub struct Engine {
     /// that, so a VIEW-CHANGE proving the primary signed another block for the same
     /// (view, height) is caught: an equivocation split between replicas shows only there.
     pre_prepares_seen: BTreeMap<Height, (ViewNumber, Digest)>,
+    /// The evidence slots (height, view, replica, kind) already reported, so that a
+    /// peer signing one slot many ways draws one Evidence action, not one synced write
+    /// per message. Heights in the window only (votes outside it are not looked at);
+    /// pruned with the log at each stable checkpoint, and capped at `evidence_cap`, the
+    /// lowest dropped first.
+    evidence_seen: BTreeSet<(Height, ViewNumber, ReplicaId, &'static str)>,
+    evidence_cap: usize,
     /// Latest accepted NEW-VIEW.
     new_view: Option<Signed<NewView>>,
     /// Per peer: its last STATUS and when it was last answered (retransmission pacing).
@@ -208,6 +228,16 @@ pub struct Engine {
     wanted: BTreeMap<Height, Digest>,
     /// State transfer in progress: up to which height, asked at what time.
     fetching: Option<(Height, u64)>,
+    /// Per peer: what answering its fetches cost in the current interval of T. A peer
+    /// asks as often as it likes, and each FetchBlocks is a store read and encode of up
+    /// to a full batch: answers past `serve_budget` bytes in one interval are refused
+    /// (`Reject::RateLimited`).
+    served: BTreeMap<ReplicaId, Served>,
+    /// Bytes per peer and interval of T (see [`serve_budget`]).
+    serve_budget: u64,
+    /// What one block of a state-transfer batch is charged: its largest encoding, since
+    /// the blocks are read from the store, which the engine cannot see.
+    serve_block_cost: u64,
 
     timers: BTreeMap<Timer, u64>,
     actions: Vec<Action>,
@@ -258,6 +288,9 @@ impl Engine {
             id: config.id,
             pending: Pending::new(params.mempool_size as usize),
             buffer_cap: 3 * params.window as usize + 16,
+            evidence_cap: EVIDENCE_SLOTS_PER_PEER_HEIGHT
+                .saturating_mul(vs.n())
+                .saturating_mul(params.window as usize),
             timeout: params.view_timeout_ms,
             vs,
             params,
@@ -278,6 +311,7 @@ impl Engine {
             prepared: BTreeMap::new(),
             latest_vc: BTreeMap::new(),
             pre_prepares_seen: BTreeMap::new(),
+            evidence_seen: BTreeSet::new(),
             new_view: None,
             peer_status: BTreeMap::new(),
             own_vc: None,
@@ -290,10 +324,14 @@ impl Engine {
             replay_due: false,
             wanted: BTreeMap::new(),
             fetching: None,
+            served: BTreeMap::new(),
+            serve_budget: 0,
+            serve_block_cost: 0,
             timers: BTreeMap::new(),
             actions: Vec::new(),
             stats: EngineStats::default(),
         };
+        (e.serve_block_cost, e.serve_budget) = serve_budget(&e.params, e.vs.n());
         e.own_checkpoints.insert(Height(0), config.genesis_state);
         for (h, d) in chain.checkpoint_digests {
             e.own_checkpoints.insert(h, d);
@@ -548,6 +586,19 @@ impl Engine {
     pub fn buffer_cap(&self) -> usize {
         self.buffer_cap
     }
+    /// The serving budget: (interval ms, bytes per peer and interval, what one block of a
+    /// state-transfer batch is charged).
+    pub fn serve_budget(&self) -> (u64, u64, u64) {
+        (
+            self.serve_interval(),
+            self.serve_budget,
+            self.serve_block_cost,
+        )
+    }
+    /// Evidence slots remembered, and their bound.
+    pub fn evidence_footprint(&self) -> (usize, usize) {
+        (self.evidence_seen.len(), self.evidence_cap)
+    }
 
     /// The earliest timer deadline.
     pub fn next_deadline(&self) -> Option<u64> {
@@ -560,7 +611,46 @@ impl Engine {
     }
 
     fn status_interval(&self) -> u64 {
-        (self.params.view_timeout_ms / 4).clamp(50, 1000)
+        status_interval(&self.params)
+    }
+
+    fn serve_interval(&self) -> u64 {
+        self.params.view_timeout_ms.max(1)
+    }
+
+    /// Bytes `to` may still be answered in the current interval.
+    fn serve_allowance(&mut self, to: ReplicaId, now: u64) -> u64 {
+        let interval = now / self.serve_interval();
+        let s = self.served.entry(to).or_default();
+        if s.interval != interval {
+            *s = Served { interval, bytes: 0 };
+        }
+        self.serve_budget.saturating_sub(s.bytes)
+    }
+
+    /// Charges `bytes` of answers to `to`'s budget (within its allowance).
+    fn charge(&mut self, to: ReplicaId, bytes: u64) {
+        let s = self.served.entry(to).or_default();
+        s.bytes = s.bytes.saturating_add(bytes);
+        debug_assert!(s.bytes <= self.serve_budget);
+    }
+
+    /// Serves `to` the committed blocks `from..=to_height`, or as many of the first of
+    /// them as its budget allows; false if none.
+    fn serve_blocks(&mut self, now: u64, to: ReplicaId, from: Height, to_height: Height) -> bool {
+        debug_assert!(from <= to_height);
+        let wanted = to_height.0 - from.0 + 1;
+        let blocks = wanted.min(self.serve_allowance(to, now) / self.serve_block_cost.max(1));
+        if blocks == 0 {
+            return false;
+        }
+        self.charge(to, blocks * self.serve_block_cost);
+        self.actions.push(Action::ServeBlocks {
+            to,
+            from,
+            to_height: Height(from.0 + blocks - 1),
+        });
+        true
     }
 
     fn set_timer(&mut self, t: Timer, at: u64) {
@@ -581,6 +671,20 @@ impl Engine {
 
     fn reject(&mut self, from: ReplicaId, reason: Reject) {
         self.actions.push(Action::Rejected { from, reason });
+    }
+
+    /// Reports Byzantine behaviour once per slot it proves something about.
+    fn evidence(&mut self, ev: Evidence) {
+        let slot = ev.slot();
+        if self.evidence_seen.contains(&slot) {
+            return;
+        }
+        if self.evidence_seen.len() >= self.evidence_cap {
+            self.evidence_seen.pop_first();
+        }
+        self.evidence_seen.insert(slot);
+        self.actions.push(Action::Evidence(ev));
+        debug_assert!(self.evidence_seen.len() <= self.evidence_cap);
     }
 
     fn in_window(&self, h: Height) -> bool {
@@ -781,9 +885,9 @@ impl Engine {
             Inbound::ViewChange(vc) => self.on_view_change(now, from, vc),
             Inbound::NewView(nv) => self.on_new_view(now, unix_ms, from, nv),
             Inbound::Status(s) => self.on_status(now, from, s),
-            Inbound::FetchBodies(f) => self.on_fetch_bodies(from, f),
+            Inbound::FetchBodies(f) => self.on_fetch_bodies(now, from, f),
             Inbound::Bodies(b) => self.on_bodies(now, b),
-            Inbound::FetchBlocks(f) => self.on_fetch_blocks(from, f),
+            Inbound::FetchBlocks(f) => self.on_fetch_blocks(now, from, f),
             Inbound::Blocks(b) => self.on_blocks(now, b),
             // The node admits relayed txs and calls `on_request`.
             Inbound::Relay(_) => {}
@@ -887,7 +991,7 @@ impl Engine {
                     height: pp.height,
                     digests: (cur.digest, pp.digest),
                 };
-                self.actions.push(Action::Evidence(ev));
+                self.evidence(ev);
                 self.reject(from, Reject::Equivocation(primary));
             } else {
                 // A retransmission: make sure we have the body.
@@ -951,7 +1055,7 @@ impl Engine {
                     view: p.view,
                     height: p.height,
                 };
-                self.actions.push(Action::Evidence(ev));
+                self.evidence(ev);
             }
             self.reject(from, Reject::Duplicate(p.replica));
             return;
@@ -974,7 +1078,7 @@ impl Engine {
                     view: c.view,
                     height: c.height,
                 };
-                self.actions.push(Action::Evidence(ev));
+                self.evidence(ev);
             }
             self.reject(from, Reject::Duplicate(c.replica));
             return;
@@ -1344,6 +1448,9 @@ impl Engine {
     fn gc_below(&mut self, h: Height) {
         self.slots = self.slots.split_off(&h.next());
         self.pre_prepares_seen = self.pre_prepares_seen.split_off(&h.next());
+        self.evidence_seen =
+            self.evidence_seen
+                .split_off(&(h.next(), ViewNumber(0), ReplicaId(0), ""));
         self.prepared = self.prepared.split_off(&h.next());
         self.checkpoint_votes = self.checkpoint_votes.split_off(&h.next());
         self.wanted = self.wanted.split_off(&h.next());
@@ -1372,20 +1479,23 @@ impl Engine {
         ));
     }
 
-    fn on_fetch_blocks(&mut self, from: ReplicaId, f: FetchBlocks) {
+    fn on_fetch_blocks(&mut self, now: u64, from: ReplicaId, f: FetchBlocks) {
         if f.from > f.to || f.from > self.delivered {
             return;
         }
         let to = Height(
             f.to.0
                 .min(self.delivered.0)
-                .min(f.from.0 + self.params.transfer_batch_blocks as u64 - 1),
+                .min(f.from.0.saturating_add(self.transfer_batch() - 1)),
         );
-        self.actions.push(Action::ServeBlocks {
-            to: from,
-            from: f.from,
-            to_height: to,
-        });
+        if !self.serve_blocks(now, from, f.from, to) {
+            self.reject(
+                from,
+                Reject::RateLimited {
+                    what: "FETCH-BLOCKS",
+                },
+            );
+        }
     }
 
     fn on_blocks(&mut self, now: u64, blocks: Vec<CommittedBlock>) {
@@ -1439,14 +1549,16 @@ impl Engine {
         }
     }
 
-    fn on_fetch_bodies(&mut self, from: ReplicaId, f: FetchBodies) {
+    fn on_fetch_bodies(&mut self, now: u64, from: ReplicaId, f: FetchBodies) {
         let mut blocks = Vec::new();
-        let mut bytes = 0usize;
-        let limit =
-            self.params.max_block_bytes as usize * self.params.transfer_batch_blocks as usize;
+        let mut bytes = 0u64;
+        let batch = u64::from(self.params.max_block_bytes).saturating_mul(self.transfer_batch());
+        let limit = batch.min(self.serve_allowance(from, now));
+        let mut held = false;
         for (h, d) in f.wanted {
             if let Some(b) = self.slots.get(&h).and_then(|s| s.bodies.get(&d)) {
-                let len = codec::encoded_len(b);
+                held = true;
+                let len = codec::encoded_len(b) as u64;
                 if bytes + len > limit {
                     break;
                 }
@@ -1455,8 +1567,16 @@ impl Engine {
             }
         }
         if !blocks.is_empty() {
+            self.charge(from, bytes);
             self.actions
                 .push(Action::Send(from, Message::Bodies(Bodies { blocks })));
+        } else if held {
+            self.reject(
+                from,
+                Reject::RateLimited {
+                    what: "FETCH-BODIES",
+                },
+            );
         }
     }
 
@@ -1555,22 +1675,25 @@ impl Engine {
         let p = self.peer_status.entry(from).or_default();
         // Blocks for a peer that stopped executing below our delivered height. One far
         // behind also asks for them itself (`request_blocks`).
-        if s.executed < self.delivered && stuck && due(p.blocks, interval) {
+        let blocks_due = s.executed < self.delivered && stuck && due(p.blocks, interval);
+        if blocks_due {
             p.blocks = Some(now);
+        }
+        let votes_due = stuck && due(p.votes, interval);
+        if votes_due {
+            p.votes = Some(now);
+        }
+        if blocks_due {
             let to = Height(
                 self.delivered
                     .0
                     .min(s.executed.0 + self.params.transfer_batch_blocks as u64),
             );
-            self.actions.push(Action::ServeBlocks {
-                to: from,
-                from: s.executed.next(),
-                to_height: to,
-            });
-        }
-        let votes_due = stuck && due(p.votes, interval);
-        if votes_due {
-            p.votes = Some(now);
+            // Paced above, and charged too: a STATUS that claims a low executed height
+            // asks for blocks as a fetch does.
+            if !self.serve_blocks(now, from, s.executed.next(), to) {
+                self.reject(from, Reject::RateLimited { what: "STATUS" });
+            }
         }
         if votes_due && s.view == self.view && s.active && self.active {
             // Our own votes for in-window heights it has not committed.
@@ -1737,13 +1860,12 @@ impl Engine {
             if let Some(&(v, d)) = self.pre_prepares_seen.get(&h) {
                 if v == pc.view() && d != pc.digest() {
                     self.pre_prepares_seen.remove(&h);
-                    self.actions
-                        .push(Action::Evidence(Evidence::EquivocatingPrimary {
-                            primary: self.vs.primary(v),
-                            view: v,
-                            height: h,
-                            digests: (d, pc.digest()),
-                        }));
+                    self.evidence(Evidence::EquivocatingPrimary {
+                        primary: self.vs.primary(v),
+                        view: v,
+                        height: h,
+                        digests: (d, pc.digest()),
+                    });
                 }
             }
         }
@@ -2164,6 +2286,45 @@ impl Engine {
     pub fn blocks_batch(blocks: Vec<CommittedBlock>) -> Message {
         Message::Blocks(BlockBatch { blocks })
     }
+}
+
+fn status_interval(p: &Params) -> u64 {
+    (p.view_timeout_ms / 4).clamp(50, 1000)
+}
+
+/// (what one block of a state-transfer batch is charged, bytes each peer may be answered
+/// per interval of T). A peer catching up must outrun the chain, which grows by at most
+/// one block per `max_batch_delay_ms` (blocks fill by the batch delay long before they
+/// fill by count: 2,000 txs in 20 ms is 100,000 tx/s): it may draw twice that in
+/// state-transfer batches per T, even from one peer, plus the batches a STATUS every
+/// T/4 may draw (a body fetch, blocks for a stuck peer): with the default parameters
+/// 2·⌈2000/(20·16)⌉ + 2·4 = 22 batches of 16 blocks per 2 s. A block is charged at its
+/// largest encoding (`max_block_bytes`, its header, a commit certificate of n
+/// signatures): 22 × 16 × ~1 MiB per peer per T, of which real blocks use what they
+/// hold.
+fn serve_budget(p: &Params, n: usize) -> (u64, u64) {
+    let t = p.view_timeout_ms.max(1);
+    let batch = u64::from(p.transfer_batch_blocks).max(1);
+    let batches = 2 * t.div_ceil(p.max_batch_delay_ms.max(1).saturating_mul(batch))
+        + 2 * t.div_ceil(status_interval(p));
+    let certificate = CommitCertificate {
+        view: ViewNumber(0),
+        height: Height(0),
+        digest: Digest::ZERO,
+        commits: vec![
+            SignatureEntry {
+                replica: ReplicaId(0),
+                signature: Signature([0; 64]),
+            };
+            n
+        ],
+    };
+    let block = u64::from(p.max_block_bytes)
+        .saturating_add(codec::encoded_len(&Block::null(Height(0))) as u64)
+        .saturating_add(codec::encoded_len(&certificate) as u64);
+    let bytes = batches.saturating_mul(batch).saturating_mul(block);
+    debug_assert!(bytes >= batch.saturating_mul(block));
+    (block, bytes)
 }
 
 /// Verifies our own freshly made signatures: trivially valid, but going through

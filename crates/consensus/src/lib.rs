@@ -23,4 +23,4 @@ pub use engine::{ChainState, Config, Engine, EngineStats};
 pub use group::{group_commit, Step};
 pub use pending::{Pending, TxClass, TxOutcome};
 pub use recovery::RecoveryGate;
-pub use verify::{Inbound, KnownTxs, Reject, VerifiedMessage, Verifier};
+pub use verify::{FrameVerdicts, Inbound, KnownTxs, Reject, VerifiedMessage, Verifier};

@@ -5,13 +5,14 @@
 //! every tx signature in a body (batched), and body-to-digest matches. What the engine
 //! gets can only have come through this module.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
 
-use stele_crypto::{Scheme, Signed, Verified};
+use stele_crypto::{Digest, Scheme, Signed, Verified};
 use stele_types::certs::CertError;
 use stele_types::{
-    Block, CommittedBlock, FetchBlocks, FetchBodies, Genesis, Height, Message, NewView, PrePrepare,
-    ReplicaId, Transaction, TxBody, ValidatorSet, ViewChange,
+    codec, Block, CommittedBlock, FetchBlocks, FetchBodies, Genesis, Height, Message, NewView,
+    PrePrepare, ReplicaId, Transaction, TxBody, ValidatorSet, ViewChange,
 };
 
 /// Why a message was refused before reaching the engine; `label()` is its metrics reason.
@@ -29,6 +30,8 @@ pub enum Reject {
     BadTxSignature { index: usize },
     #[error("message claims replica {claimed} but came from {from}")]
     WrongSender { claimed: ReplicaId, from: ReplicaId },
+    #[error("message from {0}, which is no validator")]
+    UnknownSender(ReplicaId),
     #[error("malformed {what}: {why}")]
     Malformed { what: &'static str, why: String },
     #[error("wrong view: {0}")]
@@ -53,17 +56,21 @@ pub enum Reject {
     },
     #[error("not accepted while recovering")]
     Recovering,
+    /// A fetch from a peer that used up its serving budget for the interval.
+    #[error("{what} over the peer's serving budget for this interval")]
+    RateLimited { what: &'static str },
 }
 
 impl Reject {
     /// Every label, for metrics series created at start.
-    pub const LABELS: [&'static str; 17] = [
+    pub const LABELS: [&'static str; 19] = [
         "bad_signature",
         "bad_certificate",
         "body_mismatch",
         "bad_block",
         "bad_tx_signature",
         "wrong_sender",
+        "unknown_sender",
         "malformed",
         "wrong_view",
         "out_of_window",
@@ -74,6 +81,7 @@ impl Reject {
         "skew",
         "timestamp",
         "recovering",
+        "rate_limited",
         "decode",
     ];
 
@@ -86,6 +94,7 @@ impl Reject {
             Reject::BadBlock(_) => "bad_block",
             Reject::BadTxSignature { .. } => "bad_tx_signature",
             Reject::WrongSender { .. } => "wrong_sender",
+            Reject::UnknownSender(_) => "unknown_sender",
             Reject::Malformed { .. } => "malformed",
             Reject::WrongView(_) => "wrong_view",
             Reject::OutOfWindow(_) => "out_of_window",
@@ -96,6 +105,7 @@ impl Reject {
             Reject::Skew { .. } => "skew",
             Reject::Timestamp { .. } => "timestamp",
             Reject::Recovering => "recovering",
+            Reject::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -143,6 +153,91 @@ impl VerifiedMessage {
     }
 }
 
+/// Most verdicts [`FrameVerdicts`] remembers of each kind (verified, refused).
+pub const FRAME_VERDICTS_CAP: usize = 32;
+
+/// Heavy consensus messages (VIEW-CHANGE, NEW-VIEW, checkpoint certificate) already
+/// verified here, by the digest of their encoding.
+///
+/// A VIEW-CHANGE with a full window carries hundreds of signatures, and it comes again
+/// every T/2 while its sender is inactive (DESIGN.md: re-broadcast), as do NEW-VIEWs in
+/// STATUS answers. Verifying each copy anew starves the verification workers under
+/// load: the messages that would end a view change queue behind copies of themselves.
+/// The same bytes verify the same way (the validator set and parameters are fixed, and
+/// the check of these kinds does not look at the sending peer), so a copy is answered
+/// as the first was. Shared by the verification workers (hence the lock).
+///
+/// Refusals are remembered too: a Byzantine primary resending one bad NEW-VIEW would
+/// otherwise cost every signature in it on every copy. They have their own queue, so
+/// that a peer sending many bad frames pushes out its own refusals, never the good
+/// frames an honest peer resends.
+#[derive(Debug, Default)]
+pub struct FrameVerdicts {
+    inner: Mutex<Verdicts>,
+}
+
+#[derive(Debug, Default)]
+struct Verdicts {
+    verified: VecDeque<(Digest, VerifiedMessage)>,
+    refused: VecDeque<(Digest, Reject)>,
+}
+
+/// Appends to a bounded queue, the oldest forgotten first.
+fn remember<T>(q: &mut VecDeque<(Digest, T)>, d: Digest, v: T) {
+    if q.iter().any(|(k, _)| *k == d) {
+        return;
+    }
+    q.push_back((d, v));
+    while q.len() > FRAME_VERDICTS_CAP {
+        q.pop_front();
+    }
+    debug_assert!(q.len() <= FRAME_VERDICTS_CAP);
+}
+
+impl FrameVerdicts {
+    /// Whether verdicts on messages of this kind are remembered.
+    pub fn keeps(msg: &Message) -> bool {
+        matches!(
+            msg,
+            Message::ViewChange(_) | Message::NewView(_) | Message::CheckpointCertificate(_)
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Verdicts> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, d: &Digest) -> Option<Result<VerifiedMessage, Reject>> {
+        let v = self.lock();
+        if let Some((_, m)) = v.verified.iter().find(|(k, _)| k == d) {
+            return Some(Ok(m.clone()));
+        }
+        v.refused
+            .iter()
+            .find(|(k, _)| k == d)
+            .map(|(_, r)| Err(r.clone()))
+    }
+
+    fn insert(&self, d: Digest, verdict: &Result<VerifiedMessage, Reject>) {
+        let mut v = self.lock();
+        match verdict {
+            Ok(m) => remember(&mut v.verified, d, m.clone()),
+            Err(r) => remember(&mut v.refused, d, r.clone()),
+        }
+    }
+
+    /// How many verdicts it holds (verified and refused).
+    pub fn len(&self) -> usize {
+        let v = self.lock();
+        v.verified.len() + v.refused.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What verification needs: the validator set, the parameters, and the signature scheme.
 #[derive(Debug)]
 pub struct Verifier<'a> {
@@ -173,14 +268,83 @@ impl Verifier<'_> {
 
     /// Checks a body's content and every tx signature (batched).
     pub fn check_body(&self, body: &Block) -> Result<(), Reject> {
+        self.check_content(body)?;
+        self.check_txs(&body.txs).map(|_| ())
+    }
+
+    /// A body's content, no signature: tx count, each tx well-formed, no tx twice, bytes.
+    fn check_content(&self, body: &Block) -> Result<(), Reject> {
         let p = &self.genesis.params;
         body.check_content(
             self.validators.chain_id(),
             p.max_block_txs as usize,
             p.max_block_bytes as usize,
         )
-        .map_err(|e| Reject::BadBlock(e.to_string()))?;
-        self.check_txs(&body.txs).map(|_| ())
+        .map_err(|e| Reject::BadBlock(e.to_string()))
+    }
+
+    /// What can be refused without checking a signature: who may send the message, how
+    /// much it may hold, and the shape of a VIEW-CHANGE or NEW-VIEW. [`Verifier::verify`] runs it first; a caller that verifies
+    /// the txs inside a message before `verify` (to cache them) runs it before that: a
+    /// Byzantine peer makes fresh txs at will, and each one not seen before is a
+    /// signature check.
+    pub fn precheck(&self, from: ReplicaId, msg: &Message) -> Result<(), Reject> {
+        if !self.validators.contains(from) {
+            return Err(Reject::UnknownSender(from));
+        }
+        let p = &self.genesis.params;
+        match msg {
+            Message::Proposal(prop) => {
+                // Only the primary sends its proposals (retransmissions too); O entries
+                // travel inside a NEW-VIEW.
+                let primary = self.validators.primary(prop.pre_prepare.view);
+                if from != primary {
+                    return Err(Reject::WrongSender {
+                        claimed: primary,
+                        from,
+                    });
+                }
+                self.check_content(&prop.body)
+            }
+            Message::Relay(r) => {
+                if r.txs.len() > p.relay_batch_txs as usize {
+                    return Err(Reject::Malformed {
+                        what: "RELAY",
+                        why: format!("{} txs", r.txs.len()),
+                    });
+                }
+                for (index, tx) in r.txs.iter().enumerate() {
+                    stele_types::tx::check_well_formed(tx, self.validators.chain_id())
+                        .map_err(|e| Reject::BadBlock(format!("relayed tx {index}: {e}")))?;
+                }
+                Ok(())
+            }
+            Message::Bodies(b) => {
+                // An answer to a FETCH-BODIES, which wants at most L bodies.
+                if b.blocks.len() as u64 > p.window {
+                    return Err(Reject::Malformed {
+                        what: "BODIES",
+                        why: format!("{} bodies, window is {}", b.blocks.len(), p.window),
+                    });
+                }
+                b.blocks
+                    .iter()
+                    .try_for_each(|body| self.check_content(body))
+            }
+            Message::ViewChange(vc) => self.view_change_shape(vc),
+            Message::NewView(nv) => self.new_view_shape(nv),
+            Message::Blocks(b) => {
+                let most = p.transfer_batch_blocks as usize;
+                if b.blocks.len() > most {
+                    return Err(Reject::Malformed {
+                        what: "BLOCKS",
+                        why: format!("{} blocks, a batch holds {most}", b.blocks.len()),
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Verifies tx signatures, batched; the first bad one refuses the lot.
@@ -219,19 +383,18 @@ impl Verifier<'_> {
         result
     }
 
-    fn view_change(&self, vc: Signed<ViewChange>) -> Result<Verified<ViewChange>, Reject> {
-        let vc = self.signed(vc)?;
+    /// A VIEW-CHANGE's shape, no signature: at most L prepared certificates, each at a
+    /// height in the window above its checkpoint, of a view below the one it changes
+    /// to, one per height.
+    fn view_change_shape(&self, vc: &ViewChange) -> Result<(), Reject> {
         let l = self.genesis.params.window;
-        if let Some(c) = &vc.checkpoint {
-            c.verify(self.validators, self.scheme)?;
-        }
-        let low = vc.checkpoint_height();
         if vc.prepared.len() as u64 > l {
             return Err(Reject::Malformed {
                 what: "VIEW-CHANGE",
                 why: format!("{} prepared certificates, window is {l}", vc.prepared.len()),
             });
         }
+        let low = vc.checkpoint_height();
         let mut heights = HashSet::new();
         for c in &vc.prepared {
             if c.height() <= low || c.height().0 > low.0.saturating_add(l) {
@@ -253,9 +416,82 @@ impl Verifier<'_> {
                     why: format!("two certificates for height {}", c.height()),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// A NEW-VIEW's shape, no signature: q VIEW-CHANGEs for its view from distinct
+    /// replicas, each of a good shape; at most L O entries (O spans (min-s, max-s], and
+    /// no prepared certificate in V is more than L above min-s), all in its view.
+    fn new_view_shape(&self, nv: &NewView) -> Result<(), Reject> {
+        let mut senders = HashSet::new();
+        for vc in &nv.view_changes {
+            if vc.new_view != nv.view {
+                return Err(Reject::BadNewView(format!(
+                    "VIEW-CHANGE for {} inside NEW-VIEW({})",
+                    vc.new_view, nv.view
+                )));
+            }
+            if !senders.insert(vc.replica) {
+                return Err(Reject::BadNewView(format!(
+                    "two VIEW-CHANGEs from {}",
+                    vc.replica
+                )));
+            }
+        }
+        if senders.len() < self.validators.quorum() {
+            return Err(Reject::BadNewView(format!(
+                "{} VIEW-CHANGEs, {} needed",
+                senders.len(),
+                self.validators.quorum()
+            )));
+        }
+        let l = self.genesis.params.window;
+        if nv.pre_prepares.len() as u64 > l {
+            return Err(Reject::Malformed {
+                what: "NEW-VIEW",
+                why: format!("{} O entries, window is {l}", nv.pre_prepares.len()),
+            });
+        }
+        if let Some(pp) = nv.pre_prepares.iter().find(|pp| pp.view != nv.view) {
+            return Err(Reject::BadNewView(format!("O entry in view {}", pp.view)));
+        }
+        nv.view_changes
+            .iter()
+            .try_for_each(|vc| self.view_change_shape(vc))
+    }
+
+    /// A VIEW-CHANGE's signatures: its own, its checkpoint proof's, its certificates'
+    /// (its shape was checked first).
+    fn view_change(&self, vc: Signed<ViewChange>) -> Result<Verified<ViewChange>, Reject> {
+        let vc = self.signed(vc)?;
+        if let Some(c) = &vc.checkpoint {
+            c.verify(self.validators, self.scheme)?;
+        }
+        for c in &vc.prepared {
             c.verify(self.validators, self.scheme)?;
         }
         Ok(vc)
+    }
+
+    /// [`Verifier::verify`], answered from `verdicts` for a heavy message verified here
+    /// before (see [`FrameVerdicts`]).
+    pub fn verify_remembered(
+        &self,
+        from: ReplicaId,
+        msg: Message,
+        verdicts: &FrameVerdicts,
+    ) -> Result<VerifiedMessage, Reject> {
+        if !FrameVerdicts::keeps(&msg) {
+            return self.verify(from, msg);
+        }
+        let d = Digest::of_parts("stele/frame", &[&codec::encode(&msg)]);
+        if let Some(v) = verdicts.get(&d) {
+            return v;
+        }
+        let v = self.verify(from, msg);
+        verdicts.insert(d, &v);
+        v
     }
 
     /// Verifies a message that arrived from `from` (the transport's authenticated peer).
@@ -267,6 +503,7 @@ impl Verifier<'_> {
                 Err(Reject::WrongSender { claimed: c, from })
             }
         };
+        self.precheck(from, &msg)?;
         let inbound = match msg {
             Message::Proposal(p) => {
                 let pre_prepare = self.signed(p.pre_prepare)?;
@@ -275,7 +512,8 @@ impl Verifier<'_> {
                         height: pre_prepare.height,
                     });
                 }
-                self.check_body(&p.body)?;
+                // The content was checked first (`precheck`).
+                self.check_txs(&p.body.txs)?;
                 Inbound::Proposal {
                     pre_prepare,
                     body: p.body,
@@ -297,36 +535,15 @@ impl Verifier<'_> {
                 c.verify(self.validators, self.scheme)?;
                 Inbound::CheckpointCertificate(c)
             }
+            // Its shape was checked first (`precheck`).
             Message::ViewChange(vc) => Inbound::ViewChange(self.view_change(vc)?),
+            // Its shape, and each VIEW-CHANGE's, was checked first (`precheck`).
             Message::NewView(nv) => {
                 let nv = self.signed(nv)?;
-                let mut senders = HashSet::new();
                 for vc in &nv.view_changes {
-                    if vc.new_view != nv.view {
-                        return Err(Reject::BadNewView(format!(
-                            "VIEW-CHANGE for {} inside NEW-VIEW({})",
-                            vc.new_view, nv.view
-                        )));
-                    }
-                    if !senders.insert(vc.replica) {
-                        return Err(Reject::BadNewView(format!(
-                            "two VIEW-CHANGEs from {}",
-                            vc.replica
-                        )));
-                    }
                     self.view_change(vc.clone())?;
                 }
-                if senders.len() < self.validators.quorum() {
-                    return Err(Reject::BadNewView(format!(
-                        "{} VIEW-CHANGEs, {} needed",
-                        senders.len(),
-                        self.validators.quorum()
-                    )));
-                }
                 for pp in &nv.pre_prepares {
-                    if pp.view != nv.view {
-                        return Err(Reject::BadNewView(format!("O entry in view {}", pp.view)));
-                    }
                     self.signed(pp.clone())?;
                 }
                 Inbound::NewView(nv)
@@ -346,7 +563,7 @@ impl Verifier<'_> {
             }
             Message::Bodies(b) => {
                 for body in &b.blocks {
-                    self.check_body(body)?;
+                    self.check_txs(&body.txs)?;
                 }
                 Inbound::Bodies(b.blocks)
             }
@@ -368,19 +585,8 @@ impl Verifier<'_> {
                 }
                 Inbound::Blocks(b.blocks)
             }
-            Message::Relay(r) => {
-                if r.txs.len() > self.genesis.params.relay_batch_txs as usize {
-                    return Err(Reject::Malformed {
-                        what: "RELAY",
-                        why: format!("{} txs", r.txs.len()),
-                    });
-                }
-                for (index, tx) in r.txs.iter().enumerate() {
-                    stele_types::tx::check_well_formed(tx, self.validators.chain_id())
-                        .map_err(|e| Reject::BadBlock(format!("relayed tx {index}: {e}")))?;
-                }
-                Inbound::Relay(self.check_txs(&r.txs)?)
-            }
+            // Count and form were checked first (`precheck`).
+            Message::Relay(r) => Inbound::Relay(self.check_txs(&r.txs)?),
         };
         Ok(VerifiedMessage(inbound))
     }

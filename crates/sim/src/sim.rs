@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stele_consensus::byzantine::{self, Behaviour, Collusion};
 use stele_consensus::{
-    group_commit, Action, ChainState, Config, Engine, Halt, Inbound, KnownTxs, RecoveryGate, Step,
-    TxClass, TxOutcome, Verifier,
+    group_commit, Action, ChainState, Config, Engine, FrameVerdicts, Halt, Inbound, KnownTxs,
+    RecoveryGate, Step, TxClass, TxOutcome, Verifier,
 };
 use stele_crypto::sim::{MacScheme, MacSigner};
 use stele_crypto::{
@@ -377,7 +377,24 @@ impl Scenario {
             }
         }
         s.adversary(seed);
+        s.wear(seed);
         s
+    }
+
+    /// Issue 22's floods, from a fourth stream so that every field above stays what it
+    /// was for a seed: on some seeds with a Byzantine replica, one of them floods fetches
+    /// or evidence instead of the behaviour drawn for it.
+    fn wear(&mut self, seed: u64) {
+        let mut w = ChaCha8Rng::seed_from_u64(seed ^ 0x0f10_0d5e_a7e5);
+        if self.byzantine.is_empty() || !w.gen_bool(0.1) {
+            return;
+        }
+        let i = w.gen_range(0..self.byzantine.len());
+        self.byzantine[i].1 = if w.gen_bool(0.5) {
+            Behaviour::FloodFetches
+        } else {
+            Behaviour::FloodEvidence
+        };
     }
 
     /// The draws issue 21 added to `random`, from a third stream so that every field
@@ -635,6 +652,16 @@ pub struct Outcome {
     /// How far, at most, a committed block's timestamp was ahead of the clock of the
     /// first honest replica to execute it (ms).
     pub max_timestamp_lead_ms: u64,
+    /// The most bytes an honest replica answered one peer's fetches with in one interval
+    /// of T, charged as the engine charges them (a block of a state-transfer batch at its
+    /// largest encoding, bodies as encoded); and as the answers actually encode.
+    pub max_served_per_peer_interval: u64,
+    pub max_served_encoded_per_peer_interval: u64,
+    /// The engine's serving budget: bytes per peer and interval of T.
+    pub serve_budget: u64,
+    /// Evidence an honest replica reported for a slot (height, view, replica, kind) it
+    /// had already reported since it last started.
+    pub evidence_repeats: u64,
 }
 
 enum Event {
@@ -736,8 +763,13 @@ struct Replica {
     /// Until when (virtual µs) its verification is busy (`Scenario::verify_us`): one
     /// queue for relayed txs and one for the rest, as the node's workers are split.
     busy_until_us: [u64; 2],
-    /// Digests of the heavy frames it verified, as the node's `VerifiedFrames` keeps
-    /// them (a re-sent VIEW-CHANGE or NEW-VIEW costs nothing the second time).
+    /// Its verdicts on heavy frames (`FrameVerdicts`, as the node keeps them): lost in a
+    /// crash.
+    verdicts: FrameVerdicts,
+    /// The evidence slots it reported since it last started.
+    evidence: HashSet<(Height, ViewNumber, ReplicaId, &'static str)>,
+    /// Digests of the heavy frames it verified (`Scenario::verify_us`'s cost model): a
+    /// re-sent VIEW-CHANGE or NEW-VIEW, good or bad, costs nothing the second time.
     frames: VecDeque<Digest>,
     /// Inputs handed to the engine since its last drain (`Scenario::burst_ms`): a drain
     /// is scheduled.
@@ -801,6 +833,10 @@ struct Sim {
     next_done_check: u64,
     /// What the Byzantine replicas share (their back channel).
     collusion: Collusion,
+    /// The engines' serving rule: (interval ms, budget bytes, what a block is charged).
+    serve: (u64, u64, u64),
+    /// (server, peer) → (interval, charged, encoded) bytes of the answers it got there.
+    served: HashMap<(usize, usize), (u64, u64, u64)>,
     /// The scenario's crashes inside a drain, and whether each struck yet.
     step_crashes: Vec<(StepCrash, bool)>,
     /// `SIM_TRACE=1` prints commits and view changes.
@@ -896,6 +932,8 @@ impl Sim {
                 cache: TxCache::default(),
                 busy_until_us: [0; 2],
                 frames: VecDeque::new(),
+                verdicts: FrameVerdicts::default(),
+                evidence: HashSet::new(),
                 drive_due: false,
             })
             .collect();
@@ -926,12 +964,18 @@ impl Sim {
             quiet_heights: HashSet::new(),
             next_done_check: 0,
             collusion: Collusion::new(),
+            serve: (1, 0, 0),
+            served: HashMap::new(),
             step_crashes: Vec::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         sim.step_crashes = sim.sc.step_crashes.iter().map(|c| (*c, false)).collect();
         for r in 0..n {
             let _ = sim.start(r);
+            if let Some(e) = &sim.replicas[r].engine {
+                sim.serve = e.serve_budget();
+                sim.out.serve_budget = sim.serve.1;
+            }
         }
         sim.schedule_load();
         sim.schedule_faults();
@@ -1263,6 +1307,8 @@ impl Sim {
                 rep.drive_due = false;
                 rep.cache = TxCache::default();
                 rep.frames.clear();
+                rep.verdicts = FrameVerdicts::default();
+                rep.evidence.clear();
                 rep.durable.clear();
                 rep.chain.clear();
                 rep.digests.truncate(1);
@@ -1310,6 +1356,8 @@ impl Sim {
         let rep = &mut self.replicas[r];
         rep.cache = TxCache::default();
         rep.frames.clear();
+        rep.verdicts = FrameVerdicts::default();
+        rep.evidence.clear();
         rep.drive_due = false;
         if rep.engine.take().is_some() {
             if self.trace {
@@ -1609,18 +1657,20 @@ impl Sim {
             known: Some(cache),
         };
         // As the node does: the txs inside a message are verified (and cached) first, so
-        // that each tx is verified once per validator.
+        // that each tx is verified once per validator; but only once the message passed
+        // the checks that need no signature (sender, size), which `verify` refuses it on.
         let txs: &[Transaction] = match &msg {
             Message::Proposal(p) => &p.body.txs,
             Message::Relay(r) => &r.txs,
             _ => &[],
         };
-        let fresh = if txs.is_empty() {
+        let fresh = if txs.is_empty() || verifier.precheck(ReplicaId(from as u16), &msg).is_err() {
             None
         } else {
             verifier.check_txs(txs).ok()
         };
-        let verified = verifier.verify(ReplicaId(from as u16), msg);
+        let verdicts = &self.replicas[to].verdicts;
+        let verified = verifier.verify_remembered(ReplicaId(from as u16), msg, verdicts);
         if let Some(v) = fresh {
             self.replicas[to].cache.insert_all(v);
         }
@@ -1831,7 +1881,13 @@ impl Sim {
                 let e = DurableEntry::StableCheckpoint(c);
                 rep.durable.insert(e.key().to_bytes(), e);
             }
-            Action::Send(to, m) => self.send_from(r, Some(to.index()), m),
+            Action::Send(to, m) => {
+                if let Message::Bodies(b) = &m {
+                    let bytes: usize = b.blocks.iter().map(codec::encoded_len).sum();
+                    self.record_served(r, to.index(), bytes as u64, codec::encoded_len(&m));
+                }
+                self.send_from(r, Some(to.index()), m)
+            }
             Action::Broadcast(m) => self.send_from(r, None, m),
             Action::Deliver {
                 block,
@@ -1863,11 +1919,18 @@ impl Sim {
                     .filter_map(|h| rep.chain.get((h as usize).checked_sub(1)?).cloned())
                     .collect();
                 if !blocks.is_empty() {
+                    let charged = blocks.len() as u64 * self.serve.2;
                     let m = Engine::blocks_batch(blocks);
+                    self.record_served(r, to.index(), charged, codec::encoded_len(&m));
                     self.send_from(r, Some(to.index()), m);
                 }
             }
-            Action::Evidence(_) => self.out.evidence += 1,
+            Action::Evidence(e) => {
+                self.out.evidence += 1;
+                if self.honest(r) && !self.replicas[r].evidence.insert(e.slot()) {
+                    self.out.evidence_repeats += 1;
+                }
+            }
             Action::Rejected { reason, .. } => {
                 *self.out.rejected.entry(reason.label()).or_default() += 1
             }
@@ -1899,6 +1962,25 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Honest replica r answered `to`'s fetch: `charged` bytes as the engine charges them,
+    /// `encoded` as sent. Kept per interval of T (the engines' `now`; with
+    /// `Scenario::burst_ms` a drain may fall in the interval after its input's).
+    fn record_served(&mut self, r: usize, to: usize, charged: u64, encoded: usize) {
+        if !self.honest(r) {
+            return;
+        }
+        let interval = self.now / self.serve.0.max(1);
+        let e = self.served.entry((r, to)).or_insert((interval, 0, 0));
+        if e.0 != interval {
+            *e = (interval, 0, 0);
+        }
+        e.1 += charged;
+        e.2 += encoded as u64;
+        let o = &mut self.out;
+        o.max_served_per_peer_interval = o.max_served_per_peer_interval.max(e.1);
+        o.max_served_encoded_per_peer_interval = o.max_served_encoded_per_peer_interval.max(e.2);
     }
 
     /// Executes a delivered block on replica r's ledger, with checkers 1 (agreement, on

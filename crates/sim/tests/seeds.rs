@@ -56,8 +56,8 @@ fn calm_four_replicas_commit_everything() {
 /// Byzantine replicas (up to f at n = 7 and 10, each
 /// with its own behaviour: silent, equivocating, bad votes, bad NEW-VIEW, censoring,
 /// accomplice, lying STATUS, proposals or all messages to some peers only, redated
-/// proposals, withheld CHECKPOINTs, stale VIEW-CHANGEs, spoiled state transfer; one at
-/// n ≤ 5), clocks beyond the skew bound or jumping, bursts of loss, delays beyond the skew
+/// proposals, withheld CHECKPOINTs, stale VIEW-CHANGEs, spoiled state transfer, flooded
+/// fetches or evidence; one at n ≤ 5), clocks beyond the skew bound or jumping, bursts of loss, delays beyond the skew
 /// bound, and tricky client txs (same-nonce twins, resends, a gapped tx). Byzantine,
 /// recovering and still-wrong clocks stay within f; on about one seed in twelve the
 /// faults never stop and only safety is checked. One seed in ten with n ≤ 5 signs with
