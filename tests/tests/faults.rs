@@ -471,6 +471,88 @@ async fn bad_votes_are_rejected_and_counted() {
     .await;
 }
 
+/// Resident-memory cap for every validator under a Byzantine peer's flood.
+const FLOOD_RSS_CAP: u64 = 512 << 20;
+
+/// A Byzantine validator asks every peer for blocks and bodies as fast as it can: the
+/// honest ones answer within a byte budget per peer and interval, refuse and count the
+/// rest (`rate_limited`), keep committing, and stay under [`FLOOD_RSS_CAP`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_flood_is_rate_limited_and_the_others_agree() {
+    byzantine_run(1, "flood-fetches", async |net, honest| {
+        // A fetch past the tip costs nothing to answer: the flood bites once the chain
+        // holds more blocks than the budget lets one peer take per interval.
+        wait_for(
+            Duration::from_secs(120),
+            "the chain passes height 200",
+            async || (max_height(net, honest).await >= 200).then_some(()),
+        )
+        .await
+        .expect("the honest validators commit under the flood");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for i in honest {
+            let limited = metric(
+                &net.url(*i),
+                "stele_messages_rejected_total{reason=\"rate_limited\"}",
+            )
+            .await;
+            if limited == 0.0 {
+                let text = metrics_text(&net.url(*i)).await.unwrap_or_default();
+                let seen: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("rejected") || l.contains("received_total"))
+                    .collect();
+                panic!("validator {i} answered every flooded fetch: {seen:#?}");
+            }
+            let pid = net.pid(*i).expect("runs");
+            let peak = stele_tests::chain::peak_rss_bytes(pid).expect("/proc status");
+            eprintln!(
+                "validator {i}: {limited} fetches refused, peak RSS {} MiB",
+                peak >> 20
+            );
+            assert!(
+                peak <= FLOOD_RSS_CAP,
+                "validator {i} peaked at {} MiB",
+                peak >> 20
+            );
+        }
+    })
+    .await;
+}
+
+/// A Byzantine primary floods conflicting votes and proposals: each honest validator
+/// records evidence at most once per (kind, view, height) of the liar's, not once per
+/// conflicting message (each record is a synced write), and keeps committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_flood_is_recorded_once_per_slot_and_the_others_agree() {
+    byzantine_run(0, "flood-evidence", async |net, honest| {
+        let sts = statuses(net, honest).await.expect("statuses");
+        for (i, st) in honest.iter().zip(&sts) {
+            let evidence = metric(&net.url(*i), "stele_byzantine_evidence_total").await;
+            // One liar: at most one record per kind, view and height it could vote in
+            // (heights up to the validator's own plus the window). Every kind's series
+            // exists from the start.
+            let text = metrics_text(&net.url(*i)).await.expect("metrics");
+            let kinds = text
+                .lines()
+                .filter(|l| l.starts_with("stele_byzantine_evidence_total{"))
+                .count() as f64;
+            let slots = (st.height.0 + net.genesis.params.window) as f64 * (st.view.0 + 1) as f64;
+            eprintln!(
+                "validator {i}: {evidence} evidence records, bound {}",
+                kinds * slots
+            );
+            assert!(evidence > 0.0, "validator {i} recorded no evidence");
+            assert!(
+                evidence <= kinds * slots,
+                "validator {i} recorded {evidence} evidence, more than one per slot ({})",
+                kinds * slots
+            );
+        }
+    })
+    .await;
+}
+
 /// A deterministic byte stream for garbage.
 struct Garbage(u64);
 

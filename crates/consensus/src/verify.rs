@@ -485,6 +485,9 @@ impl Verifier<'_> {
         if !FrameVerdicts::keeps(&msg) {
             return self.verify(from, msg);
         }
+        // Not keyed by sender: a copy of a NEW-VIEW from every peer (STATUS answers) is
+        // verified once. Sound only while these kinds' verdicts do not depend on the
+        // sending peer beyond its being a validator (`precheck`); `keeps` lists them.
         let d = Digest::of_parts("stele/frame", &[&codec::encode(&msg)]);
         if let Some(v) = verdicts.get(&d) {
             return v;

@@ -11,13 +11,13 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
-use stele_consensus::{Inbound, KnownTxs, Verifier};
+use stele_consensus::{FrameVerdicts, Inbound, KnownTxs, Verifier};
 use stele_crypto::{Ed25519, Verified};
 use stele_transport::InboundFrame;
 use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHash};
 use tracing::debug;
 
-use crate::cache::{VerifiedFrames, VerifiedTxs};
+use crate::cache::VerifiedTxs;
 use crate::driver::{Input, TxInputs};
 use crate::metrics::Metrics;
 
@@ -160,7 +160,7 @@ pub fn worker(
     tx_queue: TxInputs,
     genesis: Genesis,
     cache: Arc<VerifiedTxs>,
-    frames: Arc<VerifiedFrames>,
+    frames: Arc<FrameVerdicts>,
     metrics: Metrics,
 ) {
     let vs = genesis.validator_set();
@@ -174,23 +174,24 @@ pub fn worker(
             Message::Relay(r) => &r.txs,
             _ => &[],
         };
-        if !txs.is_empty() {
+        // Sender and size first: a Byzantine peer makes fresh txs at will, and each one
+        // not seen before is a signature check. A message the precheck refuses goes on
+        // to `verify`, which refuses it the same way, without a signature checked.
+        if !txs.is_empty()
+            && verifier_with(&vs, &genesis, &counting)
+                .precheck(f.from, &msg)
+                .is_ok()
+        {
             if let Ok(v) = verifier_with(&vs, &genesis, &counting).check_txs(txs) {
                 counting.local = v.into_iter().map(|t| (tx_hash(t.signed()), t)).collect();
             }
         }
-        let verifier = verifier_with(&vs, &genesis, &counting);
-        let heavy = VerifiedFrames::keeps(&msg)
-            .then(|| stele_crypto::Digest::of_parts("stele/frame", &[&f.frame]));
-        let known = heavy.as_ref().and_then(|d| frames.get(d));
-        let verified = match known {
-            Some(v) => Ok(v),
-            None => verifier.verify(f.from, msg),
-        };
+        // VIEW-CHANGE, NEW-VIEW and checkpoint certificates: verdicts, good and bad, are
+        // remembered, so a copy (re-broadcast every T/2, or resent by a Byzantine peer)
+        // costs no signature check.
+        let verified =
+            verifier_with(&vs, &genesis, &counting).verify_remembered(f.from, msg, &frames);
         record(&metrics, &counting, t0);
-        if let (Some(d), Ok(v)) = (heavy, &verified) {
-            frames.insert(d, v.clone());
-        }
         let v = match verified {
             Ok(v) => v,
             Err(e) => {

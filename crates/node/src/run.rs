@@ -16,7 +16,7 @@ use stele_types::{CommittedBlock, Height, ViewNumber};
 use tracing::{error, info, warn};
 
 use crate::api::{self, Api};
-use crate::cache::{VerifiedFrames, VerifiedTxs, Waiters, VERIFIED_CACHE_CAP};
+use crate::cache::{VerifiedTxs, Waiters, VERIFIED_CACHE_CAP};
 use crate::config::Loaded;
 use crate::datadir::{self, Opening};
 use crate::driver::{input_queues, now_ms, Driver, Exit, Input, Shared};
@@ -168,7 +168,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
 
     let metrics = Metrics::new();
     let cache = Arc::new(VerifiedTxs::new(VERIFIED_CACHE_CAP));
-    let frames = Arc::new(VerifiedFrames::default());
+    let frames = Arc::new(stele_consensus::FrameVerdicts::default());
     let waiters = Arc::new(Waiters::default());
     let (height, state_digest) = store.tip();
     let shared = Arc::new(Shared {
