@@ -77,6 +77,7 @@ fn transfer_signed_for(g: &Genesis) -> stele_types::Transaction {
                 amount: Amount(5),
             },
         },
+        &g.chain_binding(),
         &s,
     )
 }
@@ -88,11 +89,10 @@ fn prepare_signed_for(g: &Genesis) -> Message {
         digest: Digest::of(b"block 1"),
         replica: ReplicaId(1),
     };
-    Message::Prepare(Signed::sign(p, &g.chain_id, &validator(1)))
+    Message::Prepare(Signed::sign(p, &g.chain_binding(), &validator(1)))
 }
 
 #[test]
-#[ignore = "reproduces a tx signed for an old genesis verifying on a new chain with the same id; fixed in the next commit"]
 fn a_tx_signed_for_an_old_genesis_is_refused_by_a_new_chain_with_the_same_id() {
     let (old, new) = (old_chain(), new_chain());
     let (old_vs, new_vs) = (old.validator_set(), new.validator_set());
@@ -118,7 +118,6 @@ fn a_tx_signed_for_an_old_genesis_is_refused_by_a_new_chain_with_the_same_id() {
 }
 
 #[test]
-#[ignore = "reproduces a vote signed for an old genesis verifying on a new chain with the same id; fixed in the next commit"]
 fn a_vote_signed_for_an_old_genesis_is_refused_by_a_new_chain_with_the_same_id() {
     let (old, new) = (old_chain(), new_chain());
     let (old_vs, new_vs) = (old.validator_set(), new.validator_set());
@@ -138,7 +137,6 @@ fn a_vote_signed_for_an_old_genesis_is_refused_by_a_new_chain_with_the_same_id()
 }
 
 #[test]
-#[ignore = "reproduces a receipt signed for an old genesis verifying on a new chain with the same id; fixed in the next commit"]
 fn a_receipt_signed_for_an_old_genesis_is_refused_by_a_new_chains_validator_set() {
     let (old, new) = (old_chain(), new_chain());
     let receipt = Signed::sign(
@@ -150,7 +148,7 @@ fn a_receipt_signed_for_an_old_genesis_is_refused_by_a_new_chains_validator_set(
             result: TxResult::Ok,
             replica: ReplicaId(2),
         },
-        &old.chain_id,
+        &old.chain_binding(),
         &validator(2),
     );
     assert!(old

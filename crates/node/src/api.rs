@@ -24,7 +24,9 @@ use stele_types::api::{
     AccountResponse, Admitted, ApiError, BlockResponse, StatusResponse, SubmitEntry,
     SubmitResponse, TxResponse, TxStatus, BINARY_CONTENT_TYPE, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY,
 };
-use stele_types::{codec, tx_hash, Genesis, Height, ReplicaId, Transaction, TxResult};
+use stele_types::{
+    codec, tx_hash, Genesis, Height, ReplicaId, Transaction, TxResult, ValidatorSet,
+};
 use tokio::sync::{oneshot, watch};
 use tracing::error;
 
@@ -40,6 +42,9 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Api {
     pub genesis: Genesis,
+    /// The genesis's validator set and chain binding, derived once: both hash the whole
+    /// genesis.
+    pub validators: ValidatorSet,
     pub id: ReplicaId,
     pub key: Arc<KeyPair>,
     pub store: Arc<Store>,
@@ -130,7 +135,7 @@ async fn health() -> &'static str {
 
 async fn ready(State(api): State<Arc<Api>>) -> Result<Json<StatusResponse>, Fail> {
     let s = status_now(&api);
-    let vs = api.genesis.validator_set();
+    let vs = &api.validators;
     let peer_height = *api
         .shared
         .peer_height
@@ -265,7 +270,7 @@ fn final_outcome(api: &Api, tx: &Transaction) -> Result<Option<TxResponse>, Fail
         height: Some(receipt.height),
         index: Some(receipt.index),
         result: Some(receipt.result),
-        receipt: Some(sign_receipt(receipt, &api.genesis, &api.key)),
+        receipt: Some(sign_receipt(receipt, api.validators.chain(), &api.key)),
         tx: Some(tx.clone()),
     }))
 }
@@ -413,7 +418,13 @@ async fn submit(
             .collect();
         tokio::task::spawn_blocking(move || {
             let (idx, batch): (Vec<usize>, Vec<Transaction>) = candidates.into_iter().unzip();
-            let verdicts = verify_client_txs(&api2.genesis, &api2.cache, &api2.metrics, &batch);
+            let verdicts = verify_client_txs(
+                &api2.genesis,
+                &api2.validators,
+                &api2.cache,
+                &api2.metrics,
+                &batch,
+            );
             let mut good = Vec::new();
             let mut bad = Vec::new();
             for (i, v) in idx.into_iter().zip(verdicts) {
@@ -432,7 +443,12 @@ async fn submit(
         errors[i] = Some(fail(
             StatusCode::BAD_REQUEST,
             "bad_signature",
-            "signature does not verify for this sender, chain and tx",
+            format!(
+                "signature does not verify for this sender and tx on chain {}: a tx is \
+                 signed for the chain's genesis too, so a client must hold this chain's \
+                 genesis file (GET /status shows its digest)",
+                api.validators.chain()
+            ),
         ));
     }
     let mut admitted: Vec<Option<Admitted>> = vec![None; txs.len()];

@@ -13,7 +13,7 @@ use std::time::Instant;
 use stele_consensus::{Inbound, KnownTxs, Verifier};
 use stele_crypto::{Ed25519, Verified};
 use stele_transport::InboundFrame;
-use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHash};
+use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHash, ValidatorSet};
 use tracing::debug;
 
 use crate::cache::{VerifiedFrames, VerifiedTxs};
@@ -42,19 +42,20 @@ impl KnownTxs for Counting<'_> {
 
 /// Verifies client txs (HTTP) against the cache, records the time and count, and caches
 /// the good ones: one verdict per tx (None: bad signature), each signature checked once.
+/// `validators` is `genesis`'s set, made once by the caller: it hashes the whole genesis.
 pub fn verify_client_txs(
     genesis: &Genesis,
+    validators: &ValidatorSet,
     cache: &VerifiedTxs,
     metrics: &Metrics,
     txs: &[stele_types::Transaction],
 ) -> Vec<Option<Verified<TxBody>>> {
-    let vs = genesis.validator_set();
     let counting = Counting {
         cache,
         misses: AtomicU64::new(0),
     };
     let verifier = Verifier {
-        validators: &vs,
+        validators,
         genesis,
         scheme: &Ed25519,
         known: Some(&counting),
