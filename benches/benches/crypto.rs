@@ -1,12 +1,12 @@
 //! Signing, verification (single and batched), and SHA-256 throughput.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use stele_crypto::{ChainId, Digest, Ed25519, KeyPair, PublicKey, Signed};
+use stele_crypto::{Digest, Ed25519, KeyPair, PublicKey, Signed};
 use stele_types::TxBody;
 
 fn bench(c: &mut Criterion) {
     let txs = stele_benches::transfers(256, 256);
-    let chain = ChainId::new("stele-bench").expect("valid chain id");
+    let chain = stele_benches::chain();
     let key = KeyPair::from_seed([1; 32]);
     let body = txs[0].value.clone();
 

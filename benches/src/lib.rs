@@ -1,12 +1,20 @@
 //! Fixtures for Stele's criterion benches (the benches themselves are in `benches/`).
 
-use stele_crypto::{ChainId, KeyPair};
+use stele_crypto::{ChainBinding, ChainId, Digest, KeyPair};
 use stele_types::tx::sign_tx;
 use stele_types::{Amount, Block, Height, Nonce, Op, Transaction, TxBody};
 
-/// `count` transfers, signed by `senders` distinct keys in turn.
+/// The chain the fixtures sign for; no genesis is built, any digest names one.
+pub fn chain() -> ChainBinding {
+    ChainBinding::new(
+        ChainId::new("stele-bench").expect("valid chain id"),
+        Digest::of(b"stele-bench genesis"),
+    )
+}
+
+/// `count` transfers, signed by `senders` distinct keys in turn, for [`chain`].
 pub fn transfers(count: usize, senders: usize) -> Vec<Transaction> {
-    let chain = ChainId::new("stele-bench").expect("valid chain id");
+    let chain = chain();
     let keys: Vec<KeyPair> = (0..senders).map(|i| KeyPair::from_seed(seed(i))).collect();
     let to = KeyPair::from_seed([0xee; 32]).public();
     (0..count)
@@ -14,7 +22,7 @@ pub fn transfers(count: usize, senders: usize) -> Vec<Transaction> {
             let k = &keys[i % senders];
             sign_tx(
                 TxBody {
-                    chain_id: chain.clone(),
+                    chain_id: chain.id().clone(),
                     sender: k.public(),
                     nonce: Nonce((i / senders) as u64),
                     op: Op::Transfer {
@@ -22,6 +30,7 @@ pub fn transfers(count: usize, senders: usize) -> Vec<Transaction> {
                         amount: Amount(1 + i as u64),
                     },
                 },
+                &chain,
                 k,
             )
         })

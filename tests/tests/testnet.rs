@@ -257,6 +257,23 @@ async fn double_spend_overdraft_and_bad_input() {
     )
     .await;
     assert_eq!((code, e.reason.as_str()), (400, "wrong_chain"));
+    // Signed by a client that holds the genesis of a chain written again under this id
+    // (one more account): signatures cover the genesis digest, so this chain refuses it
+    // and names the genesis it runs.
+    let mut again = net.genesis.clone();
+    again.accounts.push(stele_types::GenesisAccount {
+        key: KeyPair::generate().public(),
+        balance: Amount(1),
+    });
+    let stale = Client::new(again, &net.urls(), ClientConfig::default()).expect("client");
+    let (code, e) = post_raw(
+        &url,
+        serde_json::to_vec(&transfer(&stale, &b, 1, &a, 1)).expect("json"),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, e.reason.as_str()), (400, "bad_signature"), "{e:?}");
+    assert!(e.error.contains(&net.genesis.digest().to_hex()), "{e:?}");
     let rejected = metric(&url, "stele_txs_rejected_total{reason=\"bad_signature\"}").await;
     assert!(rejected >= 1.0);
 

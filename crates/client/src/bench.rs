@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use stele_crypto::{ChainId, Ed25519, KeyPair, PublicKey, Scheme, Signature};
+use stele_crypto::{ChainBinding, Ed25519, KeyPair, PublicKey, Scheme, Signature};
 use stele_types::api::{Admitted, TxResponse, MAX_SUBMIT_BATCH};
 use stele_types::{
     Amount, Nonce, Op, Receipt, ReplicaId, Signed, Transaction, TxHash, TxResult, ValidatorSet,
@@ -199,7 +199,7 @@ pub fn verify_receipts(
         idx.push(k);
         items.push((r, *key));
     }
-    let verdicts = Signed::verify_batch(items, validators.chain_id(), &Ed25519);
+    let verdicts = Signed::verify_batch(items, validators.chain(), &Ed25519);
     debug_assert_eq!(verdicts.len(), idx.len());
     idx.into_iter()
         .zip(verdicts)
@@ -684,7 +684,7 @@ pub fn svg(reports: &[Report]) -> Result<String, ChartError> {
 /// This machine's ed25519 batch-verify rate, sig/s: batches of [`CEILING_BATCH`] of the
 /// given txs' signatures (cycled), verified on `threads` threads for about `dur`.
 pub fn verify_ceiling(
-    chain: &ChainId,
+    chain: &ChainBinding,
     sample: &[Transaction],
     dur: Duration,
     threads: usize,
@@ -1193,7 +1193,7 @@ pub async fn run(
                     plan.threads,
                     plan.ceiling_time.as_secs_f64()
                 ));
-                let chain = client.chain_id().clone();
+                let chain = client.chain().clone();
                 let sample: Vec<Transaction> = txs.iter().take(CEILING_BATCH).cloned().collect();
                 let (d, t) = (plan.ceiling_time, plan.threads);
                 let c = tokio::task::spawn_blocking(move || verify_ceiling(&chain, &sample, d, t))
@@ -1362,10 +1362,10 @@ mod tests {
             assert_eq!(t.nonce, Nonce(next[a].0 + off));
             assert!(matches!(t.op, Op::Transfer { to, .. } if to == senders[(a + 1) % 3].public()));
             Ed25519
-                .verify(&t.sender, &t.message(client.chain_id()), &t.signature)
+                .verify(&t.sender, &t.message(client.chain()), &t.signature)
                 .unwrap();
         }
-        let rate = verify_ceiling(client.chain_id(), &txs, Duration::from_millis(50), 2);
+        let rate = verify_ceiling(client.chain(), &txs, Duration::from_millis(50), 2);
         assert!(rate > 0.0);
     }
 
@@ -1654,7 +1654,11 @@ mod tests {
                     height: Some(Height(1)),
                     index: Some(index),
                     result: Some(TxResult::Ok),
-                    receipt: Some(Signed::sign(receipt, &self.genesis.chain_id, &self.key)),
+                    receipt: Some(Signed::sign(
+                        receipt,
+                        &self.genesis.chain_binding(),
+                        &self.key,
+                    )),
                     tx: None,
                 })
             }
@@ -1724,6 +1728,7 @@ mod tests {
             Json(StatusResponse {
                 validator: n.id,
                 chain_id: n.genesis.chain_id.clone(),
+                genesis: n.genesis.digest(),
                 height: Height(1),
                 view: ViewNumber(0),
                 active: true,

@@ -1,9 +1,10 @@
 //! The network a client talks to, and one typed call per HTTP endpoint.
 //!
-//! A [`Client`] holds the genesis (chain id, validator set, f and q), the node URLs and
-//! one pooled HTTP client with timeouts. Each call goes to one [`Node`] and returns a
-//! typed answer or a [`ClientError`] that names the node; nothing here trusts an answer
-//! beyond its shape: receipts and blocks are checked by `quorum` and `verify`.
+//! A [`Client`] holds the genesis (chain id, validator set, f and q, and the binding to
+//! this genesis that its txs are signed with and receipts are checked against), the node
+//! URLs and one pooled HTTP client with timeouts. Each call goes to one [`Node`] and
+//! returns a typed answer or a [`ClientError`] that names the node; nothing here trusts an
+//! answer beyond its shape: receipts and blocks are checked by `quorum` and `verify`.
 
 use std::fmt;
 use std::future::Future;
@@ -19,7 +20,9 @@ use stele_types::api::{
     AccountResponse, ApiError, BlockResponse, StatusResponse, SubmitResponse, TxResponse,
     BINARY_CONTENT_TYPE,
 };
-use stele_types::{codec, ChainId, Genesis, Height, ReplicaId, Transaction, TxHash, ValidatorSet};
+use stele_types::{
+    codec, ChainBinding, ChainId, Genesis, Height, ReplicaId, Transaction, TxHash, ValidatorSet,
+};
 use tokio::task::JoinSet;
 
 use crate::error::ClientError;
@@ -322,6 +325,14 @@ impl Client {
     /// The chain id every tx must carry.
     pub fn chain_id(&self) -> &ChainId {
         &self.inner.genesis.chain_id
+    }
+
+    /// What every signature on this chain is bound to, txs and receipts alike: the chain
+    /// id and the digest of the genesis this client was given. Derived once, when the
+    /// client is made; a client given another genesis (an older chain under the same id)
+    /// signs txs no validator of this chain accepts.
+    pub fn chain(&self) -> &ChainBinding {
+        self.inner.validators.chain()
     }
 
     /// f: how many validators may be faulty.
@@ -648,11 +659,12 @@ mod tests {
         use stele_crypto::KeyPair;
         use stele_types::{Amount, Nonce, Op, TxBody};
         let k = KeyPair::generate();
+        let chain = ChainBinding::new(ChainId::new("t").unwrap(), stele_crypto::Digest::ZERO);
         let txs: Vec<Transaction> = (0..3)
             .map(|i| {
                 stele_types::tx::sign_tx(
                     TxBody {
-                        chain_id: ChainId::new("t").unwrap(),
+                        chain_id: chain.id().clone(),
                         sender: k.public(),
                         nonce: Nonce(i),
                         op: Op::Transfer {
@@ -660,6 +672,7 @@ mod tests {
                             amount: Amount(10),
                         },
                     },
+                    &chain,
                     &k,
                 )
             })

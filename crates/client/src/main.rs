@@ -560,6 +560,7 @@ async fn status(client: &Client, out: Out) -> Result<ExitCode> {
     let reachable = answers.iter().filter(|(_, r)| r.is_ok()).count();
     let doc = json!({
         "chain_id": client.chain_id(),
+        "genesis": client.chain().genesis(),
         "n": vs.n(),
         "f": vs.f(),
         "quorum": vs.quorum(),
@@ -595,6 +596,16 @@ async fn status(client: &Client, out: Out) -> Result<ExitCode> {
                             s.validator
                         ));
                     }
+                    if (&s.chain_id, &s.genesis) != (client.chain_id(), client.chain().genesis()) {
+                        notes.push(format!(
+                            "{node} runs chain {} with genesis {}, the genesis file given here \
+                             is {}: it is another chain's, and nothing signed with it verifies \
+                             there",
+                            s.chain_id,
+                            s.genesis,
+                            client.chain()
+                        ));
+                    }
                     rows.push(vec![
                         s.validator.to_string(),
                         s.height.to_string(),
@@ -627,7 +638,7 @@ async fn status(client: &Client, out: Out) -> Result<ExitCode> {
         }
         let mut text = format!(
             "chain {}: {} validators, f = {}, quorum q = {}; {reachable} of {} answered\n{}",
-            client.chain_id(),
+            client.chain(),
             vs.n(),
             vs.f(),
             vs.quorum(),
@@ -1117,7 +1128,7 @@ async fn bench(g: &Global, args: &BenchArgs, out: Out) -> Result<ExitCode> {
                 amount: Amount(1),
             },
         )?;
-        let chain = client.chain_id().clone();
+        let chain = client.chain().clone();
         let d = plan.ceiling_time;
         let sig = tokio::task::spawn_blocking(move || {
             bench::verify_ceiling(&chain, &[sample], d, threads)

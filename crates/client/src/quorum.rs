@@ -234,14 +234,20 @@ pub fn confirm(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use stele_crypto::{ChainId, KeyPair};
+    use stele_crypto::{ChainBinding, ChainId, KeyPair};
     use stele_types::ValidatorInfo;
 
     pub(crate) fn keys(n: usize) -> Vec<KeyPair> {
         (0..n).map(|_| KeyPair::generate()).collect()
     }
 
+    /// The validators `keys` of chain `chain`, whose genesis digest is `Digest::of(chain)`.
     pub(crate) fn set(chain: &str, keys: &[KeyPair]) -> ValidatorSet {
+        let id = ChainId::new(chain).unwrap();
+        set_for(ChainBinding::new(id, Digest::of(chain.as_bytes())), keys)
+    }
+
+    fn set_for(chain: ChainBinding, keys: &[KeyPair]) -> ValidatorSet {
         let v = keys
             .iter()
             .enumerate()
@@ -251,7 +257,7 @@ pub(crate) mod tests {
                 api_addr: format!("127.0.0.1:{}", 7200 + i),
             })
             .collect();
-        ValidatorSet::new(ChainId::new(chain).unwrap(), v)
+        ValidatorSet::new(chain, v)
     }
 
     fn outcome(height: u64, result: TxResult) -> Outcome {
@@ -279,7 +285,7 @@ pub(crate) mod tests {
                 result: o.result,
                 replica: ReplicaId(replica),
             },
-            vs.chain_id(),
+            vs.chain(),
             key,
         )
     }
@@ -391,6 +397,20 @@ pub(crate) mod tests {
         let o = outcome(5, TxResult::Ok);
         let mut rs = agreeing(&vs, &k, 1, o);
         rs.push(receipt(&other, &k[1], 1, tx(), o));
+        assert!(confirm(&vs, tx(), rs).is_none());
+    }
+
+    #[test]
+    fn a_receipt_from_another_genesis_under_the_same_chain_id_never_counts() {
+        let k = keys(4);
+        let vs = set("t", &k);
+        let again = set_for(
+            ChainBinding::new(vs.chain_id().clone(), Digest::of(b"another genesis")),
+            &k,
+        );
+        let o = outcome(5, TxResult::Ok);
+        let mut rs = agreeing(&vs, &k, 1, o);
+        rs.push(receipt(&again, &k[1], 1, tx(), o));
         assert!(confirm(&vs, tx(), rs).is_none());
     }
 

@@ -134,8 +134,9 @@ fn node_index(client: &Client, node: &Node) -> usize {
 }
 
 impl Client {
-    /// Builds and signs a tx for this chain, and checks it is well-formed (non-zero
-    /// amount, not to oneself, within size), so that a mistake is caught before sending.
+    /// Builds and signs a tx for this chain (its id and genesis digest, [`Client::chain`]),
+    /// and checks it is well-formed (non-zero amount, not to oneself, within size), so
+    /// that a mistake is caught before sending.
     pub fn sign(
         &self,
         signer: &dyn Signer,
@@ -149,6 +150,7 @@ impl Client {
                 nonce,
                 op,
             },
+            self.chain(),
             signer,
         );
         check_well_formed(&tx, self.chain_id())
@@ -666,13 +668,14 @@ pub fn split_batches(txs: &[Transaction]) -> Vec<&[Transaction]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stele_crypto::{ChainId, KeyPair};
+    use stele_crypto::{ChainBinding, ChainId, Digest, KeyPair};
     use stele_types::{Amount, RecordKey, RecordValue};
 
     fn put(k: &KeyPair, nonce: u64, value_len: usize) -> Transaction {
+        let chain = ChainBinding::new(ChainId::new("t").unwrap(), Digest::ZERO);
         sign_tx(
             TxBody {
-                chain_id: ChainId::new("t").unwrap(),
+                chain_id: chain.id().clone(),
                 sender: k.public(),
                 nonce: Nonce(nonce),
                 op: Op::Put {
@@ -680,6 +683,7 @@ mod tests {
                     value: RecordValue::new(vec![7; value_len]).unwrap(),
                 },
             },
+            &chain,
             k,
         )
     }

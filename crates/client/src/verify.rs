@@ -184,7 +184,7 @@ fn at_this_block(o: &Outcome, block: &BlockResponse, index: u32) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use stele_crypto::{ChainId, KeyPair};
+    use stele_crypto::{ChainBinding, ChainId, KeyPair};
     use stele_types::{
         Amount, Block, Commit, CommitCertificate, GenesisAccount, Nonce, Op, Params, ReplicaId,
         SignatureEntry, Transaction, TxBody, ValidatorInfo, ViewNumber,
@@ -215,13 +215,13 @@ pub(crate) mod tests {
         g
     }
 
-    fn txs(chain: &ChainId, count: u64) -> Vec<Transaction> {
+    fn txs(chain: &ChainBinding, count: u64) -> Vec<Transaction> {
         let k = KeyPair::from_seed([9; 32]);
         (0..count)
             .map(|i| {
                 stele_types::tx::sign_tx(
                     TxBody {
-                        chain_id: chain.clone(),
+                        chain_id: chain.id().clone(),
                         sender: k.public(),
                         nonce: Nonce(i),
                         op: Op::Transfer {
@@ -229,6 +229,7 @@ pub(crate) mod tests {
                             amount: Amount(10 + i),
                         },
                     },
+                    chain,
                     &k,
                 )
             })
@@ -239,7 +240,7 @@ pub(crate) mod tests {
     /// validators in view 2.
     fn certified(g: &Genesis, keys: &[KeyPair]) -> BlockResponse {
         let vs = g.validator_set();
-        let block = Block::new(Height(7), 1_700_000_000_000, txs(&g.chain_id, 5));
+        let block = Block::new(Height(7), 1_700_000_000_000, txs(vs.chain(), 5));
         let digest = block.digest();
         let commits = (0..vs.quorum())
             .map(|i| {
@@ -251,7 +252,7 @@ pub(crate) mod tests {
                         digest,
                         replica,
                     },
-                    &g.chain_id,
+                    vs.chain(),
                     &keys[i],
                 );
                 SignatureEntry {
@@ -319,6 +320,23 @@ pub(crate) mod tests {
         assert!(verify_block(&f.g, &back, &f.tx, None).is_ok());
     }
 
+    /// `stele verify` with the genesis of a chain written again under the same id (one
+    /// more account): the old chain's certificate proves nothing there.
+    #[test]
+    fn a_block_certified_for_another_genesis_under_the_same_id_is_rejected() {
+        let f = fixture();
+        let mut again = f.g.clone();
+        again.accounts.push(GenesisAccount {
+            key: KeyPair::from_seed([10; 32]).public(),
+            balance: Amount(1),
+        });
+        assert_eq!(again.chain_id, f.g.chain_id);
+        assert!(matches!(
+            verify_block(&again, &f.b, &f.tx, None),
+            Err(VerifyError::Certificate(CertError::BadSignature(_)))
+        ));
+    }
+
     #[test]
     fn one_altered_signature_byte_is_rejected() {
         let mut f = fixture();
@@ -354,7 +372,7 @@ pub(crate) mod tests {
     #[test]
     fn a_tx_not_in_the_block_is_rejected() {
         let f = fixture();
-        let stranger = tx_hash(&txs(&f.g.chain_id, 1)[0]);
+        let stranger = tx_hash(&txs(&f.g.chain_binding(), 1)[0]);
         assert!(matches!(
             verify_block(&f.g, &f.b, &stranger, None),
             Err(VerifyError::TxNotInBlock { count: 5, .. })
@@ -371,7 +389,7 @@ pub(crate) mod tests {
             Err(VerifyError::BodyMismatch { root_ok: false, .. })
         ));
         let mut replaced = f.b.clone();
-        replaced.block.txs[4] = txs(&f.g.chain_id, 1).remove(0);
+        replaced.block.txs[4] = txs(&f.g.chain_binding(), 1).remove(0);
         assert!(matches!(
             verify_block(&f.g, &replaced, &f.tx, None),
             Err(VerifyError::BodyMismatch { .. })

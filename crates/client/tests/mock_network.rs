@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use stele_client::{Client, ClientConfig, ClientError};
-use stele_crypto::{ChainId, Digest, KeyPair, PublicKey, Signed};
+use stele_crypto::{ChainBinding, ChainId, Digest, KeyPair, PublicKey, Signed};
 use stele_types::api::{
     AccountResponse, Admitted, ApiError, StatusResponse, SubmitEntry, SubmitResponse, TxResponse,
     TxStatus, BINARY_CONTENT_TYPE,
@@ -58,7 +58,7 @@ struct Ledger {
 struct FakeNode {
     id: ReplicaId,
     key: KeyPair,
-    chain: ChainId,
+    chain: ChainBinding,
     behaviour: Behaviour,
     busy_left: AtomicU32,
     posts: AtomicU64,
@@ -215,7 +215,8 @@ async fn get_account(State(node): State<Arc<FakeNode>>, Path(key): Path<String>)
 async fn get_status(State(node): State<Arc<FakeNode>>) -> Json<StatusResponse> {
     Json(StatusResponse {
         validator: node.id,
-        chain_id: node.chain.clone(),
+        chain_id: node.chain.id().clone(),
+        genesis: *node.chain.genesis(),
         height: Height(3),
         view: ViewNumber(0),
         active: true,
@@ -239,7 +240,6 @@ struct Net {
 
 /// Four fake validators with these behaviours; `None` is a validator that is down.
 async fn network(behaviours: [Option<Behaviour>; 4], config: ClientConfig) -> Net {
-    let chain = ChainId::new("mock").unwrap();
     let keys: Vec<KeyPair> = (0..4).map(|_| KeyPair::generate()).collect();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut listeners = Vec::new();
@@ -250,6 +250,28 @@ async fn network(behaviours: [Option<Behaviour>; 4], config: ClientConfig) -> Ne
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
         .collect();
+    let sender = KeyPair::generate();
+    let genesis = Genesis {
+        chain_id: ChainId::new("mock").unwrap(),
+        genesis_time_ms: 0,
+        validators: keys
+            .iter()
+            .zip(&addrs)
+            .enumerate()
+            .map(|(i, (k, a))| ValidatorInfo {
+                key: k.public(),
+                p2p_addr: format!("127.0.0.1:{}", 1 + i),
+                api_addr: a.clone(),
+            })
+            .collect(),
+        accounts: vec![GenesisAccount {
+            key: sender.public(),
+            balance: Amount(1_000_000),
+        }],
+        params: Params::default(),
+    };
+    genesis.validate().unwrap();
+    let chain = genesis.chain_binding();
     let mut nodes = Vec::new();
     for (i, (listener, b)) in listeners.into_iter().zip(behaviours).enumerate() {
         let Some(behaviour) = b else {
@@ -274,27 +296,6 @@ async fn network(behaviours: [Option<Behaviour>; 4], config: ClientConfig) -> Ne
         tokio::spawn(async move { axum::serve(listener, app).await });
         nodes.push(node);
     }
-    let sender = KeyPair::generate();
-    let genesis = Genesis {
-        chain_id: chain,
-        genesis_time_ms: 0,
-        validators: keys
-            .iter()
-            .zip(&addrs)
-            .enumerate()
-            .map(|(i, (k, a))| ValidatorInfo {
-                key: k.public(),
-                p2p_addr: format!("127.0.0.1:{}", 1 + i),
-                api_addr: a.clone(),
-            })
-            .collect(),
-        accounts: vec![GenesisAccount {
-            key: sender.public(),
-            balance: Amount(1_000_000),
-        }],
-        params: Params::default(),
-    };
-    genesis.validate().unwrap();
     let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     let client = Client::new(genesis.clone(), &urls, config).unwrap();
     Net {
@@ -550,6 +551,54 @@ async fn a_tx_refused_inside_a_batch_is_reported_by_index() {
     assert!(err.to_string().contains("nonce_too_far"), "{err}");
 }
 
+/// A client given the genesis file of another chain under the same id (the network was
+/// written again with one more account): no receipt of this network counts for it, and
+/// `stele status` says why instead of leaving a user with refusals and timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_another_genesis_under_the_same_id_counts_nothing_and_says_why() {
+    let net = network([honest(), honest(), honest(), honest()], quick()).await;
+    let mut stale = net.genesis.clone();
+    stale.accounts.push(GenesisAccount {
+        key: KeyPair::generate().public(),
+        balance: Amount(1),
+    });
+    assert_eq!(stale.chain_id, net.genesis.chain_id);
+    let urls: Vec<String> = stale
+        .validators
+        .iter()
+        .map(|v| format!("http://{}", v.api_addr))
+        .collect();
+    let config = ClientConfig {
+        wait_timeout: Duration::from_secs(2),
+        ..ClientConfig::default()
+    };
+    let client = Client::new(stale.clone(), &urls, config).unwrap();
+    assert_ne!(client.chain(), net.client.chain());
+    let tx = client
+        .sign(
+            &net.sender,
+            Nonce(0),
+            Op::Transfer {
+                to: KeyPair::generate().public(),
+                amount: Amount(10),
+            },
+        )
+        .unwrap();
+    let err = client.submit_and_wait(&tx).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { have: 0, .. }), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("genesis.json");
+    std::fs::write(&g, stale.to_json()).unwrap();
+    let (code, out, err) = stele(&["--genesis", g.to_str().unwrap(), "status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("with genesis {}", net.genesis.digest()))
+            && out.contains("it is another chain's"),
+        "{out}"
+    );
+}
+
 /// A testnet directory as `stele-node testnet init` lays it out, for the fake network.
 fn testnet_dir(net: &Net) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -657,7 +706,7 @@ async fn cli_verify_says_included_or_applied_and_fails_on_a_forgery() {
                     digest,
                     replica,
                 },
-                &net.genesis.chain_id,
+                &net.genesis.chain_binding(),
                 &net.keys[i],
             );
             SignatureEntry {
@@ -690,7 +739,7 @@ async fn cli_verify_says_included_or_applied_and_fails_on_a_forgery() {
                     result: TxResult::Ok,
                     replica: ReplicaId(i),
                 },
-                &net.genesis.chain_id,
+                &net.genesis.chain_binding(),
                 &net.keys[i as usize],
             )
         })

@@ -123,6 +123,7 @@ impl Cluster {
                             amount: Amount(1),
                         },
                     },
+                    vs.chain(),
                     c,
                 )
             })

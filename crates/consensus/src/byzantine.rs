@@ -364,7 +364,7 @@ fn to_all(recipients: &[ReplicaId], m: &Message) -> Vec<(ReplicaId, Message)> {
 }
 
 fn sign<T: stele_crypto::Signable>(v: T, vs: &ValidatorSet, signer: &dyn Signer) -> Signed<T> {
-    Signed::sign(v, vs.chain_id(), signer)
+    Signed::sign(v, vs.chain(), signer)
 }
 
 /// A value that looks random but is a function of the message: forged digests and
@@ -974,6 +974,7 @@ mod tests {
                         amount: Amount(1),
                     },
                 },
+                self.vs.chain(),
                 c,
             )
         }

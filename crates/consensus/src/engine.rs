@@ -666,7 +666,7 @@ impl Engine {
     }
 
     fn sign<T: stele_crypto::Signable>(&self, v: T) -> Signed<T> {
-        Signed::sign(v, self.vs.chain_id(), self.signer.as_ref())
+        Signed::sign(v, self.vs.chain(), self.signer.as_ref())
     }
 
     fn reject(&mut self, from: ReplicaId, reason: Reject) {
@@ -1120,7 +1120,7 @@ impl Engine {
                     digest: d,
                     replica: id,
                 },
-                self.vs.chain_id(),
+                self.vs.chain(),
                 self.signer.as_ref(),
             );
             slot.signed.insert(view, d);
@@ -1161,7 +1161,7 @@ impl Engine {
                     digest: d,
                     replica: id,
                 },
-                self.vs.chain_id(),
+                self.vs.chain(),
                 self.signer.as_ref(),
             );
             slot.sent_commit = Some(d);
@@ -1796,9 +1796,9 @@ impl Engine {
         });
         self.own_vc = Some(vc.clone());
         // Our own VIEW-CHANGE counts toward the quorum for w.
-        let verified =
-            vc.clone()
-                .verify(self.vs.chain_id(), &self.signer.public_key(), &SelfSigned);
+        let verified = vc
+            .clone()
+            .verify(self.vs.chain(), &self.signer.public_key(), &SelfSigned);
         if let Ok(v) = verified {
             self.latest_vc.insert(self.id, v);
         }
@@ -1951,9 +1951,9 @@ impl Engine {
             view_changes,
             pre_prepares,
         });
-        let verified =
-            nv.clone()
-                .verify(self.vs.chain_id(), &self.signer.public_key(), &SelfSigned);
+        let verified = nv
+            .clone()
+            .verify(self.vs.chain(), &self.signer.public_key(), &SelfSigned);
         if let Ok(v) = verified {
             // Our NEW-VIEW leaves right after our own record of accepting it (safety rule
             // 3), ahead of the view's votes that accepting emits. Only that record counts:
@@ -2212,7 +2212,7 @@ impl Engine {
                 height: n,
                 digest: d,
             },
-            self.vs.chain_id(),
+            self.vs.chain(),
             self.signer.as_ref(),
         );
         slot.signed.insert(view, d);

@@ -407,17 +407,20 @@ mod tests {
     use stele_crypto::sim::{MacScheme, MacSigner};
     use stele_crypto::Signer;
     use stele_types::tx::sign_tx;
-    use stele_types::{Amount, ChainId, Op};
+    use stele_types::{Amount, ChainBinding, ChainId, Digest, Op};
 
     fn txs(senders: &[MacSigner], nonces: u64) -> Vec<Verified<TxBody>> {
-        let chain = ChainId::new("pending-test").expect("chain id");
+        let chain = ChainBinding::new(
+            ChainId::new("pending-test").expect("chain id"),
+            Digest::ZERO,
+        );
         let scheme = MacScheme::new(senders.iter());
         let mut out = Vec::new();
         for n in 0..nonces {
             for s in senders {
                 let tx = sign_tx(
                     TxBody {
-                        chain_id: chain.clone(),
+                        chain_id: chain.id().clone(),
                         sender: s.public_key(),
                         nonce: Nonce(n),
                         op: Op::Transfer {
@@ -425,6 +428,7 @@ mod tests {
                             amount: Amount(1),
                         },
                     },
+                    &chain,
                     s,
                 );
                 out.push(

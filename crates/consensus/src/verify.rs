@@ -358,7 +358,7 @@ impl Verifier<'_> {
     pub fn check_txs_each(&self, txs: &[Transaction]) -> Vec<Result<Verified<TxBody>, Reject>> {
         let Some(known) = self.known else {
             let items: Vec<_> = txs.iter().map(|t| (t.clone(), t.sender)).collect();
-            return Signed::verify_batch(items, self.validators.chain_id(), self.scheme)
+            return Signed::verify_batch(items, self.validators.chain(), self.scheme)
                 .into_iter()
                 .enumerate()
                 .map(|(index, r)| r.map_err(|_| Reject::BadTxSignature { index }))
@@ -374,7 +374,7 @@ impl Verifier<'_> {
             .iter()
             .map(|&i| (txs[i].clone(), txs[i].sender))
             .collect();
-        let verdicts = Signed::verify_batch(items, self.validators.chain_id(), self.scheme);
+        let verdicts = Signed::verify_batch(items, self.validators.chain(), self.scheme);
         for (&index, v) in fresh.iter().zip(verdicts) {
             out[index] = Some(v.map_err(|_| Reject::BadTxSignature { index }));
         }

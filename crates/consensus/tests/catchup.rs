@@ -107,7 +107,7 @@ impl One {
     }
 
     fn sign<T: stele_crypto::Signable>(&self, by: u16, v: T) -> Signed<T> {
-        Signed::sign(v, &self.genesis.chain_id, &self.signers[by as usize])
+        Signed::sign(v, &self.genesis.chain_binding(), &self.signers[by as usize])
     }
 
     fn status(&self, by: u16, executed: u64, stable: u64) -> Message {

@@ -11,7 +11,9 @@ use stele_consensus::{
     Action, ChainState, Config, Engine, Evidence, FrameVerdicts, Reject, VerifiedMessage, Verifier,
 };
 use stele_crypto::sim::{MacScheme, MacSigner};
-use stele_crypto::{ChainId, Digest, PublicKey, Scheme, Signature, SignatureError, Signed, Signer};
+use stele_crypto::{
+    ChainBinding, ChainId, Digest, PublicKey, Scheme, Signature, SignatureError, Signed, Signer,
+};
 use stele_types::certs::{PreparedCertificate, SignatureEntry};
 use stele_types::genesis::Params;
 use stele_types::tx::sign_tx;
@@ -43,31 +45,7 @@ impl One {
     /// Replica `me` restarted over a committed chain (its store), nothing else durable.
     fn restored(me: u16, chain: ChainState) -> One {
         let signers: Vec<MacSigner> = (0..4u8).map(|i| MacSigner::new([i; 32])).collect();
-        let genesis = Genesis {
-            chain_id: ChainId::new("wear-test").expect("chain id"),
-            genesis_time_ms: 0,
-            validators: signers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| ValidatorInfo {
-                    key: s.public_key(),
-                    p2p_addr: format!("10.0.0.{i}:1"),
-                    api_addr: format!("10.0.0.{i}:2"),
-                })
-                .collect(),
-            accounts: vec![],
-            params: Params {
-                checkpoint_interval: 8,
-                window: 16,
-                max_in_flight: 4,
-                view_timeout_ms: T,
-                max_view_timeout_ms: 8 * T,
-                transfer_batch_blocks: 8,
-                max_block_bytes: 32 * 1024,
-                max_block_txs: 50,
-                ..Params::default()
-            },
-        };
+        let genesis = test_genesis(&signers);
         let scheme = MacScheme::new(signers.iter());
         let config = Config {
             id: ReplicaId(me),
@@ -123,7 +101,7 @@ impl One {
     }
 
     fn sign<T: stele_crypto::Signable>(&self, by: u16, v: T) -> Signed<T> {
-        Signed::sign(v, &self.genesis.chain_id, &self.signers[by as usize])
+        Signed::sign(v, &self.genesis.chain_binding(), &self.signers[by as usize])
     }
 
     fn prepare(&self, by: u16, height: u64, digest: Digest) -> Message {
@@ -200,6 +178,41 @@ impl One {
             })
             .collect()
     }
+}
+
+/// The genesis every test here runs: four MAC-signed validators, a small window.
+fn test_genesis(signers: &[MacSigner]) -> Genesis {
+    Genesis {
+        chain_id: ChainId::new("wear-test").expect("chain id"),
+        genesis_time_ms: 0,
+        validators: signers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ValidatorInfo {
+                key: s.public_key(),
+                p2p_addr: format!("10.0.0.{i}:1"),
+                api_addr: format!("10.0.0.{i}:2"),
+            })
+            .collect(),
+        accounts: vec![],
+        params: Params {
+            checkpoint_interval: 8,
+            window: 16,
+            max_in_flight: 4,
+            view_timeout_ms: T,
+            max_view_timeout_ms: 8 * T,
+            transfer_batch_blocks: 8,
+            max_block_bytes: 32 * 1024,
+            max_block_txs: 50,
+            ..Params::default()
+        },
+    }
+}
+
+/// The chain binding of [`test_genesis`], which every signature here covers.
+fn chain_binding() -> ChainBinding {
+    let signers: Vec<MacSigner> = (0..4u8).map(|i| MacSigner::new([i; 32])).collect();
+    test_genesis(&signers).chain_binding()
 }
 
 fn digest(i: u64) -> Digest {
@@ -351,6 +364,7 @@ impl One {
 /// a restart trusts its own store).
 fn chain(heights: u64) -> ChainState {
     let client = MacSigner::new([100; 32]);
+    let chain = chain_binding();
     let to = MacSigner::new([101; 32]).public_key();
     let recent = (1..=heights)
         .map(|h| {
@@ -366,6 +380,7 @@ fn chain(heights: u64) -> ChainState {
                                 amount: Amount(1),
                             },
                         },
+                        &chain,
                         &client,
                     )
                 })
@@ -664,6 +679,7 @@ fn tx(nonce: u64, record: bool) -> Transaction {
             nonce: Nonce(nonce),
             op,
         },
+        &chain_binding(),
         &client,
     )
 }

@@ -1,7 +1,8 @@
 //! Domain-separated signatures and the types that keep unverified data out of the core.
 //!
-//! Every signature covers (chain id, message-kind tag, canonical bytes): a PREPARE never
-//! verifies as a COMMIT, a transaction, or on another chain. One validity rule holds on
+//! Every signature covers (chain id, genesis digest, message-kind tag, canonical bytes): a
+//! PREPARE never verifies as a COMMIT, a transaction, or on another chain, not even on a
+//! new chain that reuses an old one's id. One validity rule holds on
 //! every path, Ed25519 under ZIP-215; batch verification is only a faster way to reach
 //! the same verdict. Signing and verifying go through the [`Signer`] and [`Scheme`]
 //! traits so the simulator can swap in a cheap keyed stand-in.
@@ -18,6 +19,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::digest::{Digest, DIGEST_LEN};
 use crate::keys::PublicKey;
 
 /// Length in bytes of a [`Signature`].
@@ -27,8 +29,9 @@ pub const SIGNATURE_LEN: usize = 64;
 pub const MAX_CHAIN_ID_LEN: usize = 64;
 
 /// Prefix of every signed message: a signature made by Stele can never be replayed
-/// into another protocol that signs raw bytes with the same key.
-const SIGNING_PREFIX: &[u8] = b"stele/sig/v1";
+/// into another protocol that signs raw bytes with the same key. v2 added the genesis
+/// digest; nothing signed under v1 verifies under v2.
+const SIGNING_PREFIX: &[u8] = b"stele/sig/v2";
 
 /// Why a signature did not verify. Both variants are bad input, never a bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +95,8 @@ impl<'de> Deserialize<'de> for Signature {
     }
 }
 
-/// The chain a validator set runs: part of every signed message.
+/// The name of the chain a validator set runs. Transactions carry it; signatures cover
+/// it with the genesis digest (see [`ChainBinding`]), since an id can be reused.
 ///
 /// 1 to 64 characters from `[a-z0-9._-]`, so it is safe in file names, logs and URLs.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -165,17 +169,64 @@ impl<'de> Deserialize<'de> for ChainId {
     }
 }
 
-/// The exact bytes a signature covers: prefix, chain id, kind tag, payload, each
-/// length-prefixed.
-pub fn signing_message(chain: &ChainId, domain: &str, payload: &[u8]) -> Vec<u8> {
-    let mut m =
-        Vec::with_capacity(SIGNING_PREFIX.len() + chain.0.len() + domain.len() + payload.len() + 8);
-    m.extend_from_slice(SIGNING_PREFIX);
-    for part in [chain.0.as_bytes(), domain.as_bytes()] {
-        // Both are short (chain ids ≤ 64 bytes, tags are constants).
-        m.push(part.len() as u8);
-        m.extend_from_slice(part);
+/// The one chain a signature is bound to: its id and the digest of its genesis.
+///
+/// The id alone does not name a chain: a testnet written again, or a chain restarted
+/// from a new genesis, may reuse it, often with the same validator and account keys.
+/// The genesis digest covers everything the chain started from, so nothing signed for
+/// one genesis verifies under another. Derived once from the genesis
+/// (`Genesis::chain_binding` in stele-types) and held by everyone who signs or verifies.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ChainBinding {
+    id: ChainId,
+    genesis: Digest,
+}
+
+impl ChainBinding {
+    /// The chain `id` that started from the genesis whose digest is `genesis`.
+    pub fn new(id: ChainId, genesis: Digest) -> ChainBinding {
+        ChainBinding { id, genesis }
     }
+
+    /// The chain id, as transactions carry it.
+    pub fn id(&self) -> &ChainId {
+        &self.id
+    }
+
+    /// The digest of the chain's genesis.
+    pub fn genesis(&self) -> &Digest {
+        &self.genesis
+    }
+}
+
+impl fmt::Display for ChainBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (genesis {})", self.id, self.genesis)
+    }
+}
+
+impl fmt::Debug for ChainBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainBinding({}, {:?})", self.id, self.genesis)
+    }
+}
+
+/// The exact bytes a signature covers: prefix, chain id (length-prefixed), genesis
+/// digest (32 bytes), kind tag (length-prefixed), payload (u32 length, little-endian).
+pub fn signing_message(chain: &ChainBinding, domain: &str, payload: &[u8]) -> Vec<u8> {
+    let id = chain.id.0.as_bytes();
+    let mut m = Vec::with_capacity(
+        SIGNING_PREFIX.len() + id.len() + DIGEST_LEN + domain.len() + payload.len() + 8,
+    );
+    m.extend_from_slice(SIGNING_PREFIX);
+    // One length byte each: chain ids are at most 64 bytes, tags are short constants.
+    debug_assert!(id.len() <= MAX_CHAIN_ID_LEN && domain.len() <= usize::from(u8::MAX));
+    m.push(id.len() as u8);
+    m.extend_from_slice(id);
+    // Fixed length, so no prefix: the kind tag's length byte cannot be read as digest.
+    m.extend_from_slice(chain.genesis.as_bytes());
+    m.push(domain.len() as u8);
+    m.extend_from_slice(domain.as_bytes());
     m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     m.extend_from_slice(payload);
     m
@@ -350,20 +401,20 @@ impl<T: Signable> SignedMessage for Signed<T> {
 
 impl<T: Signable> Signed<T> {
     /// Signs `value` for `chain`.
-    pub fn sign(value: T, chain: &ChainId, signer: &dyn Signer) -> Signed<T> {
+    pub fn sign(value: T, chain: &ChainBinding, signer: &dyn Signer) -> Signed<T> {
         let signature = signer.sign_raw(&signing_message(chain, T::DOMAIN, &value.signing_bytes()));
         Signed { value, signature }
     }
 
     /// The bytes the signature covers.
-    pub fn message(&self, chain: &ChainId) -> Vec<u8> {
+    pub fn message(&self, chain: &ChainBinding) -> Vec<u8> {
         signing_message(chain, T::DOMAIN, &self.value.signing_bytes())
     }
 
     /// Checks the signature against `key`; the only way to a [`Verified`].
     pub fn verify(
         self,
-        chain: &ChainId,
+        chain: &ChainBinding,
         key: &PublicKey,
         scheme: &dyn Scheme,
     ) -> Result<Verified<T>, SignatureError> {
@@ -374,7 +425,7 @@ impl<T: Signable> Signed<T> {
     /// Checks many at once, each against its key; the verdicts are those of [`Signed::verify`].
     pub fn verify_batch(
         items: Vec<(Signed<T>, PublicKey)>,
-        chain: &ChainId,
+        chain: &ChainBinding,
         scheme: &dyn Scheme,
     ) -> Vec<Result<Verified<T>, SignatureError>> {
         let msgs: Vec<Vec<u8>> = items.iter().map(|(s, _)| s.message(chain)).collect();

@@ -10,8 +10,8 @@ use ed25519_dalek::{SigningKey, Verifier as _, VerifyingKey};
 use sha2::{Digest as _, Sha512};
 use stele_crypto::sim::{MacScheme, MacSigner};
 use stele_crypto::{
-    signing_message, ChainId, Ed25519, KeyPair, PublicKey, Scheme, Signable, Signature,
-    SignatureError, Signed, Signer,
+    signing_message, ChainBinding, ChainId, Digest, Ed25519, KeyPair, PublicKey, Scheme, Signable,
+    Signature, SignatureError, Signed, Signer,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -32,8 +32,9 @@ impl Signable for Ballot {
     }
 }
 
-fn chain(s: &str) -> ChainId {
-    ChainId::new(s).unwrap()
+/// Chain `s` that started from the genesis whose digest is `Digest::of(s)`.
+fn chain(s: &str) -> ChainBinding {
+    ChainBinding::new(ChainId::new(s).unwrap(), Digest::of(s.as_bytes()))
 }
 
 #[test]
@@ -47,6 +48,12 @@ fn signature_verifies_only_for_its_kind_chain_and_value() {
         v.clone()
             .verify(&chain("stele-b"), &k.public(), &Ed25519)
             .unwrap_err(),
+        SignatureError::Invalid
+    );
+    // the same chain id with another genesis: a chain written again under the same name
+    let again = ChainBinding::new(c.id().clone(), Digest::of(b"another genesis"));
+    assert_eq!(
+        v.clone().verify(&again, &k.public(), &Ed25519).unwrap_err(),
         SignatureError::Invalid
     );
     // another kind with the very same payload bytes
@@ -334,4 +341,25 @@ fn signing_message_separates_every_part() {
         signing_message(&chain("c1"), "a", b""),
         signing_message(&c, "1a", b"")
     );
+    let again = ChainBinding::new(c.id().clone(), Digest::of(b"another genesis"));
+    assert_ne!(
+        signing_message(&c, "a", b"bc"),
+        signing_message(&again, "a", b"bc")
+    );
+}
+
+/// The layout is what anyone signing without this library must build, byte for byte.
+#[test]
+fn signing_message_layout_is_the_documented_one() {
+    let genesis = Digest([7; 32]);
+    let c = ChainBinding::new(ChainId::new("net-1").unwrap(), genesis);
+    let mut want = b"stele/sig/v2".to_vec();
+    want.push(5);
+    want.extend_from_slice(b"net-1");
+    want.extend_from_slice(&[7; 32]);
+    want.push(8);
+    want.extend_from_slice(b"stele/tx");
+    want.extend_from_slice(&3u32.to_le_bytes());
+    want.extend_from_slice(b"abc");
+    assert_eq!(signing_message(&c, "stele/tx", b"abc"), want);
 }

@@ -46,9 +46,10 @@ pub fn genesis() -> Genesis {
     }
 }
 
-/// Client txs of both kinds, validly signed.
+/// Client txs of both kinds, validly signed for [`genesis`].
 pub fn txs() -> Vec<Transaction> {
     let sender = key(100);
+    let chain = genesis().chain_binding();
     let ops = [
         Op::Transfer {
             to: key(101).public(),
@@ -67,12 +68,12 @@ pub fn txs() -> Vec<Transaction> {
         .enumerate()
         .map(|(n, op)| {
             let body = TxBody {
-                chain_id: chain(),
+                chain_id: chain.id().clone(),
                 sender: sender.public(),
                 nonce: Nonce(n as u64),
                 op,
             };
-            sign_tx(body, &sender)
+            sign_tx(body, &chain, &sender)
         })
         .collect()
 }

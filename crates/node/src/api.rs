@@ -24,7 +24,9 @@ use stele_types::api::{
     SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus, BINARY_CONTENT_TYPE,
     MAX_SUBMIT_BODY,
 };
-use stele_types::{tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxHash, TxResult};
+use stele_types::{
+    tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxHash, TxResult, ValidatorSet,
+};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::error;
 
@@ -51,6 +53,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct Api {
     pub genesis: Genesis,
+    /// The genesis's validator set and chain binding, derived once: both hash the whole
+    /// genesis.
+    pub validators: ValidatorSet,
     pub id: ReplicaId,
     pub key: Arc<KeyPair>,
     pub store: Arc<Store>,
@@ -156,7 +161,7 @@ async fn health() -> &'static str {
 
 async fn ready(State(api): State<Arc<Api>>) -> Result<Json<StatusResponse>, Fail> {
     let s = status_now(&api);
-    let vs = api.genesis.validator_set();
+    let vs = &api.validators;
     let peer_height = *api
         .shared
         .peer_height
@@ -359,7 +364,7 @@ fn final_outcome(
         height: Some(receipt.height),
         index: Some(receipt.index),
         result: Some(receipt.result),
-        receipt: Some(sign_receipt(receipt, &api.genesis, &api.key)),
+        receipt: Some(sign_receipt(receipt, api.validators.chain(), &api.key)),
         tx,
     }))
 }
@@ -618,7 +623,13 @@ async fn submit(
         tokio::task::spawn_blocking(move || {
             let (candidates, early) = cheap_checks(&api2, candidates)?;
             let (idx, batch): (Vec<usize>, Vec<Transaction>) = candidates.into_iter().unzip();
-            let verdicts = verify_client_txs(&api2.genesis, &api2.cache, &api2.metrics, &batch);
+            let verdicts = verify_client_txs(
+                &api2.genesis,
+                &api2.validators,
+                &api2.cache,
+                &api2.metrics,
+                &batch,
+            );
             let mut good = Vec::new();
             let mut bad = Vec::new();
             for (i, v) in idx.into_iter().zip(verdicts) {
@@ -638,7 +649,12 @@ async fn submit(
         errors[i] = Some(fail(
             StatusCode::BAD_REQUEST,
             "bad_signature",
-            "signature does not verify for this sender, chain and tx",
+            format!(
+                "signature does not verify for this sender and tx on chain {}: a tx is \
+                 signed for the chain's genesis too, so a client must hold this chain's \
+                 genesis file (GET /status shows its digest)",
+                api.validators.chain()
+            ),
         ));
     }
     for (i, refused) in early {

@@ -155,14 +155,15 @@ impl Waiters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stele_crypto::{ChainId, Ed25519, KeyPair};
+    use stele_crypto::{ChainBinding, ChainId, Digest, Ed25519, KeyPair};
     use stele_types::{tx::sign_tx, tx_hash, Amount, Op};
 
     fn verified(i: u64) -> (TxHash, Verified<TxBody>) {
         let k = KeyPair::from_seed([1; 32]);
+        let chain = ChainBinding::new(ChainId::new("t").expect("valid"), Digest::ZERO);
         let tx = sign_tx(
             TxBody {
-                chain_id: ChainId::new("t").expect("valid"),
+                chain_id: chain.id().clone(),
                 sender: k.public(),
                 nonce: Nonce(i),
                 op: Op::Transfer {
@@ -170,10 +171,10 @@ mod tests {
                     amount: Amount(1),
                 },
             },
+            &chain,
             &k,
         );
         let h = tx_hash(&tx);
-        let chain = tx.chain_id.clone();
         (h, tx.verify(&chain, &k.public(), &Ed25519).expect("valid"))
     }
 

@@ -19,7 +19,7 @@ use stele_consensus::{
     group_commit, Action, Engine, Halt, Inbound, RecoveryGate, Step, TxClass, TxOutcome,
     VerifiedMessage,
 };
-use stele_crypto::{Digest, KeyPair, Signed, Verified};
+use stele_crypto::{ChainBinding, Digest, KeyPair, Signed, Verified};
 use stele_ledger::{admit, Admission, Class, Refusal};
 use stele_store::{Store, StoreError};
 use stele_transport::{FrameClass, Transport};
@@ -735,6 +735,7 @@ impl Loop {
         let status = StatusResponse {
             validator: e.id(),
             chain_id: self.d.genesis.chain_id.clone(),
+            genesis: *e.validators().chain().genesis(),
             height,
             view: e.view(),
             active: e.is_active(),
@@ -755,13 +756,14 @@ impl Loop {
     }
 }
 
-/// Signs this validator's receipt for a final outcome.
+/// Signs this validator's receipt for a final outcome, for `chain` (the validator set's:
+/// derived from the genesis once, not per receipt).
 pub fn sign_receipt(
     receipt: stele_types::Receipt,
-    genesis: &Genesis,
+    chain: &ChainBinding,
     key: &KeyPair,
 ) -> Signed<stele_types::Receipt> {
-    Signed::sign(receipt, &genesis.chain_id, key)
+    Signed::sign(receipt, chain, key)
 }
 
 #[cfg(test)]

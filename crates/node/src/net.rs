@@ -14,7 +14,7 @@ use std::time::Instant;
 use stele_consensus::{FrameVerdicts, Inbound, KnownTxs, Verifier};
 use stele_crypto::{Ed25519, Verified};
 use stele_transport::InboundFrame;
-use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHash};
+use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHash, ValidatorSet};
 use tracing::debug;
 
 use crate::cache::VerifiedTxs;
@@ -62,16 +62,17 @@ impl KnownTxs for Counting<'_> {
 
 /// Verifies client txs (HTTP) against the cache and records the time and count: one
 /// verdict per tx (None: bad signature). The good ones reach the cache if admitted.
+/// `validators` is `genesis`'s set, made once by the caller: it hashes the whole genesis.
 pub fn verify_client_txs(
     genesis: &Genesis,
+    validators: &ValidatorSet,
     cache: &VerifiedTxs,
     metrics: &Metrics,
     txs: &[stele_types::Transaction],
 ) -> Vec<Option<Verified<TxBody>>> {
-    let vs = genesis.validator_set();
     let counting = Counting::new(cache);
     let verifier = Verifier {
-        validators: &vs,
+        validators,
         genesis,
         scheme: &Ed25519,
         known: Some(&counting),
@@ -243,6 +244,7 @@ mod tests {
             accounts: vec![],
             params: stele_types::Params::default(),
         };
+        let vs = genesis.validator_set();
         let cache = VerifiedTxs::new(8);
         let throwaway = KeyPair::from_seed([7; 32]);
         let tx = Signed::sign(
@@ -255,11 +257,16 @@ mod tests {
                     amount: Amount(1),
                 },
             },
-            &genesis.chain_id,
+            vs.chain(),
             &throwaway,
         );
-        let verdicts =
-            verify_client_txs(&genesis, &cache, &Metrics::new(), std::slice::from_ref(&tx));
+        let verdicts = verify_client_txs(
+            &genesis,
+            &vs,
+            &cache,
+            &Metrics::new(),
+            std::slice::from_ref(&tx),
+        );
         assert!(verdicts[0].is_some(), "a good signature verifies");
         // A key with no account: admission refuses it, so it must not take a cache slot
         // (a stream of them would evict the admitted txs clients look up by hash).

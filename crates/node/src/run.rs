@@ -175,6 +175,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         status: Mutex::new(StatusResponse {
             validator: id,
             chain_id: genesis.chain_id.clone(),
+            genesis: *engine.validators().chain().genesis(),
             height,
             view: ViewNumber(0),
             active: false,
@@ -283,6 +284,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
     let http_metrics = metrics.clone();
     let api = Arc::new(Api {
         genesis: genesis.clone(),
+        validators: vs.clone(),
         id,
         key: key.clone(),
         store: store.clone(),

@@ -1108,6 +1108,7 @@ impl Sim {
                         amount: Amount(3),
                     },
                 },
+                self.vs.chain(),
                 k.as_ref(),
             );
             for r in 0..self.sc.n {
@@ -1392,6 +1393,7 @@ impl Sim {
                     amount: Amount(amount),
                 },
             },
+            self.vs.chain(),
             k.as_ref(),
         )
     }
@@ -2021,7 +2023,7 @@ impl Sim {
                         }
                         let signed =
                             tx.clone()
-                                .verify(&chain_id(), &tx.sender, self.scheme.as_ref());
+                                .verify(self.vs.chain(), &tx.sender, self.scheme.as_ref());
                         if signed.is_err() {
                             self.violate(
                                 "validity",
@@ -2380,28 +2382,28 @@ impl Sim {
         let me = ReplicaId(r as u16);
         let d = sabotage_digest();
         let signer = self.replicas[r].signer.as_ref();
-        let chain = chain_id();
+        let chain = self.vs.chain();
         match m {
             Message::Prepare(p) if p.replica == me && p.digest != d => {
                 let v = Prepare {
                     digest: d,
                     ..p.value.clone()
                 };
-                Some(Message::Prepare(Signed::sign(v, &chain, signer)))
+                Some(Message::Prepare(Signed::sign(v, chain, signer)))
             }
             Message::Commit(c) if c.replica == me && c.digest != d => {
                 let v = Commit {
                     digest: d,
                     ..c.value.clone()
                 };
-                Some(Message::Commit(Signed::sign(v, &chain, signer)))
+                Some(Message::Commit(Signed::sign(v, chain, signer)))
             }
             Message::Checkpoint(c) if c.replica == me && c.state_digest != d => {
                 let v = Checkpoint {
                     state_digest: d,
                     ..c.value.clone()
                 };
-                Some(Message::Checkpoint(Signed::sign(v, &chain, signer)))
+                Some(Message::Checkpoint(Signed::sign(v, chain, signer)))
             }
             _ => None,
         }

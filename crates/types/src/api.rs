@@ -34,6 +34,10 @@ pub const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
 pub struct StatusResponse {
     pub validator: ReplicaId,
     pub chain_id: ChainId,
+    /// Digest of the genesis this validator runs: with `chain_id`, what every signature on
+    /// the chain is bound to. A client whose genesis file has another digest holds
+    /// another chain's file, and nothing it signs verifies here.
+    pub genesis: Digest,
     /// Highest executed (committed and applied) height.
     pub height: Height,
     pub view: ViewNumber,

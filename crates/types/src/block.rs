@@ -167,10 +167,11 @@ mod tests {
     use super::*;
     use crate::ids::{Amount, Nonce};
     use crate::tx::{sign_tx, Op, TxBody};
-    use stele_crypto::KeyPair;
+    use stele_crypto::{ChainBinding, KeyPair};
 
     fn txs(n: u64) -> Vec<Transaction> {
         let k = KeyPair::from_seed([3; 32]);
+        let chain = ChainBinding::new(ChainId::new("t").unwrap(), Digest::ZERO);
         (0..n)
             .map(|i| {
                 sign_tx(
@@ -183,6 +184,7 @@ mod tests {
                             amount: Amount(1 + i),
                         },
                     },
+                    &chain,
                     &k,
                 )
             })

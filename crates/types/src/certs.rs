@@ -76,7 +76,7 @@ fn verify_entries<T: Signable>(
     }
     let msgs: Vec<Vec<u8>> = entries
         .iter()
-        .map(|e| signing_message(vs.chain_id(), T::DOMAIN, &make(e.replica).signing_bytes()))
+        .map(|e| signing_message(vs.chain(), T::DOMAIN, &make(e.replica).signing_bytes()))
         .collect();
     let items: Vec<_> = entries
         .iter()

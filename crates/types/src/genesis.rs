@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use stele_crypto::{ChainId, Digest, PublicKey, Signature, Signed};
+use stele_crypto::{ChainBinding, ChainId, Digest, PublicKey, Signature, Signed};
 
 use crate::block::{Block, BlockHeader};
 use crate::certs::{CheckpointCertificate, CommitCertificate, PreparedCertificate, SignatureEntry};
@@ -307,14 +307,27 @@ impl Genesis {
         Ok(())
     }
 
-    /// The validator set.
+    /// The validator set, bound to this chain ([`Genesis::chain_binding`]). Hashes the
+    /// whole genesis: make one and keep it.
     pub fn validator_set(&self) -> ValidatorSet {
-        ValidatorSet::new(self.chain_id.clone(), self.validators.clone())
+        ValidatorSet::new(self.chain_binding(), self.validators.clone())
     }
 
-    /// A digest of the whole genesis: the state digest at height 0 builds on it.
+    /// A digest of the whole genesis: the state digest at height 0 builds on it, and
+    /// every signature covers it.
     pub fn digest(&self) -> Digest {
         Digest::of_parts("stele/genesis", &[&codec::encode(self)])
+    }
+
+    /// What every signature on this chain is bound to: the chain id and [`Genesis::digest`].
+    /// A chain written again under the same id, with any field changed (one more
+    /// account, another validator address, another start time), accepts nothing signed
+    /// for this one.
+    ///
+    /// Nothing in a genesis is signed, so the digest does not depend on any signature
+    /// made with the binding it defines. Hashes the whole genesis: derive it once.
+    pub fn chain_binding(&self) -> ChainBinding {
+        ChainBinding::new(self.chain_id.clone(), self.digest())
     }
 }
 

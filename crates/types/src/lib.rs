@@ -34,6 +34,6 @@ pub use messages::{
     BlockBatch, Bodies, Checkpoint, Commit, CommittedBlock, FetchBlocks, FetchBodies, Message,
     NewView, PrePrepare, Prepare, Proposal, Receipt, ReplicaSigned, Status, TxRelay, ViewChange,
 };
-pub use stele_crypto::{ChainId, Digest, PublicKey, Signature, Signed, Verified};
+pub use stele_crypto::{ChainBinding, ChainId, Digest, PublicKey, Signature, Signed, Verified};
 pub use tx::{tx_hash, Op, RecordKey, RecordValue, Transaction, TxBody, TxError, TxHash};
 pub use validators::{AuthError, ValidatorInfo, ValidatorSet};

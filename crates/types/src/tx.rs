@@ -5,7 +5,7 @@
 //! garbled signature can never shadow the real one.
 
 use serde::{Deserialize, Serialize};
-use stele_crypto::{ChainId, Digest, PublicKey, Signable, Signed, Signer};
+use stele_crypto::{ChainBinding, ChainId, Digest, PublicKey, Signable, Signed, Signer};
 
 use crate::bounded::BoundedBytes;
 use crate::codec;
@@ -55,10 +55,19 @@ impl Signable for TxBody {
 /// A signed transaction: `chain_id`, `sender`, `nonce`, `op` and `signature`.
 pub type Transaction = Signed<TxBody>;
 
-/// Signs a transaction body with the sender's key.
-pub fn sign_tx(body: TxBody, signer: &dyn Signer) -> Transaction {
-    let chain = body.chain_id.clone();
-    Signed::sign(body, &chain, signer)
+/// Signs a transaction body with the sender's key for `chain`: the signature covers the
+/// chain's genesis digest as well as the id the body names.
+///
+/// # Panics
+///
+/// If the body names another chain id than `chain`: such a tx could never be admitted.
+pub fn sign_tx(body: TxBody, chain: &ChainBinding, signer: &dyn Signer) -> Transaction {
+    assert_eq!(
+        &body.chain_id,
+        chain.id(),
+        "a tx body is signed for the chain it names"
+    );
+    Signed::sign(body, chain, signer)
 }
 
 /// The tx hash: SHA-256 of the canonical bytes of the whole signed tx.
@@ -114,6 +123,11 @@ mod tests {
     use super::*;
     use stele_crypto::KeyPair;
 
+    /// Chain "t"; no genesis is built here, any digest names one.
+    fn chain() -> ChainBinding {
+        ChainBinding::new(ChainId::new("t").unwrap(), Digest::of(b"genesis of t"))
+    }
+
     fn tx(nonce: u64) -> (Transaction, KeyPair) {
         let k = KeyPair::from_seed([1; 32]);
         let body = TxBody {
@@ -125,7 +139,7 @@ mod tests {
                 amount: Amount(5),
             },
         };
-        (sign_tx(body, &k), k)
+        (sign_tx(body, &chain(), &k), k)
     }
 
     #[test]
@@ -149,13 +163,22 @@ mod tests {
                 value: RecordValue::new(vec![0; MAX_RECORD_VALUE_LEN]).unwrap(),
             },
         };
-        let t = sign_tx(body, &k);
+        let long = ChainBinding::new(body.chain_id.clone(), Digest::ZERO);
+        let t = sign_tx(body, &long, &k);
         assert!(
             codec::encoded_len(&t) <= MAX_TX_LEN,
             "{}",
             codec::encoded_len(&t)
         );
         assert_eq!(check_well_formed(&t, &t.chain_id.clone()), Ok(()));
+    }
+
+    #[test]
+    #[should_panic(expected = "a tx body is signed for the chain it names")]
+    fn a_body_is_never_signed_for_another_chain_than_it_names() {
+        let (t, k) = tx(0);
+        let other = ChainBinding::new(ChainId::new("other").unwrap(), *chain().genesis());
+        sign_tx(t.value, &other, &k);
     }
 
     #[test]
@@ -169,7 +192,7 @@ mod tests {
             amount: Amount(5),
         };
         assert_eq!(
-            check_well_formed(&sign_tx(body, &k), &t.chain_id),
+            check_well_formed(&sign_tx(body, &chain(), &k), &t.chain_id),
             Err(TxError::SmallOrderRecipient {
                 to: PublicKey(identity)
             })
@@ -190,7 +213,7 @@ mod tests {
             amount: Amount(0),
         };
         assert_eq!(
-            check_well_formed(&sign_tx(body, &k), &t.chain_id),
+            check_well_formed(&sign_tx(body, &chain(), &k), &t.chain_id),
             Err(TxError::ZeroAmount)
         );
     }

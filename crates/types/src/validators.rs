@@ -1,12 +1,15 @@
 //! The validator set: who may vote, n, f, the quorum q = n − f, and primary(v).
 //!
-//! Every signature on a consensus message is checked here against the genesis keys:
-//! nothing from outside the set counts.
+//! Every signature on a consensus message is checked here against the genesis keys and
+//! for this chain's genesis: nothing from outside the set, or from another chain that
+//! shares its id or its keys, counts.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use stele_crypto::{ChainId, PublicKey, Scheme, Signable, SignatureError, Signed, Verified};
+use stele_crypto::{
+    ChainBinding, ChainId, PublicKey, Scheme, Signable, SignatureError, Signed, Verified,
+};
 
 use crate::ids::{ReplicaId, ViewNumber};
 use crate::messages::ReplicaSigned;
@@ -41,14 +44,15 @@ pub enum AuthError {
 /// The validators of a chain, ids 0..n−1 in genesis order.
 #[derive(Clone, Debug)]
 pub struct ValidatorSet {
-    chain_id: ChainId,
+    chain: ChainBinding,
     validators: Vec<ValidatorInfo>,
     by_key: HashMap<PublicKey, ReplicaId>,
 }
 
 impl ValidatorSet {
-    /// A set over `validators`; genesis validation has checked n ≥ 4 and distinct keys.
-    pub fn new(chain_id: ChainId, validators: Vec<ValidatorInfo>) -> ValidatorSet {
+    /// A set over `validators` running `chain`; genesis validation has checked n ≥ 4 and
+    /// distinct keys. `Genesis::validator_set` is the usual way to one.
+    pub fn new(chain: ChainBinding, validators: Vec<ValidatorInfo>) -> ValidatorSet {
         assert!(
             (1..=MAX_VALIDATORS).contains(&validators.len()),
             "validator count checked by genesis"
@@ -64,15 +68,21 @@ impl ValidatorSet {
             "validator keys checked distinct by genesis"
         );
         ValidatorSet {
-            chain_id,
+            chain,
             validators,
             by_key,
         }
     }
 
-    /// The chain these validators run.
+    /// The chain these validators run, genesis digest included: what every signature
+    /// of theirs, and of this chain's senders, is bound to.
+    pub fn chain(&self) -> &ChainBinding {
+        &self.chain
+    }
+
+    /// The chain id, as transactions name it.
     pub fn chain_id(&self) -> &ChainId {
-        &self.chain_id
+        self.chain.id()
     }
 
     /// n.
@@ -121,7 +131,7 @@ impl ValidatorSet {
     }
 
     /// Checks a consensus message's signature against the key of the replica that must
-    /// have signed it.
+    /// have signed it, for this chain.
     pub fn verify<T: Signable + ReplicaSigned>(
         &self,
         signed: Signed<T>,
@@ -130,7 +140,7 @@ impl ValidatorSet {
         let signer = signed.value.signer(self);
         let key = self.key(signer).ok_or(AuthError::UnknownReplica(signer))?;
         signed
-            .verify(&self.chain_id, key, scheme)
+            .verify(&self.chain, key, scheme)
             .map_err(|source| AuthError::Signature { signer, source })
     }
 }
@@ -138,7 +148,7 @@ impl ValidatorSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stele_crypto::KeyPair;
+    use stele_crypto::{Digest, KeyPair};
 
     fn set(n: usize) -> ValidatorSet {
         let v = (0..n)
@@ -148,7 +158,10 @@ mod tests {
                 api_addr: format!("127.0.0.1:{}", 8000 + i),
             })
             .collect();
-        ValidatorSet::new(ChainId::new("t").unwrap(), v)
+        ValidatorSet::new(
+            ChainBinding::new(ChainId::new("t").unwrap(), Digest::ZERO),
+            v,
+        )
     }
 
     #[test]

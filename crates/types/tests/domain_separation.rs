@@ -1,11 +1,11 @@
-//! A signature moved to another kind, chain id, view or height fails.
+//! A signature moved to another kind, chain id, genesis, view or height fails.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{chain, keys, set, sign};
-use stele_crypto::{ChainId, Digest, Ed25519, Signed};
+use common::{binding, chain, keys, set, sign};
+use stele_crypto::{ChainBinding, ChainId, Digest, Ed25519, Signed};
 use stele_types::messages::{Checkpoint, Commit, Prepare, Receipt, Status};
 use stele_types::{Height, ReplicaId, TxResult, ValidatorSet, ViewNumber};
 
@@ -19,7 +19,7 @@ fn prepare(view: u64, height: u64) -> Prepare {
 }
 
 #[test]
-fn a_prepare_signature_is_not_a_commit_nor_another_view_height_or_chain() {
+fn a_prepare_signature_is_not_a_commit_nor_another_view_height_chain_or_genesis() {
     let vs = set(4);
     let k = keys(4);
     let p = sign(prepare(2, 10), &k[1]);
@@ -48,10 +48,16 @@ fn a_prepare_signature_is_not_a_commit_nor_another_view_height_or_chain() {
     }
     // The same validators on another chain.
     let other = ValidatorSet::new(
-        ChainId::new("another-chain").unwrap(),
+        ChainBinding::new(ChainId::new("another-chain").unwrap(), *binding().genesis()),
         common::genesis(4).validators,
     );
     assert!(other.verify(p.clone(), &Ed25519).is_err());
+    // The same validators on a chain with the same id but another genesis.
+    let again = ValidatorSet::new(
+        ChainBinding::new(chain(), Digest::of(b"another genesis")),
+        common::genesis(4).validators,
+    );
+    assert!(again.verify(p.clone(), &Ed25519).is_err());
     // Claiming another replica's identity.
     let mut impostor = p.clone();
     impostor.value.replica = ReplicaId(2);
@@ -101,5 +107,4 @@ fn checkpoint_status_and_receipt_signatures_do_not_cross() {
     let mut changed = r;
     changed.value.result = TxResult::InsufficientFunds;
     assert!(vs.verify(changed, &Ed25519).is_err());
-    let _ = chain();
 }

@@ -36,8 +36,32 @@ fn a_good_genesis_round_trips_through_json() {
     let back = Genesis::from_json(&g.to_json(), "g.json").unwrap();
     assert_eq!(back, g);
     assert_eq!(back.digest(), g.digest());
+    // Validators and clients that load the same file sign for the same chain.
+    assert_eq!(back.chain_binding(), g.chain_binding());
     let vs = back.validator_set();
     assert_eq!((vs.n(), vs.f(), vs.quorum()), (4, 1, 3));
+    assert_eq!(vs.chain(), &g.chain_binding());
+}
+
+#[test]
+fn the_chain_binding_is_the_id_and_the_whole_genesis() {
+    let g = genesis(4);
+    let b = g.chain_binding();
+    assert_eq!((b.id(), b.genesis()), (&g.chain_id, &g.digest()));
+    // Written again under the same id, with any one field changed, it is another chain.
+    let mut more = g.clone();
+    more.accounts.push(GenesisAccount {
+        key: KeyPair::from_seed([250; 32]).public(),
+        balance: Amount(1),
+    });
+    let mut later = g.clone();
+    later.genesis_time_ms += 1;
+    let mut moved = g.clone();
+    moved.validators[0].api_addr = "127.0.0.1:9999".into();
+    for other in [more, later, moved] {
+        assert_eq!(other.chain_binding().id(), b.id());
+        assert_ne!(other.chain_binding(), b);
+    }
 }
 
 #[test]
@@ -238,6 +262,7 @@ fn max_frame_len_bounds_the_largest_messages() {
 
         // Largest txs: a Put with the longest key and value.
         let sender = KeyPair::from_seed([99; 32]);
+        let chain = g.chain_binding();
         let big_tx = |nonce: u64| {
             sign_tx(
                 TxBody {
@@ -249,6 +274,7 @@ fn max_frame_len_bounds_the_largest_messages() {
                         value: RecordValue::new(vec![2; MAX_RECORD_VALUE_LEN]).unwrap(),
                     },
                 },
+                &chain,
                 &sender,
             )
         };

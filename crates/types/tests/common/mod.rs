@@ -1,12 +1,18 @@
 //! Fixtures shared by stele-types' integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use stele_crypto::{ChainId, KeyPair, Signed, Signer};
+use stele_crypto::{ChainBinding, ChainId, Digest, KeyPair, Signed, Signer};
 use stele_types::genesis::{Genesis, GenesisAccount, Params};
 use stele_types::{Amount, ValidatorInfo, ValidatorSet};
 
 pub fn chain() -> ChainId {
     ChainId::new("stele-test").unwrap()
+}
+
+/// What [`sign`] signs for and [`set`] verifies for, whatever the set's size: these
+/// tests are about certificates and kinds, not about which genesis.
+pub fn binding() -> ChainBinding {
+    ChainBinding::new(chain(), Digest::of(b"stele-test genesis"))
 }
 
 pub fn keys(n: usize) -> Vec<KeyPair> {
@@ -43,9 +49,9 @@ pub fn genesis_with(n: usize, params: Params) -> Genesis {
 }
 
 pub fn set(n: usize) -> ValidatorSet {
-    genesis(n).validator_set()
+    ValidatorSet::new(binding(), genesis(n).validators)
 }
 
 pub fn sign<T: stele_crypto::Signable>(value: T, k: &dyn Signer) -> Signed<T> {
-    Signed::sign(value, &chain(), k)
+    Signed::sign(value, &binding(), k)
 }

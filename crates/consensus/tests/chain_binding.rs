@@ -1,0 +1,162 @@
+//! A signature binds the chain it was made for, genesis and all: a new chain that reuses
+//! an old chain's id (a testnet written again, a chain restarted from a new genesis)
+//! accepts nothing that was signed for the old one, even where the same keys sign on
+//! both.
+
+use stele_consensus::{Reject, Verifier};
+use stele_crypto::{ChainId, Digest, Ed25519, KeyPair, Signed, Signer};
+use stele_types::genesis::Params;
+use stele_types::tx::sign_tx;
+use stele_types::{
+    Amount, Genesis, GenesisAccount, Height, Message, Nonce, Op, Prepare, Receipt, ReplicaId,
+    TxBody, TxResult, ValidatorInfo, ViewNumber,
+};
+
+fn validator(i: u8) -> KeyPair {
+    KeyPair::from_seed([i; 32])
+}
+
+fn sender() -> KeyPair {
+    KeyPair::from_seed([100; 32])
+}
+
+/// The chain as first written: four validators, one funded account.
+fn old_chain() -> Genesis {
+    let g = Genesis {
+        chain_id: ChainId::new("stele-testnet").expect("chain id"),
+        genesis_time_ms: 1_700_000_000_000,
+        validators: (0..4)
+            .map(|i| ValidatorInfo {
+                key: validator(i).public(),
+                p2p_addr: format!("127.0.0.1:{}", 7100 + u16::from(i)),
+                api_addr: format!("127.0.0.1:{}", 7200 + u16::from(i)),
+            })
+            .collect(),
+        accounts: vec![GenesisAccount {
+            key: sender().public(),
+            balance: Amount(1_000),
+        }],
+        params: Params::default(),
+    };
+    g.validate().expect("the old genesis is valid");
+    g
+}
+
+/// The chain written again under the same id, with the same validators and one more
+/// funded account.
+fn new_chain() -> Genesis {
+    let mut g = old_chain();
+    g.accounts.push(GenesisAccount {
+        key: KeyPair::from_seed([101; 32]).public(),
+        balance: Amount(1_000),
+    });
+    g.validate().expect("the new genesis is valid");
+    assert_eq!(g.chain_id, old_chain().chain_id, "the id is reused");
+    assert_ne!(g.digest(), old_chain().digest(), "the genesis is not");
+    g
+}
+
+fn verifier<'a>(g: &'a Genesis, vs: &'a stele_types::ValidatorSet) -> Verifier<'a> {
+    Verifier {
+        validators: vs,
+        genesis: g,
+        scheme: &Ed25519,
+        known: None,
+    }
+}
+
+fn transfer_signed_for(g: &Genesis) -> stele_types::Transaction {
+    let s = sender();
+    sign_tx(
+        TxBody {
+            chain_id: g.chain_id.clone(),
+            sender: s.public_key(),
+            nonce: Nonce(0),
+            op: Op::Transfer {
+                to: validator(0).public(),
+                amount: Amount(5),
+            },
+        },
+        &g.chain_binding(),
+        &s,
+    )
+}
+
+fn prepare_signed_for(g: &Genesis) -> Message {
+    let p = Prepare {
+        view: ViewNumber(0),
+        height: Height(1),
+        digest: Digest::of(b"block 1"),
+        replica: ReplicaId(1),
+    };
+    Message::Prepare(Signed::sign(p, &g.chain_binding(), &validator(1)))
+}
+
+#[test]
+fn a_tx_signed_for_an_old_genesis_is_refused_by_a_new_chain_with_the_same_id() {
+    let (old, new) = (old_chain(), new_chain());
+    let (old_vs, new_vs) = (old.validator_set(), new.validator_set());
+    let tx = transfer_signed_for(&old);
+
+    // The tx is good where it was signed, so a refusal below is the binding's doing.
+    assert!(verifier(&old, &old_vs)
+        .check_txs(std::slice::from_ref(&tx))
+        .is_ok());
+    assert_eq!(
+        verifier(&new, &new_vs)
+            .check_txs(std::slice::from_ref(&tx))
+            .err(),
+        Some(Reject::BadTxSignature { index: 0 }),
+        "a tx signed for the old genesis verified on the new chain"
+    );
+    // Relayed between validators, it is refused the same way.
+    let relay = Message::Relay(stele_types::TxRelay { txs: vec![tx] });
+    assert!(matches!(
+        verifier(&new, &new_vs).verify(ReplicaId(2), relay),
+        Err(Reject::BadTxSignature { index: 0 })
+    ));
+}
+
+#[test]
+fn a_vote_signed_for_an_old_genesis_is_refused_by_a_new_chain_with_the_same_id() {
+    let (old, new) = (old_chain(), new_chain());
+    let (old_vs, new_vs) = (old.validator_set(), new.validator_set());
+
+    assert!(verifier(&old, &old_vs)
+        .verify(ReplicaId(1), prepare_signed_for(&old))
+        .is_ok());
+    let verdict = verifier(&new, &new_vs).verify(ReplicaId(1), prepare_signed_for(&old));
+    assert!(
+        matches!(verdict, Err(Reject::BadSignature(_))),
+        "a PREPARE signed for the old genesis was not refused on the new chain: {verdict:?}"
+    );
+    // What the new chain's replicas sign still verifies there.
+    assert!(verifier(&new, &new_vs)
+        .verify(ReplicaId(1), prepare_signed_for(&new))
+        .is_ok());
+}
+
+#[test]
+fn a_receipt_signed_for_an_old_genesis_is_refused_by_a_new_chains_validator_set() {
+    let (old, new) = (old_chain(), new_chain());
+    let receipt = Signed::sign(
+        Receipt {
+            tx_hash: Digest::of(b"tx"),
+            height: Height(3),
+            index: 0,
+            block_digest: Digest::of(b"block 3"),
+            result: TxResult::Ok,
+            replica: ReplicaId(2),
+        },
+        &old.chain_binding(),
+        &validator(2),
+    );
+    assert!(old
+        .validator_set()
+        .verify(receipt.clone(), &Ed25519)
+        .is_ok());
+    assert!(
+        new.validator_set().verify(receipt, &Ed25519).is_err(),
+        "a receipt signed for the old genesis verified against the new chain's validators"
+    );
+}
