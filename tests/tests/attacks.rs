@@ -384,7 +384,6 @@ async fn raw_post(addr: &str, head: String, body: Vec<Vec<u8>>) -> Result<String
 /// reset, and a client still writing saw a broken pipe instead of the 413 (a CI run of
 /// `double_spend_overdraft_and_bad_input` failed so, on a 9 MiB body).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on main: the validator resets a connection whose oversized body it left unread"]
 async fn oversized_bodies_get_a_readable_413_not_a_reset() {
     let _serial = SERIAL.lock().await;
     let mut net = Testnet::init(4, 8, "").expect("testnet init");
