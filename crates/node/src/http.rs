@@ -1,19 +1,25 @@
 //! The HTTP server under the API, bounded against anyone who can reach it (DESIGN.md
 //! "Node"): a cap on connections, a deadline for each request head (idle keep-alive
-//! connections included), a cap on header size, and a graceful stop.
+//! connections included), a cap on header size, a lingering close and a graceful stop.
 //!
 //! `axum::serve` has none of these (no timer, so not even hyper's header timeout): a
 //! slowloris or tens of thousands of idle connections held descriptors until RocksDB
 //! could not open its files and the node exited.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tracing::warn;
 
 use crate::metrics::Metrics;
@@ -25,6 +31,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head read (hyper's read buffer).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Longest a closing connection goes on reading (and discarding) what its client still
+/// sends, so that the answer is read rather than lost to a reset; see [`Lingering`].
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Longest a closing connection waits for the next byte of what its client still sends.
+pub const LINGER_IDLE: Duration = Duration::from_secs(1);
 /// How long a stop waits for requests in flight (`?wait=true` ones are cut).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -73,7 +84,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(Lingering::new(stream)), service);
             tokio::pin!(conn);
             let r = tokio::select! {
                 r = conn.as_mut() => r,
@@ -92,6 +103,111 @@ pub async fn serve(
     let drain = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(STOP_GRACE, drain).await.is_err() {
         warn!("HTTP connections still open {STOP_GRACE:?} after the stop; cutting them");
+    }
+}
+
+/// A TCP stream whose shutdown is a lingering close (RFC 9112 §9.6): the write side is
+/// closed first, then what the client still sends is read and discarded until it closes
+/// too, falls silent for [`LINGER_IDLE`], or [`LINGER_TIME`] has passed.
+///
+/// hyper closes a connection whose request body it did not read (a 413 from the declared
+/// length, or from the bytes past the limit) with those bytes unread. Closing a socket
+/// with unread input makes the kernel send a reset, and a reset both breaks the write of
+/// a client still sending its body and discards the answer it had not yet read: the
+/// client saw a broken pipe instead of the 413. The connection keeps its slot under
+/// [`MAX_CONNECTIONS`] while it lingers, and the bytes go through one small buffer.
+struct Lingering {
+    stream: TcpStream,
+    closing: Option<Closing>,
+}
+
+struct Closing {
+    write_closed: bool,
+    until: Pin<Box<Sleep>>,
+    idle: Pin<Box<Sleep>>,
+}
+
+impl Lingering {
+    fn new(stream: TcpStream) -> Self {
+        Lingering {
+            stream,
+            closing: None,
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let closing = this.closing.get_or_insert_with(|| Closing {
+            write_closed: false,
+            until: Box::pin(tokio::time::sleep(LINGER_TIME)),
+            idle: Box::pin(tokio::time::sleep(LINGER_IDLE)),
+        });
+        if !closing.write_closed {
+            // The answer is flushed and the client sees its end before we read on.
+            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            closing.write_closed = true;
+        }
+        let mut scratch = [0u8; 8192];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                // The client closed, or reset: nothing more to wait for.
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    // A client that never stops sending is cut at the deadline all the same.
+                    if closing.until.is_elapsed() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let next = Instant::now() + LINGER_IDLE;
+                    closing.idle.as_mut().reset(next);
+                }
+                Poll::Pending => {
+                    if closing.until.as_mut().poll(cx).is_ready()
+                        || closing.idle.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 
