@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use stele_crypto::{Digest, KeyPair, PublicKey};
+use stele_crypto::{Digest, KeyPair, PublicKey, Verified};
 use stele_ledger::{admit, Admission, Refusal};
 use stele_store::{Store, StoreError};
 use stele_types::api::{
@@ -25,7 +25,7 @@ use stele_types::api::{
     MAX_SUBMIT_BODY,
 };
 use stele_types::{
-    tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxHash, TxResult, ValidatorSet,
+    tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxBody, TxHash, TxResult, ValidatorSet,
 };
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::error;
@@ -34,6 +34,7 @@ use crate::cache::{VerifiedTxs, Waiters};
 use crate::driver::{sign_receipt, Input, Shared, TxInputs, TxQueueError};
 use crate::metrics::Metrics;
 use crate::net::verify_client_txs;
+use crate::pool::{VerifyPool, CLIENT_CHUNK};
 
 /// Longest `?wait=true` waits for a final outcome before answering 202.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
@@ -70,6 +71,8 @@ pub struct Api {
     pub in_flight: Arc<Semaphore>,
     /// Body bytes held, in [`BODY_UNIT`]s ([`BODY_BUDGET`]).
     pub bodies: Arc<Semaphore>,
+    /// Where client txs' signatures are checked: after the consensus work waiting.
+    pub pool: VerifyPool,
 }
 
 impl Api {
@@ -471,6 +474,38 @@ fn cheap_checks(
     Ok((keep, refused))
 }
 
+/// Good and bad signatures, and the txs refused from committed state first.
+type ChunkVerdicts = (
+    Vec<(usize, Verified<TxBody>)>,
+    Vec<usize>,
+    Vec<(usize, Refusal)>,
+);
+
+/// Cheap checks, then signatures, for one chunk of a request's txs (on the pool).
+fn verify_chunk(
+    api: &Api,
+    candidates: Vec<(usize, Transaction)>,
+) -> Result<ChunkVerdicts, StoreError> {
+    let (candidates, early) = cheap_checks(api, candidates)?;
+    let (idx, batch): (Vec<usize>, Vec<Transaction>) = candidates.into_iter().unzip();
+    let verdicts = verify_client_txs(
+        &api.genesis,
+        &api.validators,
+        &api.cache,
+        &api.metrics,
+        &batch,
+    );
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (i, v) in idx.into_iter().zip(verdicts) {
+        match v {
+            Some(v) => good.push((i, v)),
+            None => bad.push(i),
+        }
+    }
+    Ok((good, bad, early))
+}
+
 fn refusal(r: &Refusal) -> (StatusCode, &'static str) {
     match r {
         Refusal::UnknownSender => (StatusCode::BAD_REQUEST, "unknown_sender"),
@@ -611,38 +646,38 @@ async fn submit(
                 }),
         );
     }
-    // Signatures, batched, off the async threads; a bad one is refused alone.
+    // Signatures, batched, on the verification pool in chunks (consensus work waiting
+    // is taken between two chunks); a bad one is refused alone.
     let verified = {
-        let api2 = api.clone();
         let candidates: Vec<(usize, Transaction)> = txs
             .iter()
             .enumerate()
             .filter(|(i, _)| errors[*i].is_none())
             .map(|(i, t)| (i, t.clone()))
             .collect();
-        tokio::task::spawn_blocking(move || {
-            let (candidates, early) = cheap_checks(&api2, candidates)?;
-            let (idx, batch): (Vec<usize>, Vec<Transaction>) = candidates.into_iter().unzip();
-            let verdicts = verify_client_txs(
-                &api2.genesis,
-                &api2.validators,
-                &api2.cache,
-                &api2.metrics,
-                &batch,
-            );
-            let mut good = Vec::new();
-            let mut bad = Vec::new();
-            for (i, v) in idx.into_iter().zip(verdicts) {
-                match v {
-                    Some(v) => good.push((i, v)),
-                    None => bad.push(i),
-                }
-            }
-            Ok::<_, StoreError>((good, bad, early))
-        })
-        .await
-        .map_err(internal)?
-        .map_err(internal)?
+        let (mut good, mut bad, mut early) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rest = candidates.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<(usize, Transaction)> = rest.by_ref().take(CLIENT_CHUNK).collect();
+            let api2 = api.clone();
+            let (g, b, e) = api
+                .pool
+                .client(move || verify_chunk(&api2, chunk))
+                .await
+                .map_err(|e| {
+                    api.metrics.refuse_http("busy");
+                    fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        format!("{e}; retry shortly"),
+                    )
+                })?
+                .map_err(internal)?;
+            good.extend(g);
+            bad.extend(b);
+            early.extend(e);
+        }
+        (good, bad, early)
     };
     let (good, bad, early) = verified;
     for i in bad {

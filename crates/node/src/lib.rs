@@ -15,5 +15,6 @@ pub mod driver;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod pool;
 pub mod run;
 pub mod testnet;

@@ -1,13 +1,14 @@
 //! Validator traffic in: frames from the transport are decoded (size-bounded), counted,
-//! verified on worker threads off the engine thread, and handed to the engine.
+//! verified on the verification pool ([`crate::pool`]) off the engine thread, and handed
+//! to the engine.
 //!
-//! Each peer's frames go to one worker, so a peer's messages reach the engine in the
-//! order they arrived. Tx signatures are verified once per validator: a tx in the
+//! A peer's messages are verified one at a time, so they reach the engine in the order
+//! they arrived. Tx signatures are verified once per validator: a tx in the
 //! verified cache is not checked again when it comes back inside a block.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,9 +21,10 @@ use tracing::debug;
 use crate::cache::VerifiedTxs;
 use crate::driver::{Input, TxInputs};
 use crate::metrics::Metrics;
+use crate::pool::{PoolError, VerifyPool};
 
-/// Frames waiting for each verification worker.
-pub const WORKER_QUEUE: usize = 4096;
+/// Messages from one peer waiting for the verification pool.
+pub const PEER_QUEUE: usize = 4096;
 
 /// The cache as the verifier sees it, counting the txs it had to verify.
 ///
@@ -108,116 +110,117 @@ fn record(metrics: &Metrics, counting: &Counting<'_>, t0: Instant) {
     }
 }
 
-/// Decodes, counts and dispatches frames to the workers (runs on the tokio runtime).
+/// What verifying a validator message needs, shared by the pool's jobs.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The engine thread's consensus queue (waited on when full: backpressure, not loss).
+    pub engine: SyncSender<Input>,
+    /// The engine thread's tx queue, for relayed txs.
+    pub tx_queue: TxInputs,
+    pub genesis: Genesis,
+    pub validators: ValidatorSet,
+    pub cache: Arc<VerifiedTxs>,
+    pub frames: Arc<FrameVerdicts>,
+    pub metrics: Metrics,
+}
+
+/// Decodes and counts frames, and queues each on the verification pool (runs on the
+/// tokio runtime).
 ///
-/// Relayed txs go to a worker of their own. A burst of client txs means thousands of
-/// signatures to check; queued with the consensus messages, the votes and view-change
-/// messages behind them waited seconds, and timers fired on replicas that were only
-/// behind in their own queue. Relays need no order with the rest: the engine admits
-/// them like client txs.
-pub async fn inbound_loop(
-    mut inbound: stele_transport::Inbound,
-    workers: Vec<SyncSender<(InboundFrame, Message)>>,
-    relays: SyncSender<(InboundFrame, Message)>,
-    genesis: Genesis,
-    metrics: Metrics,
-) {
-    let limit = max_frame_len(&genesis);
+/// Consensus messages queue behind their own peer's (in arrival order); relayed txs are
+/// tx work, taken after every consensus message waiting. A burst of client txs means
+/// thousands of signatures to check; queued with the consensus messages, the votes and
+/// view-change messages behind them waited seconds, and timers fired on replicas that
+/// were only behind in their own queue.
+pub async fn inbound_loop(mut inbound: stele_transport::Inbound, pool: VerifyPool, ctx: Arc<Ctx>) {
+    let limit = max_frame_len(&ctx.genesis);
     while let Some(f) = inbound.recv().await {
         let msg: Message = match codec::decode(&f.frame, limit) {
             Ok(m) => m,
             Err(e) => {
                 debug!(peer = %f.from, error = %e, "undecodable frame");
-                metrics.reject_message("decode");
+                ctx.metrics.reject_message("decode");
                 continue;
             }
         };
-        metrics
+        ctx.metrics
             .messages_received
             .with_label_values(&[msg.kind()])
             .inc();
-        let tx = if matches!(msg, Message::Relay(_)) {
-            &relays
-        } else {
-            let w = f.from.index() % workers.len().max(1);
-            let Some(tx) = workers.get(w) else { return };
-            tx
+        let peer = f.from.index();
+        let relay = matches!(msg, Message::Relay(_));
+        let job = {
+            let ctx = ctx.clone();
+            move || handle(&ctx, f, msg)
         };
-        // Blocking here would stall the runtime; a full worker queue means the engine
-        // is behind, and the engine's retransmission repairs what is dropped.
-        match tx.try_send((f, msg)) {
+        // Blocking here would stall the runtime; a full queue means the node is behind,
+        // and the engine's retransmission repairs what is dropped.
+        let queued = if relay {
+            pool.relay(job)
+        } else {
+            pool.consensus(peer, job)
+        };
+        match queued {
             Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(_)) => metrics.reject_message("inbound_full"),
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+            Err(PoolError::Full) => ctx.metrics.reject_message("inbound_full"),
+            Err(PoolError::Stopped) => return,
         }
     }
 }
 
-/// One verification worker: verifies each message and passes it to the engine thread,
-/// waiting when the engine's queue is full (backpressure, not loss).
-pub fn worker(
-    rx: Receiver<(InboundFrame, Message)>,
-    engine: SyncSender<Input>,
-    tx_queue: TxInputs,
-    genesis: Genesis,
-    cache: Arc<VerifiedTxs>,
-    frames: Arc<FrameVerdicts>,
-    metrics: Metrics,
-) {
-    let vs = genesis.validator_set();
-    while let Ok((f, msg)) = rx.recv() {
-        let mut counting = Counting::new(&cache);
-        let t0 = Instant::now();
-        // Txs inside a message are verified first (in one batch), so the message's own
-        // check finds them and each tx is verified once.
-        let txs: &[stele_types::Transaction] = match &msg {
-            Message::Proposal(p) => &p.body.txs,
-            Message::Relay(r) => &r.txs,
-            _ => &[],
-        };
-        // Sender and size first: a Byzantine peer makes fresh txs at will, and each one
-        // not seen before is a signature check. A message the precheck refuses goes on
-        // to `verify`, which refuses it the same way, without a signature checked.
-        if !txs.is_empty()
-            && verifier_with(&vs, &genesis, &counting)
-                .precheck(f.from, &msg)
-                .is_ok()
-        {
-            if let Ok(v) = verifier_with(&vs, &genesis, &counting).check_txs(txs) {
-                counting.local = v.into_iter().map(|t| (tx_hash(t.signed()), t)).collect();
+/// Verifies one message and passes it to the engine thread, waiting when the engine's
+/// queue is full.
+fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
+    let (vs, genesis) = (&ctx.validators, &ctx.genesis);
+    let mut counting = Counting::new(&ctx.cache);
+    let t0 = Instant::now();
+    // Txs inside a message are verified first (in one batch), so the message's own
+    // check finds them and each tx is verified once.
+    let txs: &[stele_types::Transaction] = match &msg {
+        Message::Proposal(p) => &p.body.txs,
+        Message::Relay(r) => &r.txs,
+        _ => &[],
+    };
+    // Sender and size first: a Byzantine peer makes fresh txs at will, and each one
+    // not seen before is a signature check. A message the precheck refuses goes on
+    // to `verify`, which refuses it the same way, without a signature checked.
+    if !txs.is_empty()
+        && verifier_with(vs, genesis, &counting)
+            .precheck(f.from, &msg)
+            .is_ok()
+    {
+        if let Ok(v) = verifier_with(vs, genesis, &counting).check_txs(txs) {
+            counting.local = v.into_iter().map(|t| (tx_hash(t.signed()), t)).collect();
+        }
+    }
+    // VIEW-CHANGE, NEW-VIEW and checkpoint certificates: verdicts, good and bad, are
+    // remembered, so a copy (re-broadcast every T/2, or resent by a Byzantine peer)
+    // costs no signature check.
+    let verified =
+        verifier_with(vs, genesis, &counting).verify_remembered(f.from, msg, &ctx.frames);
+    record(&ctx.metrics, &counting, t0);
+    let v = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            debug!(peer = %f.from, reason = e.label(), error = %e, "message rejected");
+            ctx.metrics.reject_message(e.label());
+            return;
+        }
+    };
+    // Relayed txs go to the tx queue: a peer's relays, like clients' txs, cannot fill
+    // the queue consensus messages wait in. A closed queue means the node is stopping.
+    match v.inbound() {
+        Inbound::Relay(_) => {
+            if let Inbound::Relay(relayed) = v.into_inbound() {
+                let _ = ctx.tx_queue.send(Input::Relay { txs: relayed });
             }
         }
-        // VIEW-CHANGE, NEW-VIEW and checkpoint certificates: verdicts, good and bad, are
-        // remembered, so a copy (re-broadcast every T/2, or resent by a Byzantine peer)
-        // costs no signature check.
-        let verified =
-            verifier_with(&vs, &genesis, &counting).verify_remembered(f.from, msg, &frames);
-        record(&metrics, &counting, t0);
-        let v = match verified {
-            Ok(v) => v,
-            Err(e) => {
-                debug!(peer = %f.from, reason = e.label(), error = %e, "message rejected");
-                metrics.reject_message(e.label());
-                continue;
-            }
-        };
-        // Relayed txs go to the tx queue: a peer's relays, like clients' txs, cannot
-        // fill the queue consensus messages wait in.
-        let sent = match v.inbound() {
-            Inbound::Relay(_) => match v.into_inbound() {
-                Inbound::Relay(relayed) => tx_queue.send(Input::Relay { txs: relayed }).is_ok(),
-                _ => continue,
-            },
-            _ => engine
-                .send(Input::Message {
-                    from: f.from,
-                    arrival_unix_ms: f.arrival_unix_ms,
-                    msg: v,
-                })
-                .is_ok(),
-        };
-        if !sent {
-            return;
+        _ => {
+            let _ = ctx.engine.send(Input::Message {
+                from: f.from,
+                arrival_unix_ms: f.arrival_unix_ms,
+                msg: v,
+            });
         }
     }
 }

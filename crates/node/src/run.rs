@@ -3,7 +3,7 @@
 //! SIGINT/SIGTERM or when the engine halts.
 
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,17 +22,11 @@ use crate::datadir::{self, Opening};
 use crate::driver::{input_queues, now_ms, Driver, Exit, Input, Shared};
 use crate::metrics::Metrics;
 use crate::net;
+use crate::pool::VerifyPool;
 
 /// Marks a data directory whose recovery has not finished: a restart mid-recovery must
 /// stay gated, since the votes signed before the wipe are still unknown.
 pub const RECOVERING_MARKER: &str = "RECOVERING";
-
-/// Verification worker threads (the machine's cores, at most 4).
-fn worker_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 4)
-}
 
 /// Why `run` failed before the node was up; the exit code says which.
 #[derive(Debug, thiserror::Error)]
@@ -192,32 +186,21 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
     let vs = genesis.validator_set();
     let (engine_tx, tx_inputs, engine_rx) = input_queues();
 
-    // `worker_count()` workers for consensus messages (each peer's on one, in order),
-    // one more for relayed txs.
-    let mut workers = Vec::new();
-    for i in 0..=worker_count() {
-        let (wtx, wrx) = mpsc::sync_channel(net::WORKER_QUEUE);
-        let (etx, ttx, g, c, fr, m) = (
-            engine_tx.clone(),
-            tx_inputs.clone(),
-            genesis.clone(),
-            cache.clone(),
-            frames.clone(),
-            metrics.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("verify-{i}"))
-            .spawn(move || net::worker(wrx, etx, ttx, g, c, fr, m))
-            .context("starting a verification worker")?;
-        workers.push(wtx);
-    }
-    let relays = workers.pop().context("no relay worker")?;
+    // One verification pool for every signature the node checks, consensus first.
+    let pool = VerifyPool::start(VerifyPool::default_threads(), vs.n(), net::PEER_QUEUE)
+        .context("starting the verification pool")?;
     tokio::spawn(net::inbound_loop(
         inbound,
-        workers,
-        relays,
-        genesis.clone(),
-        metrics.clone(),
+        pool.clone(),
+        Arc::new(net::Ctx {
+            engine: engine_tx.clone(),
+            tx_queue: tx_inputs.clone(),
+            genesis: genesis.clone(),
+            validators: vs.clone(),
+            cache: cache.clone(),
+            frames: frames.clone(),
+            metrics: metrics.clone(),
+        }),
     ));
 
     let driver = Driver {
@@ -296,6 +279,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         connected: transport.connected(),
         in_flight,
         bodies,
+        pool,
     });
     let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::http::serve(

@@ -1,0 +1,397 @@
+//! The verification pool: one set of threads, sized to the machine's cores, that checks
+//! every signature the node checks, with consensus work first (DESIGN.md "Node", issue 22).
+//!
+//! Before it, consensus messages had a few threads of their own while each HTTP request
+//! verified its batch in a `spawn_blocking` thread: up to 512 of those, each a batch of up
+//! to 4,096 signatures, competed for the same cores as the votes and view changes, and a
+//! client flood slowed consensus as much as it liked.
+//!
+//! Three kinds of work, taken in this order whenever a thread is free:
+//! 1. consensus messages, one queue per peer; a peer's messages are taken one at a time,
+//!    so they reach the engine in the order they arrived;
+//! 2. relayed txs from peers;
+//! 3. client txs (HTTP), in jobs of at most [`CLIENT_CHUNK`] txs, so a consensus message
+//!    waits for at most one short job.
+//!
+//! Tx work (2 and 3) runs on at most `threads - 1` threads at once (at least one): one
+//! thread is always free for consensus when the machine has two cores or more.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+/// Most client txs one pool job verifies; a request with more is split.
+pub const CLIENT_CHUNK: usize = 256;
+/// Most client jobs waiting; past it a request is refused as busy (503).
+pub const CLIENT_QUEUE: usize = 1024;
+/// Most relay jobs waiting; past it a relay is dropped (peers resend what matters).
+pub const RELAY_QUEUE: usize = 4096;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Why work was not queued.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("the verification queue is full")]
+    Full,
+    #[error("the verification pool has stopped")]
+    Stopped,
+}
+
+/// A handle on the pool; the threads stop when the last handle is dropped, after the
+/// work already queued.
+#[derive(Clone)]
+pub struct VerifyPool {
+    inner: Arc<Inner>,
+    _stop: Arc<StopOnDrop>,
+}
+
+impl std::fmt::Debug for VerifyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyPool")
+            .field("threads", &self.inner.threads)
+            .field("tx_threads", &self.inner.tx_threads)
+            .finish()
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    ready: Condvar,
+    threads: usize,
+    tx_threads: usize,
+    peer_queue: usize,
+}
+
+struct State {
+    peers: Vec<PeerQueue>,
+    /// Where the next scan for consensus work starts, so no peer is served before all
+    /// the others every time.
+    next_peer: usize,
+    relays: VecDeque<Job>,
+    clients: VecDeque<Job>,
+    tx_running: usize,
+    stopped: bool,
+}
+
+#[derive(Default)]
+struct PeerQueue {
+    jobs: VecDeque<Job>,
+    busy: bool,
+}
+
+enum Taken {
+    Peer(usize),
+    Tx,
+}
+
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
+        self.0.ready.notify_all();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A job that panicked poisons nothing the queues rely on: they are consistent
+        // between any two statements that hold the lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn take(&mut self, tx_threads: usize) -> Option<(Job, Taken)> {
+        let n = self.peers.len();
+        for k in 0..n {
+            let p = (self.next_peer + k) % n;
+            let q = &mut self.peers[p];
+            if q.busy {
+                continue;
+            }
+            if let Some(job) = q.jobs.pop_front() {
+                q.busy = true;
+                self.next_peer = (p + 1) % n;
+                return Some((job, Taken::Peer(p)));
+            }
+        }
+        if self.tx_running < tx_threads {
+            if let Some(job) = self.relays.pop_front().or_else(|| self.clients.pop_front()) {
+                self.tx_running += 1;
+                return Some((job, Taken::Tx));
+            }
+        }
+        None
+    }
+
+    fn idle(&self) -> bool {
+        self.relays.is_empty()
+            && self.clients.is_empty()
+            && self.peers.iter().all(|q| q.jobs.is_empty())
+    }
+}
+
+impl VerifyPool {
+    /// A pool of `threads` threads (at least 1) serving `peers` peers, each with up to
+    /// `peer_queue` messages waiting.
+    pub fn start(threads: usize, peers: usize, peer_queue: usize) -> std::io::Result<VerifyPool> {
+        let threads = threads.max(1);
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                peers: (0..peers).map(|_| PeerQueue::default()).collect(),
+                next_peer: 0,
+                relays: VecDeque::new(),
+                clients: VecDeque::new(),
+                tx_running: 0,
+                stopped: false,
+            }),
+            ready: Condvar::new(),
+            threads,
+            tx_threads: threads.saturating_sub(1).max(1),
+            peer_queue,
+        });
+        for i in 0..threads {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name(format!("verify-{i}"))
+                .spawn(move || work(&inner))?;
+        }
+        Ok(VerifyPool {
+            _stop: Arc::new(StopOnDrop(inner.clone())),
+            inner,
+        })
+    }
+
+    /// The pool's size: the machine's cores.
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+
+    /// Queues a consensus message's work behind the same peer's earlier ones.
+    pub fn consensus(
+        &self,
+        peer: usize,
+        job: impl FnOnce() + Send + 'static,
+    ) -> Result<(), PoolError> {
+        let mut s = self.inner.lock();
+        if s.stopped {
+            return Err(PoolError::Stopped);
+        }
+        let limit = self.inner.peer_queue;
+        let q = s.peers.get_mut(peer).ok_or(PoolError::Full)?;
+        if q.jobs.len() >= limit {
+            return Err(PoolError::Full);
+        }
+        q.jobs.push_back(Box::new(job));
+        drop(s);
+        self.inner.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues relayed txs' work.
+    pub fn relay(&self, job: impl FnOnce() + Send + 'static) -> Result<(), PoolError> {
+        self.push(|s| &mut s.relays, RELAY_QUEUE, Box::new(job))
+    }
+
+    /// Runs `f` (a client's txs, at most [`CLIENT_CHUNK`] of them) on the pool, after
+    /// any consensus and relay work queued before it is taken, and waits for its result.
+    pub async fn client<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let (tx, rx) = oneshot::channel();
+        self.push(
+            |s| &mut s.clients,
+            CLIENT_QUEUE,
+            Box::new(move || {
+                let _ = tx.send(f());
+            }),
+        )?;
+        rx.await.map_err(|_| PoolError::Stopped)
+    }
+
+    fn push(
+        &self,
+        queue: impl FnOnce(&mut State) -> &mut VecDeque<Job>,
+        limit: usize,
+        job: Job,
+    ) -> Result<(), PoolError> {
+        let mut s = self.inner.lock();
+        if s.stopped {
+            return Err(PoolError::Stopped);
+        }
+        let q = queue(&mut s);
+        if q.len() >= limit {
+            return Err(PoolError::Full);
+        }
+        q.push_back(job);
+        drop(s);
+        self.inner.ready.notify_one();
+        Ok(())
+    }
+}
+
+fn work(inner: &Inner) {
+    let mut s = inner.lock();
+    loop {
+        if let Some((job, taken)) = s.take(inner.tx_threads) {
+            drop(s);
+            // A panicking job (a bug) costs its own work, not the thread: the pool would
+            // otherwise shrink by one thread per panic.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                tracing::error!("a verification job panicked; its message is lost");
+            }
+            s = inner.lock();
+            match taken {
+                Taken::Peer(p) => s.peers[p].busy = false,
+                Taken::Tx => s.tx_running -= 1,
+            }
+            // What this thread's job held back (the peer's next message, a tx slot) may
+            // be another thread's to take.
+            inner.ready.notify_all();
+            continue;
+        }
+        if s.stopped && s.idle() {
+            return;
+        }
+        s = inner.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A job that blocks its thread until the returned sender is dropped or sent to.
+    fn gate() -> (mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel::<()>();
+        (tx, move || {
+            let _ = rx.recv();
+        })
+    }
+
+    fn log_job(log: &Arc<Mutex<Vec<String>>>, what: String) -> impl FnOnce() + Send + 'static {
+        let log = log.clone();
+        move || log.lock().expect("log").push(what)
+    }
+
+    fn wait_for(log: &Arc<Mutex<Vec<String>>>, n: usize) -> Vec<String> {
+        for _ in 0..500 {
+            let l = log.lock().expect("log").clone();
+            if l.len() >= n {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("only {:?} ran", log.lock().expect("log"));
+    }
+
+    #[test]
+    fn consensus_work_is_taken_before_client_work_queued_earlier() {
+        let pool = VerifyPool::start(1, 2, 16).expect("pool");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // The one thread is busy; then clients queue, then a peer's votes arrive.
+        let (open, blocker) = gate();
+        pool.consensus(0, blocker).expect("queued");
+        let mut waits = Vec::new();
+        for i in 0..3 {
+            let (p, l) = (pool.clone(), log_job(&log, format!("client {i}")));
+            waits.push(std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("runtime")
+                    .block_on(p.client(l))
+            }));
+        }
+        // The clients' jobs are queued before the peer's.
+        while pool.inner.lock().clients.len() < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.relay(log_job(&log, "relay".into())).expect("queued");
+        pool.consensus(1, log_job(&log, "peer 1".into()))
+            .expect("queued");
+        drop(open);
+        let mut ran = wait_for(&log, 5);
+        assert_eq!(ran[..2], ["peer 1", "relay"]);
+        ran[2..].sort();
+        assert_eq!(ran[2..], ["client 0", "client 1", "client 2"]);
+        for w in waits {
+            assert_eq!(w.join().expect("thread"), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_peers_messages_run_in_order_and_one_thread_stays_free_for_consensus() {
+        let pool = VerifyPool::start(2, 2, 64).expect("pool");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // Tx work may hold one of the two threads, never both: with a client job stuck,
+        // every later client job waits, and the peers' messages still run.
+        let (open, blocker) = gate();
+        pool.relay(blocker).expect("queued");
+        pool.relay(log_job(&log, "relay".into())).expect("queued");
+        for i in 0..20 {
+            pool.consensus(i % 2, log_job(&log, format!("peer {} #{}", i % 2, i / 2)))
+                .expect("queued");
+        }
+        let ran = wait_for(&log, 20);
+        assert!(!ran.contains(&"relay".to_string()), "{ran:?}");
+        for p in 0..2 {
+            let mine: Vec<&String> = ran
+                .iter()
+                .filter(|l| l.starts_with(&format!("peer {p}")))
+                .collect();
+            let want: Vec<String> = (0..10).map(|i| format!("peer {p} #{i}")).collect();
+            assert_eq!(
+                mine,
+                want.iter().collect::<Vec<_>>(),
+                "peer {p} out of order"
+            );
+        }
+        drop(open);
+        assert_eq!(wait_for(&log, 21).last().map(String::as_str), Some("relay"));
+    }
+
+    #[test]
+    fn queues_are_bounded_and_a_stopped_pool_refuses() {
+        let pool = VerifyPool::start(1, 1, 2).expect("pool");
+        let (open, blocker) = gate();
+        pool.consensus(0, blocker).expect("queued");
+        // The blocker is running or queued; at most two wait behind it.
+        while !pool.inner.lock().peers[0].busy {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.consensus(0, || {}).expect("queued");
+        pool.consensus(0, || {}).expect("queued");
+        assert_eq!(pool.consensus(0, || {}), Err(PoolError::Full));
+        assert_eq!(
+            pool.consensus(7, || {}),
+            Err(PoolError::Full),
+            "no such peer"
+        );
+        for _ in 0..RELAY_QUEUE {
+            pool.relay(|| {}).expect("queued");
+        }
+        assert_eq!(pool.relay(|| {}), Err(PoolError::Full));
+        drop(open);
+        let inner = pool.inner.clone();
+        drop(pool);
+        assert!(inner.lock().stopped);
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_shrink_the_pool() {
+        let pool = VerifyPool::start(1, 1, 8).expect("pool");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        pool.consensus(0, || panic!("a bug in one job"))
+            .expect("queued");
+        pool.consensus(0, log_job(&log, "after".into()))
+            .expect("queued");
+        assert_eq!(wait_for(&log, 1), ["after"]);
+    }
+}
