@@ -1,7 +1,8 @@
 //! Attacks on a validator's HTTP edge, on real processes, each while honest load runs
 //! through the client library (issue 22, DESIGN.md "The edges are bounded against anyone
-//! who can reach them"): slowloris connections, large JSON bodies, idle connections and
-//! thousands of `?wait=true` requests on one key.
+//! who can reach them"): slowloris connections, large JSON bodies, idle connections,
+//! thousands of `?wait=true` requests on one key, oversized bodies, and a silent-Initial
+//! QUIC flood while a validator restarts.
 //!
 //! Each asserts that honest txs keep committing, that the attacked validator stays up
 //! with its resident memory under [`RSS_CAP`] and its open descriptors under
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use stele_client::{Client, ClientConfig};
 use stele_tests::chain::{key, metric, open_fds, peak_rss_bytes, transfer, Load};
-use stele_tests::{http, wait_connected, Testnet};
+use stele_tests::{http, wait_connected, wait_peers, Testnet};
+use stele_transport::testkit::{capture_initials, SilentInitialFlood};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -41,23 +43,29 @@ async fn up() -> (Testnet, Client, Load) {
     (net, client, load)
 }
 
-/// The attacked validator is alive and within its bounds; returns its descriptor count.
+/// The attacked validator (0) is alive and within its bounds; returns its descriptor
+/// count.
 fn within_bounds(net: &mut Testnet, what: &str) -> usize {
+    validator_within_bounds(net, 0, what)
+}
+
+/// Validator `i` is alive and within its bounds; returns its descriptor count.
+fn validator_within_bounds(net: &mut Testnet, i: usize, what: &str) -> usize {
     assert!(
-        net.exited(0).is_none(),
-        "validator 0 exited during {what}: {}",
-        net.log_tail(0)
+        net.exited(i).is_none(),
+        "validator {i} exited during {what}: {}",
+        net.log_tail(i)
     );
-    let pid = net.pid(0).expect("validator 0 runs");
+    let pid = net.pid(i).expect("the validator runs");
     let fds = open_fds(pid).expect("/proc fd");
     assert!(
         fds <= FD_CAP,
-        "validator 0 holds {fds} descriptors during {what}, the cap is {FD_CAP}"
+        "validator {i} holds {fds} descriptors during {what}, the cap is {FD_CAP}"
     );
     let peak = peak_rss_bytes(pid).expect("/proc status");
     assert!(
         peak <= RSS_CAP,
-        "validator 0 reached {} MiB resident during {what}, the cap is {} MiB",
+        "validator {i} reached {} MiB resident during {what}, the cap is {} MiB",
         peak >> 20,
         RSS_CAP >> 20
     );
@@ -432,4 +440,69 @@ async fn oversized_bodies_get_a_readable_413_not_a_reset() {
         );
     }
     within_bounds(&mut net, "64 MiB bodies");
+}
+
+/// Replayed client Initials from spoofed-looking sources aimed at validator 3 (which
+/// accepts from 0, 1 and 2) while validator 1 restarts: every one is answered with a
+/// stateless Retry and none takes a handshake slot, so validator 1 reconnects and honest
+/// txs keep committing. Before Retry (issue 22), eight silent Initials every 10 s kept
+/// every slot full and a restarted validator could not get back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_initial_flood_while_a_validator_restarts() {
+    let _serial = SERIAL.lock().await;
+    let (mut net, _c, load) = up().await;
+    let target: std::net::SocketAddr = net.genesis.validators[3]
+        .p2p_addr
+        .parse()
+        .expect("a socket address");
+    let flood = SilentInitialFlood::start(target, capture_initials(64).await.expect("Initials"))
+        .expect("the flood starts");
+    let t0 = Instant::now();
+    while flood.sent() < 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the flood did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        net.stop(1).is_some_and(|s| s.success()),
+        "SIGTERM stops validator 1"
+    );
+    let before = load.confirmed();
+    net.start(1).expect("validator 1 restarts");
+    wait_peers(&net, &[1, 3], 3, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "validator 1 did not reconnect to every peer under the flood ({} datagrams): {e}",
+                flood.sent()
+            )
+        });
+    load.advance(20, Duration::from_secs(60))
+        .await
+        .expect("honest txs commit during the flood");
+    assert!(load.confirmed() > before);
+    let url = net.url(3);
+    let retries = metric(&url, "stele_transport_retries_total").await;
+    let sent = flood.sent();
+    eprintln!("flood: {sent} datagrams; validator 3 sent {retries} Retries");
+    // Each datagram has its own source port: each is answered with a Retry (UDP on
+    // loopback may lose a few under load, hence not all).
+    assert!(retries >= 64.0, "{retries} Retries for {sent} datagrams");
+    for reason in [
+        "handshakes_busy",
+        "handshake_timeout",
+        "stranger_handshakes_busy",
+    ] {
+        let n = metric(
+            &url,
+            &format!("stele_transport_refused_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        assert_eq!(n, 0.0, "the flood took handshake slots: {reason} = {n}");
+    }
+    validator_within_bounds(&mut net, 3, "a silent-Initial flood");
+    drop(flood);
+    load.stop().await;
 }

@@ -9,6 +9,7 @@ use prometheus::{
     TextEncoder,
 };
 use stele_consensus::{Evidence, Reject};
+use stele_transport::{MetricsSnapshot, RejectReason};
 use stele_types::Message;
 
 /// Why a client tx was refused at `POST /txs` (the `reason` label).
@@ -26,7 +27,8 @@ pub const TX_REJECT_REASONS: [&str; 10] = [
 ];
 
 /// Rejections of validator traffic beyond the engine's own reasons: the transport's
-/// (oversized frames, bad handshakes, ...) and the node's (queue full).
+/// malformed frames (oversized, empty, truncated, unknown stream class; each reason also
+/// in `stele_transport_refused_total`) and the node's (verification queue full).
 pub const NODE_MESSAGE_REJECT_REASONS: [&str; 2] = ["transport", "inbound_full"];
 
 /// The node's metrics.
@@ -48,6 +50,9 @@ pub struct Metrics {
     pub peers: IntGauge,
     pub messages_received: IntCounterVec,
     pub messages_rejected: IntCounterVec,
+    pub transport_refused: IntCounterVec,
+    pub transport_retries: IntCounter,
+    pub transport_connect_failures: IntCounter,
     pub evidence: IntCounterVec,
     pub store_commit: Histogram,
     pub state_transfer_blocks: IntCounter,
@@ -171,6 +176,20 @@ impl Metrics {
                 "reason",
                 &message_rejects,
             ),
+            transport_refused: vec(
+                "stele_transport_refused_total",
+                "Frames, streams and connection attempts the QUIC transport refused, by reason.",
+                "reason",
+                &RejectReason::ALL.map(RejectReason::as_str),
+            ),
+            transport_retries: counter(
+                "stele_transport_retries_total",
+                "Connection attempts from addresses not yet validated, answered with a stateless QUIC Retry (every honest dial gets one; a spoofed flood gets nothing else).",
+            ),
+            transport_connect_failures: counter(
+                "stele_transport_connect_failures_total",
+                "Dials and handshakes that failed, refusals included.",
+            ),
             evidence: vec(
                 "stele_byzantine_evidence_total",
                 "Byzantine behaviour proven by signed messages, by kind.",
@@ -248,6 +267,9 @@ impl Metrics {
             Box::new(m.peers.clone()),
             Box::new(m.messages_received.clone()),
             Box::new(m.messages_rejected.clone()),
+            Box::new(m.transport_refused.clone()),
+            Box::new(m.transport_retries.clone()),
+            Box::new(m.transport_connect_failures.clone()),
             Box::new(m.evidence.clone()),
             Box::new(m.store_commit.clone()),
             Box::new(m.state_transfer_blocks.clone()),
@@ -289,6 +311,34 @@ impl Metrics {
     pub fn refuse_http(&self, reason: &str) {
         debug_assert!(HTTP_REFUSE_REASONS.contains(&reason), "{reason}");
         self.http_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Adds what the transport counted between two of its snapshots.
+    pub fn transport(&self, before: &MetricsSnapshot, now: &MetricsSnapshot) {
+        for reason in RejectReason::ALL {
+            let n = now.rejected(reason).saturating_sub(before.rejected(reason));
+            if n == 0 {
+                continue;
+            }
+            self.transport_refused
+                .with_label_values(&[reason.as_str()])
+                .inc_by(n);
+            if matches!(
+                reason,
+                RejectReason::Oversized
+                    | RejectReason::EmptyFrame
+                    | RejectReason::Truncated
+                    | RejectReason::UnknownClass
+            ) {
+                self.messages_rejected
+                    .with_label_values(&["transport"])
+                    .inc_by(n);
+            }
+        }
+        self.transport_retries
+            .inc_by(now.retries_sent.saturating_sub(before.retries_sent));
+        self.transport_connect_failures
+            .inc_by(now.connect_failures.saturating_sub(before.connect_failures));
     }
 
     pub fn reject_message(&self, reason: &str) {
@@ -346,6 +396,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn transport_refusals_are_counted_by_reason_and_frames_among_messages() {
+        let m = Metrics::new();
+        let before = MetricsSnapshot::default();
+        let mut now = before.clone();
+        now.rejected[RejectReason::ALL
+            .iter()
+            .position(|r| *r == RejectReason::HandshakeTimeout)
+            .expect("a reason")] = 3;
+        now.rejected[RejectReason::ALL
+            .iter()
+            .position(|r| *r == RejectReason::Oversized)
+            .expect("a reason")] = 2;
+        now.retries_sent = 64;
+        m.transport(&before, &now);
+        m.transport(&now, &now);
+        let refused = |r: &str| m.transport_refused.with_label_values(&[r]).get();
+        assert_eq!(refused("handshake_timeout"), 3);
+        assert_eq!(refused("oversized_frame"), 2);
+        assert_eq!(refused("handshakes_busy"), 0);
+        // A handshake is not a message; an oversized frame is.
+        assert_eq!(
+            m.messages_rejected.with_label_values(&["transport"]).get(),
+            2
+        );
+        assert_eq!(m.transport_retries.get(), 64);
+    }
+
+    #[test]
     fn every_labelled_series_exists_from_start() {
         let m = Metrics::new();
         let text = m.render();
@@ -364,6 +442,12 @@ mod tests {
                 )),
                 "{reason}"
             );
+        }
+        for reason in RejectReason::ALL {
+            assert!(text.contains(&format!(
+                "stele_transport_refused_total{{reason=\"{}\"}} 0",
+                reason.as_str()
+            )));
         }
         for kind in VOTE_KINDS {
             assert!(text.contains(&format!("stele_votes_sent_total{{kind=\"{kind}\"}} 0")));
@@ -390,6 +474,8 @@ mod tests {
             "stele_sig_verify_seconds_bucket",
             "stele_sig_verified_total",
             "stele_quorum_faults_tolerated",
+            "stele_transport_retries_total",
+            "stele_transport_connect_failures_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

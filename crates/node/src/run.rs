@@ -236,21 +236,17 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         let (t, m, s) = (transport.clone(), metrics.clone(), shared.clone());
         let q = vs.quorum() as i64;
         tokio::spawn(async move {
-            let mut seen_rejects = 0u64;
+            let mut seen = t.metrics().snapshot();
+            m.transport(&Default::default(), &seen);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let peers = t.connected().borrow().len() as i64;
                 m.peers.set(peers);
                 m.faults_tolerated.set((peers + 1 - q).max(0));
-                let snap = t.metrics().snapshot();
-                let rejects: u64 = snap.rejected.iter().sum();
-                if rejects > seen_rejects {
-                    m.messages_rejected
-                        .with_label_values(&["transport"])
-                        .inc_by(rejects - seen_rejects);
-                    seen_rejects = rejects;
-                }
+                let now = t.metrics().snapshot();
+                m.transport(&seen, &now);
+                seen = now;
                 let recovering = s
                     .status
                     .lock()

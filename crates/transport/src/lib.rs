@@ -17,6 +17,7 @@ pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod queue;
+pub mod testkit;
 pub mod transport;
 
 pub use fault::Faults;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use stele_crypto::{ChainId, KeyPair};
 use stele_transport::{
-    unix_ms, Faults, FrameClass, Inbound, InboundFrame, PeerEvent, QueueLimits, RejectReason,
-    SendOutcome, Transport, TransportConfig, Tuning,
+    testkit, unix_ms, Faults, FrameClass, Inbound, InboundFrame, PeerEvent, QueueLimits,
+    RejectReason, SendOutcome, Transport, TransportConfig, Tuning,
 };
 use stele_types::{max_frame_len, Genesis, Params, ReplicaId, ValidatorInfo};
 use tokio::time::timeout;
@@ -623,94 +623,12 @@ async fn fault_hook_drops_traffic_to_and_from_chosen_peers() {
     assert_eq!(&got.frame[..], b"healed");
 }
 
-/// A QUIC client endpoint speaking ALPN `stele/1` that trusts no certificate: enough
-/// to open handshakes, never to finish one.
 fn quic_client() -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![stele_transport::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    endpoint
-}
-
-/// Client Initial datagrams with distinct connection ids, captured from a real QUIC
-/// client dialling a socket that never answers: what a flooder replays.
-async fn capture_initials(count: usize) -> Vec<Vec<u8>> {
-    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let sink_addr = sink.local_addr().unwrap();
-    let endpoint = quic_client();
-    let mut dials = Vec::new();
-    let mut by_cid: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let mut buf = vec![0u8; 65536];
-    while by_cid.len() < count {
-        dials.push(endpoint.connect(sink_addr, "r3.stele").unwrap());
-        let (len, _) = timeout(DEADLINE, sink.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let d = &buf[..len];
-        // A QUIC v1 long-header Initial: flags 0b1100_xxxx, version, DCID length, DCID.
-        if d.len() < 1200 || d[0] & 0xF0 != 0xC0 || d[1..5] != 1u32.to_be_bytes() {
-            continue;
-        }
-        let cid = d[6..6 + usize::from(d[5])].to_vec();
-        by_cid.entry(cid).or_insert_with(|| d.to_vec());
-    }
-    drop(dials);
-    endpoint.close(0u32.into(), b"captured");
-    by_cid.into_values().collect()
-}
-
-/// Replays `initials` at `target`, `PER_TICK` every `TICK`, each from one of a pool of
-/// sockets (distinct source ports: what spoofed sources look like to the target),
-/// and never answers. Returns the task and the count of datagrams sent.
-fn silent_initial_flood(
-    target: SocketAddr,
-    initials: Vec<Vec<u8>>,
-) -> (
-    tokio::task::JoinHandle<()>,
-    Arc<std::sync::atomic::AtomicU64>,
-) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    const TICK: Duration = Duration::from_millis(20);
-    const PER_TICK: usize = 8;
-    let pool: Vec<UdpSocket> = (0..128)
-        .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
-    let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
-    let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
-        let (mut next_packet, mut next_socket) = (0usize, 0usize);
-        loop {
-            tick.tick().await;
-            for _ in 0..PER_TICK {
-                let d = &initials[next_packet % initials.len()];
-                let s = &pool[next_socket % pool.len()];
-                if s.send_to(d, target).is_ok() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                next_packet += 1;
-                next_socket += 1;
-            }
-        }
-    });
-    (task, sent)
+    testkit::quic_client().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
-    use std::sync::atomic::Ordering;
     let keys = keys(90, 4);
     let (socks, addrs) = sockets(4);
     let g = genesis(&keys, &addrs, small_params());
@@ -725,12 +643,9 @@ async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
 
     // Validator 3 accepts from everyone; the flood aims at it.
     let target = nodes[3].0.local_addr().unwrap();
-    let initials = capture_initials(64).await;
-    let (flood, sent) = silent_initial_flood(target, initials);
-    eventually("the flood is under way", || {
-        sent.load(Ordering::Relaxed) >= 200
-    })
-    .await;
+    let initials = testkit::capture_initials(64).await.unwrap();
+    let flood = testkit::SilentInitialFlood::start(target, initials).unwrap();
+    eventually("the flood is under way", || flood.sent() >= 200).await;
 
     // Validator 1 restarts (it dials validator 3) while the flood goes on.
     let addr_1 = nodes[1].0.local_addr().unwrap();
@@ -766,7 +681,7 @@ async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
         "validator 1 reconnected to 3 under the flood: {} after {took:?}; flood datagrams {}; \
          validator 3 refusals {:?}",
         reconnected.is_ok(),
-        sent.load(Ordering::Relaxed),
+        flood.sent(),
         m3.rejected
     );
     assert!(
@@ -790,7 +705,7 @@ async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
         let got = recv(&mut nodes[to as usize].1).await;
         assert_eq!((got.from, got.frame), (ReplicaId(from), f));
     }
-    flood.abort();
+    drop(flood);
 }
 
 /// Whether `d` is a client's QUIC v1 Initial carrying a token (the answer to a Retry).
