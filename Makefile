@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/stele-target
 CARGO ?= cargo
 CARGO_FLAGS ?=
 
-.PHONY: help setup test lint unit bench sim fuzz testnet build-bins
+.PHONY: help setup test lint unit bench attack-bench sim fuzz testnet build-bins
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,6 +33,15 @@ unit: ## the workspace's tests (unit, property, integration, the fault suite), t
 
 bench: setup ## criterion micro benchmarks (figures in README.md)
 	$(CARGO) bench --workspace $(CARGO_FLAGS)
+
+ATTACK_BENCH_TXS ?= 4000
+attack-bench: build-bins ## honest tx/s beside each attack vs before it (stele bench, ATTACK_BENCH_TXS txs each): the README's table
+	STELE_ATTACK_BENCH_TXS=$(ATTACK_BENCH_TXS) $(CARGO) test -p stele-tests --test attacks --test faults $(CARGO_FLAGS) -- \
+		--nocapture --test-threads 1 slowloris idle_connections large_json ten_thousand_waits \
+		silent_initial_flood fetch_flood evidence_flood 2>&1 | tee $(CARGO_TARGET_DIR)/attack-bench.log | grep -E '^(ATTACK-BENCH|test result|stele bench)'
+	@echo "| attack | unloaded tx/s | beside the attack tx/s | fraction |"
+	@echo "|---|---:|---:|---:|"
+	@grep '^ATTACK-BENCH |' $(CARGO_TARGET_DIR)/attack-bench.log | sed 's/^ATTACK-BENCH //'
 
 SIM_SEEDS ?= 100000
 sim: setup ## a long simulator campaign: make sim SIM_SEEDS=100000 (make test runs 1,000)

@@ -2,6 +2,7 @@
 //! made with `stele-node testnet init` in a temporary directory and driven over HTTP as a
 //! user would. Every wait is on a condition with a deadline, never a bare sleep.
 
+pub mod beside;
 pub mod chain;
 pub mod netns;
 pub mod torsion;

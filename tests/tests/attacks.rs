@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use stele_client::{Client, ClientConfig};
+use stele_tests::beside::{self, Baseline};
 use stele_tests::chain::{key, metric, open_fds, peak_rss_bytes, transfer, Load};
 use stele_tests::{http, wait_connected, wait_peers, Testnet};
 use stele_transport::testkit::{capture_initials, SilentInitialFlood};
@@ -29,8 +30,10 @@ const RSS_CAP: u64 = 512 << 20;
 /// open-file cap (512) and a margin for the QUIC socket, logs and threads.
 const FD_CAP: usize = 2048;
 
-async fn up() -> (Testnet, Client, Load) {
-    let mut net = Testnet::init(4, 8, "").expect("testnet init");
+/// A running testnet with honest load, and (with `STELE_ATTACK_BENCH_TXS` set) the
+/// honest rate `stele bench` measured on it before any attack.
+async fn up() -> (Testnet, Client, Load, Option<Baseline>) {
+    let mut net = Testnet::init(4, beside::TESTNET_ACCOUNTS, "").expect("testnet init");
     net.start_all().expect("start");
     wait_connected(&net, &[0, 1, 2, 3], Duration::from_secs(60))
         .await
@@ -40,7 +43,8 @@ async fn up() -> (Testnet, Client, Load) {
     load.advance(20, Duration::from_secs(60))
         .await
         .expect("honest txs commit before the attack");
-    (net, client, load)
+    let base = Baseline::measure(&net).await;
+    (net, client, load, base)
 }
 
 /// The attacked validator (0) is alive and within its bounds; returns its descriptor
@@ -121,7 +125,7 @@ async fn wait_closed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_and_honest_txs_commit() {
     let _serial = SERIAL.lock().await;
-    let (mut net, _c, load) = up().await;
+    let (mut net, _c, load, base) = up().await;
     let addr = net.genesis.validators[0].api_addr.clone();
     let before = load.confirmed();
     let mut socks = connect_many(&addr, 1000).await;
@@ -130,6 +134,7 @@ async fn slowloris_connections_are_cut_and_honest_txs_commit() {
             .write_all(b"POST /txs HTTP/1.1\r\nHost: v\r\nContent-Type: application/json\r\n")
             .await;
     }
+    let bench = beside::start(base, &net, "1,000 slowloris connections");
     // One more header byte a second, never the blank line that ends the header.
     let open = wait_closed(
         &mut net,
@@ -141,6 +146,7 @@ async fn slowloris_connections_are_cut_and_honest_txs_commit() {
         },
     )
     .await;
+    beside::finish(bench).await;
     assert_eq!(
         open, 0,
         "{open} of 1,000 connections still sending their header after 40 s"
@@ -179,7 +185,7 @@ async fn slowloris_connections_are_cut_and_honest_txs_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_capped_and_closed() {
     let _serial = SERIAL.lock().await;
-    let (mut net, _c, load) = up().await;
+    let (mut net, _c, load, base) = up().await;
     let addr = net.genesis.validators[0].api_addr.clone();
     let before = load.confirmed();
     // Two attacker processes of 10,000 connections each: one process may hold no more
@@ -193,6 +199,9 @@ async fn idle_connections_are_capped_and_closed() {
                 .expect("stele-attack starts")
         })
         .collect();
+    // The connections take a few seconds to open; the bench runs while they are held.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let bench = beside::start(base, &net, "20,000 idle connections");
     let start = Instant::now();
     let mut max_fds = 0;
     while start.elapsed() < Duration::from_secs(50)
@@ -203,6 +212,7 @@ async fn idle_connections_are_capped_and_closed() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         max_fds = max_fds.max(within_bounds(&mut net, "20,000 idle connections"));
     }
+    beside::finish(bench).await;
     let mut opened = 0;
     let mut left = 0;
     for a in attackers {
@@ -240,7 +250,7 @@ async fn idle_connections_are_capped_and_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_json_bodies_do_not_blow_up_memory() {
     let _serial = SERIAL.lock().await;
-    let (mut net, _c, load) = up().await;
+    let (mut net, _c, load, base) = up().await;
     let before = load.confirmed();
     // `[0,0,…]` just under the body limit: each element is two bytes of input and, held
     // as a generic JSON value, tens of bytes of memory.
@@ -254,29 +264,40 @@ async fn large_json_bodies_do_not_blow_up_memory() {
     let body = bytes::Bytes::from(body);
     let url = format!("{}/txs", net.url(0));
     let c = http();
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..32 {
-        let (c, url, body) = (c.clone(), url.clone(), body.clone());
-        set.spawn(async move {
-            let r = c
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("an answer");
-            let code = r.status().as_u16();
-            let v: serde_json::Value = r.json().await.expect("a JSON body");
-            (code, v)
-        });
+    // One round of 32; with a bench beside, rounds go on until it is done.
+    let bench = beside::start(base, &net, "32 concurrent 8 MiB JSON bodies");
+    let mut rounds = 0;
+    loop {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let (c, url, body) = (c.clone(), url.clone(), body.clone());
+            set.spawn(async move {
+                let r = c
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("an answer");
+                let code = r.status().as_u16();
+                let v: serde_json::Value = r.json().await.expect("a JSON body");
+                (code, v)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let (code, v) = r.expect("task");
+            assert!(
+                (400..=503).contains(&code) && v["reason"].is_string(),
+                "{code} {v}"
+            );
+        }
+        rounds += 1;
+        if bench.as_ref().is_none_or(|b| b.is_finished()) {
+            break;
+        }
     }
-    while let Some(r) = set.join_next().await {
-        let (code, v) = r.expect("task");
-        assert!(
-            (400..=503).contains(&code) && v["reason"].is_string(),
-            "{code} {v}"
-        );
-    }
+    beside::finish(bench).await;
+    eprintln!("{rounds} rounds of 32 bodies");
     within_bounds(&mut net, "32 concurrent 8 MiB JSON bodies");
     load.advance(20, Duration::from_secs(60))
         .await
@@ -288,7 +309,7 @@ async fn large_json_bodies_do_not_blow_up_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_waits_on_one_key_are_bounded() {
     let _serial = SERIAL.lock().await;
-    let (mut net, c, load) = up().await;
+    let (mut net, c, load, base) = up().await;
     let before = load.confirmed();
     // Nonce 1 of an account that never sends nonce 0: admitted as gapped, never final,
     // so every waiter would wait its whole 30 s.
@@ -320,6 +341,7 @@ async fn ten_thousand_waits_on_one_key_are_bounded() {
             }
         });
     }
+    let bench = beside::start(base, &net, "10,000 waits on one key");
     let mut max_fds = 0;
     let mut answers = std::collections::BTreeMap::<(u16, String), usize>::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -333,6 +355,7 @@ async fn ten_thousand_waits_on_one_key_are_bounded() {
             _ = tick.tick() => max_fds = max_fds.max(within_bounds(&mut net, "10,000 waits on one key")),
         }
     }
+    beside::finish(bench).await;
     eprintln!(
         "answers (code, reason): {answers:?}; validator 0 held at most {max_fds} descriptors"
     );
@@ -450,7 +473,7 @@ async fn oversized_bodies_get_a_readable_413_not_a_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_initial_flood_while_a_validator_restarts() {
     let _serial = SERIAL.lock().await;
-    let (mut net, _c, load) = up().await;
+    let (mut net, _c, load, base) = up().await;
     let target: std::net::SocketAddr = net.genesis.validators[3]
         .p2p_addr
         .parse()
@@ -479,6 +502,7 @@ async fn silent_initial_flood_while_a_validator_restarts() {
                 flood.sent()
             )
         });
+    beside::finish(beside::start(base, &net, "silent-Initial QUIC flood")).await;
     load.advance(20, Duration::from_secs(60))
         .await
         .expect("honest txs commit during the flood");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use stele_client::{verify_certified, Client, ClientConfig};
 use stele_crypto::KeyPair;
+use stele_tests::beside::{self, Baseline};
 use stele_tests::chain::{
     all_included, block, key, max_height, metric, metric_sum, metrics_text, progress_after,
     rss_bytes, same_height, statuses, Load,
@@ -396,9 +397,25 @@ async fn wiped_validator_recovers_and_votes_only_past_its_bounds() {
 /// Fault 7: one validator runs the `byzantine` test build of stele-node with `behaviour`.
 /// The other three keep agreeing under load; `check` gets the testnet and the honest
 /// ids for the behaviour's own checks, while the load still runs.
+/// The attack's name in the throughput figures.
+fn behaviour_name(behaviour: &str) -> &'static str {
+    match behaviour {
+        "flood-fetches" => "Byzantine validator flooding fetches",
+        "flood-evidence" => "Byzantine primary flooding evidence",
+        _ => "Byzantine validator",
+    }
+}
+
 async fn byzantine_run(bad: usize, behaviour: &str, check: impl AsyncFnOnce(&Testnet, &[usize])) {
     let _serial = SERIAL.lock().await;
-    let mut net = Testnet::init(4, 8, PARAMS).expect("testnet init");
+    // The floods' figure for the README (`make attack-bench`): the rate of an all-honest
+    // testnet first, then the rate beside the flood.
+    let base = if behaviour.starts_with("flood-") {
+        Baseline::fresh(PARAMS).await
+    } else {
+        None
+    };
+    let mut net = Testnet::init(4, beside::TESTNET_ACCOUNTS, PARAMS).expect("testnet init");
     let byz = bin("stele-node-byzantine");
     for i in 0..4 {
         if i == bad {
@@ -425,6 +442,7 @@ async fn byzantine_run(bad: usize, behaviour: &str, check: impl AsyncFnOnce(&Tes
     load.advance(300, Duration::from_secs(90))
         .await
         .unwrap_or_else(|e| panic!("{e}: {}", net.log_tail(honest[0])));
+    beside::finish(beside::start(base, &net, behaviour_name(behaviour))).await;
     check(&net, &honest).await;
     let confirmed = load.stop().await;
     agree_and_hold(&net, &honest, &confirmed).await;

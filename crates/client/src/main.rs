@@ -164,8 +164,8 @@ enum Command {
 const BENCH_ABOUT: &str = "\
 Load generator and benchmark.
 
-It loads accounts 0..M from DIR/clients/accountJ.pem (the testnet's funded accounts), asks \
-the validators for each account's next nonce, and pre-signs N transfers of 1 between those \
+It loads accounts K..K+M (K is --first-account, 0 by default) from DIR/clients/accountJ.pem \
+(the testnet's funded accounts), asks the validators for each account's next nonce, and pre-signs N transfers of 1 between those \
 accounts (round robin, contiguous nonces per account) with a progress bar. Then it measures \
 the verify ceiling and sends the txs in batches of B (POST /txs?wait=true to f+1 validators, \
 which relay to the rest): with --rate R open loop, batch k due k*B/R seconds after the start \
@@ -202,6 +202,10 @@ struct BenchArgs {
     /// Funded accounts to send from (DIR/clients/account0.pem ..), at least 2
     #[arg(long, value_name = "M", default_value_t = 64)]
     accounts: usize,
+    /// The first of the M accounts (DIR/clients/accountK.pem ..): leaves the ones before
+    /// it to other load running beside the bench (their nonces would collide)
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    first_account: usize,
     /// Offered load in tx/s, open loop; without it, as fast as the nodes take them
     #[arg(long, value_name = "R", conflicts_with = "sweep")]
     rate: Option<f64>,
@@ -1085,13 +1089,15 @@ async fn bench(g: &Global, args: &BenchArgs, out: Out) -> Result<ExitCode> {
     }
     let funded = client.genesis().accounts.len();
     let mut keys = Vec::with_capacity(args.accounts);
-    for j in 0..args.accounts {
+    for j in args.first_account..args.first_account.saturating_add(args.accounts) {
         let path = testnet_account_key(&g.testnet, j);
         let key = KeyPair::load(&path).with_context(|| {
             format!(
-                "loading bench account {j} of {} from {} (the testnet has {funded} funded \
-                 accounts; use fewer with --accounts)",
-                args.accounts,
+                "loading bench account {j} (accounts {}..{}) from {} (the testnet has \
+                 {funded} funded accounts; use fewer with --accounts or a lower \
+                 --first-account)",
+                args.first_account,
+                args.first_account.saturating_add(args.accounts),
                 path.display()
             )
         })?;
