@@ -503,7 +503,11 @@ async fn fetch_flood_is_rate_limited_and_the_others_agree() {
         wait_for(
             Duration::from_secs(120),
             "the chain passes height 200",
-            async || (max_height(net, honest).await >= 200).then_some(()),
+            async || {
+                let h = max_height(net, honest).await;
+                eprintln!("DBG height {h} {:?}", std::time::SystemTime::now());
+                (h >= 200).then_some(())
+            },
         )
         .await
         .expect("the honest validators commit under the flood");

@@ -1,9 +1,10 @@
 //! The engine's thread: the single owner of the PBFT engine, feeding it inputs and
 //! carrying out its actions in order.
 //!
-//! A thin loop (STYLE.md): take inputs from two bounded channels (consensus messages on
-//! one, txs and lookups on the other, so tx traffic cannot fill the queue consensus waits
-//! in), tick the timers, drain the actions. A `Persist` is written and synced before any send after it in the same
+//! A thin loop (STYLE.md): take inputs from bounded lanes (each peer's messages on its
+//! own, taken in turn, so a flooding peer delays no one else's; txs and lookups on
+//! another, so tx traffic cannot fill the lanes consensus waits in), tick the timers,
+//! drain the actions. A `Persist` is written and synced before any send after it in the same
 //! drain; a `Deliver` executes the block over the store and commits it in one synced
 //! write before the engine hears `on_executed`. Admission and classification of client
 //! txs happen here because the engine owns the pending set they are judged against.
@@ -34,29 +35,37 @@ use tracing::{error, info, warn};
 use crate::cache::{VerifiedTxs, Waiters};
 use crate::metrics::Metrics;
 
-/// Consensus inputs (validators' messages, the stop) queued for the engine thread.
-pub const INPUT_QUEUE: usize = 16_384;
+/// Validator messages queued for the engine thread, per peer: a peer that floods fills
+/// its own lane only, and the engine thread takes the lanes in turn, so the others'
+/// messages never wait behind its backlog.
+pub const PEER_QUEUE: usize = 4_096;
+/// The engine thread's own inputs (the stop, the doorbell).
+const CONTROL_QUEUE: usize = 64;
 /// Tx inputs (client submissions and lookups, txs relayed by validators) queued for the
 /// engine thread, apart from consensus inputs: a flood of txs fills this queue and is
 /// refused (`overloaded`) while consensus messages still find room in theirs.
 pub const TX_QUEUE: usize = 4_096;
-/// Most consensus inputs handled before the timers are looked at again.
+/// Most validator messages handled before the timers are looked at again.
 const INPUT_BURST: usize = 512;
 /// Most tx inputs handled per turn of the loop: consensus inputs go first.
 const TX_BURST: usize = 256;
 
-/// The sending side of the tx queue. A send rings the engine thread's doorbell (one
-/// [`Input::Wake`] in the consensus queue, however many txs wait), so a tx is handled at
-/// once on an idle node and can take at most one slot of the consensus queue.
+/// The sending side of one lane into the engine thread (the tx lane, or a peer's). A
+/// send rings the engine thread's doorbell (one [`Input::Wake`] in the control queue,
+/// however many inputs wait), so an input is handled at once on an idle node, and no
+/// lane can fill the queue the others' doorbells and the stop go through.
 #[derive(Debug, Clone)]
-pub struct TxInputs {
+pub struct Lane {
     queue: SyncSender<Input>,
     doorbell: SyncSender<Input>,
     rung: Arc<AtomicBool>,
 }
 
-impl TxInputs {
-    /// Queues `input` unless the tx queue is full (client inputs: the caller refuses).
+/// The tx lane: client txs, lookups and relays.
+pub type TxInputs = Lane;
+
+impl Lane {
+    /// Queues `input` unless the lane is full (client inputs: the caller refuses).
     pub fn try_send(&self, input: Input) -> Result<(), TxQueueError> {
         self.queue.try_send(input).map_err(|e| match e {
             TrySendError::Full(_) => TxQueueError::Full,
@@ -66,8 +75,8 @@ impl TxInputs {
         Ok(())
     }
 
-    /// Queues `input`, waiting while the tx queue is full (relays: backpressure on the
-    /// relay worker only).
+    /// Queues `input`, waiting while the lane is full (validator messages and relays:
+    /// backpressure on that peer's verification only).
     pub fn send(&self, input: Input) -> Result<(), TxQueueError> {
         self.queue.send(input).map_err(|_| TxQueueError::Stopped)?;
         self.ring();
@@ -75,51 +84,114 @@ impl TxInputs {
     }
 
     fn ring(&self) {
-        // The engine thread clears `rung` before it drains the tx queue: an input queued
+        // The engine thread clears `rung` before it drains the lanes: an input queued
         // after that drain began either is seen by it or finds `rung` clear and rings.
         if !self.rung.swap(true, Ordering::SeqCst) {
-            // Full: the engine thread is busy and drains the tx queue on its next turn.
+            // Full: the engine thread is busy and drains the lanes on its next turn.
             let _ = self.doorbell.try_send(Input::Wake);
         }
     }
 }
 
-/// Why a tx input was not queued (the input itself is dropped).
+/// Why an input was not queued (the input itself is dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxQueueError {
-    /// The tx queue is full: the engine thread is behind.
+    /// The lane is full: the engine thread is behind.
     Full,
     /// The engine thread has stopped.
     Stopped,
 }
 
-/// The engine thread's receiving side: consensus inputs and tx inputs.
+/// One lane per peer, indexed by validator id.
+#[derive(Debug, Clone)]
+pub struct PeerInputs {
+    lanes: Vec<Lane>,
+}
+
+impl PeerInputs {
+    /// Queues a verified message from `from`, waiting while that peer's lane is full.
+    pub fn send(&self, from: ReplicaId, input: Input) -> Result<(), TxQueueError> {
+        self.lanes
+            .get(from.index())
+            .ok_or(TxQueueError::Stopped)?
+            .send(input)
+    }
+}
+
+/// The engine thread's receiving side: its control queue, the peers' lanes and the tx
+/// lane.
 #[derive(Debug)]
 pub struct Inputs {
-    consensus: Receiver<Input>,
+    control: Receiver<Input>,
+    peers: Vec<Receiver<Input>>,
+    /// The lane the next drain starts at, so no peer is always served first.
+    next_peer: usize,
     txs: Receiver<Input>,
     rung: Arc<AtomicBool>,
 }
 
-/// The engine thread's two queues: the consensus sender (verification workers, the
-/// stop), the tx sender (HTTP API, relay worker), and the engine thread's side.
-pub fn input_queues() -> (SyncSender<Input>, TxInputs, Inputs) {
-    input_queues_sized(INPUT_QUEUE, TX_QUEUE)
+impl Inputs {
+    /// Handles up to [`INPUT_BURST`] validator messages, one from each non-empty lane in
+    /// turn; true when inputs were left waiting.
+    fn drain_peers(&mut self, mut handle: impl FnMut(Input) -> bool) -> bool {
+        let n = self.peers.len();
+        let mut handled = 0;
+        loop {
+            let mut any = false;
+            for k in 0..n {
+                let p = (self.next_peer + k) % n;
+                if let Ok(input) = self.peers[p].try_recv() {
+                    any = true;
+                    handled += 1;
+                    if !handle(input) || handled >= INPUT_BURST {
+                        self.next_peer = (p + 1) % n;
+                        return true;
+                    }
+                }
+            }
+            if !any {
+                return false;
+            }
+        }
+    }
 }
 
-fn input_queues_sized(consensus: usize, txs: usize) -> (SyncSender<Input>, TxInputs, Inputs) {
-    let (ctx, crx) = sync_channel(consensus);
-    let (ttx, trx) = sync_channel(txs);
+/// The engine thread's queues for `n` validators: the control sender (the stop), the
+/// peers' lanes (the verification pool), the tx lane (HTTP API, relays), and the engine
+/// thread's side.
+pub fn input_queues(n: usize) -> (SyncSender<Input>, PeerInputs, TxInputs, Inputs) {
+    input_queues_sized(n, PEER_QUEUE, TX_QUEUE)
+}
+
+fn input_queues_sized(
+    n: usize,
+    peer: usize,
+    txs: usize,
+) -> (SyncSender<Input>, PeerInputs, TxInputs, Inputs) {
+    let (ctx, crx) = sync_channel(CONTROL_QUEUE);
     let rung = Arc::new(AtomicBool::new(false));
+    let lane = |size: usize| {
+        let (tx, rx) = sync_channel(size);
+        (
+            Lane {
+                queue: tx,
+                doorbell: ctx.clone(),
+                rung: rung.clone(),
+            },
+            rx,
+        )
+    };
+    let (peer_lanes, peer_rx): (Vec<Lane>, Vec<Receiver<Input>>) =
+        (0..n).map(|_| lane(peer)).unzip();
+    let (tx_lane, trx) = lane(txs);
     (
-        ctx.clone(),
-        TxInputs {
-            queue: ttx,
-            doorbell: ctx,
-            rung: rung.clone(),
-        },
+        ctx,
+        PeerInputs { lanes: peer_lanes },
+        tx_lane,
         Inputs {
-            consensus: crx,
+            control: crx,
+            peers: peer_rx,
+            next_peer: 0,
             txs: trx,
             rung,
         },
@@ -222,7 +294,7 @@ struct Loop {
 }
 
 impl Driver {
-    /// Runs until stopped, halted, or the consensus input channel closes.
+    /// Runs until stopped, halted, or the control channel closes.
     pub fn run(self, rx: Inputs) -> Exit {
         let params = self.genesis.params.clone();
         let mut l = Loop {
@@ -236,11 +308,12 @@ impl Driver {
         };
         l.drive();
         l.publish();
-        // Tx inputs left over after a full TX_BURST: do not sleep on the consensus queue.
-        let mut tx_backlog = false;
+        // Inputs left over after a full burst: do not sleep on the control queue.
+        let mut backlog = false;
+        let mut rx = rx;
         while l.exit.is_none() {
             let now = now_ms(l.d.start);
-            let wait = if tx_backlog {
+            let wait = if backlog {
                 0
             } else {
                 l.d.engine
@@ -248,24 +321,22 @@ impl Driver {
                     .map_or(100, |t| t.saturating_sub(now))
                     .min(100)
             };
-            match rx.consensus.recv_timeout(Duration::from_millis(wait)) {
+            match rx.control.recv_timeout(Duration::from_millis(wait)) {
                 Ok(input) => {
                     l.handle(input);
-                    for _ in 0..INPUT_BURST {
-                        if l.exit.is_some() {
-                            break;
-                        }
-                        match rx.consensus.try_recv() {
-                            Ok(input) => l.handle(input),
-                            Err(_) => break,
-                        }
+                    while let Ok(input) = rx.control.try_recv() {
+                        l.handle(input);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => l.exit = Some(Exit::Stopped),
             }
             rx.rung.store(false, Ordering::SeqCst);
-            tx_backlog = true;
+            backlog = rx.drain_peers(|input| {
+                l.handle(input);
+                l.exit.is_none()
+            });
+            let mut txs_left = true;
             for _ in 0..TX_BURST {
                 if l.exit.is_some() {
                     break;
@@ -273,11 +344,12 @@ impl Driver {
                 match rx.txs.try_recv() {
                     Ok(input) => l.handle(input),
                     Err(_) => {
-                        tx_backlog = false;
+                        txs_left = false;
                         break;
                     }
                 }
             }
+            backlog |= txs_left;
             let (now, unix) = l.clock();
             l.d.engine.on_tick(now, unix);
             l.drive();
@@ -794,35 +866,67 @@ mod tests {
     }
 
     #[test]
-    fn tx_traffic_cannot_fill_the_consensus_queue() {
-        let (consensus, txs, rx) = input_queues_sized(4, 16);
+    fn tx_traffic_cannot_fill_the_control_queue() {
+        let (control, _peers, txs, rx) = input_queues_sized(4, 4, 16);
         let mut queued = 0;
         while txs.try_send(lookup()).is_ok() {
             queued += 1;
             assert!(queued <= 16, "the tx queue is bounded");
         }
         assert_eq!(queued, 16);
-        // Sixteen txs rang the doorbell once: three of four consensus slots are free.
-        for _ in 0..3 {
-            consensus
-                .try_send(Input::Stop)
-                .expect("room for consensus inputs under a tx flood");
+        // Sixteen txs rang the doorbell once: the stop still finds room.
+        control
+            .try_send(Input::Stop)
+            .expect("room for the stop under a tx flood");
+        assert!(matches!(rx.control.try_recv(), Ok(Input::Wake)));
+        assert!(matches!(rx.control.try_recv(), Ok(Input::Stop)));
+    }
+
+    fn stop() -> Input {
+        Input::Stop
+    }
+
+    #[test]
+    fn a_flooding_peer_fills_its_own_lane_and_the_others_are_taken_in_turn() {
+        let (_control, peers, _txs, mut rx) = input_queues_sized(4, 8, 16);
+        // Peer 1 floods: its lane takes 8, then refuses (the sender would wait).
+        let mut flood = 0;
+        while peers.lanes[1].try_send(lookup()).is_ok() {
+            flood += 1;
+            assert!(flood <= 8, "a lane is bounded");
         }
-        assert!(matches!(rx.consensus.try_recv(), Ok(Input::Wake)));
-        assert!(matches!(rx.consensus.try_recv(), Ok(Input::Stop)));
+        assert_eq!(flood, 8);
+        assert_eq!(peers.lanes[1].try_send(lookup()), Err(TxQueueError::Full));
+        // Peers 0 and 2 still get in, and the drain takes one of each in turn: the
+        // honest messages are among the first three, not behind the eight.
+        peers.send(ReplicaId(0), stop()).expect("room");
+        peers.send(ReplicaId(2), stop()).expect("room");
+        let mut order = Vec::new();
+        let left = rx.drain_peers(|input| {
+            order.push(matches!(input, Input::Stop));
+            true
+        });
+        assert!(!left);
+        assert_eq!(order.len(), 10);
+        assert_eq!(order.iter().take(3).filter(|s| **s).count(), 2, "{order:?}");
+        assert_eq!(
+            peers.send(ReplicaId(9), stop()),
+            Err(TxQueueError::Stopped),
+            "no lane for an unknown id"
+        );
     }
 
     #[test]
     fn a_tx_queued_after_a_drain_rings_again() {
-        let (_consensus, txs, rx) = input_queues_sized(4, 16);
+        let (_control, _peers, txs, rx) = input_queues_sized(4, 4, 16);
         txs.try_send(lookup()).expect("room");
-        assert!(matches!(rx.consensus.try_recv(), Ok(Input::Wake)));
+        assert!(matches!(rx.control.try_recv(), Ok(Input::Wake)));
         // The engine thread's turn: clear the bell, then drain.
         rx.rung.store(false, Ordering::SeqCst);
         while rx.txs.try_recv().is_ok() {}
         txs.try_send(lookup()).expect("room");
         assert!(
-            matches!(rx.consensus.try_recv(), Ok(Input::Wake)),
+            matches!(rx.control.try_recv(), Ok(Input::Wake)),
             "a tx after the drain wakes the engine thread"
         );
         assert!(rx.txs.try_recv().is_ok());

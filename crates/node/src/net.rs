@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +18,7 @@ use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHas
 use tracing::debug;
 
 use crate::cache::VerifiedTxs;
-use crate::driver::{Input, TxInputs};
+use crate::driver::{Input, PeerInputs, TxInputs};
 use crate::metrics::Metrics;
 use crate::pool::{PoolError, VerifyPool};
 
@@ -113,8 +112,9 @@ fn record(metrics: &Metrics, counting: &Counting<'_>, t0: Instant) {
 /// What verifying a validator message needs, shared by the pool's jobs.
 #[derive(Debug)]
 pub struct Ctx {
-    /// The engine thread's consensus queue (waited on when full: backpressure, not loss).
-    pub engine: SyncSender<Input>,
+    /// The engine thread's lanes, one per peer (waited on when full: backpressure on
+    /// that peer only, not loss).
+    pub engine: PeerInputs,
     /// The engine thread's tx queue, for relayed txs.
     pub tx_queue: TxInputs,
     pub genesis: Genesis,
@@ -216,11 +216,14 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
             }
         }
         _ => {
-            let _ = ctx.engine.send(Input::Message {
-                from: f.from,
-                arrival_unix_ms: f.arrival_unix_ms,
-                msg: v,
-            });
+            let _ = ctx.engine.send(
+                f.from,
+                Input::Message {
+                    from: f.from,
+                    arrival_unix_ms: f.arrival_unix_ms,
+                    msg: v,
+                },
+            );
         }
     }
 }

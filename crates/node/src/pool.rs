@@ -21,6 +21,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+/// Most consensus jobs taken in a row while tx work waits.
+pub const CONSENSUS_STREAK: usize = 8;
 /// Most client txs one pool job verifies; a request with more is split.
 pub const CLIENT_CHUNK: usize = 256;
 /// Most client jobs waiting; past it a request is refused as busy (503).
@@ -72,6 +74,8 @@ struct State {
     relays: VecDeque<Job>,
     clients: VecDeque<Job>,
     tx_running: usize,
+    /// Consensus jobs taken since the last tx job.
+    streak: usize,
     stopped: bool,
 }
 
@@ -105,6 +109,11 @@ impl Inner {
 
 impl State {
     fn take(&mut self, tx_threads: usize) -> Option<(Job, Taken)> {
+        if self.streak >= CONSENSUS_STREAK {
+            if let Some(t) = self.take_tx(tx_threads) {
+                return Some(t);
+            }
+        }
         let n = self.peers.len();
         for k in 0..n {
             let p = (self.next_peer + k) % n;
@@ -115,16 +124,24 @@ impl State {
             if let Some(job) = q.jobs.pop_front() {
                 q.busy = true;
                 self.next_peer = (p + 1) % n;
+                self.streak += 1;
                 return Some((job, Taken::Peer(p)));
             }
         }
-        if self.tx_running < tx_threads {
-            if let Some(job) = self.relays.pop_front().or_else(|| self.clients.pop_front()) {
-                self.tx_running += 1;
-                return Some((job, Taken::Tx));
-            }
+        self.take_tx(tx_threads)
+    }
+
+    fn take_tx(&mut self, tx_threads: usize) -> Option<(Job, Taken)> {
+        if self.tx_running >= tx_threads {
+            return None;
         }
-        None
+        let job = self
+            .relays
+            .pop_front()
+            .or_else(|| self.clients.pop_front())?;
+        self.tx_running += 1;
+        self.streak = 0;
+        Some((job, Taken::Tx))
     }
 
     fn idle(&self) -> bool {
@@ -146,6 +163,7 @@ impl VerifyPool {
                 relays: VecDeque::new(),
                 clients: VecDeque::new(),
                 tx_running: 0,
+                streak: 0,
                 stopped: false,
             }),
             ready: Condvar::new(),
@@ -382,6 +400,41 @@ mod tests {
         let inner = pool.inner.clone();
         drop(pool);
         assert!(inner.lock().stopped);
+    }
+
+    #[test]
+    fn client_work_waits_behind_at_most_a_streak_of_consensus_work() {
+        let pool = VerifyPool::start(1, 4, 64).expect("pool");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (open, blocker) = gate();
+        pool.consensus(0, blocker).expect("queued");
+        while !pool.inner.lock().peers[0].busy {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Three peers with a backlog each, then one client job.
+        for i in 0..30 {
+            pool.consensus(1 + i % 3, log_job(&log, format!("peer {}", 1 + i % 3)))
+                .expect("queued");
+        }
+        let (p, l) = (pool.clone(), log_job(&log, "client".into()));
+        let client = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(p.client(l))
+        });
+        while pool.inner.lock().clients.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(open);
+        let ran = wait_for(&log, 31);
+        let at = ran
+            .iter()
+            .position(|l| l == "client")
+            .expect("the client job ran");
+        // The blocker counted as the first of the streak.
+        assert!(at < CONSENSUS_STREAK, "client job ran {at}th: {ran:?}");
+        assert_eq!(client.join().expect("thread"), Ok(()));
     }
 
     #[test]

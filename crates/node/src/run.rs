@@ -184,7 +184,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         peer_height: Mutex::new(Height(0)),
     });
     let vs = genesis.validator_set();
-    let (engine_tx, tx_inputs, engine_rx) = input_queues();
+    let (engine_tx, peer_inputs, tx_inputs, engine_rx) = input_queues(vs.n());
 
     // One verification pool for every signature the node checks, consensus first.
     let pool = VerifyPool::start(VerifyPool::default_threads(), vs.n(), net::PEER_QUEUE)
@@ -193,7 +193,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         inbound,
         pool.clone(),
         Arc::new(net::Ctx {
-            engine: engine_tx.clone(),
+            engine: peer_inputs,
             tx_queue: tx_inputs.clone(),
             genesis: genesis.clone(),
             validators: vs.clone(),
