@@ -68,6 +68,11 @@ impl Baseline {
     /// Measures the rate on `net` before an attack, if benches are asked for.
     pub async fn measure(net: &Testnet) -> Option<Baseline> {
         let txs = txs()?;
+        // A first run on a fresh testnet is slower (cold caches, RocksDB's first
+        // compactions): warm up, so the figure compares like with like.
+        if let Err(e) = rate(&net.net_dir(), txs / 4 + 1).await {
+            eprintln!("ATTACK-BENCH warm-up failed: {e:#}");
+        }
         match rate(&net.net_dir(), txs).await {
             Ok(unloaded) => Some(Baseline { txs, unloaded }),
             Err(e) => {
