@@ -61,8 +61,17 @@ impl PublicKey {
     /// Whether the key decodes (as ZIP-215 decodes: y may be ≥ p) to a point of small
     /// order. ZIP-215 accepts a signature with s = 0 and a small-order R under such a key
     /// for every message, so anyone could sign for it: it must never hold funds or vote.
+    ///
+    /// Every transfer's recipient is checked, so this compares against the few encodings
+    /// of small-order points (at most 32) instead of decompressing the key: the
+    /// decompression and cofactor multiplication were a tenth of a validator's CPU.
     pub fn is_small_order(&self) -> bool {
-        curve25519_dalek::edwards::CompressedEdwardsY(self.0)
+        small_order_encodings().contains(&self.0)
+    }
+
+    /// The definition [`PublicKey::is_small_order`] is built from and tested against.
+    fn decodes_to_small_order(bytes: &[u8; PUBLIC_KEY_LEN]) -> bool {
+        curve25519_dalek::edwards::CompressedEdwardsY(*bytes)
             .decompress()
             .is_some_and(|p| p.is_small_order())
     }
@@ -71,6 +80,51 @@ impl PublicKey {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+}
+
+/// Every 32-byte string that decodes, as ZIP-215 decodes, to a point of small order.
+///
+/// Decoding takes the low 255 bits as y (reduced mod p, so y and y + p name one point)
+/// and the top bit as the sign of x. An encoding of a small-order point P therefore has
+/// y ∈ {y_P, y_P + p} (y_P + 2p does not fit in 255 bits) and either sign bit: four
+/// candidates for each of the eight points. The candidates that really decode to a
+/// small-order point are kept, so the list is exact, not an approximation.
+fn small_order_encodings() -> &'static [[u8; PUBLIC_KEY_LEN]] {
+    static LIST: std::sync::OnceLock<Vec<[u8; PUBLIC_KEY_LEN]>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        // p = 2^255 − 19, little-endian.
+        let mut p = [0xffu8; PUBLIC_KEY_LEN];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        let mut out = Vec::new();
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            let canonical = point.compress().0;
+            let mut y = canonical;
+            y[31] &= 0x7f;
+            let mut ys = vec![y];
+            // y + p, when it stays below 2^255.
+            let mut sum = [0u8; PUBLIC_KEY_LEN];
+            let mut carry = 0u16;
+            for i in 0..PUBLIC_KEY_LEN {
+                let s = u16::from(y[i]) + u16::from(p[i]) + carry;
+                sum[i] = s as u8;
+                carry = s >> 8;
+            }
+            if carry == 0 && sum[31] & 0x80 == 0 {
+                ys.push(sum);
+            }
+            for y in ys {
+                for sign in [0u8, 0x80] {
+                    let mut e = y;
+                    e[31] |= sign;
+                    if PublicKey::decodes_to_small_order(&e) && !out.contains(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        out
+    })
 }
 
 impl fmt::Display for PublicKey {
@@ -466,6 +520,49 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn the_small_order_list_agrees_with_decompression() {
+        let list = small_order_encodings();
+        // 8 canonical points; y = 0 and y = 1 also have a y + p encoding; and each
+        // with either sign bit (x = 0 decodes with both).
+        assert!(
+            list.len() >= 8 && list.len() <= 32,
+            "{} encodings",
+            list.len()
+        );
+        for e in list {
+            assert!(PublicKey::decodes_to_small_order(e));
+            assert!(PublicKey(*e).is_small_order());
+        }
+        // Every neighbour of a listed encoding (one bit flipped), and random keys, get
+        // the verdict decompression gives.
+        let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(215);
+        let mut probes: Vec<[u8; PUBLIC_KEY_LEN]> = Vec::new();
+        for e in list {
+            for bit in 0..256 {
+                let mut x = *e;
+                x[bit / 8] ^= 1 << (bit % 8);
+                probes.push(x);
+            }
+        }
+        for _ in 0..20_000 {
+            let mut x = [0u8; PUBLIC_KEY_LEN];
+            rand::RngCore::fill_bytes(&mut rng, &mut x);
+            probes.push(x);
+        }
+        for x in probes {
+            assert_eq!(
+                PublicKey(x).is_small_order(),
+                PublicKey::decodes_to_small_order(&x),
+                "{}",
+                hex::encode(x)
+            );
+        }
+        // A real key is not small-order.
+        let k = KeyPair::generate();
+        assert!(!k.public().is_small_order());
+    }
 
     // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`: a valid PKCS#8
     // key of the wrong type.
