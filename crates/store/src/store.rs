@@ -6,6 +6,7 @@
 //! is visible before all of it is, and `commit_block` returns only after the WAL is
 //! synced (unless the config turns sync off, which gives up durability).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -82,7 +83,14 @@ pub struct Store {
     /// Serialises `persist`, so a checkpoint's regression check and its write are one
     /// step.
     pub(crate) durable_lock: Mutex<()>,
+    /// Digests of the latest committed blocks by height. A receipt names its block's
+    /// digest, and every tx that commits is asked for one or more times; reading it
+    /// from the certificate decoded three signed COMMITs per receipt.
+    pub(crate) recent_digests: Mutex<BTreeMap<Height, Digest>>,
 }
+
+/// How many of the latest blocks' digests [`Store`] keeps in memory.
+const RECENT_DIGESTS: usize = 4096;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,6 +182,7 @@ impl Store {
                 state_digest: initial.state_digest,
             }),
             durable_lock: Mutex::new(()),
+            recent_digests: Mutex::new(BTreeMap::new()),
         };
         let tip = match store.get_block_entry(Height(0))? {
             None => {
@@ -308,6 +317,14 @@ impl Store {
             height,
             state_digest,
         };
+        let mut recent = self
+            .recent_digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        recent.insert(height, block_digest);
+        while recent.len() > RECENT_DIGESTS {
+            recent.pop_first();
+        }
         Ok(())
     }
 
@@ -568,20 +585,31 @@ impl Store {
         } else {
             return Ok(None);
         };
-        let cert = self
-            .certificate(location.height)?
-            .ok_or_else(|| StoreError::Inconsistent {
-                path: self.path.clone(),
-                problem: format!(
-                    "tx {hash} is indexed at height {}, which has no certificate",
-                    location.height
-                ),
-            })?;
+        let recent = self
+            .recent_digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&location.height)
+            .copied();
+        let block_digest = match recent {
+            Some(d) => d,
+            None => {
+                self.certificate(location.height)?
+                    .ok_or_else(|| StoreError::Inconsistent {
+                        path: self.path.clone(),
+                        problem: format!(
+                            "tx {hash} is indexed at height {}, which has no certificate",
+                            location.height
+                        ),
+                    })?
+                    .digest
+            }
+        };
         let receipt = Receipt {
             tx_hash: hash,
             height: location.height,
             index: location.index,
-            block_digest: cert.digest,
+            block_digest,
             result,
             replica,
         };

@@ -183,6 +183,13 @@ fn receipts_name_the_application_or_the_tx_that_used_the_nonce() {
     );
     assert_eq!(s.receipt(&gapped, me).unwrap(), None);
     assert_eq!(s.receipt(&pay(a, 9, sender(1), 1), me).unwrap(), None);
+
+    // Reopened, the digests of recent blocks are no longer in memory: the receipts read
+    // them from the certificates and say the same.
+    drop(s);
+    let s = open(dir.path()).unwrap();
+    assert_eq!(s.receipt(&winner, me).unwrap().unwrap(), r);
+    assert_eq!(s.receipt(&loser, me).unwrap().unwrap(), stale);
 }
 
 /// A receipt read while its block commits is either not there yet or whole: never a
