@@ -2117,17 +2117,24 @@ impl Engine {
             let Some(below) = self.known_below(n) else {
                 return;
             };
+            // The batch delay adapts to load. With no block of ours in flight, waiting
+            // only adds latency: a lone tx goes at once. While blocks are in flight, txs
+            // gather until the pipeline drains, the block is full, or the oldest has
+            // waited max_batch_delay_ms. The block is selected only once it is due.
             let max_txs = self.params.max_block_txs as usize;
+            let idle = n == self.delivered.next();
+            if !idle && self.pending.ready_len() < max_txs {
+                let since = self.pending.oldest_proposable_since().unwrap_or(now);
+                let due = since.saturating_add(self.params.max_batch_delay_ms);
+                if now < due {
+                    self.set_timer(Timer::BatchFlush, due);
+                    return;
+                }
+            }
             let txs = self
                 .pending
                 .select(max_txs, self.params.max_block_bytes as usize);
             if txs.is_empty() {
-                return;
-            }
-            let since = self.pending.oldest_proposable_since().unwrap_or(now);
-            let due = since + self.params.max_batch_delay_ms;
-            if txs.len() < max_txs && now < due {
-                self.set_timer(Timer::BatchFlush, due);
                 return;
             }
             self.timers.remove(&Timer::BatchFlush);

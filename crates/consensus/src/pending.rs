@@ -209,6 +209,34 @@ impl Pending {
             .unwrap_or_default()
     }
 
+    /// The sender's next nonce counting its txs in blocks in flight here (DESIGN.md,
+    /// "Requests"): `executed_next` (its account's nonce in executed state) moved past
+    /// every contiguous nonce whose tx sits in a block pre-prepared or committed but not
+    /// yet executed. Classified against executed state alone, a sender's next tx waited
+    /// for the block before it to execute, so about one block was ever in flight.
+    pub fn next_nonce(&self, sender: &PublicKey, executed_next: Nonce) -> Nonce {
+        let mut next = executed_next;
+        let Some(nonces) = self.by_sender.get(sender) else {
+            return next;
+        };
+        for (nonce, hashes) in nonces.range(executed_next..) {
+            if *nonce != next {
+                break;
+            }
+            let in_block = hashes.iter().any(|h| {
+                self.entries
+                    .get(h)
+                    .is_some_and(|e| (e.in_flight || e.committed) && !e.shadowed)
+            });
+            if !in_block {
+                break;
+            }
+            next = next.next();
+        }
+        debug_assert!(next >= executed_next);
+        next
+    }
+
     /// Marks the txs of a committed block: no longer tracked or proposable; txs with the
     /// same (sender, nonce) are shadowed until execution says what became of them.
     pub fn mark_committed(&mut self, txs: &[Transaction]) {
@@ -320,6 +348,12 @@ impl Pending {
     /// Whether some tx could be proposed now.
     pub fn has_proposable(&self) -> bool {
         !self.ready.is_empty()
+    }
+
+    /// How many txs could start a block now (each sender's contiguous successors, which
+    /// a block may carry too, are not counted).
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
     }
 
     /// Earliest `since` of a proposable tx (for the batch delay).
@@ -516,6 +550,56 @@ mod tests {
             tx_hash(order_a.last().expect("50")),
             successor,
             "a successor that became executable later goes after the older txs"
+        );
+    }
+    /// A sender's txs in a block in flight count toward its next nonce, so its next tx
+    /// is executable at once and goes in the next block, before the first executes.
+    #[test]
+    fn the_next_nonce_counts_blocks_in_flight_and_a_successor_is_proposed_behind_them() {
+        let s = MacSigner::new([7; 32]);
+        let all = txs(std::slice::from_ref(&s), 6);
+        let me = s.public_key();
+        let mut p = Pending::new(100);
+        for tx in &all[..3] {
+            let class = if tx.nonce == Nonce(0) {
+                TxClass::Executable
+            } else {
+                TxClass::Gapped
+            };
+            assert!(p.insert(tx.clone(), class, 0, Height(0)));
+        }
+        assert_eq!(p.next_nonce(&me, Nonce(0)), Nonce(0));
+        let block1 = p.select(100, 1 << 20);
+        assert_eq!(block1.len(), 3, "nonces 0, 1, 2 in one block");
+        p.set_in_flight(&block1, true);
+        assert_eq!(p.next_nonce(&me, Nonce(0)), Nonce(3));
+        // Committed but not executed still counts; a gap ends the run.
+        p.mark_committed(&block1[..2]);
+        assert_eq!(p.next_nonce(&me, Nonce(0)), Nonce(3));
+        assert_eq!(p.next_nonce(&me, Nonce(1)), Nonce(3));
+        assert_eq!(p.next_nonce(&me, Nonce(5)), Nonce(5));
+
+        // Nonce 3 arrives while 0..=2 are in flight: classified against them it is
+        // executable, and the primary proposes it (and 4, contiguous) right away.
+        let next = p.next_nonce(&me, Nonce(0));
+        for tx in &all[3..5] {
+            let class = if tx.nonce == next {
+                TxClass::Executable
+            } else {
+                TxClass::Gapped
+            };
+            assert!(p.insert(tx.clone(), class, 1, Height(0)));
+        }
+        let block2 = p.select(100, 1 << 20);
+        let nonces: Vec<u64> = block2.iter().map(|t| t.nonce.0).collect();
+        assert_eq!(nonces, vec![3, 4]);
+
+        // A view change voids the proposals: the in-flight run is gone.
+        p.clear_in_flight();
+        assert_eq!(
+            p.next_nonce(&me, Nonce(0)),
+            Nonce(2),
+            "0 and 1 are committed"
         );
     }
 }

@@ -434,7 +434,8 @@ impl Loop {
         }
     }
 
-    /// Admission and classification (DESIGN.md, "Requests") against executed state.
+    /// Admission and classification (DESIGN.md, "Requests") against executed state plus
+    /// blocks in flight.
     fn admit(
         &mut self,
         tx: Verified<TxBody>,
@@ -451,11 +452,14 @@ impl Loop {
             return Ok(Admitted::Known);
         }
         let account = self.read(store.account_of(&tx.sender))?;
+        let pending = self.d.engine.pending();
         let ctx = Admission {
             account,
-            next_nonce: account.map_or(stele_types::Nonce(0), |a| a.nonce),
-            sender_pending: self.d.engine.pending().of_sender(&tx.sender).len(),
-            mempool_len: self.d.engine.pending().len(),
+            next_nonce: account.map_or(stele_types::Nonce(0), |a| {
+                pending.next_nonce(&tx.sender, a.nonce)
+            }),
+            sender_pending: pending.of_sender(&tx.sender).len(),
+            mempool_len: pending.len(),
         };
         let class = match admit(tx.nonce, &ctx, &self.params) {
             Ok(Class::Executable) => TxClass::Executable,
@@ -735,7 +739,7 @@ impl Loop {
                         .account_of(&sender)
                         .ok()
                         .flatten()
-                        .map(|a| a.nonce)
+                        .map(|a| self.d.engine.pending().next_nonce(&sender, a.nonce))
                 });
                 let o = if applied {
                     TxOutcome::Applied

@@ -1491,7 +1491,9 @@ impl Sim {
             .expect("MemState reads cannot fail");
         let ctx = Admission {
             account,
-            next_nonce: account.map_or(Nonce(0), |a| a.nonce),
+            next_nonce: account.map_or(Nonce(0), |a| {
+                engine.pending().next_nonce(&tx.sender, a.nonce)
+            }),
             sender_pending: engine.pending().of_sender(&tx.sender).len(),
             mempool_len: engine.pending().len(),
         };
@@ -1989,6 +1991,13 @@ impl Sim {
     /// blocks and on the state after them) and 2 (validity: submitted, validly signed,
     /// applied at most once, supply conserved).
     fn execute(&mut self, r: usize, block: Block, certificate: stele_types::CommitCertificate) {
+        // Once a rule is broken the run's verdict is known. A replica whose block broke
+        // agreement did not append it, so a later delivery in the same drain would trip
+        // the height-order assertion below instead of reporting the violation (seen in
+        // `agreement_checker_bites` once the batch delay adapted to load).
+        if self.violation.is_some() {
+            return;
+        }
         let h = block.height();
         let d = block.digest();
         if self.trace {
@@ -2103,8 +2112,9 @@ impl Sim {
             return;
         };
         // Reclassification as the node does it: applied, or `classify` against the
-        // sender's next nonce in executed state (dead txs leave).
+        // sender's next nonce in executed state plus blocks in flight (dead txs leave).
         let ledger = &rep.ledger;
+        let pending = engine.pending();
         let outcomes: Vec<(TxHash, TxOutcome)> = engine
             .pending_of(&senders)
             .into_iter()
@@ -2113,11 +2123,13 @@ impl Sim {
                     TxOutcome::Applied
                 } else {
                     match ledger.account(&sender) {
-                        Ok(Some(a)) => match classify(a.nonce, nonce) {
-                            Class::Executable => TxOutcome::Reclassified(TxClass::Executable),
-                            Class::Gapped => TxOutcome::Reclassified(TxClass::Gapped),
-                            Class::Dead => TxOutcome::Dropped,
-                        },
+                        Ok(Some(a)) => {
+                            match classify(pending.next_nonce(&sender, a.nonce), nonce) {
+                                Class::Executable => TxOutcome::Reclassified(TxClass::Executable),
+                                Class::Gapped => TxOutcome::Reclassified(TxClass::Gapped),
+                                Class::Dead => TxOutcome::Dropped,
+                            }
+                        }
                         _ => TxOutcome::Dropped,
                     }
                 };

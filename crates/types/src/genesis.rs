@@ -30,7 +30,8 @@ pub struct Params {
     pub max_block_txs: u32,
     /// Most encoded tx bytes in a block.
     pub max_block_bytes: u32,
-    /// Longest a primary waits to fill a block.
+    /// Longest a primary waits to fill a block while blocks of its own are in flight;
+    /// with none in flight it proposes at once, and a full block goes at once.
     pub max_batch_delay_ms: u64,
     /// Heights a primary may have proposed but not yet committed.
     pub max_in_flight: u32,
