@@ -248,6 +248,10 @@ pub struct NodeSample {
     pub sync: Option<bool>,
     pub sig_verified: Option<f64>,
     pub txs_committed: Option<f64>,
+    /// `stele_process_cpu_seconds_total`: the validator process's CPU time.
+    pub cpu_s: Option<f64>,
+    /// `stele_sig_verify_cpu_seconds_total`: its time in signature checks.
+    pub verify_s: Option<f64>,
 }
 
 /// One node before and after a run.
@@ -267,6 +271,36 @@ impl NodeCheck {
     /// Growth of `stele_txs_committed_total` over the run.
     pub fn txs_committed_delta(&self) -> Option<f64> {
         Some(self.after.txs_committed? - self.before.txs_committed?)
+    }
+
+    /// The validator's CPU seconds over the run.
+    pub fn cpu_delta(&self) -> Option<f64> {
+        Some(self.after.cpu_s? - self.before.cpu_s?)
+    }
+
+    /// Its seconds in signature checks over the run.
+    pub fn verify_delta(&self) -> Option<f64> {
+        Some(self.after.verify_s? - self.before.verify_s?)
+    }
+
+    /// One line on what the run cost this validator per committed tx: CPU, the share of
+    /// it spent verifying signatures, and signature checks (one per tx is the least).
+    pub fn cost_line(&self, committed: u64) -> String {
+        let per_tx = |x: f64| x / committed.max(1) as f64;
+        let cpu = self
+            .cpu_delta()
+            .map_or_else(|| "-".to_owned(), |c| format!("{:.3} ms", per_tx(c) * 1e3));
+        let share = match (self.verify_delta(), self.cpu_delta()) {
+            (Some(v), Some(c)) if c > 0.0 => format!("{:.0} %", 100.0 * v / c),
+            _ => "-".to_owned(),
+        };
+        let checks = self
+            .sig_verified_delta()
+            .map_or_else(|| "-".to_owned(), |v| format!("{:.2}", per_tx(v)));
+        format!(
+            "{}  CPU {cpu} per tx, {share} of it verifying signatures, {checks} tx signature checks per tx",
+            self.url
+        )
     }
 }
 
@@ -519,11 +553,16 @@ impl Report {
             self.validators,
             self.ceiling_ratio,
         );
+        let committed = c.ok + c.other_applied;
         if let Some(cpu) = self.client_cpu_s {
             let _ = write!(
                 s,
-                "\nclient CPU  {cpu:.1} s (this load generator, on the same machine)"
+                "\nclient CPU  {cpu:.1} s (this load generator, on the same machine), {:.3} ms per committed tx",
+                cpu * 1e3 / committed.max(1) as f64
             );
+        }
+        for n in &self.nodes {
+            let _ = write!(s, "\nvalidator   {}", n.cost_line(committed));
         }
         for e in &c.first_errors {
             let _ = write!(s, "\n  e.g. {e}");
@@ -775,20 +814,7 @@ pub fn presign(
 }
 
 /// The load generator's own CPU time (user + system), from `/proc/self/stat`.
-pub fn process_cpu() -> Option<Duration> {
-    parse_proc_stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
-}
-
-/// utime + stime of a `/proc/PID/stat` line, at Linux's USER_HZ of 100.
-pub fn parse_proc_stat_cpu(stat: &str) -> Option<Duration> {
-    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
-}
+pub use stele_types::proc::process_cpu;
 
 /// Parameters of one load phase.
 #[derive(Clone, Debug)]
@@ -1094,6 +1120,8 @@ pub async fn sample(client: &Client) -> Vec<(String, NodeSample)> {
                     sync,
                     sig_verified: get("stele_sig_verified_total"),
                     txs_committed: get("stele_txs_committed_total"),
+                    cpu_s: get("stele_process_cpu_seconds_total"),
+                    verify_s: get("stele_sig_verify_cpu_seconds_total"),
                 })
             }
         })
@@ -1440,6 +1468,8 @@ mod tests {
             sync: Some(sync),
             sig_verified: Some(sig),
             txs_committed: Some(0.0),
+            cpu_s: None,
+            verify_s: None,
         };
         NodeCheck {
             url: "http://n".into(),
@@ -1461,6 +1491,26 @@ mod tests {
         silent.after = NodeSample::default();
         assert_eq!(invalid_reasons(&[silent], 100).len(), 2);
         assert_eq!(invalid_reasons(&[], 0).len(), 1);
+    }
+
+    #[test]
+    fn the_cost_line_divides_each_validators_cpu_by_the_committed_txs() {
+        let mut n = node((true, true), (0.0, 1050.0));
+        n.before.cpu_s = Some(10.0);
+        n.after.cpu_s = Some(12.0);
+        n.before.verify_s = Some(1.0);
+        n.after.verify_s = Some(1.5);
+        let line = n.cost_line(1000);
+        assert!(line.contains("CPU 2.000 ms per tx"), "{line}");
+        assert!(line.contains("25 % of it verifying"), "{line}");
+        assert!(line.contains("1.05 tx signature checks per tx"), "{line}");
+        // An old validator without the CPU counters: said, not guessed.
+        let old = node((true, true), (0.0, 1000.0));
+        assert!(
+            old.cost_line(1000).contains("CPU - per tx, - of it"),
+            "{}",
+            old.cost_line(1000)
+        );
     }
 
     fn report(rate: f64, ok: u64, p50: f64, valid_sigs: f64) -> Report {
@@ -1578,13 +1628,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), svg);
         // An empty sweep still draws axes.
         assert!(super::svg(&[]).unwrap().starts_with("<svg"));
-    }
-
-    #[test]
-    fn cpu_time_is_read_after_the_command_name() {
-        let stat = "4242 (we ird) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
-        assert_eq!(parse_proc_stat_cpu(stat), Some(Duration::from_secs(3)));
-        assert_eq!(parse_proc_stat_cpu("garbage"), None);
     }
 
     /// Fake validators on 127.0.0.1 that commit every admitted tx at once and answer

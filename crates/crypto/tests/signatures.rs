@@ -324,10 +324,15 @@ fn batch_finds_the_bad_items_among_many() {
         .collect();
     items[5].0.value = Vote(999);
     items[40].0.signature.0[3] ^= 1;
+    let before = stele_crypto::verify_time();
     let out = Signed::verify_batch(items, &c, &Ed25519);
     for (i, r) in out.iter().enumerate() {
         assert_eq!(r.is_ok(), i != 5 && i != 40, "item {i}");
     }
+    // The batch failed, so 64 single checks followed: far more than 100 µs of this
+    // thread's CPU, counted for the node's verify-share metric.
+    let spent = stele_crypto::verify_time() - before;
+    assert!(spent >= std::time::Duration::from_micros(100), "{spent:?}");
 }
 
 #[test]

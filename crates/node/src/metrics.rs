@@ -5,8 +5,8 @@
 //! "no data" for a thing that has not happened yet.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use stele_consensus::{Evidence, Reject};
 use stele_transport::{MetricsSnapshot, RejectReason};
@@ -58,6 +58,14 @@ pub struct Metrics {
     pub state_transfer_blocks: IntCounter,
     pub sig_verify: Histogram,
     pub sig_verified: IntCounter,
+    /// CPU seconds of this process (all threads), brought up to date at each scrape.
+    pub process_cpu: Counter,
+    /// Seconds spent in ed25519 verification on every thread (`stele_crypto::verify_time`),
+    /// brought up to date at each scrape: with `process_cpu`, the share of the CPU that
+    /// signature checks take.
+    pub verify_cpu: Counter,
+    /// Serialises the scrape-time updates of the two counters above.
+    cpu_sync: std::sync::Arc<std::sync::Mutex<()>>,
     pub faults_tolerated: IntGauge,
     pub votes_sent: IntCounterVec,
     pub recovery_bound_height: IntGauge,
@@ -216,6 +224,17 @@ impl Metrics {
                 "stele_sig_verified_total",
                 "Tx signatures verified (each tx once per validator).",
             ),
+            process_cpu: Counter::new(
+                "stele_process_cpu_seconds_total",
+                "CPU time of this validator process, user and system, all threads.",
+            )
+            .unwrap_or_else(|e| panic!("metric stele_process_cpu_seconds_total: {e}")),
+            verify_cpu: Counter::new(
+                "stele_sig_verify_cpu_seconds_total",
+                "Time spent verifying ed25519 signatures (txs, votes, certificates), all threads.",
+            )
+            .unwrap_or_else(|e| panic!("metric stele_sig_verify_cpu_seconds_total: {e}")),
+            cpu_sync: std::sync::Arc::new(std::sync::Mutex::new(())),
             faults_tolerated: gauge(
                 "stele_quorum_faults_tolerated",
                 "How many more validators may fail now with the chain still live.",
@@ -275,6 +294,8 @@ impl Metrics {
             Box::new(m.state_transfer_blocks.clone()),
             Box::new(m.sig_verify.clone()),
             Box::new(m.sig_verified.clone()),
+            Box::new(m.process_cpu.clone()),
+            Box::new(m.verify_cpu.clone()),
             Box::new(m.faults_tolerated.clone()),
             Box::new(m.votes_sent.clone()),
             Box::new(m.recovery_bound_height.clone()),
@@ -292,6 +313,19 @@ impl Metrics {
 
     /// The text exposition format, for `GET /metrics`.
     pub fn render(&self) -> String {
+        {
+            let _one = self.cpu_sync.lock().unwrap_or_else(|e| e.into_inner());
+            let catch_up = |c: &Counter, total: f64| {
+                let d = total - c.get();
+                if d > 0.0 {
+                    c.inc_by(d);
+                }
+            };
+            if let Some(cpu) = stele_types::proc::process_cpu() {
+                catch_up(&self.process_cpu, cpu.as_secs_f64());
+            }
+            catch_up(&self.verify_cpu, stele_crypto::verify_time().as_secs_f64());
+        }
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed families.
         if TextEncoder::new()
@@ -473,6 +507,8 @@ mod tests {
             "stele_state_transfer_blocks_total",
             "stele_sig_verify_seconds_bucket",
             "stele_sig_verified_total",
+            "stele_process_cpu_seconds_total",
+            "stele_sig_verify_cpu_seconds_total",
             "stele_quorum_faults_tolerated",
             "stele_transport_retries_total",
             "stele_transport_connect_failures_total",

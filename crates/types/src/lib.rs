@@ -17,6 +17,7 @@ pub mod genesis;
 pub mod ids;
 pub mod messages;
 pub mod node_config;
+pub mod proc;
 pub mod tx;
 pub mod validators;
 
