@@ -131,6 +131,17 @@ fn campaign_list(seeds: &[u64]) {
     }
 }
 
+/// Seed 100060 (n = 10, crashes, Byzantine replicas; from the campaign after admission
+/// started counting blocks in flight): execution reclassified a pending tx as dead
+/// because the tx itself sat in the next block, in flight; that block was voided, no
+/// replica held the tx any more, and client 2's nonce 32 was never applied. Only
+/// executed state makes a tx dead now (`stele_ledger::classify_in_flight`).
+#[test]
+#[ignore = "fails on main: the fix follows"]
+fn regression_seed_100060_a_tx_in_a_voided_block_is_not_dropped_as_dead() {
+    campaign_list(&[100_060]);
+}
+
 /// Seed 645 (n = 5, 20 % loss, a partition, crashes, a wiped replica): the primary of
 /// view 4 sent NEW-VIEW(4), crashed 290 ms later and restarted. Rebuilt from its durable
 /// record, it held O's PRE-PREPAREs as slots but not as heights it had signed, so its
