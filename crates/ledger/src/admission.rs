@@ -89,6 +89,29 @@ pub fn classify(next_nonce: Nonce, nonce: Nonce) -> Class {
     }
 }
 
+/// Reclassifies a pending tx with `nonce` after an execution, against executed state
+/// plus blocks in flight: `executed_next` is the sender's account nonce, `in_flight_next`
+/// its next nonce past its txs in blocks proposed or committed but not executed (at
+/// least `executed_next`).
+///
+/// Unlike admission (where a new tx whose nonce a block in flight uses is refused),
+/// only executed state makes a pending tx dead here: the pending tx may be the very one
+/// in flight, and a block in flight may still be voided by a view change. Dropped as
+/// dead, it would never be proposed again (simulator seed 100060: a tx in the next
+/// block was dropped at the previous block's execution, that block was voided, and the
+/// chain idled with the tx never applied). A tx is executable at the executed next
+/// nonce, or right after the sender's txs in flight; any other is gapped.
+pub fn classify_in_flight(executed_next: Nonce, in_flight_next: Nonce, nonce: Nonce) -> Class {
+    debug_assert!(in_flight_next >= executed_next);
+    if nonce < executed_next {
+        Class::Dead
+    } else if nonce == executed_next || nonce == in_flight_next {
+        Class::Executable
+    } else {
+        Class::Gapped
+    }
+}
+
 /// Decides whether a (well-formed, verified, not already pending) tx with `nonce` enters
 /// the mempool, and how it is classified if it does (never [`Class::Dead`]).
 pub fn admit(nonce: Nonce, ctx: &Admission, params: &Params) -> Result<Class, Refusal> {
@@ -233,6 +256,21 @@ mod tests {
 
     #[test]
     fn classification_follows_the_next_nonce() {
+        // Against blocks in flight: executed next 3, txs 3 and 4 in flight (next 5).
+        let c = |n| classify_in_flight(Nonce(3), Nonce(5), Nonce(n));
+        assert_eq!(c(2), Class::Dead, "used in executed state");
+        assert_eq!(
+            c(3),
+            Class::Executable,
+            "in flight, or a rival of one: not dead"
+        );
+        assert_eq!(c(4), Class::Gapped, "behind an in-flight nonce, as before");
+        assert_eq!(
+            c(5),
+            Class::Executable,
+            "right after the sender's txs in flight"
+        );
+        assert_eq!(c(6), Class::Gapped);
         assert_eq!(classify(Nonce(3), Nonce(2)), Class::Dead);
         assert_eq!(classify(Nonce(3), Nonce(3)), Class::Executable);
         assert_eq!(classify(Nonce(3), Nonce(4)), Class::Gapped);

@@ -10,7 +10,7 @@ pub mod admission;
 pub mod execute;
 pub mod state;
 
-pub use admission::{admit, classify, must_evict, Admission, Class, Refusal};
+pub use admission::{admit, classify, classify_in_flight, must_evict, Admission, Class, Refusal};
 pub use execute::{
     execute, genesis_state_digest, results_root, state_digest, ExecError, Execution,
 };

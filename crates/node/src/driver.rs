@@ -734,20 +734,22 @@ impl Loop {
             .map(|(hash, sender, nonce)| {
                 let applied = matches!(self.d.store.tx_location_checked(&hash), Ok(Some(_)));
                 let next = *accounts.entry(sender).or_insert_with(|| {
-                    self.d
-                        .store
-                        .account_of(&sender)
-                        .ok()
-                        .flatten()
-                        .map(|a| self.d.engine.pending().next_nonce(&sender, a.nonce))
+                    self.d.store.account_of(&sender).ok().flatten().map(|a| {
+                        (
+                            a.nonce,
+                            self.d.engine.pending().next_nonce(&sender, a.nonce),
+                        )
+                    })
                 });
                 let o = if applied {
                     TxOutcome::Applied
                 } else {
-                    match next {
-                        Some(n) if nonce == n => TxOutcome::Reclassified(TxClass::Executable),
-                        Some(n) if nonce > n => TxOutcome::Reclassified(TxClass::Gapped),
-                        _ => TxOutcome::Dropped,
+                    match next.map(|(executed, in_flight)| {
+                        stele_ledger::classify_in_flight(executed, in_flight, nonce)
+                    }) {
+                        Some(Class::Executable) => TxOutcome::Reclassified(TxClass::Executable),
+                        Some(Class::Gapped) => TxOutcome::Reclassified(TxClass::Gapped),
+                        Some(Class::Dead) | None => TxOutcome::Dropped,
                     }
                 };
                 (hash, o)

@@ -21,7 +21,7 @@ use stele_crypto::sim::{MacScheme, MacSigner};
 use stele_crypto::{
     ChainId, Digest, Ed25519, KeyPair, PublicKey, Scheme, Signed, Signer, Verified,
 };
-use stele_ledger::{admit, classify, genesis_state_digest, Admission, Class, MemState};
+use stele_ledger::{admit, classify_in_flight, genesis_state_digest, Admission, Class, MemState};
 use stele_types::durable::DurableKey;
 use stele_types::genesis::{GenesisAccount, Params};
 use stele_types::tx::sign_tx;
@@ -2124,7 +2124,11 @@ impl Sim {
                 } else {
                     match ledger.account(&sender) {
                         Ok(Some(a)) => {
-                            match classify(pending.next_nonce(&sender, a.nonce), nonce) {
+                            match classify_in_flight(
+                                a.nonce,
+                                pending.next_nonce(&sender, a.nonce),
+                                nonce,
+                            ) {
                                 Class::Executable => TxOutcome::Reclassified(TxClass::Executable),
                                 Class::Gapped => TxOutcome::Reclassified(TxClass::Gapped),
                                 Class::Dead => TxOutcome::Dropped,

@@ -137,7 +137,6 @@ fn campaign_list(seeds: &[u64]) {
 /// replica held the tx any more, and client 2's nonce 32 was never applied. Only
 /// executed state makes a tx dead now (`stele_ledger::classify_in_flight`).
 #[test]
-#[ignore = "fails on main: the fix follows"]
 fn regression_seed_100060_a_tx_in_a_voided_block_is_not_dropped_as_dead() {
     campaign_list(&[100_060]);
 }
