@@ -640,6 +640,15 @@ async fn submit(
                 }),
         );
     }
+    // Held until admission has answered, so relayed copies arriving meanwhile are not
+    // checked a second time (the verified cache has them once admitted).
+    let hold = api.cache.hold(
+        txs.iter()
+            .enumerate()
+            .filter(|(i, _)| errors[*i].is_none())
+            .map(|(_, t)| tx_hash(t))
+            .collect(),
+    );
     // Signatures, batched, on the verification pool in chunks (consensus work waiting
     // is taken between two chunks); a bad one is refused alone.
     let verified = {
@@ -729,6 +738,7 @@ async fn submit(
             }
         }
     }
+    drop(hold);
     for e in errors.iter().flatten() {
         api.metrics.reject_tx(&e.1.reason);
     }

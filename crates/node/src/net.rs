@@ -172,6 +172,25 @@ pub async fn inbound_loop(mut inbound: stele_transport::Inbound, pool: VerifyPoo
 /// queue is full.
 fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
     let (vs, genesis) = (&ctx.validators, &ctx.genesis);
+    // A relayed tx this validator has verified, or is verifying or admitting on another
+    // path (a client's copy, another peer's relay), is dropped unchecked: that path
+    // admits it. The rest stay held until they are in the verified cache.
+    let (msg, relay_hold) = match msg {
+        Message::Relay(r) => {
+            let items: Vec<(TxHash, stele_types::Transaction)> =
+                r.txs.into_iter().map(|t| (tx_hash(&t), t)).collect();
+            let (kept, hold) = ctx.cache.claim_new(items);
+            if kept.is_empty() {
+                return;
+            }
+            let (hashes, txs): (Vec<TxHash>, Vec<_>) = kept.into_iter().unzip();
+            (
+                Message::Relay(stele_types::TxRelay { txs }),
+                Some((hashes, hold)),
+            )
+        }
+        m => (m, None),
+    };
     let mut counting = Counting::new(&ctx.cache);
     let t0 = Instant::now();
     // Txs inside a message are verified first (in one batch), so the message's own
@@ -212,6 +231,12 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
     match v.inbound() {
         Inbound::Relay(_) => {
             if let Inbound::Relay(relayed) = v.into_inbound() {
+                // Verified: later copies find them in the cache (the hold ends after).
+                if let Some((hashes, _hold)) = relay_hold {
+                    debug_assert_eq!(hashes.len(), relayed.len());
+                    ctx.cache
+                        .insert_all(hashes.into_iter().zip(relayed.iter().cloned()));
+                }
                 let _ = ctx.tx_queue.send(Input::Relay { txs: relayed });
             }
         }
