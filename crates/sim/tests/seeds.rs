@@ -141,6 +141,18 @@ fn regression_seed_100060_a_tx_in_a_voided_block_is_not_dropped_as_dead() {
     campaign_list(&[100_060]);
 }
 
+/// Seeds 100263, 101964 and 102260 (n = 4, loss, crashes, a partition, twin txs): a tx
+/// was in a committed block without being applied (its nonce was ahead there), so it
+/// stayed pending; a NEW-VIEW whose O repeated that already-committed height marked the
+/// tx in flight again, and it never left that state: every primary found nothing to
+/// propose while every backup's timer tracked the tx, and views changed for good. Txs
+/// in O entries at or below the delivered height are no longer marked in flight.
+#[test]
+#[ignore = "fails on main: the fix follows"]
+fn regression_seeds_a_committed_height_in_a_new_view_does_not_pin_a_pending_tx() {
+    campaign_list(&[100_263, 101_964, 102_260]);
+}
+
 /// Seed 645 (n = 5, 20 % loss, a partition, crashes, a wiped replica): the primary of
 /// view 4 sent NEW-VIEW(4), crashed 290 ms later and restarted. Rebuilt from its durable
 /// record, it held O's PRE-PREPAREs as slots but not as heights it had signed, so its
