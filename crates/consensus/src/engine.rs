@@ -2075,9 +2075,16 @@ impl Engine {
             if pp.digest == Block::null_digest(pp.height) && !slot.bodies.contains_key(&pp.digest) {
                 slot.add_body(Block::null(pp.height));
             }
-            if let Some(b) = slot.bodies.get(&pp.digest) {
-                let txs = b.txs.clone();
-                self.pending.set_in_flight(&txs, true);
+            // A height already delivered here never executes again: its txs are
+            // committed (applied and gone, or pending again with a result such as
+            // nonce_gap). Marked in flight, such a pending tx stayed in flight for the
+            // whole view: no primary proposed it, every backup's timer tracked it
+            // (seeds 100263, 101964, 102260).
+            if pp.height > self.delivered {
+                if let Some(b) = slot.bodies.get(&pp.digest) {
+                    let txs = b.txs.clone();
+                    self.pending.set_in_flight(&txs, true);
+                }
             }
         }
         self.next_height = max_s.max(self.delivered).next();

@@ -148,7 +148,6 @@ fn regression_seed_100060_a_tx_in_a_voided_block_is_not_dropped_as_dead() {
 /// propose while every backup's timer tracked the tx, and views changed for good. Txs
 /// in O entries at or below the delivered height are no longer marked in flight.
 #[test]
-#[ignore = "fails on main: the fix follows"]
 fn regression_seeds_a_committed_height_in_a_new_view_does_not_pin_a_pending_tx() {
     campaign_list(&[100_263, 101_964, 102_260]);
 }
