@@ -16,14 +16,12 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use stele_crypto::{ChainBinding, Ed25519, KeyPair, PublicKey, Scheme, Signature};
 use stele_types::api::{Admitted, TxResponse, MAX_SUBMIT_BATCH};
-use stele_types::{
-    Amount, Nonce, Op, Receipt, ReplicaId, Signed, Transaction, TxHash, TxResult, ValidatorSet,
-};
+use stele_types::{Amount, Nonce, Op, Receipt, ReplicaId, Transaction, TxHash, TxResult};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::client::{remaining, Encoding, Node, SubmitBody};
-use crate::quorum::Outcome;
+use crate::quorum::{Outcome, ReceiptChecker, TxId};
 use crate::{Client, ClientError};
 
 /// Signatures per batch when measuring the verify ceiling (the node verifies in batches
@@ -179,39 +177,20 @@ pub fn agreed(need: usize, votes: &[(ReplicaId, Outcome)]) -> Option<Outcome> {
         .map(|(o, _)| o)
 }
 
-/// Checks receipts (index into a batch, receipt) in one batch verification: the signer
-/// must be a validator, the result final, the tx `hashes[index]`. Returns the ones that
-/// count as (index, signer, outcome).
+/// Checks receipts (index into a batch, receipt, for `stale_nonce` the tx that used the
+/// nonce) for the txs `txs[index]`: leaf, Merkle path, and the block receipt's signature,
+/// which the checker verifies once per (validator, height) however many txs of a block
+/// it covers. Returns the ones that count as (index, signer, outcome).
 pub fn verify_receipts(
-    validators: &ValidatorSet,
-    hashes: &[TxHash],
-    receipts: Vec<(usize, Signed<Receipt>)>,
+    checker: &ReceiptChecker,
+    txs: &[TxId],
+    receipts: Vec<(usize, Receipt, Option<Transaction>)>,
 ) -> Vec<(usize, ReplicaId, Outcome)> {
-    let mut idx = Vec::with_capacity(receipts.len());
-    let mut items = Vec::with_capacity(receipts.len());
-    for (k, r) in receipts {
-        let Some(key) = validators.key(r.replica) else {
-            continue;
-        };
-        if hashes.get(k) != Some(&r.tx_hash) || !r.result.is_final() {
-            continue;
-        }
-        idx.push(k);
-        items.push((r, *key));
-    }
-    let verdicts = Signed::verify_batch(items, validators.chain(), &Ed25519);
-    debug_assert_eq!(verdicts.len(), idx.len());
-    idx.into_iter()
-        .zip(verdicts)
-        .filter_map(|(k, v)| {
-            let r = v.ok()?;
-            let o = Outcome {
-                height: r.height,
-                index: r.index,
-                block_digest: r.block_digest,
-                result: r.result,
-            };
-            Some((k, r.replica, o))
+    receipts
+        .into_iter()
+        .filter_map(|(k, r, used_by)| {
+            let (who, what) = checker.check(txs.get(k)?, &r, used_by.as_ref()).ok()?;
+            Some((k, who, what))
         })
         .collect()
 }
@@ -845,7 +824,8 @@ pub async fn send_batch(
     assert!(!txs.is_empty() && txs.len() <= MAX_SUBMIT_BATCH);
     let n = txs.len();
     let need = client.receipts_needed();
-    let hashes: Arc<[TxHash]> = txs.iter().map(stele_types::tx_hash).collect();
+    let ids: Arc<[TxId]> = txs.iter().map(TxId::of).collect();
+    let hashes: Vec<TxHash> = ids.iter().map(|t| t.hash).collect();
     let mut votes: Vec<Vec<(ReplicaId, Outcome)>> = vec![Vec::new(); n];
     let mut fate: Vec<Option<Fate>> = vec![None; n];
     let mut admitted = vec![false; n];
@@ -948,16 +928,20 @@ pub async fn send_batch(
                 }
                 admitted[k] = true;
                 if let Some(TxResponse {
-                    receipt: Some(r), ..
+                    receipt: Some(r),
+                    used_by,
+                    ..
                 }) = e.outcome
                 {
-                    receipts.push((k, r));
+                    receipts.push((k, r, used_by));
                 }
             }
-            let (vs, hs) = (client.validators().clone(), Arc::clone(&hashes));
-            let counted = tokio::task::spawn_blocking(move || verify_receipts(&vs, &hs, receipts))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let (c, ids) = (client.clone(), Arc::clone(&ids));
+            let counted = tokio::task::spawn_blocking(move || {
+                verify_receipts(c.receipt_checker(), &ids, receipts)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
             let now = Instant::now();
             for (k, who, what) in counted {
                 progressed = true;
@@ -1293,7 +1277,7 @@ impl Ui for Quiet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quorum::tests::{keys, receipt, set};
+    use crate::quorum::tests::{keys, receipt, set, spot, Spot};
     use std::sync::atomic::{AtomicU64, Ordering};
     use stele_crypto::Digest;
     use stele_types::Height;
@@ -1402,6 +1386,8 @@ mod tests {
             height: Height(h),
             index: 0,
             block_digest: Digest::of(&h.to_le_bytes()),
+            results_root: Digest::of(b"results"),
+            state_digest: Digest::of(b"state"),
             result,
         }
     }
@@ -1426,31 +1412,42 @@ mod tests {
     fn only_verified_final_receipts_for_the_tx_count() {
         let k = keys(4);
         let vs = set("t", &k);
+        let checker = ReceiptChecker::new(vs.clone());
         let h = [Digest::of(b"a"), Digest::of(b"b")];
-        let ok = outcome(3, TxResult::Ok);
+        let ids = [TxId::hash(h[0]), TxId::hash(h[1])];
+        let ok = spot(3, TxResult::Ok);
         let mut forged = receipt(&vs, &k[1], 1, h[0], ok);
-        forged.signature.0[3] ^= 1;
+        forged.block.signature.0[3] ^= 1;
+        let r = |key: usize, id: u16, hash: TxHash, s: Spot| receipt(&vs, &k[key], id, hash, s);
         let counted = verify_receipts(
-            &vs,
-            &h,
+            &checker,
+            &ids,
             vec![
-                (0, receipt(&vs, &k[0], 0, h[0], ok)),
-                (0, forged),
+                (0, r(0, 0, h[0], ok), None),
+                (0, forged, None),
                 // For the other tx of the batch.
-                (0, receipt(&vs, &k[2], 2, h[1], ok)),
+                (0, r(2, 2, h[1], ok), None),
                 // Non-final.
-                (
-                    1,
-                    receipt(&vs, &k[2], 2, h[1], outcome(3, TxResult::NonceGap)),
-                ),
+                (1, r(2, 2, h[1], spot(3, TxResult::NonceGap)), None),
                 // Not a validator id.
-                (1, receipt(&vs, &k[3], 9, h[1], ok)),
-                (1, receipt(&vs, &k[3], 3, h[1], ok)),
+                (1, r(3, 9, h[1], ok), None),
+                (1, r(3, 3, h[1], ok), None),
                 // Index out of the batch.
-                (7, receipt(&vs, &k[3], 3, h[1], ok)),
+                (7, r(3, 3, h[1], ok), None),
             ],
         );
-        assert_eq!(counted, vec![(0, ReplicaId(0), ok), (1, ReplicaId(3), ok)]);
+        // Each tx's leaf is in its own test block, so each has its own results root.
+        let want = |k: usize| {
+            checker
+                .check(&ids[k], &r(k, k as u16, h[k], ok), None)
+                .unwrap()
+                .1
+        };
+        assert_eq!(want(0).result, TxResult::Ok);
+        assert_eq!(
+            counted,
+            vec![(0, ReplicaId(0), want(0)), (1, ReplicaId(3), want(1))]
+        );
     }
 
     #[test]
@@ -1643,14 +1640,14 @@ mod tests {
         use axum::response::{IntoResponse, Response};
         use axum::routing::{get, post};
         use axum::{Json, Router};
-        use stele_crypto::{Digest, KeyPair, PublicKey, Signed};
+        use stele_crypto::{merkle, Digest, KeyPair, PublicKey, Signed};
         use stele_types::api::{
             AccountResponse, Admitted, ApiError, StatusResponse, SubmitEntry, SubmitResponse,
             TxResponse, TxStatus,
         };
         use stele_types::{
-            codec, tx_hash, Amount, Genesis, Height, Nonce, Receipt, ReplicaId, Transaction,
-            TxHash, TxResult, ViewNumber,
+            codec, results_leaf, tx_hash, Amount, BlockReceipt, Genesis, Height, Nonce, Receipt,
+            ReplicaId, Transaction, TxHash, TxResult, ViewNumber,
         };
 
         use crate::{Client, ClientConfig};
@@ -1683,25 +1680,30 @@ mod tests {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&hash)?;
-                let receipt = Receipt {
-                    tx_hash: hash,
-                    height: Height(1),
-                    index,
-                    block_digest: Digest::of(b"block 1"),
-                    result: TxResult::Ok,
+                // Each tx alone in its own block (height index + 1): a one-leaf tree.
+                let height = Height(1 + u64::from(index));
+                let tree = merkle::Tree::new(&[results_leaf(&hash, TxResult::Ok)]);
+                let block = BlockReceipt {
                     replica: self.id,
+                    height,
+                    block_digest: Digest::of(&height.0.to_le_bytes()),
+                    results_root: tree.root(),
+                    state_digest: Digest::of(b"state"),
+                };
+                let receipt = Receipt {
+                    block: Signed::sign(block, &self.genesis.chain_binding(), &self.key),
+                    tx_hash: hash,
+                    result: TxResult::Ok,
+                    proof: tree.prove(0)?,
                 };
                 Some(TxResponse {
                     hash,
                     status: TxStatus::Applied,
-                    height: Some(Height(1)),
-                    index: Some(index),
+                    height: Some(height),
+                    index: Some(0),
                     result: Some(TxResult::Ok),
-                    receipt: Some(Signed::sign(
-                        receipt,
-                        &self.genesis.chain_binding(),
-                        &self.key,
-                    )),
+                    receipt: Some(receipt),
+                    used_by: None,
                     tx: None,
                 })
             }

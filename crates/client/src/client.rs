@@ -26,6 +26,7 @@ use stele_types::{
 use tokio::task::JoinSet;
 
 use crate::error::ClientError;
+use crate::quorum::ReceiptChecker;
 
 /// Largest answer body read from a node. A block of `max_block_bytes` (1 MiB by default)
 /// is about three times that as JSON (hex); anything much larger is a faulty node, and
@@ -152,6 +153,8 @@ struct Inner {
     nodes: Vec<Node>,
     genesis: Genesis,
     validators: ValidatorSet,
+    /// Shared by every tally, so a block receipt's signature is checked once.
+    receipts: Arc<ReceiptChecker>,
     http: reqwest::Client,
     config: ClientConfig,
 }
@@ -254,6 +257,7 @@ impl Client {
             inner: Arc::new(Inner {
                 nodes,
                 genesis,
+                receipts: Arc::new(ReceiptChecker::new(validators.clone())),
                 validators,
                 http,
                 config,
@@ -301,6 +305,7 @@ impl Client {
                 nodes: self.inner.nodes.clone(),
                 genesis: self.inner.genesis.clone(),
                 validators: self.inner.validators.clone(),
+                receipts: Arc::clone(&self.inner.receipts),
                 http: self.inner.http.clone(),
                 config,
             }),
@@ -320,6 +325,11 @@ impl Client {
     /// The validator set (keys that may sign receipts and commits).
     pub fn validators(&self) -> &ValidatorSet {
         &self.inner.validators
+    }
+
+    /// Checks receipts against the validator set, each block receipt's signature once.
+    pub fn receipt_checker(&self) -> &ReceiptChecker {
+        &self.inner.receipts
     }
 
     /// The chain id every tx must carry.

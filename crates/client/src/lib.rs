@@ -17,6 +17,6 @@ pub use client::{
     testnet_account_key, testnet_genesis, Client, ClientConfig, Encoding, Node, SubmitBody,
 };
 pub use error::ClientError;
-pub use quorum::{confirm, Confirmed, Outcome, ReceiptError, ReceiptTally};
+pub use quorum::{confirm, Confirmed, Outcome, ReceiptChecker, ReceiptError, ReceiptTally, TxId};
 pub use submit::{split_batches, Batch, TxQuery};
 pub use verify::{verify_block, verify_certified, Verdict, VerifyError};

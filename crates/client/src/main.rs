@@ -17,13 +17,11 @@ use serde::Serialize;
 use serde_json::json;
 use stele_client::{
     testnet_account_key, testnet_genesis, verify_block, verify_certified, Client, ClientConfig,
-    Confirmed, Node, ReceiptTally, Verdict,
+    Confirmed, Node, ReceiptChecker, ReceiptTally, TxId, Verdict,
 };
 use stele_crypto::{Digest, KeyPair, PublicKey};
 use stele_types::api::{BlockResponse, TxResponse, TxStatus};
-use stele_types::{
-    Amount, Genesis, Height, Nonce, Op, Receipt, RecordKey, RecordValue, Signed, TxResult,
-};
+use stele_types::{Amount, Genesis, Height, Nonce, Op, Receipt, RecordKey, RecordValue, TxResult};
 
 const EXAMPLES: &str = "\
 Examples (against the testnet that `make testnet` writes to ./testnet and starts):
@@ -504,9 +502,14 @@ async fn submit(g: &Global, op: SubmitOp, out: Out) -> Result<ExitCode> {
 fn describe_outcome(c: &Confirmed) -> String {
     if c.result == TxResult::StaleNonce {
         format!(
-            "not applied: stale_nonce (its nonce was used by the tx at height {}, index {}, \
+            "not applied: stale_nonce (its nonce was used by tx {} at height {}, index {}, \
              block {})",
-            c.height, c.index, c.block_digest
+            c.used_by
+                .as_ref()
+                .map_or_else(|| "?".to_owned(), |t| stele_types::tx_hash(t).to_string()),
+            c.height,
+            c.index,
+            c.block_digest
         )
     } else {
         format!(
@@ -848,7 +851,7 @@ async fn tx(
             .collect();
         bail!("no validator answered: {}", errors.join("; "));
     }
-    let to_write: Vec<Signed<Receipt>> = match &confirmed {
+    let to_write: Vec<Receipt> = match &confirmed {
         Some(c) => c.receipts.clone(),
         None => q.tally.receipts(),
     };
@@ -938,15 +941,21 @@ fn verify(
         "verify needs the genesis file (--genesis FILE, or DIR/genesis.json of --testnet DIR)",
     )?;
     let b: BlockResponse = read_json(block, "block file")?;
-    let receipts: Option<Vec<Signed<Receipt>>> = receipts
-        .map(|p| read_json(p, "receipts file (a JSON array of signed receipts)"))
+    let receipts: Option<Vec<Receipt>> = receipts
+        .map(|p| {
+            read_json(
+                p,
+                "receipts file (a JSON array of receipts: signed block receipt and Merkle path)",
+            )
+        })
         .transpose()?;
     let vs = genesis.validator_set();
+    let checker = ReceiptChecker::new(vs.clone());
     let mut ignored = Vec::new();
     if let Some(rs) = &receipts {
-        let mut tally = ReceiptTally::new(*tx, &vs);
+        let mut tally = ReceiptTally::new(TxId::hash(*tx), &checker);
         for r in rs {
-            if let Err(e) = tally.offer(&vs, r.clone()) {
+            if let Err(e) = tally.offer(&checker, r.clone(), None) {
                 ignored.push(e.to_string());
             }
         }

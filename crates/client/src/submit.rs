@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{remaining, Client, Encoding, Node, SubmitBody};
 use crate::error::ClientError;
-use crate::quorum::{Confirmed, ReceiptError, ReceiptTally};
+use crate::quorum::{Confirmed, ReceiptError, ReceiptTally, TxId};
 
 /// First wait after a 429 when the node gives no `Retry-After`.
 const BUSY_BACKOFF_START: Duration = Duration::from_millis(100);
@@ -72,11 +72,11 @@ struct Waiter {
 }
 
 impl Waiter {
-    fn new(client: &Client, hash: TxHash) -> Waiter {
+    fn new(client: &Client, tx: TxId) -> Waiter {
         let n = client.nodes().len();
         Waiter {
-            hash,
-            tally: ReceiptTally::new(hash, client.validators()),
+            hash: tx.hash,
+            tally: ReceiptTally::new(tx, client.receipt_checker()),
             done: vec![false; n],
             admitted: vec![false; n],
             last_resend: vec![None; n],
@@ -94,8 +94,14 @@ impl Waiter {
         if resp.status != stele_types::api::TxStatus::Unknown {
             self.admitted[i] = true;
         }
+        if let Some(t) = &resp.tx {
+            self.tally.learn(t);
+        }
         if let Some(r) = &resp.receipt {
-            match self.tally.offer(client.validators(), r.clone()) {
+            match self
+                .tally
+                .offer(client.receipt_checker(), r.clone(), resp.used_by.as_ref())
+            {
                 Ok(_) => {
                     self.done[i] = true;
                     self.last_error.remove(&i);
@@ -229,7 +235,7 @@ impl Client {
         }
         let hash = tx_hash(tx);
         let body = Arc::new(SubmitBody::new(std::slice::from_ref(tx), Encoding::Json));
-        let mut w = Waiter::new(self, hash);
+        let mut w = Waiter::new(self, TxId::of(tx));
         let mut errors = Vec::new();
 
         // Phase 1: POST ?wait=true to the fanout; stop as soon as f+1 receipts match.
@@ -582,7 +588,7 @@ impl Client {
             set.spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = permits.acquire_owned().await;
-                let mut w = Waiter::new(&c, hash);
+                let mut w = Waiter::new(&c, TxId::hash(hash));
                 (i, c.poll(&mut w, None, deadline, started, true).await)
             });
         }
@@ -617,15 +623,25 @@ impl Client {
         let answers = self
             .ask_all(self.nodes(), move |c, n| async move { c.tx(&n, &h).await })
             .await;
-        let mut tally = ReceiptTally::new(h, self.validators());
+        let mut tally = ReceiptTally::new(TxId::hash(h), self.receipt_checker());
+        // A body first, from whichever node has it: a stale_nonce receipt is checked
+        // against its sender and nonce.
+        for t in answers
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok()?.tx.as_ref())
+        {
+            tally.learn(t);
+        }
         let mut bad_receipts = Vec::new();
         for (node, r) in &answers {
             if let Ok(TxResponse {
                 receipt: Some(receipt),
+                used_by,
                 ..
             }) = r
             {
-                if let Err(e) = tally.offer(self.validators(), receipt.clone()) {
+                let checker = self.receipt_checker();
+                if let Err(e) = tally.offer(checker, receipt.clone(), used_by.as_ref()) {
                     bad_receipts.push((node.clone(), e));
                 }
             }

@@ -9,11 +9,9 @@
 use serde::Serialize;
 use stele_crypto::{Digest, Ed25519};
 use stele_types::api::BlockResponse;
-use stele_types::{
-    tx_hash, CertError, Genesis, Height, Receipt, Signed, TxHash, TxResult, ValidatorSet,
-};
+use stele_types::{tx_hash, CertError, Genesis, Height, Receipt, TxHash, TxResult, ValidatorSet};
 
-use crate::quorum::{Outcome, ReceiptTally};
+use crate::quorum::{Outcome, ReceiptChecker, ReceiptTally, TxId};
 
 /// Why a block file does not prove what it claims.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,7 +125,7 @@ pub fn verify_block(
     genesis: &Genesis,
     block: &BlockResponse,
     hash: &TxHash,
-    receipts: Option<&[Signed<Receipt>]>,
+    receipts: Option<&[Receipt]>,
 ) -> Result<Verdict, VerifyError> {
     let validators = genesis.validator_set();
     verify_certified(&validators, block)?;
@@ -150,10 +148,11 @@ pub fn verify_block(
     // Blocks hold at most max_block_txs (a u32) txs.
     let index = u32::try_from(index).map_err(|_| VerifyError::BadProof { hash: *hash, index })?;
 
-    let mut tally = ReceiptTally::new(*hash, &validators);
+    let checker = ReceiptChecker::new(validators);
+    let mut tally = ReceiptTally::new(TxId::hash(*hash), &checker);
     for r in receipts.unwrap_or_default() {
         // Bad or foreign receipts do not count; they cannot make anything worse.
-        let _ = tally.offer(&validators, r.clone());
+        let _ = tally.offer(&checker, r.clone(), None);
     }
     // Only an applied result at exactly this block and position is about this
     // inclusion; a stale_nonce receipt names where *another* tx used the nonce.
@@ -190,7 +189,7 @@ pub(crate) mod tests {
         SignatureEntry, Transaction, TxBody, ValidatorInfo, ViewNumber,
     };
 
-    use crate::quorum::tests::{keys, receipt};
+    use crate::quorum::tests::{keys, receipt, Spot};
 
     pub(crate) fn genesis(keys: &[KeyPair]) -> Genesis {
         let g = Genesis {
@@ -245,7 +244,7 @@ pub(crate) mod tests {
         let commits = (0..vs.quorum())
             .map(|i| {
                 let replica = ReplicaId(i as u16);
-                let c = Signed::sign(
+                let c = stele_crypto::Signed::sign(
                     Commit {
                         view: ViewNumber(2),
                         height: Height(7),
@@ -275,9 +274,9 @@ pub(crate) mod tests {
         }
     }
 
-    fn applied(b: &BlockResponse, index: u32) -> Outcome {
-        Outcome {
-            height: b.height,
+    fn applied(b: &BlockResponse, index: u32) -> Spot {
+        Spot {
+            height: b.height.0,
             index,
             block_digest: b.digest,
             result: TxResult::Ok,
@@ -452,19 +451,19 @@ pub(crate) mod tests {
         let f = fixture();
         let vs = f.g.validator_set();
         let elsewhere = [
-            Outcome {
+            Spot {
                 index: 2,
                 ..applied(&f.b, 3)
             },
-            Outcome {
-                height: Height(8),
+            Spot {
+                height: 8,
                 ..applied(&f.b, 3)
             },
-            Outcome {
+            Spot {
                 block_digest: Digest::of(b"other"),
                 ..applied(&f.b, 3)
             },
-            Outcome {
+            Spot {
                 result: TxResult::StaleNonce,
                 ..applied(&f.b, 3)
             },
@@ -491,7 +490,7 @@ pub(crate) mod tests {
         let mut rs: Vec<_> = (0..2)
             .map(|i| receipt(&vs, &f.keys[i], i as u16, f.tx, o))
             .collect();
-        rs[1].signature.0[0] ^= 1;
+        rs[1].block.signature.0[0] ^= 1;
         assert!(matches!(
             verify_block(&f.g, &f.b, &f.tx, Some(&rs)),
             Ok(Verdict::Included {

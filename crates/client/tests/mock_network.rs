@@ -21,14 +21,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use stele_client::{Client, ClientConfig, ClientError};
-use stele_crypto::{ChainBinding, ChainId, Digest, KeyPair, PublicKey, Signed};
+use stele_crypto::{merkle, ChainBinding, ChainId, Digest, KeyPair, PublicKey, Signed};
 use stele_types::api::{
     AccountResponse, Admitted, ApiError, StatusResponse, SubmitEntry, SubmitResponse, TxResponse,
     TxStatus, BINARY_CONTENT_TYPE,
 };
 use stele_types::{
-    codec, tx_hash, Amount, Genesis, GenesisAccount, Height, Nonce, Op, Params, Receipt, ReplicaId,
-    Transaction, TxHash, TxResult, ValidatorInfo, ViewNumber,
+    codec, results_leaf, tx_hash, Amount, BlockReceipt, Genesis, GenesisAccount, Height, Nonce, Op,
+    Params, Receipt, ReplicaId, Transaction, TxHash, TxResult, ValidatorInfo, ViewNumber,
 };
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,23 +82,71 @@ impl FakeNode {
         } else {
             TxResult::Ok
         };
-        let receipt = Receipt {
-            tx_hash: hash,
-            height,
+        let receipt = signed_receipt(
+            &self.chain,
+            &self.key,
+            self.id,
+            Height(height.0),
+            Digest::of(&height.0.to_le_bytes()),
+            &filler_leaves(hash, result, index),
             index,
-            block_digest: Digest::of(&height.0.to_le_bytes()),
-            result,
-            replica: self.id,
-        };
+        );
         TxResponse {
             hash,
             status: TxStatus::Applied,
             height: Some(height),
             index: Some(index),
             result: Some(result),
-            receipt: Some(Signed::sign(receipt, &self.chain, &self.key)),
+            receipt: Some(receipt),
+            used_by: None,
             tx: None,
         }
+    }
+}
+
+/// A block's (tx hash, result) leaves with (`hash`, `result`) at `index` and filler txs
+/// applied `ok` before it.
+fn filler_leaves(hash: TxHash, result: TxResult, index: u32) -> Vec<(TxHash, TxResult)> {
+    (0..=index)
+        .map(|i| {
+            if i == index {
+                (hash, result)
+            } else {
+                (Digest::of(&i.to_le_bytes()), TxResult::Ok)
+            }
+        })
+        .collect()
+}
+
+/// Validator `id`'s receipt for leaf `index` of a block with `leaves`, as a node builds it.
+fn signed_receipt(
+    chain: &ChainBinding,
+    key: &KeyPair,
+    id: ReplicaId,
+    height: Height,
+    block_digest: Digest,
+    leaves: &[(TxHash, TxResult)],
+    index: u32,
+) -> Receipt {
+    let tree = merkle::Tree::new(
+        &leaves
+            .iter()
+            .map(|(h, r)| results_leaf(h, *r))
+            .collect::<Vec<_>>(),
+    );
+    let block = BlockReceipt {
+        replica: id,
+        height,
+        block_digest,
+        results_root: tree.root(),
+        state_digest: Digest::of(b"state"),
+    };
+    let (tx_hash, result) = leaves[index as usize];
+    Receipt {
+        block: Signed::sign(block, chain, key),
+        tx_hash,
+        result,
+        proof: tree.prove(index as usize).unwrap(),
     }
 }
 
@@ -728,19 +776,22 @@ async fn cli_verify_says_included_or_applied_and_fails_on_a_forgery() {
         state_digest: Digest::of(b"s"),
     };
     let hash = tx_hash(&txs[1]);
-    let receipts: Vec<Signed<Receipt>> = (0..2)
+    let leaves: Vec<_> = resp
+        .block
+        .txs
+        .iter()
+        .map(|t| (tx_hash(t), TxResult::Ok))
+        .collect();
+    let receipts: Vec<Receipt> = (0..2)
         .map(|i| {
-            Signed::sign(
-                Receipt {
-                    tx_hash: hash,
-                    height: Height(4),
-                    index: 1,
-                    block_digest: digest,
-                    result: TxResult::Ok,
-                    replica: ReplicaId(i),
-                },
+            signed_receipt(
                 &net.genesis.chain_binding(),
                 &net.keys[i as usize],
+                ReplicaId(i),
+                Height(4),
+                digest,
+                &leaves,
+                1,
             )
         })
         .collect();
@@ -836,12 +887,12 @@ async fn cli_tx_writes_receipts_that_agree_and_account_reads_every_validator() {
     .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("3 signed receipts agree"), "{out}");
-    let written: Vec<Signed<Receipt>> =
+    let written: Vec<Receipt> =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(written.len(), 3);
     assert!(written
         .iter()
-        .all(|r| r.tx_hash == c.hash && r.height == c.height));
+        .all(|r| r.tx_hash == c.hash && r.block.height == c.height && r.proves_leaf()));
 
     let unknown = Digest::of(b"never sent").to_hex();
     let (code, out, _) = stele(&["--testnet", d, "--json", "tx", &unknown]).await;

@@ -8,8 +8,8 @@ use stele_crypto::{ChainId, Digest, Ed25519, KeyPair, Signed, Signer};
 use stele_types::genesis::Params;
 use stele_types::tx::sign_tx;
 use stele_types::{
-    Amount, Genesis, GenesisAccount, Height, Message, Nonce, Op, Prepare, Receipt, ReplicaId,
-    TxBody, TxResult, ValidatorInfo, ViewNumber,
+    Amount, BlockReceipt, Genesis, GenesisAccount, Height, Message, Nonce, Op, Prepare, ReplicaId,
+    TxBody, ValidatorInfo, ViewNumber,
 };
 
 fn validator(i: u8) -> KeyPair {
@@ -140,13 +140,12 @@ fn a_vote_signed_for_an_old_genesis_is_refused_by_a_new_chain_with_the_same_id()
 fn a_receipt_signed_for_an_old_genesis_is_refused_by_a_new_chains_validator_set() {
     let (old, new) = (old_chain(), new_chain());
     let receipt = Signed::sign(
-        Receipt {
-            tx_hash: Digest::of(b"tx"),
-            height: Height(3),
-            index: 0,
-            block_digest: Digest::of(b"block 3"),
-            result: TxResult::Ok,
+        BlockReceipt {
             replica: ReplicaId(2),
+            height: Height(3),
+            block_digest: Digest::of(b"block 3"),
+            results_root: Digest::of(b"results 3"),
+            state_digest: Digest::of(b"state 3"),
         },
         &old.chain_binding(),
         &validator(2),

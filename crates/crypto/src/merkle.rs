@@ -97,6 +97,80 @@ pub fn prove<L: AsRef<[u8]>>(leaves: &[L], index: usize) -> Option<Proof> {
     })
 }
 
+/// A whole tree kept in memory, every level of it, so any leaf's proof is O(log n) to
+/// read out (`prove` recomputes subtrees: O(n) per proof). The levels are built bottom
+/// up, pairing neighbours and carrying a level's odd last node up unchanged; that gives
+/// exactly RFC 6962's left-balanced tree, whose split is the largest power of two below
+/// the leaf count (the tests check the two agree).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    /// `levels[0]`: the leaf hashes; the last level holds the root alone.
+    levels: Vec<Vec<Digest>>,
+}
+
+impl Tree {
+    /// The tree over `leaves` (each leaf's data).
+    pub fn new<L: AsRef<[u8]>>(leaves: &[L]) -> Tree {
+        Tree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l.as_ref())).collect())
+    }
+
+    /// The tree whose leaves hash to `hashes` (each already [`leaf_hash`]ed).
+    pub fn from_leaf_hashes(hashes: Vec<Digest>) -> Tree {
+        let mut levels = vec![hashes];
+        while let Some(below) = levels.last().filter(|l| l.len() > 1) {
+            let above = below
+                .chunks(2)
+                .map(|pair| match pair {
+                    [l, r] => node_hash(l, r),
+                    [odd] => *odd,
+                    _ => unreachable!("chunks(2) yields one or two"),
+                })
+                .collect();
+            levels.push(above);
+        }
+        Tree { levels }
+    }
+
+    /// How many leaves.
+    pub fn len(&self) -> usize {
+        self.levels[0].len()
+    }
+
+    /// Whether the tree has no leaves.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The root: [`root`] of the same leaves.
+    pub fn root(&self) -> Digest {
+        match self.levels.last().and_then(|l| l.first()) {
+            Some(r) if !self.is_empty() => *r,
+            _ => empty_root(),
+        }
+    }
+
+    /// The proof for leaf `index`, the same as [`prove`] gives; `None` when out of range.
+    pub fn prove(&self, index: usize) -> Option<Proof> {
+        if index >= self.len() {
+            return None;
+        }
+        let mut path = Vec::with_capacity(self.levels.len());
+        let mut i = index;
+        for level in &self.levels[..self.levels.len() - 1] {
+            // A node without a right neighbour was carried up: no sibling at this level.
+            if let Some(sibling) = level.get(i ^ 1) {
+                path.push(*sibling);
+            }
+            i >>= 1;
+        }
+        Some(Proof {
+            index: index as u64,
+            leaf_count: self.len() as u64,
+            path,
+        })
+    }
+}
+
 impl Proof {
     /// Whether `leaf` is at `self.index` in the tree whose root is `root` (RFC 9162 §2.1.3.2).
     pub fn verify(&self, root: &Digest, leaf: &[u8]) -> bool {
@@ -173,6 +247,27 @@ mod tests {
                 assert!(!p.verify(&r, b"other"), "n={n} i={i}");
             }
             assert!(prove(&l, n).is_none());
+        }
+    }
+
+    #[test]
+    fn a_kept_tree_gives_the_same_root_and_proofs_as_rfc_6962() {
+        for n in 0..70 {
+            let l = leaves(n);
+            let t = Tree::new(&l);
+            assert_eq!(t.root(), root(&l), "n={n}");
+            assert_eq!(t.len(), n);
+            for i in 0..=n {
+                assert_eq!(t.prove(i), prove(&l, i), "n={n} i={i}");
+            }
+        }
+        let l = leaves(2000);
+        let t = Tree::new(&l);
+        assert_eq!(t.root(), root(&l));
+        for i in [0, 1, 1023, 1024, 1998, 1999] {
+            let p = t.prove(i).unwrap();
+            assert_eq!(Some(&p), prove(&l, i).as_ref());
+            assert!(p.verify(&t.root(), &l[i]));
         }
     }
 

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashSet};
 
 use stele_crypto::{merkle, Digest, PublicKey};
-use stele_types::codec;
 use stele_types::{
     Account, Amount, Block, Genesis, Height, Nonce, Op, Params, RecordKey, RecordValue,
     StateChanges, StateError, StateView, Transaction, TxHash, TxLocation, TxResult,
@@ -31,6 +30,8 @@ pub struct Execution {
     pub changes: StateChanges,
     /// Merkle root over the encoded (tx hash, result) pairs, in block order.
     pub results_root: Digest,
+    /// The tree under `results_root`, for receipts' proofs.
+    pub results_tree: merkle::Tree,
     /// The state digest after this block.
     pub state_digest: Digest,
 }
@@ -81,17 +82,23 @@ pub fn genesis_state_digest(genesis: &Genesis) -> Digest {
 
 /// Merkle root over the encoded (tx hash, result) pairs, in block order.
 pub fn results_root(tx_hashes: &[TxHash], results: &[TxResult]) -> Digest {
+    results_tree(tx_hashes, results).root()
+}
+
+/// The whole Merkle tree over the (tx hash, result) leaves ([`stele_types::results_leaf`]),
+/// kept so a receipt's proof is read out in O(log n).
+pub fn results_tree(tx_hashes: &[TxHash], results: &[TxResult]) -> merkle::Tree {
     assert_eq!(
         tx_hashes.len(),
         results.len(),
         "one result per tx hash is the caller's invariant"
     );
-    let leaves: Vec<Vec<u8>> = tx_hashes
+    let leaves: Vec<Digest> = tx_hashes
         .iter()
         .zip(results)
-        .map(|(h, r)| codec::encode(&(h, r)))
+        .map(|(h, r)| merkle::leaf_hash(&stele_types::results_leaf(h, *r)))
         .collect();
-    merkle::root(&leaves)
+    merkle::Tree::from_leaf_hashes(leaves)
 }
 
 /// digest(h) = H(digest(h−1), block digest, results root, changes hash).
@@ -149,7 +156,8 @@ pub fn execute<V: StateView + ?Sized>(
     }
 
     let changes = overlay.into_changes();
-    let results_root = results_root(&tx_hashes, &results);
+    let results_tree = results_tree(&tx_hashes, &results);
+    let results_root = results_tree.root();
     let block_digest = block.digest();
     let state_digest = state_digest(&previous, &block_digest, &results_root, &changes.hash());
     let execution = Execution {
@@ -159,6 +167,7 @@ pub fn execute<V: StateView + ?Sized>(
         results,
         changes,
         results_root,
+        results_tree,
         state_digest,
     };
     debug_assert_eq!(execution.results.len(), block.txs.len());
@@ -624,7 +633,10 @@ mod tests {
         // And it is exactly the documented formula.
         assert_eq!(
             er.results_root,
-            merkle::root(&[codec::encode(&(b.tx_hashes()[0], TxResult::Ok))])
+            merkle::root(&[stele_types::codec::encode(&(
+                b.tx_hashes()[0],
+                TxResult::Ok
+            ))])
         );
     }
 }

@@ -20,7 +20,7 @@ use stele_consensus::{
     group_commit, Action, Engine, Halt, Inbound, RecoveryGate, Step, TxClass, TxOutcome,
     VerifiedMessage,
 };
-use stele_crypto::{ChainBinding, Digest, KeyPair, Signed, Verified};
+use stele_crypto::{Digest, KeyPair, Verified};
 use stele_ledger::{admit, Admission, Class, Refusal};
 use stele_store::{Store, StoreError};
 use stele_transport::{FrameClass, Transport};
@@ -34,6 +34,7 @@ use tracing::{error, info, warn};
 
 use crate::cache::{VerifiedTxs, Waiters};
 use crate::metrics::Metrics;
+use crate::receipts::BlockReceipts;
 
 /// Validator messages queued for the engine thread, per peer: a peer that floods fills
 /// its own lane only, and the engine thread takes the lanes in turn, so the others'
@@ -254,6 +255,8 @@ pub struct Driver {
     pub key: Arc<KeyPair>,
     pub metrics: Metrics,
     pub waiters: Arc<Waiters>,
+    /// Signed once per executed block, here; the API proves txs against them.
+    pub receipts: Arc<BlockReceipts>,
     pub cache: Arc<VerifiedTxs>,
     pub shared: Arc<Shared>,
     pub recovery: Option<RecoveryGate>,
@@ -465,9 +468,7 @@ impl Loop {
             Ok(Class::Executable) => TxClass::Executable,
             Ok(_) => TxClass::Gapped,
             Err(Refusal::NonceUsed { .. })
-                if self
-                    .read(store.receipt(tx.signed(), self.d.engine.id()))?
-                    .is_some() =>
+                if self.read(store.final_leaf(tx.signed()))?.is_some() =>
             {
                 // Its nonce is used: the outcome is final (stale_nonce), and asking for it
                 // gets the receipt.
@@ -690,6 +691,10 @@ impl Loop {
         ) {
             return self.fail_store("committing a block", e);
         }
+        // Signed before any waiter hears of the block, so its answer finds the receipt.
+        self.d
+            .receipts
+            .executed(h, exec.block_digest, exec.state_digest, exec.results_tree);
         let m = &self.d.metrics;
         m.store_commit.observe(t0.elapsed().as_secs_f64());
         m.blocks_committed.inc();
@@ -832,16 +837,6 @@ impl Loop {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = status;
     }
-}
-
-/// Signs this validator's receipt for a final outcome, for `chain` (the validator set's:
-/// derived from the genesis once, not per receipt).
-pub fn sign_receipt(
-    receipt: stele_types::Receipt,
-    chain: &ChainBinding,
-    key: &KeyPair,
-) -> Signed<stele_types::Receipt> {
-    Signed::sign(receipt, chain, key)
 }
 
 #[cfg(test)]

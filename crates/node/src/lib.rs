@@ -16,5 +16,6 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod receipts;
 pub mod run;
 pub mod testnet;

@@ -164,6 +164,11 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
     let cache = Arc::new(VerifiedTxs::new(VERIFIED_CACHE_CAP));
     let frames = Arc::new(stele_consensus::FrameVerdicts::default());
     let waiters = Arc::new(Waiters::default());
+    let receipts = Arc::new(crate::receipts::BlockReceipts::new(
+        id,
+        key.clone(),
+        engine.validators().chain().clone(),
+    ));
     let (height, state_digest) = store.tip();
     let shared = Arc::new(Shared {
         status: Mutex::new(StatusResponse {
@@ -211,6 +216,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         key: key.clone(),
         metrics: metrics.clone(),
         waiters: waiters.clone(),
+        receipts: receipts.clone(),
         cache: cache.clone(),
         shared: shared.clone(),
         recovery: recovering
@@ -271,6 +277,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         shared,
         cache,
         waiters,
+        receipts,
         metrics,
         connected: transport.connected(),
         in_flight,

@@ -16,6 +16,9 @@ pub const TX_INDEX: &str = "tx_index";
 pub const NONCE_INDEX: &str = "nonce_index";
 /// height → commit certificate.
 pub const CERTS: &str = "certs";
+/// height → every tx's result in block order (the leaves of the results root, with the
+/// block's tx hashes), so a receipt for any height can be proven.
+pub const RESULTS: &str = "results";
 /// public key → account.
 pub const ACCOUNTS: &str = "accounts";
 /// (owner, record key) → record value.
@@ -27,12 +30,13 @@ pub const EVIDENCE: &str = "evidence";
 
 /// Every column family, as DESIGN.md's "Store" lists them (RocksDB's own `default`
 /// family exists too and stays empty).
-pub const COLUMN_FAMILIES: [&str; 9] = [
+pub const COLUMN_FAMILIES: [&str; 10] = [
     BLOCKS,
     BLOCK_INDEX,
     TX_INDEX,
     NONCE_INDEX,
     CERTS,
+    RESULTS,
     ACCOUNTS,
     RECORDS,
     CONSENSUS,

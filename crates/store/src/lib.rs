@@ -14,4 +14,4 @@ mod verify;
 
 pub use error::StoreError;
 pub use keys::COLUMN_FAMILIES;
-pub use store::{GenesisState, Store, StoreConfig};
+pub use store::{FinalLeaf, GenesisState, Store, StoreConfig};

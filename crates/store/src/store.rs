@@ -6,7 +6,6 @@
 //! is visible before all of it is, and `commit_block` returns only after the WAL is
 //! synced (unless the config turns sync off, which gives up durability).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -18,9 +17,8 @@ use serde::de::DeserializeOwned;
 use stele_crypto::{Digest, PublicKey, DIGEST_LEN};
 use stele_types::codec::{self, MAX_DECODE_LEN};
 use stele_types::{
-    tx_hash, Account, Block, CommitCertificate, Genesis, Height, Nonce, Receipt, RecordKey,
-    RecordValue, ReplicaId, StateChanges, StateError, StateView, Transaction, TxHash, TxLocation,
-    TxResult,
+    tx_hash, Account, Block, CommitCertificate, Genesis, Height, Nonce, RecordKey, RecordValue,
+    StateChanges, StateError, StateView, Transaction, TxHash, TxLocation, TxResult,
 };
 
 use crate::error::StoreError;
@@ -66,6 +64,20 @@ pub struct GenesisState {
     pub state_digest: Digest,
 }
 
+/// Where a tx's final outcome is proven: the leaf (`leaf_tx`, `leaf_result`) at `index`
+/// of the results root at `height`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinalLeaf {
+    pub height: Height,
+    pub index: u32,
+    /// The tx itself, or for `stale_nonce` the tx that used its nonce.
+    pub leaf_tx: TxHash,
+    /// The leaf's result, an applied one.
+    pub leaf_result: TxResult,
+    /// The asked tx's outcome: `leaf_result`, or `stale_nonce`.
+    pub outcome: TxResult,
+}
+
 /// The latest committed height and the state digest after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Tip {
@@ -83,14 +95,7 @@ pub struct Store {
     /// Serialises `persist`, so a checkpoint's regression check and its write are one
     /// step.
     pub(crate) durable_lock: Mutex<()>,
-    /// Digests of the latest committed blocks by height. A receipt names its block's
-    /// digest, and every tx that commits is asked for one or more times; reading it
-    /// from the certificate decoded three signed COMMITs per receipt.
-    pub(crate) recent_digests: Mutex<BTreeMap<Height, Digest>>,
 }
-
-/// How many of the latest blocks' digests [`Store`] keeps in memory.
-const RECENT_DIGESTS: usize = 4096;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,7 +187,6 @@ impl Store {
                 state_digest: initial.state_digest,
             }),
             durable_lock: Mutex::new(()),
-            recent_digests: Mutex::new(BTreeMap::new()),
         };
         let tip = match store.get_block_entry(Height(0))? {
             None => {
@@ -287,6 +291,7 @@ impl Store {
         batch.put_cf(self.cf(BLOCKS), key, codec::encode(&(state_digest, block)));
         batch.put_cf(self.cf(BLOCK_INDEX), block_digest.as_bytes(), key);
         batch.put_cf(self.cf(CERTS), key, codec::encode(certificate));
+        batch.put_cf(self.cf(RESULTS), key, codec::encode(&results));
         for (index, (tx, result)) in block.txs.iter().zip(results).enumerate() {
             if !result.is_applied() {
                 continue;
@@ -317,14 +322,6 @@ impl Store {
             height,
             state_digest,
         };
-        let mut recent = self
-            .recent_digests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        recent.insert(height, block_digest);
-        while recent.len() > RECENT_DIGESTS {
-            recent.pop_first();
-        }
         Ok(())
     }
 
@@ -535,86 +532,56 @@ impl Store {
         Ok(Some(Digest(bytes)))
     }
 
-    /// The final outcome of `tx`, ready to sign as `replica`: the stored result if it
-    /// was applied, or `stale_nonce` with the height, index and block digest of the tx
-    /// that used its nonce. `None` while it has no final outcome (never included, or
-    /// only as `nonce_gap`).
-    pub fn receipt(
-        &self,
-        tx: &Transaction,
-        replica: ReplicaId,
-    ) -> Result<Option<Receipt>, StoreError> {
-        self.receipt_of(&tx_hash(tx), &tx.sender, tx.nonce, replica)
+    /// Where the final outcome of `tx` is proven: its own leaf if it was applied, or
+    /// the leaf of the tx that used its nonce (`stale_nonce`). `None` while it has no
+    /// final outcome (never included, or only as `nonce_gap` or `duplicate`).
+    pub fn final_leaf(&self, tx: &Transaction) -> Result<Option<FinalLeaf>, StoreError> {
+        self.final_leaf_of(&tx_hash(tx), &tx.sender, tx.nonce)
     }
 
-    /// [`Store::receipt`] by the tx's hash, sender and nonce: what a waiter keeps in
+    /// [`Store::final_leaf`] by the tx's hash, sender and nonce: what a waiter keeps in
     /// place of the tx's body.
-    pub fn receipt_of(
+    pub fn final_leaf_of(
         &self,
         hash: &TxHash,
         sender: &PublicKey,
         nonce: Nonce,
-        replica: ReplicaId,
-    ) -> Result<Option<Receipt>, StoreError> {
+    ) -> Result<Option<FinalLeaf>, StoreError> {
         let hash = *hash;
-        let (location, result) = if let Some(l) = self.tx_location_checked(&hash)? {
-            (l, l.result)
+        let (leaf_tx, location) = if let Some(l) = self.tx_location_checked(&hash)? {
+            (hash, l)
         } else if let Some(other) = self.nonce_tx_checked(sender, nonce)? {
+            // When `other == hash` its block committed between the two reads (one batch
+            // writes both indexes, but these are two reads): the tx index has it now.
             let key = nonce_key(sender, nonce);
-            if other == hash {
-                // Its block committed between the two reads (one batch writes both
-                // indexes, but these are two reads): the tx index has it now.
-                let l = self.tx_location_checked(&hash)?.ok_or_else(|| {
-                    self.corrupt(
-                        NONCE_INDEX,
-                        &key,
-                        format!("names tx {hash}, which is not in the tx index"),
-                    )
-                })?;
-                (l, l.result)
-            } else {
-                let l = self.tx_location_checked(&other)?.ok_or_else(|| {
-                    self.corrupt(
-                        NONCE_INDEX,
-                        &key,
-                        format!("names tx {other}, which is not in the tx index"),
-                    )
-                })?;
-                (l, TxResult::StaleNonce)
-            }
+            let l = self.tx_location_checked(&other)?.ok_or_else(|| {
+                self.corrupt(
+                    NONCE_INDEX,
+                    &key,
+                    format!("names tx {other}, which is not in the tx index"),
+                )
+            })?;
+            (other, l)
         } else {
             return Ok(None);
         };
-        let recent = self
-            .recent_digests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&location.height)
-            .copied();
-        let block_digest = match recent {
-            Some(d) => d,
-            None => {
-                self.certificate(location.height)?
-                    .ok_or_else(|| StoreError::Inconsistent {
-                        path: self.path.clone(),
-                        problem: format!(
-                            "tx {hash} is indexed at height {}, which has no certificate",
-                            location.height
-                        ),
-                    })?
-                    .digest
-            }
-        };
-        let receipt = Receipt {
-            tx_hash: hash,
+        debug_assert!(location.result.is_applied());
+        Ok(Some(FinalLeaf {
             height: location.height,
             index: location.index,
-            block_digest,
-            result,
-            replica,
-        };
-        debug_assert!(receipt.result.is_final());
-        Ok(Some(receipt))
+            leaf_tx,
+            leaf_result: location.result,
+            outcome: if leaf_tx == hash {
+                location.result
+            } else {
+                TxResult::StaleNonce
+            },
+        }))
+    }
+
+    /// Every tx's result at `height`, in block order (`None` above the tip and at 0).
+    pub fn results(&self, height: Height) -> Result<Option<Vec<TxResult>>, StoreError> {
+        self.get_decoded(RESULTS, &height_key(height), MAX_DECODE_LEN)
     }
 
     // ---- internals shared with durable.rs and verify.rs ----

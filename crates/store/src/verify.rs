@@ -102,6 +102,26 @@ impl Store {
         }
     }
 
+    /// Every block above genesis has one result per tx: receipts are proven from them.
+    fn check_results(&self, height: Height, block: &Block) -> Result<(), StoreError> {
+        match self.results(height)? {
+            Some(r) if r.len() == block.txs.len() => Ok(()),
+            Some(r) => Err(self.corrupt(
+                RESULTS,
+                &height_key(height),
+                format!(
+                    "{} results for the {} txs of its block",
+                    r.len(),
+                    block.txs.len()
+                ),
+            )),
+            None => Err(self.inconsistent(format!(
+                "height {height} has no `results` entry (a data directory written before \
+                 results were kept: start it again from the genesis or by --recover)"
+            ))),
+        }
+    }
+
     /// Reads every entry of every family (RocksDB verifies each block's checksum as it
     /// reads it) and checks: heights 0..=tip in `blocks` with no gap, each certified
     /// and indexed; every index entry, account, record and consensus entry decodes.
@@ -126,6 +146,7 @@ impl Store {
             }
             if expected > Height(0) {
                 self.check_certified(expected, &block)?;
+                self.check_results(expected, &block)?;
             }
             expected = expected.next();
             Ok(())
@@ -152,6 +173,25 @@ impl Store {
                 ))),
             }
         })?;
+        let mut results = 0u64;
+        self.scan(RESULTS, |key, _| match parse_height(key) {
+            // Each value was decoded and its length checked against its block above.
+            Some(h) if h > Height(0) && h <= tip.height => {
+                results += 1;
+                Ok(())
+            }
+            _ => Err(self.inconsistent(format!(
+                "results key {} is not a height in 1..={}",
+                show(key),
+                tip.height
+            ))),
+        })?;
+        if results != tip.height.0 {
+            return Err(self.inconsistent(format!(
+                "{} blocks above genesis but {results} results entries",
+                tip.height
+            )));
+        }
         let mut indexed = 0u64;
         self.scan(BLOCK_INDEX, |key, value| {
             indexed += 1;

@@ -159,7 +159,7 @@ fn only_applied_txs_enter_the_tx_and_nonce_indexes() {
 }
 
 #[test]
-fn receipts_name_the_application_or_the_tx_that_used_the_nonce() {
+fn final_leaves_name_the_application_or_the_tx_that_used_the_nonce() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path()).unwrap();
     let a = sender(0);
@@ -167,29 +167,49 @@ fn receipts_name_the_application_or_the_tx_that_used_the_nonce() {
     let loser = pay(a, 0, sender(2), 5);
     let gapped = pay(a, 3, sender(1), 5);
     commit_next(&s, vec![]);
-    let (block, _) = commit_next(&s, vec![winner.clone(), loser.clone(), gapped.clone()]);
-    let me = ReplicaId(2);
+    let (block, exec) = commit_next(&s, vec![winner.clone(), loser.clone(), gapped.clone()]);
+    let winner_hash = stele_types::tx_hash(&winner);
 
-    let r = s.receipt(&winner, me).unwrap().unwrap();
+    let r = s.final_leaf(&winner).unwrap().unwrap();
     assert_eq!(
-        (r.height, r.index, r.block_digest, r.result, r.replica),
-        (Height(2), 0, block.digest(), TxResult::Ok, me)
+        (r.height, r.index, r.leaf_tx, r.leaf_result, r.outcome),
+        (Height(2), 0, winner_hash, TxResult::Ok, TxResult::Ok)
     );
-    let stale = s.receipt(&loser, me).unwrap().unwrap();
-    assert_eq!(stale.tx_hash, stele_types::tx_hash(&loser));
+    // The loser's outcome is shown by the winner's leaf.
+    let stale = s.final_leaf(&loser).unwrap().unwrap();
     assert_eq!(
-        (stale.height, stale.index, stale.block_digest, stale.result),
-        (Height(2), 0, block.digest(), TxResult::StaleNonce)
+        (
+            stale.height,
+            stale.index,
+            stale.leaf_tx,
+            stale.leaf_result,
+            stale.outcome
+        ),
+        (
+            Height(2),
+            0,
+            winner_hash,
+            TxResult::Ok,
+            TxResult::StaleNonce
+        )
     );
-    assert_eq!(s.receipt(&gapped, me).unwrap(), None);
-    assert_eq!(s.receipt(&pay(a, 9, sender(1), 1), me).unwrap(), None);
+    assert_eq!(s.final_leaf(&gapped).unwrap(), None);
+    assert_eq!(s.final_leaf(&pay(a, 9, sender(1), 1)).unwrap(), None);
 
-    // Reopened, the digests of recent blocks are no longer in memory: the receipts read
-    // them from the certificates and say the same.
+    // Every tx's result is kept, in block order, so the results root can be rebuilt and
+    // a receipt proven for any height, after a reopen too.
+    assert_eq!(s.results(Height(2)).unwrap().unwrap(), exec.results);
+    assert_eq!(s.results(Height(1)).unwrap().unwrap(), vec![]);
+    assert_eq!(s.results(Height(3)).unwrap(), None);
     drop(s);
     let s = open(dir.path()).unwrap();
-    assert_eq!(s.receipt(&winner, me).unwrap().unwrap(), r);
-    assert_eq!(s.receipt(&loser, me).unwrap().unwrap(), stale);
+    assert_eq!(s.final_leaf(&winner).unwrap().unwrap(), r);
+    assert_eq!(s.final_leaf(&loser).unwrap().unwrap(), stale);
+    let results = s.results(Height(2)).unwrap().unwrap();
+    assert_eq!(
+        stele_ledger::results_root(&block.tx_hashes(), &results),
+        exec.results_root
+    );
 }
 
 /// A receipt read while its block commits is either not there yet or whole: never a
@@ -202,7 +222,6 @@ fn a_receipt_read_during_its_commit_is_absent_or_whole() {
     let s = open(dir.path()).unwrap();
     let a = sender(0);
     let txs: Vec<_> = (0..300).map(|n| pay(a, n, sender(1), 1)).collect();
-    let me = ReplicaId(0);
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             for tx in &txs {
@@ -211,9 +230,9 @@ fn a_receipt_read_during_its_commit_is_absent_or_whole() {
         });
         for tx in &txs {
             loop {
-                match s.receipt(tx, me) {
+                match s.final_leaf(tx) {
                     Ok(Some(r)) => {
-                        assert_eq!(r.result, TxResult::Ok);
+                        assert_eq!(r.outcome, TxResult::Ok);
                         break;
                     }
                     Ok(None) => std::hint::spin_loop(),

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use stele_crypto::{ChainId, Digest, PublicKey, Signed};
+use stele_crypto::{ChainId, Digest, PublicKey};
 
 use crate::block::Block;
 use crate::certs::CommitCertificate;
@@ -106,9 +106,14 @@ pub struct TxResponse {
     pub index: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TxResult>,
-    /// This validator's signed receipt, for a final outcome.
+    /// This validator's receipt, for a final outcome: its signed block receipt and the
+    /// Merkle proof of the tx's leaf (for `stale_nonce`, of the leaf of `used_by`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<Signed<Receipt>>,
+    pub receipt: Option<Receipt>,
+    /// For `stale_nonce`: the tx that used the nonce, so the client checks that it has
+    /// the same sender and nonce and hashes to the receipt's leaf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<Transaction>,
     /// The tx itself, when this validator holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<Transaction>,
@@ -124,6 +129,7 @@ impl TxResponse {
             index: None,
             result: None,
             receipt: None,
+            used_by: None,
             tx: None,
         }
     }
@@ -324,7 +330,7 @@ mod tests {
 
     fn tx(nonce: u64) -> Transaction {
         // The parser never checks signatures; a fixed one keeps these tests fast.
-        Signed {
+        stele_crypto::Signed {
             value: crate::tx::TxBody {
                 chain_id: ChainId::new("t").expect("valid id"),
                 sender: PublicKey([1; 32]),

@@ -32,8 +32,9 @@ pub use exec::{Account, StateChanges, StateError, StateView, TxLocation, TxResul
 pub use genesis::{max_frame_len, Genesis, GenesisAccount, GenesisError, Params};
 pub use ids::{Amount, Height, Nonce, ReplicaId, ViewNumber};
 pub use messages::{
-    BlockBatch, Bodies, Checkpoint, Commit, CommittedBlock, FetchBlocks, FetchBodies, Message,
-    NewView, PrePrepare, Prepare, Proposal, Receipt, ReplicaSigned, Status, TxRelay, ViewChange,
+    results_leaf, BlockBatch, BlockReceipt, Bodies, Checkpoint, Commit, CommittedBlock,
+    FetchBlocks, FetchBodies, Message, NewView, PrePrepare, Prepare, Proposal, Receipt,
+    ReplicaSigned, Status, TxRelay, ViewChange,
 };
 pub use stele_crypto::{ChainBinding, ChainId, Digest, PublicKey, Signature, Signed, Verified};
 pub use tx::{tx_hash, Op, RecordKey, RecordValue, Transaction, TxBody, TxError, TxHash};

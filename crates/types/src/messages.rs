@@ -1,4 +1,4 @@
-//! Consensus messages as they travel between validators, and the client receipt.
+//! Consensus messages as they travel between validators, and the client receipts.
 //!
 //! Votes carry digests, never bodies; a PRE-PREPARE signs (v, n, d) and its block body
 //! travels beside it in a [`Proposal`]. Each signed kind has its own domain tag, so a
@@ -124,18 +124,55 @@ pub struct Status {
 }
 signable!(Status, "stele/status");
 
-/// A validator's signed statement of a tx's final outcome.
+/// A validator's signed statement of what executing one block produced. It signs one
+/// per executed block, whatever the number of txs in it; a tx's [`Receipt`] is this plus
+/// a Merkle path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlockReceipt {
+    pub replica: ReplicaId,
+    pub height: Height,
+    pub block_digest: Digest,
+    /// Merkle root over the block's [`results_leaf`]s, in block order.
+    pub results_root: Digest,
+    /// The state digest after the block, which covers `results_root`.
+    pub state_digest: Digest,
+}
+signable!(BlockReceipt, "stele/block-receipt");
+
+/// A results-root leaf: the codec encoding of (tx hash, result). Every tx of a block
+/// has one, whatever its result.
+pub fn results_leaf(hash: &TxHash, result: TxResult) -> Vec<u8> {
+    codec::encode(&(hash, result))
+}
+
+/// One validator's receipt for a tx's final outcome: its signed block receipt and the
+/// Merkle proof that leaf (`tx_hash`, `result`) sits at `proof.index` under the block's
+/// results root. For `stale_nonce` the leaf is the tx that used the nonce, whose body
+/// travels beside the receipt, so the client checks sender and nonce itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
+    pub block: Signed<BlockReceipt>,
     pub tx_hash: TxHash,
-    /// Where the tx was applied; for `stale_nonce`, where the tx that used the nonce was.
-    pub height: Height,
-    pub index: u32,
-    pub block_digest: Digest,
+    /// The leaf's result: always an applied one, since only those are final.
     pub result: TxResult,
-    pub replica: ReplicaId,
+    pub proof: stele_crypto::merkle::Proof,
 }
-signable!(Receipt, "stele/receipt");
+
+impl Receipt {
+    /// The validator whose block receipt this is.
+    pub fn replica(&self) -> ReplicaId {
+        self.block.replica
+    }
+
+    /// Whether the proof shows the leaf under the block receipt's results root (the
+    /// signature is not checked here).
+    pub fn proves_leaf(&self) -> bool {
+        self.proof.verify(
+            &self.block.results_root,
+            &results_leaf(&self.tx_hash, self.result),
+        )
+    }
+}
 
 macro_rules! signed_by_field {
     ($($t:ty),*) => {$(
@@ -146,7 +183,14 @@ macro_rules! signed_by_field {
         }
     )*};
 }
-signed_by_field!(Prepare, Commit, Checkpoint, ViewChange, Status, Receipt);
+signed_by_field!(
+    Prepare,
+    Commit,
+    Checkpoint,
+    ViewChange,
+    Status,
+    BlockReceipt
+);
 
 /// A PRE-PREPARE with its block body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -283,12 +283,16 @@ proptest! {
 
     #[test]
     fn receipts_and_txs_round_trip(
-        r in signed((digest(), height(), any::<u32>(), digest(), tx_result(), replica()).prop_map(
-            |(tx_hash, height, index, block_digest, result, replica)| Receipt { tx_hash, height, index, block_digest, result, replica })),
+        r in signed((replica(), height(), digest(), digest(), digest()).prop_map(
+            |(replica, height, block_digest, results_root, state_digest)| BlockReceipt { replica, height, block_digest, results_root, state_digest })),
+        leaf in (digest(), tx_result(), any::<u64>(), any::<u64>(), vec(digest(), 0..20)),
         t in tx(),
         c in commit_cert(),
     ) {
         round_trip(&r);
+        let (tx_hash, result, index, leaf_count, path) = leaf;
+        let proof = stele_crypto::merkle::Proof { index, leaf_count, path };
+        round_trip(&Receipt { block: r.clone(), tx_hash, result, proof });
         round_trip(&t);
         round_trip(&c);
     }

@@ -6,8 +6,8 @@ mod common;
 
 use common::{binding, chain, keys, set, sign};
 use stele_crypto::{ChainBinding, ChainId, Digest, Ed25519, Signed};
-use stele_types::messages::{Checkpoint, Commit, Prepare, Receipt, Status};
-use stele_types::{Height, ReplicaId, TxResult, ValidatorSet, ViewNumber};
+use stele_types::messages::{BlockReceipt, Checkpoint, Commit, Prepare, Status};
+use stele_types::{Height, ReplicaId, ValidatorSet, ViewNumber};
 
 fn prepare(view: u64, height: u64) -> Prepare {
     Prepare {
@@ -93,18 +93,27 @@ fn checkpoint_status_and_receipt_signatures_do_not_cross() {
     assert!(vs.verify(c, &Ed25519).is_ok());
     assert!(vs.verify(s, &Ed25519).is_err());
     let r = sign(
-        Receipt {
-            tx_hash: Digest::of(b"t"),
-            height: Height(1),
-            index: 0,
-            block_digest: Digest::of(b"b"),
-            result: TxResult::Ok,
+        BlockReceipt {
             replica: ReplicaId(3),
+            height: Height(1),
+            block_digest: Digest::of(b"b"),
+            results_root: Digest::of(b"r"),
+            state_digest: Digest::of(b"s"),
         },
         &k[3],
     );
     assert!(vs.verify(r.clone(), &Ed25519).is_ok());
-    let mut changed = r;
-    changed.value.result = TxResult::InsufficientFunds;
+    let mut changed = r.clone();
+    changed.value.results_root = Digest::of(b"other results");
     assert!(vs.verify(changed, &Ed25519).is_err());
+    // A block receipt's signature does not pass for a checkpoint of the same replica.
+    let as_checkpoint = Signed {
+        value: Checkpoint {
+            height: Height(1),
+            state_digest: Digest::of(b"s"),
+            replica: ReplicaId(3),
+        },
+        signature: r.signature,
+    };
+    assert!(vs.verify(as_checkpoint, &Ed25519).is_err());
 }
