@@ -152,9 +152,9 @@ fn only_applied_txs_enter_the_tx_and_nonce_indexes() {
     assert_eq!(s.nonce_tx(&a, stele_types::Nonce(0)).unwrap(), Some(h[0]));
     assert_eq!(s.nonce_tx(&b, stele_types::Nonce(0)).unwrap(), Some(h[1]));
     assert_eq!(s.nonce_tx(&a, stele_types::Nonce(5)).unwrap(), None);
-    // Included again: a duplicate, and the index keeps the first application.
+    // Included again: its nonce is used, and the index keeps the first application.
     let (_, e2) = commit_next(&s, vec![ok]);
-    assert_eq!(e2.results, vec![TxResult::Duplicate]);
+    assert_eq!(e2.results, vec![TxResult::StaleNonce]);
     assert_eq!(s.tx_location(&h[0]).unwrap().unwrap().height, Height(1));
 }
 

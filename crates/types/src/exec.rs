@@ -26,7 +26,9 @@ pub enum TxResult {
     BelowMinimum,
     /// Not applied: the sender has no account.
     UnknownSender,
-    /// Not applied: this very tx was applied before.
+    /// Not applied: this very tx was applied before. No longer produced: execution reads
+    /// no tx index (which pruning removes), so a tx included again is `stale_nonce`. Kept
+    /// so the encoding of the variants after it stays as it was.
     Duplicate,
     /// Not applied: another tx already used this nonce.
     StaleNonce,
