@@ -1784,6 +1784,7 @@ mod tests {
                 sync: !n.b.unsynced,
                 recovering: false,
                 mempool_txs: 0,
+                state_root: None,
             })
         }
 

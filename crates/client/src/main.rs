@@ -589,6 +589,7 @@ async fn status(client: &Client, out: Out) -> Result<ExitCode> {
             "SYNC",
             "RECOVERING",
             "MEMPOOL",
+            "STATE ROOT",
             "URL",
         ]
         .map(String::from)
@@ -623,6 +624,10 @@ async fn status(client: &Client, out: Out) -> Result<ExitCode> {
                         if s.sync { "on" } else { "OFF" }.to_owned(),
                         yes_no(s.recovering).to_owned(),
                         s.mempool_txs.to_string(),
+                        s.state_root.map_or_else(
+                            || "-".to_owned(),
+                            |r| format!("{}@{}", &r.root.to_hex()[..12], r.height),
+                        ),
                         node.url.clone(),
                     ]);
                 }
@@ -630,6 +635,7 @@ async fn status(client: &Client, out: Out) -> Result<ExitCode> {
                     rows.push(vec![
                         validator_label(node),
                         "unreachable".to_owned(),
+                        String::new(),
                         String::new(),
                         String::new(),
                         String::new(),

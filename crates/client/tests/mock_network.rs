@@ -275,6 +275,7 @@ async fn get_status(State(node): State<Arc<FakeNode>>) -> Json<StatusResponse> {
         sync: true,
         recovering: false,
         mempool_txs: 0,
+        state_root: None,
     })
 }
 

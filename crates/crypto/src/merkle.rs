@@ -28,7 +28,8 @@ pub fn leaf_hash(data: &[u8]) -> Digest {
     Digest(h.finalize().into())
 }
 
-fn node_hash(left: &Digest, right: &Digest) -> Digest {
+/// Hash of an inner node over its two children.
+pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
     let mut h = Sha256::new();
     h.update([NODE_PREFIX]);
     h.update(left.0);

@@ -15,6 +15,8 @@ use stele_types::{
 
 /// Domain of the state digest chain.
 const STATE_DOMAIN: &str = "stele/state";
+/// Domain of the state digest at checkpoint heights, which also covers the state root.
+const CHECKPOINT_STATE_DOMAIN: &str = "stele/state/checkpoint";
 /// Domain of the state digest at height 0.
 const GENESIS_STATE_DOMAIN: &str = "stele/state/genesis";
 
@@ -32,6 +34,10 @@ pub struct Execution {
     pub results_root: Digest,
     /// The tree under `results_root`, for receipts' proofs.
     pub results_tree: merkle::Tree,
+    /// At checkpoint heights (a multiple of the checkpoint interval): the state root
+    /// after this block, which the state digest then covers, so a checkpoint
+    /// certificate commits to it.
+    pub state_root: Option<Digest>,
     /// The state digest after this block.
     pub state_digest: Digest,
 }
@@ -101,6 +107,27 @@ pub fn results_tree(tx_hashes: &[TxHash], results: &[TxResult]) -> merkle::Tree 
     merkle::Tree::from_leaf_hashes(leaves)
 }
 
+/// At a checkpoint height: H(digest(h−1), block digest, results root, changes hash, state
+/// root), under its own domain, so the CHECKPOINT that signs the digest covers the root.
+pub fn checkpoint_state_digest(
+    previous: &Digest,
+    block_digest: &Digest,
+    results_root: &Digest,
+    changes_hash: &Digest,
+    state_root: &Digest,
+) -> Digest {
+    Digest::of_parts(
+        CHECKPOINT_STATE_DOMAIN,
+        &[
+            previous.as_bytes(),
+            block_digest.as_bytes(),
+            results_root.as_bytes(),
+            changes_hash.as_bytes(),
+            state_root.as_bytes(),
+        ],
+    )
+}
+
 /// digest(h) = H(digest(h−1), block digest, results root, changes hash).
 pub fn state_digest(
     previous: &Digest,
@@ -163,7 +190,19 @@ pub fn execute<V: StateView + ?Sized>(
     let results_tree = results_tree(&tx_hashes, &results);
     let results_root = results_tree.root();
     let block_digest = block.digest();
-    let state_digest = state_digest(&previous, &block_digest, &results_root, &changes.hash());
+    let checkpoint = params.checkpoint_interval != 0 && height.0 % params.checkpoint_interval == 0;
+    let state_root = if checkpoint {
+        Some(view.state_root(&changes).map_err(state_err)?)
+    } else {
+        None
+    };
+    let changes_hash = changes.hash();
+    let state_digest = match &state_root {
+        Some(root) => {
+            checkpoint_state_digest(&previous, &block_digest, &results_root, &changes_hash, root)
+        }
+        None => state_digest(&previous, &block_digest, &results_root, &changes_hash),
+    };
     let execution = Execution {
         height,
         block_digest,
@@ -172,6 +211,7 @@ pub fn execute<V: StateView + ?Sized>(
         changes,
         results_root,
         results_tree,
+        state_root,
         state_digest,
     };
     debug_assert_eq!(execution.results.len(), block.txs.len());
@@ -496,6 +536,9 @@ mod tests {
         }
         fn last_state(&self) -> Result<(Height, Digest), StateError> {
             self.0.last_state()
+        }
+        fn state_root(&self, changes: &StateChanges) -> Result<Digest, StateError> {
+            self.0.state_root(changes)
         }
     }
 

@@ -12,6 +12,7 @@ pub mod state;
 
 pub use admission::{admit, classify, classify_in_flight, must_evict, Admission, Class, Refusal};
 pub use execute::{
-    execute, genesis_state_digest, results_root, results_tree, state_digest, ExecError, Execution,
+    checkpoint_state_digest, execute, genesis_state_digest, results_root, results_tree,
+    state_digest, ExecError, Execution,
 };
 pub use state::{genesis_changes, MemState};

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use stele_crypto::{Digest, PublicKey};
+use stele_types::state_root;
 use stele_types::{
     Account, Block, Genesis, Height, Nonce, RecordKey, RecordValue, StateChanges, StateError,
     StateView, TxHash, TxLocation,
@@ -153,5 +154,13 @@ impl StateView for MemState {
 
     fn last_state(&self) -> Result<(Height, Digest), StateError> {
         Ok((self.height, self.state_digest))
+    }
+
+    fn state_root(&self, changes: &StateChanges) -> Result<Digest, StateError> {
+        let mut accounts = self.accounts.clone();
+        accounts.extend(changes.accounts.iter().map(|(k, a)| (*k, *a)));
+        let mut records = self.records.clone();
+        records.extend(changes.records.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(state_root::root_of(&accounts, &records))
     }
 }

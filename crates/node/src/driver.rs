@@ -291,6 +291,8 @@ struct Loop {
     last_commit: Option<Instant>,
     /// The tip's block digest, read once per new height.
     tip_hash: Option<(Height, Digest)>,
+    /// The state root of the latest checkpoint height executed, for `/status`.
+    state_root: Option<stele_types::api::StateRootAt>,
     /// Each peer's latest claimed executed height (STATUS: unproven).
     peer_claims: BTreeMap<ReplicaId, Height>,
     exit: Option<Exit>,
@@ -306,6 +308,7 @@ impl Driver {
             proposed_at: BTreeMap::new(),
             last_commit: None,
             tip_hash: None,
+            state_root: None,
             peer_claims: BTreeMap::new(),
             exit: None,
         };
@@ -691,6 +694,10 @@ impl Loop {
         ) {
             return self.fail_store("committing a block", e);
         }
+        if let Some(root) = exec.state_root {
+            self.state_root = Some(stele_types::api::StateRootAt { height: h, root });
+            tracing::debug!(height = h.0, %root, "state root at a checkpoint height");
+        }
         // Signed before any waiter hears of the block, so its answer finds the receipt.
         self.d
             .receipts
@@ -829,6 +836,7 @@ impl Loop {
             sync: self.d.sync,
             recovering: self.d.recovery.is_some(),
             mempool_txs: e.pending().len() as u64,
+            state_root: self.state_root,
         };
         *self
             .d

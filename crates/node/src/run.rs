@@ -185,6 +185,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
             sync: config.sync,
             recovering,
             mempool_txs: 0,
+            state_root: None,
         }),
         peer_height: Mutex::new(Height(0)),
     });

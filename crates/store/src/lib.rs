@@ -9,6 +9,7 @@
 mod durable;
 mod error;
 mod keys;
+mod state_root;
 mod store;
 mod verify;
 

@@ -95,6 +95,8 @@ pub struct Store {
     /// Serialises `persist`, so a checkpoint's regression check and its write are one
     /// step.
     pub(crate) durable_lock: Mutex<()>,
+    /// The state root's buckets (`state_root.rs`).
+    pub(crate) buckets: Mutex<crate::state_root::StateBuckets>,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,6 +189,7 @@ impl Store {
                 state_digest: initial.state_digest,
             }),
             durable_lock: Mutex::new(()),
+            buckets: Mutex::new(Default::default()),
         };
         let tip = match store.get_block_entry(Height(0))? {
             None => {
@@ -208,6 +211,7 @@ impl Store {
         if config.verify_on_open {
             store.verify_all(tip)?;
         }
+        store.load_buckets()?;
         *store.tip.get_mut().unwrap_or_else(|e| e.into_inner()) = tip;
         debug_assert_eq!(store.last_state_unchecked(), (tip.height, tip.state_digest));
         Ok(store)
@@ -322,6 +326,7 @@ impl Store {
             height,
             state_digest,
         };
+        self.mark_changed(changes);
         Ok(())
     }
 
@@ -734,6 +739,10 @@ impl StateView for Store {
 
     fn last_state(&self) -> Result<(Height, Digest), StateError> {
         Ok(self.last_state_unchecked())
+    }
+
+    fn state_root(&self, changes: &StateChanges) -> Result<Digest, StateError> {
+        self.state_root_after(changes).map_err(state_error)
     }
 }
 

@@ -528,17 +528,47 @@ fn an_undecodable_entry_is_refused_at_open_naming_family_and_key() {
         "{err}"
     );
     assert!(err.to_string().contains(&sender(0).to_hex()), "{err}");
-    // Without the full check the damage is still found on the read that meets it.
+    // Without the full check too: open reads every account and record to build the
+    // state root's buckets.
+    let config = StoreConfig {
+        verify_on_open: false,
+        ..StoreConfig::default()
+    };
+    let err = open_with(dir.path(), &genesis(), &config).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { cf: "accounts", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_the_full_check_damage_is_found_on_the_read_that_meets_it() {
+    let dir = small_chain();
+    let hash = Digest::of(b"a tx hash");
+    {
+        let db = raw_db(dir.path());
+        db.put_cf(
+            db.cf_handle("tx_index").unwrap(),
+            hash.as_bytes(),
+            [1, 2, 3],
+        )
+        .unwrap();
+    }
     let config = StoreConfig {
         verify_on_open: false,
         ..StoreConfig::default()
     };
     let s = open_with(dir.path(), &genesis(), &config).unwrap();
     assert!(matches!(
-        s.account_of(&sender(0)),
-        Err(StoreError::Corrupt { .. })
+        s.tx_location_checked(&hash),
+        Err(StoreError::Corrupt { cf: "tx_index", .. })
     ));
-    assert!(s.account(&sender(0)).is_err());
+    assert!(s.tx_location(&hash).is_err());
+    drop(s);
+    assert!(matches!(
+        open(dir.path()).unwrap_err(),
+        StoreError::Corrupt { cf: "tx_index", .. }
+    ));
 }
 
 #[test]
@@ -555,5 +585,63 @@ fn commits_with_sync_off_still_apply_and_read_back() {
     assert_eq!(
         s.record_of(&sender(0), &k).unwrap().unwrap().as_slice(),
         b"v"
+    );
+}
+
+/// The store's incremental state root (bucket roots kept in memory, only changed buckets
+/// read again) is the one `MemState` computes from scratch, at every checkpoint height,
+/// after a reopen too, records included.
+#[test]
+fn the_state_root_at_checkpoint_heights_matches_memory_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    let p = stele_types::Params {
+        checkpoint_interval: 3,
+        ..params()
+    };
+    let mut mem = MemState::genesis(&g);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut roots = 0;
+    let mut run = |s: &Store, mem: &mut MemState, rng: &mut ChaCha8Rng, i: u64| {
+        let h = s.latest_height().next();
+        let mut txs = random_txs(s, rng, 25);
+        if i % 2 == 0 {
+            let a = sender(0);
+            let n = s.account_of(&a).unwrap().map_or(0, |x| x.nonce.0);
+            txs.insert(0, put(a, n, format!("k{i}").as_bytes(), b"v"));
+        }
+        let block = Block::new(h, 1_700_000_000_000 + h.0, txs);
+        let e = execute(&block, s, &p).unwrap();
+        let me = execute(&block, &*mem, &p).unwrap();
+        assert_eq!(e, me, "height {h}");
+        assert_eq!(e.state_root.is_some(), h.0 % 3 == 0);
+        if e.state_root.is_some() {
+            roots += 1;
+        }
+        s.commit_block(
+            &block,
+            &cert(&block),
+            &e.results,
+            &e.changes,
+            e.state_digest,
+        )
+        .unwrap();
+        mem.apply(&block, &me);
+    };
+    {
+        let s = open(dir.path()).unwrap();
+        for i in 0..20 {
+            run(&s, &mut mem, &mut rng, i);
+        }
+    }
+    let s = open(dir.path()).unwrap();
+    for i in 20..26 {
+        run(&s, &mut mem, &mut rng, i);
+    }
+    assert_eq!(roots, 8);
+    assert!(mem.records().count() > 0);
+    assert_eq!(
+        s.state_root_after(&Default::default()).unwrap(),
+        mem.state_root(&Default::default()).unwrap()
     );
 }

@@ -55,6 +55,18 @@ pub struct StatusResponse {
     /// Whether it is recovering a wiped data directory and does not vote yet.
     pub recovering: bool,
     pub mempool_txs: u64,
+    /// The latest checkpoint height this validator executed since it started, and the
+    /// state root there (a Merkle root over every account and record; the state digest
+    /// at that height, which checkpoints sign, covers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_root: Option<StateRootAt>,
+}
+
+/// A state root and the checkpoint height it is the state root of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRootAt {
+    pub height: Height,
+    pub root: Digest,
 }
 
 /// `GET /blocks/{height}`: a committed block with the q COMMITs that prove it. `stele

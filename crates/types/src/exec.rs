@@ -145,4 +145,7 @@ pub trait StateView {
     fn nonce_tx(&self, sender: &PublicKey, nonce: Nonce) -> Result<Option<TxHash>, StateError>;
     /// The height executed last and the state digest after it (height 0: genesis).
     fn last_state(&self) -> Result<(Height, Digest), StateError>;
+    /// The state root ([`crate::state_root`]) of this state with `changes` applied
+    /// over it: what a checkpoint height's state digest covers.
+    fn state_root(&self, changes: &StateChanges) -> Result<Digest, StateError>;
 }
