@@ -203,6 +203,18 @@ async fn ready(State(api): State<Arc<Api>>) -> Result<Json<StatusResponse>, Fail
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let disk = {
+        let path = api.store.path().to_owned();
+        tokio::task::spawn_blocking(move || stele_types::proc::dir_bytes(&path))
+            .await
+            .ok()
+            .flatten()
+    };
+    if let Some(bytes) = disk {
+        api.metrics
+            .store_disk_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.metrics.render(),

@@ -685,6 +685,12 @@ impl Loop {
                 return;
             }
         };
+        let took = t0.elapsed().as_secs_f64();
+        if exec.state_root.is_some() {
+            self.d.metrics.execute_checkpoint.observe(took);
+        } else {
+            self.d.metrics.execute.observe(took);
+        }
         if let Err(e) = self.d.store.commit_block(
             &block,
             &certificate,

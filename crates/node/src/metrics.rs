@@ -67,6 +67,13 @@ pub struct Metrics {
     /// Serialises the scrape-time updates of the two counters above.
     cpu_sync: std::sync::Arc<std::sync::Mutex<()>>,
     pub faults_tolerated: IntGauge,
+    /// Executing a block, at heights that are not checkpoints.
+    pub execute: Histogram,
+    /// Executing a block at a checkpoint height, the state root included: against
+    /// `execute`, what the root costs.
+    pub execute_checkpoint: Histogram,
+    /// Bytes of the store's data directory, brought up to date at each scrape.
+    pub store_disk_bytes: IntGauge,
     pub votes_sent: IntCounterVec,
     pub recovery_bound_height: IntGauge,
     pub recovery_bound_view: IntGauge,
@@ -239,6 +246,20 @@ impl Metrics {
                 "stele_quorum_faults_tolerated",
                 "How many more validators may fail now with the chain still live.",
             ),
+            execute: secs(
+                "stele_execute_seconds",
+                "Executing one committed block (not at a checkpoint height).",
+                latency.clone(),
+            ),
+            execute_checkpoint: secs(
+                "stele_execute_checkpoint_seconds",
+                "Executing one block at a checkpoint height, computing the state root included.",
+                latency.clone(),
+            ),
+            store_disk_bytes: gauge(
+                "stele_store_disk_bytes",
+                "Bytes the store's RocksDB directory takes on disk (SST files, WAL, manifests).",
+            ),
             votes_sent: vec(
                 "stele_votes_sent_total",
                 "Votes and proposals this validator sent (CHECKPOINTs aside), by kind.",
@@ -297,6 +318,9 @@ impl Metrics {
             Box::new(m.process_cpu.clone()),
             Box::new(m.verify_cpu.clone()),
             Box::new(m.faults_tolerated.clone()),
+            Box::new(m.execute.clone()),
+            Box::new(m.execute_checkpoint.clone()),
+            Box::new(m.store_disk_bytes.clone()),
             Box::new(m.votes_sent.clone()),
             Box::new(m.recovery_bound_height.clone()),
             Box::new(m.recovery_bound_view.clone()),
@@ -510,6 +534,9 @@ mod tests {
             "stele_process_cpu_seconds_total",
             "stele_sig_verify_cpu_seconds_total",
             "stele_quorum_faults_tolerated",
+            "stele_execute_seconds_bucket",
+            "stele_execute_checkpoint_seconds_bucket",
+            "stele_store_disk_bytes",
             "stele_transport_retries_total",
             "stele_transport_connect_failures_total",
         ] {
