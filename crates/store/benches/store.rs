@@ -1,5 +1,6 @@
 //! Store benchmarks: synced commits of 1,000-tx blocks (blocks/s and tx/s), execution
-//! over the store, durable consensus writes (synced), and block reads by height.
+//! over the store, durable consensus writes (synced), block reads by height, and the
+//! state root over a million accounts.
 //!
 //! Every commit here is a real `fsync` of the WAL unless the name says "unsynced", so
 //! the figures are the disk's as much as the code's.
@@ -11,8 +12,9 @@ use stele_crypto::{ChainId, Digest, PublicKey, Signature, Signed};
 use stele_ledger::{execute, genesis_changes, genesis_state_digest};
 use stele_store::{GenesisState, Store, StoreConfig};
 use stele_types::{
-    Amount, Block, CommitCertificate, DurableEntry, Genesis, GenesisAccount, Height, Nonce, Op,
-    Params, PrePrepare, Prepare, ReplicaId, Transaction, TxBody, ViewNumber,
+    Account, Amount, Block, CommitCertificate, DurableEntry, Genesis, GenesisAccount, Height,
+    Nonce, Op, Params, PrePrepare, Prepare, ReplicaId, StateChanges, Transaction, TxBody,
+    ViewNumber,
 };
 
 const TXS: usize = 1000;
@@ -200,5 +202,63 @@ fn bench_reads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_commit, bench_durable, bench_reads);
+/// The state root (issue 24) over 1,000,000 accounts: opening the store (which scans
+/// every account into the root's buckets), and the root at a checkpoint after a block's
+/// worth and after ten blocks' worth of changed accounts.
+fn bench_state_root(c: &mut Criterion) {
+    const ACCOUNTS: usize = 1_000_000;
+    let g = Genesis {
+        accounts: (0..ACCOUNTS)
+            .map(|i| GenesisAccount {
+                key: key(i),
+                balance: Amount(1_000),
+            })
+            .collect(),
+        ..genesis()
+    };
+    let initial = GenesisState {
+        changes: genesis_changes(&g),
+        state_digest: genesis_state_digest(&g),
+    };
+    let config = StoreConfig {
+        sync: false,
+        ..StoreConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(Store::open(dir.path(), &g, &initial, &config).expect("creates"));
+    let started = Instant::now();
+    let store = Store::open(dir.path(), &g, &initial, &config).expect("opens");
+    eprintln!(
+        "store state root: reopening with {ACCOUNTS} accounts (full check, bucket scan) took {:?}",
+        started.elapsed()
+    );
+    let mut group = c.benchmark_group("store state root, 1,000,000 accounts");
+    group.sample_size(10);
+    for changed in [2_000usize, 20_000] {
+        let changes = StateChanges {
+            accounts: (0..changed)
+                .map(|i| {
+                    let a = Account {
+                        balance: Amount(7),
+                        nonce: Nonce(1),
+                    };
+                    (key(i * 37 % ACCOUNTS), a)
+                })
+                .collect(),
+            records: Default::default(),
+        };
+        group.bench_function(format!("root after {changed} changed accounts"), |b| {
+            b.iter(|| store.state_root_after(&changes).expect("reads"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_commit,
+    bench_durable,
+    bench_reads,
+    bench_state_root
+);
 criterion_main!(benches);

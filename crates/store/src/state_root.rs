@@ -1,5 +1,5 @@
-//! The state root over the store (issue 24): each bucket's root is kept in memory, built
-//! by one scan at open; a commit marks the buckets it touched, and the root at a
+//! The state root over the store (issue 24): the tree over the bucket roots is kept in
+//! memory, built by one scan at open; a commit marks the buckets it touched, and the root at a
 //! checkpoint height rereads only those buckets (two key-range scans each).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,11 +13,21 @@ use crate::error::StoreError;
 use crate::keys::{ACCOUNTS, RECORDS};
 use crate::store::{Store, SMALL_VALUE_LIMIT};
 
-/// The roots of the non-empty buckets, and the buckets changed since they were computed.
-#[derive(Debug, Default)]
+/// The roots of the non-empty buckets with the tree over them, and the buckets changed
+/// since they were computed.
+#[derive(Debug)]
 pub(crate) struct StateBuckets {
-    roots: BTreeMap<u16, Digest>,
+    tree: state_root::BucketTree,
     dirty: BTreeSet<u16>,
+}
+
+impl Default for StateBuckets {
+    fn default() -> Self {
+        StateBuckets {
+            tree: state_root::BucketTree::new(&BTreeMap::new()),
+            dirty: BTreeSet::new(),
+        }
+    }
 }
 
 /// The buckets `changes` touch, with just their changed entries.
@@ -55,7 +65,7 @@ impl Store {
             roots.insert(b, bucket.root());
         }
         *self.lock_buckets() = StateBuckets {
-            roots,
+            tree: state_root::BucketTree::new(&roots),
             dirty: BTreeSet::new(),
         };
         Ok(())
@@ -84,16 +94,13 @@ impl Store {
             fresh.insert(bucket, entries);
         }
         for (bucket, entries) in fresh {
-            if entries.is_empty() {
-                b.roots.remove(&bucket);
-            } else {
-                b.roots.insert(bucket, entries.root());
-            }
+            let root = (!entries.is_empty()).then(|| entries.root());
+            b.tree.set(bucket, root);
         }
         // `changes` are not committed yet: their buckets are read again next time, so a
         // block executed but never committed cannot leave a wrong root behind.
         b.dirty = pending.keys().copied().collect();
-        Ok(state_root::root(&b.roots))
+        Ok(b.tree.root())
     }
 
     /// One bucket's committed entries, in key order.

@@ -105,6 +105,58 @@ fn subtree(level: u32, first: u32, entries: &[(u16, Digest)]) -> Digest {
     )
 }
 
+/// The whole tree over the 65,536 bucket roots, kept so that changing one bucket costs
+/// its 17 hashes on the way up instead of the whole tree's (about 130,000 at a million
+/// accounts, when every bucket is non-empty). 4 MiB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketTree {
+    /// `levels[0]`: the buckets' leaf hashes; `levels[BUCKET_BITS]`: the root alone.
+    levels: Vec<Vec<Digest>>,
+}
+
+impl BucketTree {
+    /// The tree over `buckets` (non-empty buckets' roots; the others are empty).
+    pub fn new(buckets: &BTreeMap<u16, Digest>) -> BucketTree {
+        let empty = empty_subtrees();
+        let mut leaves = vec![empty[0]; BUCKETS];
+        for (b, r) in buckets {
+            leaves[usize::from(*b)] = merkle::leaf_hash(r.as_bytes());
+        }
+        let mut levels = vec![leaves];
+        while let Some(below) = levels.last().filter(|l| l.len() > 1) {
+            let above = below
+                .chunks_exact(2)
+                .map(|pair| merkle::node_hash(&pair[0], &pair[1]))
+                .collect();
+            levels.push(above);
+        }
+        debug_assert_eq!(levels.len(), BUCKET_BITS as usize + 1);
+        BucketTree { levels }
+    }
+
+    /// Sets bucket `b`'s root (`None`: the bucket is empty) and rehashes its path.
+    pub fn set(&mut self, b: u16, root: Option<Digest>) {
+        let mut i = usize::from(b);
+        self.levels[0][i] = match root {
+            Some(r) => merkle::leaf_hash(r.as_bytes()),
+            None => empty_subtrees()[0],
+        };
+        for level in 1..self.levels.len() {
+            let (l, r) = (
+                self.levels[level - 1][i & !1],
+                self.levels[level - 1][i | 1],
+            );
+            i >>= 1;
+            self.levels[level][i] = merkle::node_hash(&l, &r);
+        }
+    }
+
+    /// The state root: [`root`] of the same buckets.
+    pub fn root(&self) -> Digest {
+        self.levels[BUCKET_BITS as usize][0]
+    }
+}
+
 /// Splits whole state, in key order, into buckets.
 pub fn buckets<'a>(
     accounts: impl IntoIterator<Item = (&'a PublicKey, &'a Account)>,
@@ -182,6 +234,26 @@ mod tests {
             root(&BTreeMap::new()),
             merkle::root(&vec![merkle::empty_root().as_bytes().to_vec(); BUCKETS])
         );
+    }
+
+    #[test]
+    fn the_kept_bucket_tree_follows_every_change_as_the_sparse_root_does() {
+        let mut roots = BTreeMap::new();
+        let mut tree = BucketTree::new(&roots);
+        assert_eq!(tree.root(), root(&roots));
+        for i in 0u32..300 {
+            let b = (i.wrapping_mul(2_654_435_761) >> 16) as u16;
+            if i % 5 == 4 {
+                roots.remove(&b);
+                tree.set(b, None);
+            } else {
+                let r = Digest::of(&i.to_le_bytes());
+                roots.insert(b, r);
+                tree.set(b, Some(r));
+            }
+            assert_eq!(tree.root(), root(&roots), "after change {i}");
+        }
+        assert_eq!(BucketTree::new(&roots), tree);
     }
 
     #[test]
