@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use stele_client::client::{Encoding, SubmitBody};
 use stele_client::{verify_block, Client, ClientConfig, Verdict};
+use stele_crypto::{Digest, Ed25519};
 use stele_crypto::{KeyPair, Signer as _};
 use stele_tests::chain::{block, key, max_height, metric, same_chain, same_height, transfer};
 use stele_tests::torsion::TorsionSigner;
 use stele_tests::{bin, http, status, wait_connected, wait_for, Testnet};
-use stele_types::api::{Admitted, ApiError};
-use stele_types::{Amount, Nonce, Op, Transaction, TxResult};
+use stele_types::api::{Admitted, ApiError, CheckpointResponse};
+use stele_types::{Amount, Height, Nonce, Op, Transaction, TxResult};
 use tokio::sync::Mutex;
 
 /// The testnets of this file run one at a time: four validators each already keep both
@@ -323,6 +324,62 @@ async fn restarted_node_catches_up_and_serves_the_same_chain() {
         .expect("account on node 3")
         .expect("exists");
     assert_eq!(a.balance, Amount(1_000_000 + 120));
+}
+
+/// Every validator serves its latest stable checkpoint with the opening of the state
+/// digest it signs (`GET /checkpoint`); with only the genesis file, that proves the state
+/// root, and all four prove the same one for the same height. A changed root does not
+/// verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_root_at_a_stable_checkpoint_verifies_against_the_genesis() {
+    let _serial = SERIAL.lock().await;
+    let (net, c) = up(4, "checkpoint_interval = 8\nwindow = 16").await;
+    let keys: Vec<KeyPair> = (0..4).map(|j| key(&net, j)).collect();
+    // One round per block at least (each waits for its receipts): past height 8.
+    for n in 0..12 {
+        let txs: Vec<Transaction> = (0..4)
+            .map(|j| transfer(&c, &keys[j], n, &keys[(j + 1) % 4], 1))
+            .collect();
+        let hs = c.submit_many(&txs).await.expect("submitted");
+        for r in c.wait_for(&hs).await {
+            assert_eq!(r.expect("committed").result, TxResult::Ok);
+        }
+    }
+    let vs = net.genesis.validator_set();
+    let mut proven = std::collections::BTreeMap::new();
+    for i in 0..4 {
+        let url = net.url(i);
+        let answer: CheckpointResponse =
+            wait_for(Duration::from_secs(60), "a stable checkpoint", || {
+                let url = url.clone();
+                async move {
+                    let r = http().get(format!("{url}/checkpoint")).send().await.ok()?;
+                    if !r.status().is_success() {
+                        return None;
+                    }
+                    let a: CheckpointResponse = r.json().await.ok()?;
+                    (a.certificate.height >= Height(8)).then_some(a)
+                }
+            })
+            .await
+            .expect("a stable checkpoint at height 8 or above");
+        let root = answer
+            .opening
+            .verify(&answer.certificate, &vs, &Ed25519)
+            .expect("the opening proves the root");
+        let mut forged = answer.opening.clone();
+        forged.state_root = Digest::of(b"another state");
+        assert!(forged.verify(&answer.certificate, &vs, &Ed25519).is_err());
+        proven.insert((answer.certificate.height, i), root);
+    }
+    // Validators at the same stable height prove the same root.
+    for ((h, i), r) in &proven {
+        for ((h2, j), r2) in &proven {
+            if h == h2 {
+                assert_eq!(r, r2, "validators {i} and {j} at height {h}");
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use stele_crypto::{merkle, Digest, PublicKey};
+use stele_types::state_root::StateOpening;
 use stele_types::{
     Account, Amount, Block, Genesis, Height, Nonce, Op, Params, RecordKey, RecordValue,
     StateChanges, StateError, StateView, Transaction, TxHash, TxLocation, TxResult,
@@ -15,8 +16,6 @@ use stele_types::{
 
 /// Domain of the state digest chain.
 const STATE_DOMAIN: &str = "stele/state";
-/// Domain of the state digest at checkpoint heights, which also covers the state root.
-const CHECKPOINT_STATE_DOMAIN: &str = "stele/state/checkpoint";
 /// Domain of the state digest at height 0.
 const GENESIS_STATE_DOMAIN: &str = "stele/state/genesis";
 
@@ -34,15 +33,20 @@ pub struct Execution {
     pub results_root: Digest,
     /// The tree under `results_root`, for receipts' proofs.
     pub results_tree: merkle::Tree,
-    /// At checkpoint heights (a multiple of the checkpoint interval): the state root
-    /// after this block, which the state digest then covers, so a checkpoint
-    /// certificate commits to it.
-    pub state_root: Option<Digest>,
+    /// At checkpoint heights (a multiple of the checkpoint interval): what the state
+    /// digest is the hash of, the state root after this block among it, so a checkpoint
+    /// certificate commits to the root.
+    pub opening: Option<StateOpening>,
     /// The state digest after this block.
     pub state_digest: Digest,
 }
 
 impl Execution {
+    /// The state root after this block, at checkpoint heights.
+    pub fn state_root(&self) -> Option<Digest> {
+        self.opening.as_ref().map(|o| o.state_root)
+    }
+
     /// The applied txs as (index in the block, location): what enters the tx index.
     pub fn applied(&self) -> impl Iterator<Item = (usize, TxLocation)> + '_ {
         self.results
@@ -109,23 +113,8 @@ pub fn results_tree(tx_hashes: &[TxHash], results: &[TxResult]) -> merkle::Tree 
 
 /// At a checkpoint height: H(digest(h−1), block digest, results root, changes hash, state
 /// root), under its own domain, so the CHECKPOINT that signs the digest covers the root.
-pub fn checkpoint_state_digest(
-    previous: &Digest,
-    block_digest: &Digest,
-    results_root: &Digest,
-    changes_hash: &Digest,
-    state_root: &Digest,
-) -> Digest {
-    Digest::of_parts(
-        CHECKPOINT_STATE_DOMAIN,
-        &[
-            previous.as_bytes(),
-            block_digest.as_bytes(),
-            results_root.as_bytes(),
-            changes_hash.as_bytes(),
-            state_root.as_bytes(),
-        ],
-    )
+pub fn checkpoint_state_digest(opening: &StateOpening) -> Digest {
+    opening.digest()
 }
 
 /// digest(h) = H(digest(h−1), block digest, results root, changes hash).
@@ -191,16 +180,21 @@ pub fn execute<V: StateView + ?Sized>(
     let results_root = results_tree.root();
     let block_digest = block.digest();
     let checkpoint = params.checkpoint_interval != 0 && height.0 % params.checkpoint_interval == 0;
-    let state_root = if checkpoint {
-        Some(view.state_root(&changes).map_err(state_err)?)
+    let changes_hash = changes.hash();
+    let opening = if checkpoint {
+        Some(StateOpening {
+            height,
+            previous,
+            block_digest,
+            results_root,
+            changes_hash,
+            state_root: view.state_root(&changes).map_err(state_err)?,
+        })
     } else {
         None
     };
-    let changes_hash = changes.hash();
-    let state_digest = match &state_root {
-        Some(root) => {
-            checkpoint_state_digest(&previous, &block_digest, &results_root, &changes_hash, root)
-        }
+    let state_digest = match &opening {
+        Some(o) => checkpoint_state_digest(o),
         None => state_digest(&previous, &block_digest, &results_root, &changes_hash),
     };
     let execution = Execution {
@@ -211,7 +205,7 @@ pub fn execute<V: StateView + ?Sized>(
         changes,
         results_root,
         results_tree,
-        state_root,
+        opening,
         state_digest,
     };
     debug_assert_eq!(execution.results.len(), block.txs.len());

@@ -20,9 +20,9 @@ use stele_crypto::{Digest, KeyPair, PublicKey, Verified};
 use stele_ledger::{admit, Admission, Refusal};
 use stele_store::{Store, StoreError};
 use stele_types::api::{
-    decode_submit_body, AccountResponse, Admitted, ApiError, BlockResponse, StatusResponse,
-    SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus, BINARY_CONTENT_TYPE,
-    MAX_SUBMIT_BODY,
+    decode_submit_body, AccountResponse, Admitted, ApiError, BlockResponse, CheckpointResponse,
+    StatusResponse, SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus,
+    BINARY_CONTENT_TYPE, MAX_SUBMIT_BODY,
 };
 use stele_types::{
     tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxBody, TxHash, TxResult, ValidatorSet,
@@ -96,6 +96,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/blocks/{height}", get(block))
+        .route("/checkpoint", get(checkpoint))
         .route("/txs/{hash}", get(tx))
         .route("/txs", axum::routing::post(submit))
         .route("/accounts/{key}", get(account))
@@ -245,6 +246,35 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Fail> + Send + 'static,
 ) -> Result<T, Fail> {
     tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+/// The latest stable checkpoint certificate with the opening of its state digest.
+async fn checkpoint(State(api): State<Arc<Api>>) -> Result<Json<CheckpointResponse>, Fail> {
+    let _slot = slot(&api)?;
+    blocking(move || {
+        let none = |why: String| fail(StatusCode::NOT_FOUND, "not_found", why);
+        let certificate = api
+            .store
+            .stable_checkpoint()
+            .map_err(internal)?
+            .ok_or_else(|| none("no stable checkpoint here yet".into()))?;
+        let opening = api
+            .store
+            .state_opening(certificate.height)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                none(format!(
+                    "the stable checkpoint is at height {}, which this validator has not \
+                     executed (or executed before it kept openings)",
+                    certificate.height
+                ))
+            })?;
+        Ok(Json(CheckpointResponse {
+            certificate,
+            opening,
+        }))
+    })
+    .await
 }
 
 async fn block(

@@ -686,7 +686,7 @@ impl Loop {
             }
         };
         let took = t0.elapsed().as_secs_f64();
-        if exec.state_root.is_some() {
+        if exec.opening.is_some() {
             self.d.metrics.execute_checkpoint.observe(took);
         } else {
             self.d.metrics.execute.observe(took);
@@ -697,10 +697,11 @@ impl Loop {
             &exec.results,
             &exec.changes,
             exec.state_digest,
+            exec.opening.as_ref(),
         ) {
             return self.fail_store("committing a block", e);
         }
-        if let Some(root) = exec.state_root {
+        if let Some(root) = exec.state_root() {
             self.state_root = Some(stele_types::api::StateRootAt { height: h, root });
             tracing::debug!(height = h.0, %root, "state root at a checkpoint height");
         }

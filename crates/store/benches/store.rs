@@ -99,7 +99,14 @@ fn bench_commit(c: &mut Criterion) {
                     let e = execute(&blk, &store, &params).expect("executes");
                     let start = Instant::now();
                     store
-                        .commit_block(&blk, &cert(&blk), &e.results, &e.changes, e.state_digest)
+                        .commit_block(
+                            &blk,
+                            &cert(&blk),
+                            &e.results,
+                            &e.changes,
+                            e.state_digest,
+                            e.opening.as_ref(),
+                        )
                         .expect("commits");
                     spent += start.elapsed();
                 }
@@ -177,7 +184,14 @@ fn bench_reads(c: &mut Criterion) {
         let blk = block(store.latest_height().next());
         let e = execute(&blk, &store, &params).expect("executes");
         store
-            .commit_block(&blk, &cert(&blk), &e.results, &e.changes, e.state_digest)
+            .commit_block(
+                &blk,
+                &cert(&blk),
+                &e.results,
+                &e.changes,
+                e.state_digest,
+                e.opening.as_ref(),
+            )
             .expect("commits");
     }
     store.flush().expect("flushes");

@@ -19,6 +19,9 @@ pub const CERTS: &str = "certs";
 /// height → every tx's result in block order (the leaves of the results root, with the
 /// block's tx hashes), so a receipt for any height can be proven.
 pub const RESULTS: &str = "results";
+/// checkpoint height → the state digest's opening there (its state root among it), so a
+/// peer can prove a snapshot's root against the checkpoint certificate.
+pub const OPENINGS: &str = "openings";
 /// public key → account.
 pub const ACCOUNTS: &str = "accounts";
 /// (owner, record key) → record value.
@@ -30,13 +33,14 @@ pub const EVIDENCE: &str = "evidence";
 
 /// Every column family, as DESIGN.md's "Store" lists them (RocksDB's own `default`
 /// family exists too and stays empty).
-pub const COLUMN_FAMILIES: [&str; 10] = [
+pub const COLUMN_FAMILIES: [&str; 11] = [
     BLOCKS,
     BLOCK_INDEX,
     TX_INDEX,
     NONCE_INDEX,
     CERTS,
     RESULTS,
+    OPENINGS,
     ACCOUNTS,
     RECORDS,
     CONSENSUS,

@@ -16,6 +16,7 @@ use rocksdb::{
 use serde::de::DeserializeOwned;
 use stele_crypto::{Digest, PublicKey, DIGEST_LEN};
 use stele_types::codec::{self, MAX_DECODE_LEN};
+use stele_types::state_root::StateOpening;
 use stele_types::{
     tx_hash, Account, Block, CommitCertificate, Genesis, Height, Nonce, RecordKey, RecordValue,
     StateChanges, StateError, StateView, Transaction, TxHash, TxLocation, TxResult,
@@ -260,6 +261,7 @@ impl Store {
         results: &[TxResult],
         changes: &StateChanges,
         state_digest: Digest,
+        opening: Option<&StateOpening>,
     ) -> Result<(), StoreError> {
         let mut tip = self.lock_tip();
         let height = block.height();
@@ -296,6 +298,20 @@ impl Store {
         batch.put_cf(self.cf(BLOCK_INDEX), block_digest.as_bytes(), key);
         batch.put_cf(self.cf(CERTS), key, codec::encode(certificate));
         batch.put_cf(self.cf(RESULTS), key, codec::encode(&results));
+        if let Some(o) = opening {
+            if o.height != height || o.digest() != state_digest {
+                return Err(StoreError::Inconsistent {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "the opening given for height {height} is for height {} and hashes to {}, \
+                         not to the state digest {state_digest}",
+                        o.height,
+                        o.digest()
+                    ),
+                });
+            }
+            batch.put_cf(self.cf(OPENINGS), key, codec::encode(o));
+        }
         for (index, (tx, result)) in block.txs.iter().zip(results).enumerate() {
             if !result.is_applied() {
                 continue;
@@ -582,6 +598,11 @@ impl Store {
                 TxResult::StaleNonce
             },
         }))
+    }
+
+    /// The opening of the state digest at checkpoint height `height` (`None` elsewhere).
+    pub fn state_opening(&self, height: Height) -> Result<Option<StateOpening>, StoreError> {
+        self.get_decoded(OPENINGS, &height_key(height), SMALL_VALUE_LIMIT)
     }
 
     /// Every tx's result at `height`, in block order (`None` above the tip and at 0).

@@ -192,6 +192,18 @@ impl Store {
                 tip.height
             )));
         }
+        self.scan(OPENINGS, |key, value| {
+            let o: stele_types::state_root::StateOpening =
+                self.decode_value(OPENINGS, key, value, SMALL_VALUE_LIMIT)?;
+            match parse_height(key) {
+                Some(h) if h == o.height && h > Height(0) && h <= tip.height => Ok(()),
+                _ => Err(self.corrupt(
+                    OPENINGS,
+                    key,
+                    format!("an opening for height {} under this key", o.height),
+                )),
+            }
+        })?;
         let mut indexed = 0u64;
         self.scan(BLOCK_INDEX, |key, value| {
             indexed += 1;

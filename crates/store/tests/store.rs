@@ -251,7 +251,14 @@ fn commits_out_of_order_or_with_a_foreign_certificate_are_refused_and_write_noth
     let before = s.tip();
     let b2 = Block::null(Height(2));
     let err = s
-        .commit_block(&b2, &cert(&b2), &[], &Default::default(), Digest([1; 32]))
+        .commit_block(
+            &b2,
+            &cert(&b2),
+            &[],
+            &Default::default(),
+            Digest([1; 32]),
+            None,
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -272,6 +279,7 @@ fn commits_out_of_order_or_with_a_foreign_certificate_are_refused_and_write_noth
             &[TxResult::Ok],
             &Default::default(),
             Digest([1; 32]),
+            None,
         )
         .unwrap_err();
     assert!(
@@ -279,7 +287,14 @@ fn commits_out_of_order_or_with_a_foreign_certificate_are_refused_and_write_noth
         "{err}"
     );
     let err = s
-        .commit_block(&b1, &cert(&b1), &[], &Default::default(), Digest([1; 32]))
+        .commit_block(
+            &b1,
+            &cert(&b1),
+            &[],
+            &Default::default(),
+            Digest([1; 32]),
+            None,
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -614,8 +629,8 @@ fn the_state_root_at_checkpoint_heights_matches_memory_and_survives_reopen() {
         let e = execute(&block, s, &p).unwrap();
         let me = execute(&block, &*mem, &p).unwrap();
         assert_eq!(e, me, "height {h}");
-        assert_eq!(e.state_root.is_some(), h.0 % 3 == 0);
-        if e.state_root.is_some() {
+        assert_eq!(e.opening.is_some(), h.0 % 3 == 0);
+        if e.opening.is_some() {
             roots += 1;
         }
         s.commit_block(
@@ -624,6 +639,7 @@ fn the_state_root_at_checkpoint_heights_matches_memory_and_survives_reopen() {
             &e.results,
             &e.changes,
             e.state_digest,
+            e.opening.as_ref(),
         )
         .unwrap();
         mem.apply(&block, &me);
@@ -640,6 +656,13 @@ fn the_state_root_at_checkpoint_heights_matches_memory_and_survives_reopen() {
     }
     assert_eq!(roots, 8);
     assert!(mem.records().count() > 0);
+    // The opening of each checkpoint height is kept and hashes to its state digest.
+    for h in [3, 24] {
+        let o = s.state_opening(Height(h)).unwrap().unwrap();
+        assert_eq!(Some(o.digest()), s.state_digest(Height(h)).unwrap());
+        assert_eq!(o.height, Height(h));
+    }
+    assert_eq!(s.state_opening(Height(4)).unwrap(), None);
     assert_eq!(
         s.state_root_after(&Default::default()).unwrap(),
         mem.state_root(&Default::default()).unwrap()

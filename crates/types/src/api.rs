@@ -62,6 +62,15 @@ pub struct StatusResponse {
     pub state_root: Option<StateRootAt>,
 }
 
+/// `GET /checkpoint`: this validator's latest stable checkpoint certificate and the
+/// opening of the state digest it signs. `StateOpening::verify` turns the two into a
+/// state root that only the genesis file's validators could have vouched for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointResponse {
+    pub certificate: crate::certs::CheckpointCertificate,
+    pub opening: crate::state_root::StateOpening,
+}
+
 /// A state root and the checkpoint height it is the state root of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRootAt {

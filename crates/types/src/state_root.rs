@@ -14,7 +14,12 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use stele_crypto::{merkle, Digest, PublicKey};
+use serde::{Deserialize, Serialize};
+use stele_crypto::{merkle, Digest, PublicKey, Scheme};
+
+use crate::certs::{CertError, CheckpointCertificate};
+use crate::ids::Height;
+use crate::validators::ValidatorSet;
 
 use crate::codec;
 use crate::exec::Account;
@@ -154,6 +159,77 @@ impl BucketTree {
     /// The state root: [`root`] of the same buckets.
     pub fn root(&self) -> Digest {
         self.levels[BUCKET_BITS as usize][0]
+    }
+}
+
+/// Domain of the state digest at checkpoint heights, which also covers the state root.
+pub const CHECKPOINT_STATE_DOMAIN: &str = "stele/state/checkpoint";
+
+/// What a checkpoint height's state digest is the hash of. With a checkpoint certificate
+/// over that digest it proves the state root to anyone holding the genesis file: what a
+/// validator syncing from a snapshot trusts, and nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateOpening {
+    pub height: Height,
+    /// The state digest after the height before.
+    pub previous: Digest,
+    pub block_digest: Digest,
+    pub results_root: Digest,
+    pub changes_hash: Digest,
+    pub state_root: Digest,
+}
+
+/// Why an opening does not prove a state root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpeningError {
+    #[error("the opening is for height {opening}, the certificate for height {cert}")]
+    Height { cert: Height, opening: Height },
+    #[error("the opening hashes to {opening}, the certificate signs state digest {cert}")]
+    Digest { cert: Digest, opening: Digest },
+    #[error("the checkpoint certificate does not verify: {0}")]
+    Certificate(CertError),
+}
+
+impl StateOpening {
+    /// H(previous, block digest, results root, changes hash, state root) under
+    /// [`CHECKPOINT_STATE_DOMAIN`]: the state digest at a checkpoint height.
+    pub fn digest(&self) -> Digest {
+        Digest::of_parts(
+            CHECKPOINT_STATE_DOMAIN,
+            &[
+                self.previous.as_bytes(),
+                self.block_digest.as_bytes(),
+                self.results_root.as_bytes(),
+                self.changes_hash.as_bytes(),
+                self.state_root.as_bytes(),
+            ],
+        )
+    }
+
+    /// The state root at this height, if `cert` holds q valid CHECKPOINTs of
+    /// `validators` over exactly this height and this opening's digest.
+    pub fn verify(
+        &self,
+        cert: &CheckpointCertificate,
+        validators: &ValidatorSet,
+        scheme: &dyn Scheme,
+    ) -> Result<Digest, OpeningError> {
+        if cert.height != self.height {
+            return Err(OpeningError::Height {
+                cert: cert.height,
+                opening: self.height,
+            });
+        }
+        let digest = self.digest();
+        if cert.state_digest != digest {
+            return Err(OpeningError::Digest {
+                cert: cert.state_digest,
+                opening: digest,
+            });
+        }
+        cert.verify(validators, scheme)
+            .map_err(OpeningError::Certificate)?;
+        Ok(self.state_root)
     }
 }
 

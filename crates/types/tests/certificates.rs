@@ -242,3 +242,72 @@ fn prepared_certificates() {
         assert_eq!(c.verify(&vs, &Ed25519), Err(CertError::BadPrePrepare(view)));
     }
 }
+
+/// A state opening proves its state root only with a checkpoint certificate over exactly
+/// its height and digest: a changed root, a changed part of the digest, another height or
+/// too few signers all fail.
+#[test]
+fn a_state_opening_proves_its_root_only_with_a_matching_checkpoint_certificate() {
+    use stele_types::state_root::{OpeningError, StateOpening};
+    let vs = set(4);
+    let k = keys(4);
+    let opening = StateOpening {
+        height: Height(128),
+        previous: Digest::of(b"previous"),
+        block_digest: Digest::of(b"block"),
+        results_root: Digest::of(b"results"),
+        changes_hash: Digest::of(b"changes"),
+        state_root: Digest::of(b"root"),
+    };
+    let cert = |o: &StateOpening, signers: usize| CheckpointCertificate {
+        height: o.height,
+        state_digest: o.digest(),
+        signatures: (0..signers)
+            .map(|i| {
+                entry(
+                    Checkpoint {
+                        height: o.height,
+                        state_digest: o.digest(),
+                        replica: ReplicaId(i as u16),
+                    },
+                    i,
+                    &k,
+                )
+            })
+            .collect(),
+    };
+    let good = cert(&opening, vs.quorum());
+    assert_eq!(opening.verify(&good, &vs, &Ed25519), Ok(opening.state_root));
+    // Any part changed: the digest no longer matches what the validators signed.
+    let mut tampered = Vec::new();
+    for i in 0..5 {
+        let mut o = opening.clone();
+        let d = Digest::of(&[i]);
+        match i {
+            0 => o.previous = d,
+            1 => o.block_digest = d,
+            2 => o.results_root = d,
+            3 => o.changes_hash = d,
+            _ => o.state_root = d,
+        }
+        tampered.push(o);
+    }
+    for o in &tampered {
+        assert!(matches!(
+            o.verify(&good, &vs, &Ed25519),
+            Err(OpeningError::Digest { .. })
+        ));
+    }
+    let elsewhere = StateOpening {
+        height: Height(256),
+        ..opening.clone()
+    };
+    assert!(matches!(
+        elsewhere.verify(&good, &vs, &Ed25519),
+        Err(OpeningError::Height { .. })
+    ));
+    assert!(matches!(
+        opening.verify(&cert(&opening, vs.quorum() - 1), &vs, &Ed25519),
+        Err(OpeningError::Certificate(CertError::TooFewSigners { .. }))
+    ));
+}

@@ -166,6 +166,7 @@ pub fn commit_next(store: &Store, txs: Vec<Transaction>) -> (Block, Execution) {
             &e.results,
             &e.changes,
             e.state_digest,
+            e.opening.as_ref(),
         )
         .unwrap();
     (block, e)
