@@ -123,6 +123,13 @@ impl BucketTree {
     /// The tree over `buckets` (non-empty buckets' roots; the others are empty).
     pub fn new(buckets: &BTreeMap<u16, Digest>) -> BucketTree {
         let empty = empty_subtrees();
+        if buckets.is_empty() {
+            // Every node is an empty subtree's constant: nothing to hash.
+            let levels = (0..=BUCKET_BITS)
+                .map(|level| vec![empty[level as usize]; BUCKETS >> level])
+                .collect();
+            return BucketTree { levels };
+        }
         let mut leaves = vec![empty[0]; BUCKETS];
         for (b, r) in buckets {
             leaves[usize::from(*b)] = merkle::leaf_hash(r.as_bytes());
@@ -317,6 +324,9 @@ mod tests {
         let mut roots = BTreeMap::new();
         let mut tree = BucketTree::new(&roots);
         assert_eq!(tree.root(), root(&roots));
+        // The empty tree (built from constants) is the one hashed from empty leaves.
+        let one = BTreeMap::from([(7u16, merkle::empty_root())]);
+        assert_eq!(BucketTree::new(&one), tree);
         for i in 0u32..300 {
             let b = (i.wrapping_mul(2_654_435_761) >> 16) as u16;
             if i % 5 == 4 {
