@@ -18,6 +18,7 @@ pub mod ids;
 pub mod messages;
 pub mod node_config;
 pub mod proc;
+pub mod snapshot;
 pub mod state_root;
 pub mod tx;
 pub mod validators;

@@ -46,9 +46,11 @@ pub fn record_leaf(owner: &PublicKey, key: &RecordKey, value: &RecordValue) -> V
 }
 
 /// One bucket's entries, each in key order: its accounts, then its records.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub accounts: Vec<(PublicKey, Account)>,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
     pub records: Vec<((PublicKey, RecordKey), RecordValue)>,
 }
 
@@ -90,6 +92,14 @@ fn empty_subtrees() -> &'static [Digest; BUCKET_BITS as usize + 1] {
 pub fn root(buckets: &BTreeMap<u16, Digest>) -> Digest {
     let entries: Vec<(u16, Digest)> = buckets.iter().map(|(b, r)| (*b, *r)).collect();
     subtree(BUCKET_BITS, 0, &entries)
+}
+
+/// The root of the subtree of height `level` whose first bucket is `first`, over the
+/// roots of its non-empty buckets (sorted by bucket, all inside it): what a snapshot
+/// chunk of those buckets is checked with.
+pub fn subtree_root(level: u32, first: u16, buckets: &[(u16, Digest)]) -> Digest {
+    debug_assert!(level <= BUCKET_BITS);
+    subtree(level, u32::from(first), buckets)
 }
 
 /// The root of the subtree of height `level` whose first bucket is `first`, over the
@@ -167,6 +177,38 @@ impl BucketTree {
     pub fn root(&self) -> Digest {
         self.levels[BUCKET_BITS as usize][0]
     }
+
+    /// The audit path of the aligned subtree of height `level` that starts at bucket
+    /// `first`: its sibling at each height from `level` up to the root, lowest first.
+    /// `None` if `level` is above the root or `first` is not aligned to it.
+    pub fn prove(&self, level: u32, first: u16) -> Option<Vec<Digest>> {
+        if level > BUCKET_BITS || u32::from(first) % (1u32 << level) != 0 {
+            return None;
+        }
+        let mut i = usize::from(first) >> level;
+        let mut path = Vec::with_capacity((BUCKET_BITS - level) as usize);
+        for l in level as usize..BUCKET_BITS as usize {
+            path.push(self.levels[l][i ^ 1]);
+            i >>= 1;
+        }
+        Some(path)
+    }
+}
+
+/// Folds an aligned subtree's root up its audit path ([`BucketTree::prove`]) to the
+/// state root it proves.
+pub fn fold_path(level: u32, first: u16, subtree: Digest, path: &[Digest]) -> Digest {
+    let mut i = usize::from(first) >> level.min(BUCKET_BITS);
+    let mut node = subtree;
+    for sibling in path {
+        node = if i & 1 == 0 {
+            merkle::node_hash(&node, sibling)
+        } else {
+            merkle::node_hash(sibling, &node)
+        };
+        i >>= 1;
+    }
+    node
 }
 
 /// Domain of the state digest at checkpoint heights, which also covers the state root.

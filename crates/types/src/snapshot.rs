@@ -1,0 +1,428 @@
+//! Snapshot chunks (issue 24): the state at a checkpoint height, in pieces a syncing
+//! validator checks one at a time against the state root, so no peer is trusted.
+//!
+//! A chunk is every entry of an aligned run of 2^bits buckets ([`ChunkRange`]). Such a run
+//! is one subtree of the tree over the bucket roots (`state_root`), so a chunk carries
+//! one audit path: the verifier hashes the entries into bucket roots, the bucket roots
+//! into the subtree's root, and folds that up the path to the state root that a
+//! checkpoint certificate proves ([`crate::state_root::StateOpening::verify`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use stele_crypto::Digest;
+
+use crate::block::Block;
+use crate::certs::{CheckpointCertificate, CommitCertificate};
+use crate::ids::Height;
+use crate::state_root::{self, bucket_of, Bucket, StateOpening, BUCKET_BITS};
+use crate::validators::ValidatorSet;
+use stele_crypto::Scheme;
+
+/// How many buckets a chunk spans unless a server asks for smaller ones: 2^8 buckets,
+/// 256 chunks. At a million accounts that is about 200 KB a chunk.
+pub const DEFAULT_CHUNK_BITS: u8 = 8;
+
+/// The largest chunk a server sends; a larger one is answered "too large", and the
+/// asker splits the range in two.
+pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+
+/// An aligned run of 2^bits buckets starting at `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChunkRange {
+    pub first: u16,
+    pub bits: u8,
+}
+
+impl ChunkRange {
+    /// The range, if `first` is aligned to 2^bits and bits ≤ 16.
+    pub fn new(first: u16, bits: u8) -> Option<ChunkRange> {
+        (u32::from(bits) <= BUCKET_BITS && u32::from(first) % (1u32 << bits) == 0)
+            .then_some(ChunkRange { first, bits })
+    }
+
+    /// Every bucket in chunks of 2^bits (bits capped at 16).
+    pub fn all(bits: u8) -> Vec<ChunkRange> {
+        let bits = bits.min(BUCKET_BITS as u8);
+        (0u32..1 << (BUCKET_BITS - u32::from(bits)))
+            .map(|i| ChunkRange {
+                first: (i << bits) as u16,
+                bits,
+            })
+            .collect()
+    }
+
+    /// Whether it is well formed (what [`ChunkRange::new`] checks).
+    pub fn is_valid(&self) -> bool {
+        ChunkRange::new(self.first, self.bits).is_some()
+    }
+
+    /// The last bucket in it.
+    pub fn last(&self) -> u16 {
+        (u32::from(self.first) + (1u32 << self.bits.min(16)) - 1) as u16
+    }
+
+    pub fn contains(&self, bucket: u16) -> bool {
+        (self.first..=self.last()).contains(&bucket)
+    }
+
+    /// Its two halves; `None` for a single bucket.
+    pub fn split(&self) -> Option<(ChunkRange, ChunkRange)> {
+        let bits = self.bits.checked_sub(1)?;
+        let second = (u32::from(self.first) + (1u32 << bits)) as u16;
+        Some((
+            ChunkRange {
+                first: self.first,
+                bits,
+            },
+            ChunkRange {
+                first: second,
+                bits,
+            },
+        ))
+    }
+}
+
+impl fmt::Display for ChunkRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "buckets {:04x}..={:04x}", self.first, self.last())
+    }
+}
+
+/// Every entry of a range of buckets at a checkpoint height, with the audit path of
+/// their subtree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub height: Height,
+    pub range: ChunkRange,
+    /// The non-empty buckets, in bucket order.
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub buckets: Vec<(u16, Bucket)>,
+    /// The subtree's siblings from its height up to the root, lowest first.
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub proof: Vec<Digest>,
+}
+
+/// Why a chunk is refused. Every one means the peer that sent it is faulty (or answered
+/// another question).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("the chunk is for height {got}, {expected} was asked for")]
+    Height { expected: Height, got: Height },
+    #[error("the chunk holds {got}, {expected} was asked for")]
+    Range {
+        expected: ChunkRange,
+        got: ChunkRange,
+    },
+    #[error("bucket {bucket:04x} is outside the chunk, repeated, out of order or empty")]
+    Bucket { bucket: u16 },
+    #[error("bucket {bucket:04x} holds an entry of another bucket or entries out of key order")]
+    Entry { bucket: u16 },
+    #[error("the proof has {got} hashes, a chunk of 2^{bits} buckets needs {expected}")]
+    ProofLength {
+        bits: u8,
+        expected: usize,
+        got: usize,
+    },
+    #[error("the chunk proves state root {got}, the checkpoint's is {expected}")]
+    Root { expected: Digest, got: Digest },
+}
+
+impl SnapshotChunk {
+    /// How many accounts and records it holds.
+    pub fn entries(&self) -> usize {
+        self.buckets
+            .iter()
+            .map(|(_, b)| b.accounts.len() + b.records.len())
+            .sum()
+    }
+
+    /// Checks it is exactly the entries of `range` at `height` in the state whose root is
+    /// `state_root`. Structure is checked before anything is hashed, so nothing a peer
+    /// sends reaches a debug assertion.
+    pub fn verify(
+        &self,
+        height: Height,
+        range: ChunkRange,
+        state_root: &Digest,
+    ) -> Result<(), ChunkError> {
+        if self.height != height {
+            return Err(ChunkError::Height {
+                expected: height,
+                got: self.height,
+            });
+        }
+        if self.range != range || !range.is_valid() {
+            return Err(ChunkError::Range {
+                expected: range,
+                got: self.range,
+            });
+        }
+        let expected = (BUCKET_BITS - u32::from(range.bits)) as usize;
+        if self.proof.len() != expected {
+            return Err(ChunkError::ProofLength {
+                bits: range.bits,
+                expected,
+                got: self.proof.len(),
+            });
+        }
+        let mut previous: Option<u16> = None;
+        let mut roots = Vec::with_capacity(self.buckets.len());
+        for (b, bucket) in &self.buckets {
+            if !range.contains(*b) || previous.is_some_and(|p| p >= *b) || bucket.is_empty() {
+                return Err(ChunkError::Bucket { bucket: *b });
+            }
+            previous = Some(*b);
+            let accounts_ok = bucket.accounts.iter().all(|(k, _)| bucket_of(k) == *b)
+                && bucket.accounts.windows(2).all(|w| w[0].0 < w[1].0);
+            let records_ok = bucket.records.iter().all(|((o, _), _)| bucket_of(o) == *b)
+                && bucket.records.windows(2).all(|w| w[0].0 < w[1].0);
+            if !accounts_ok || !records_ok {
+                return Err(ChunkError::Entry { bucket: *b });
+            }
+            roots.push((*b, bucket.root()));
+        }
+        let subtree = state_root::subtree_root(u32::from(range.bits), range.first, &roots);
+        let got = state_root::fold_path(u32::from(range.bits), range.first, subtree, &self.proof);
+        if got != *state_root {
+            return Err(ChunkError::Root {
+                expected: *state_root,
+                got,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a validator serves about its snapshot at a stable checkpoint: enough for anyone
+/// holding the genesis file to trust its state root and start a chain at that height.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    /// q CHECKPOINTs over the height's state digest.
+    pub checkpoint: CheckpointCertificate,
+    /// What that digest hashes, the state root among it.
+    pub opening: StateOpening,
+    /// The block at that height and its commit certificate: the chain continues from
+    /// it.
+    pub block: Block,
+    pub commit: CommitCertificate,
+}
+
+/// Why a manifest is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error(transparent)]
+    Opening(#[from] state_root::OpeningError),
+    #[error("the block is at height {block}, the checkpoint at {checkpoint}")]
+    Height { checkpoint: Height, block: Height },
+    #[error("the block's digest {block} is not the opening's {opening}")]
+    Block { opening: Digest, block: Digest },
+    #[error("the commit certificate is for block {digest} at height {height}")]
+    CommitFor { height: Height, digest: Digest },
+    #[error("the block's commit certificate does not verify: {0}")]
+    Commit(crate::certs::CertError),
+}
+
+impl SnapshotManifest {
+    /// The height and state root, if the checkpoint certificate verifies against
+    /// `validators`, the opening hashes to its digest, and the block is the one the
+    /// opening names, certified.
+    pub fn verify(
+        &self,
+        validators: &ValidatorSet,
+        scheme: &dyn Scheme,
+    ) -> Result<(Height, Digest), ManifestError> {
+        let root = self.opening.verify(&self.checkpoint, validators, scheme)?;
+        let h = self.checkpoint.height;
+        if self.block.height() != h {
+            return Err(ManifestError::Height {
+                checkpoint: h,
+                block: self.block.height(),
+            });
+        }
+        let digest = self.block.digest();
+        if digest != self.opening.block_digest {
+            return Err(ManifestError::Block {
+                opening: self.opening.block_digest,
+                block: digest,
+            });
+        }
+        if self.commit.height != h || self.commit.digest != digest {
+            return Err(ManifestError::CommitFor {
+                height: self.commit.height,
+                digest: self.commit.digest,
+            });
+        }
+        self.commit
+            .verify(validators, scheme)
+            .map_err(ManifestError::Commit)?;
+        Ok((h, root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::Account;
+    use crate::ids::{Amount, Nonce};
+    use crate::tx::{RecordKey, RecordValue};
+    use std::collections::BTreeMap;
+    use stele_crypto::PublicKey;
+
+    fn key(b0: u8, b1: u8, rest: u8) -> PublicKey {
+        let mut k = [rest; 32];
+        k[0] = b0;
+        k[1] = b1;
+        PublicKey(k)
+    }
+
+    /// A state over a few hundred buckets, its bucket tree, and the server's chunk.
+    struct State {
+        buckets: BTreeMap<u16, Bucket>,
+        tree: state_root::BucketTree,
+    }
+
+    impl State {
+        fn new() -> State {
+            let mut accounts = BTreeMap::new();
+            let mut records = BTreeMap::new();
+            for i in 0u32..600 {
+                let k = key((i % 32) as u8, (i * 13 % 256) as u8, (i % 5) as u8);
+                accounts.insert(
+                    k,
+                    Account {
+                        balance: Amount(u64::from(i)),
+                        nonce: Nonce(u64::from(i % 3)),
+                    },
+                );
+                if i % 9 == 0 {
+                    records.insert(
+                        (k, RecordKey::new(vec![i as u8]).unwrap()),
+                        RecordValue::new(vec![1, 2, 3]).unwrap(),
+                    );
+                }
+            }
+            let buckets = state_root::buckets(&accounts, &records);
+            let roots = buckets.iter().map(|(b, x)| (*b, x.root())).collect();
+            State {
+                buckets,
+                tree: state_root::BucketTree::new(&roots),
+            }
+        }
+
+        fn chunk(&self, range: ChunkRange) -> SnapshotChunk {
+            SnapshotChunk {
+                height: Height(128),
+                range,
+                buckets: self
+                    .buckets
+                    .range(range.first..=range.last())
+                    .map(|(b, x)| (*b, x.clone()))
+                    .collect(),
+                proof: self.tree.prove(u32::from(range.bits), range.first).unwrap(),
+            }
+        }
+    }
+
+    #[test]
+    fn every_chunk_of_every_size_verifies_and_together_they_hold_the_whole_state() {
+        let s = State::new();
+        let root = s.tree.root();
+        for bits in [0u8, 3, 8, 12, 16] {
+            let mut entries = 0;
+            for range in ChunkRange::all(bits) {
+                if bits == 0 && range.first % 97 != 0 {
+                    continue; // 65,536 single buckets: a sample is enough
+                }
+                let c = s.chunk(range);
+                c.verify(Height(128), range, &root).unwrap();
+                entries += c.entries();
+            }
+            if bits > 0 {
+                let all: usize = s
+                    .buckets
+                    .values()
+                    .map(|b| b.accounts.len() + b.records.len())
+                    .sum();
+                assert_eq!(entries, all, "bits {bits}");
+            }
+        }
+        let (a, b) = ChunkRange::new(256, 8).unwrap().split().unwrap();
+        assert_eq!((a.first, a.bits, b.first, b.bits), (256, 7, 384, 7));
+        assert!(ChunkRange::new(3, 1).is_none());
+        assert!(ChunkRange::new(0, 17).is_none());
+        assert_eq!(ChunkRange::all(16).len(), 1);
+        assert_eq!(ChunkRange::new(0, 16).unwrap().last(), u16::MAX);
+    }
+
+    #[test]
+    fn a_changed_missing_added_or_misplaced_entry_or_a_wrong_proof_is_refused() {
+        let s = State::new();
+        let root = s.tree.root();
+        let range = ChunkRange::new(7 << 8, 8).unwrap();
+        let good = s.chunk(range);
+        assert!(good.buckets.len() > 2, "the test needs a populated chunk");
+        good.verify(Height(128), range, &root).unwrap();
+        let refused = |c: &SnapshotChunk| c.verify(Height(128), range, &root).unwrap_err();
+
+        let mut c = good.clone();
+        c.buckets[0].1.accounts[0].1.balance = Amount(1 << 40);
+        assert!(matches!(refused(&c), ChunkError::Root { .. }));
+        let mut c = good.clone();
+        c.buckets.pop();
+        assert!(matches!(refused(&c), ChunkError::Root { .. }));
+        let mut c = good.clone();
+        let [b0, b1] = c.buckets[1].0.to_be_bytes();
+        c.buckets[1]
+            .1
+            .accounts
+            .push((key(b0, b1, 255), Account::default()));
+        assert!(matches!(refused(&c), ChunkError::Root { .. }));
+        // An entry moved into another bucket of the same chunk.
+        let mut c = good.clone();
+        let moved = c.buckets[0].1.accounts.remove(0);
+        c.buckets[1].1.accounts.insert(0, moved);
+        assert!(matches!(refused(&c), ChunkError::Entry { .. }));
+        let mut c = good.clone();
+        c.buckets.swap(0, 1);
+        assert!(matches!(refused(&c), ChunkError::Bucket { .. }));
+        let mut c = good.clone();
+        c.buckets
+            .push((0, s.buckets.values().next().unwrap().clone()));
+        assert!(matches!(refused(&c), ChunkError::Bucket { .. }));
+        let mut c = good.clone();
+        c.buckets[0].1 = Bucket::default();
+        assert!(matches!(refused(&c), ChunkError::Bucket { .. }));
+        let mut c = good.clone();
+        c.buckets[0].1.accounts.reverse();
+        if c.buckets[0].1.accounts.len() > 1 {
+            assert!(matches!(refused(&c), ChunkError::Entry { .. }));
+        }
+        let mut c = good.clone();
+        c.proof[3] = Digest::of(b"forged");
+        assert!(matches!(refused(&c), ChunkError::Root { .. }));
+        let mut c = good.clone();
+        c.proof.pop();
+        assert!(matches!(refused(&c), ChunkError::ProofLength { .. }));
+        // Another range's true chunk, or the right one at another height.
+        let other = s.chunk(ChunkRange::new(8 << 8, 8).unwrap());
+        assert!(matches!(refused(&other), ChunkError::Range { .. }));
+        let mut c = good.clone();
+        c.height = Height(256);
+        assert!(matches!(refused(&c), ChunkError::Height { .. }));
+        // The honest chunk against another root.
+        assert!(matches!(
+            good.verify(Height(128), range, &Digest::of(b"other")),
+            Err(ChunkError::Root { .. })
+        ));
+    }
+
+    #[test]
+    fn a_chunk_round_trips_through_the_codec() {
+        let s = State::new();
+        let c = s.chunk(ChunkRange::new(0, 10).unwrap());
+        let back: SnapshotChunk =
+            crate::codec::decode(&crate::codec::encode(&c), MAX_CHUNK_BYTES).unwrap();
+        assert_eq!(back, c);
+    }
+}
