@@ -15,6 +15,7 @@ mod engine;
 pub mod group;
 mod pending;
 pub mod recovery;
+pub mod snapshot;
 pub mod verify;
 pub mod viewchange;
 

@@ -1,0 +1,593 @@
+//! Snapshot sync, sans IO (issue 24): fetches every chunk of the state at one checkpoint
+//! height from several peers at once, verifies each against the state root, and moves
+//! away from a peer that sends a bad chunk or stalls. The node drives it over HTTP and
+//! the simulator over its own network; neither trusts any peer, since a chunk is kept
+//! only once it verifies against a root the caller proved from a checkpoint certificate
+//! ([`stele_types::snapshot::SnapshotManifest::verify`]).
+//!
+//! The machine holds no clock and sends nothing: each call returns the requests to make
+//! now, and [`SnapshotSync::tick`] turns requests older than the timeout into stalls.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Debug;
+
+use stele_crypto::Digest;
+use stele_types::snapshot::{ChunkError, ChunkRange, SnapshotChunk};
+use stele_types::Height;
+
+/// How a fetch of one range from one peer ended, other than with a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchFailure {
+    /// The peer holds no snapshot at this height (it never had one, or it moved on).
+    Unavailable,
+    /// The chunk would be larger than the peer sends: ask for the two halves.
+    TooLarge,
+    /// The connection failed or the answer did not decode.
+    Transport(String),
+}
+
+/// One request to make: the chunk of `range` from `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<P> {
+    pub peer: P,
+    pub range: ChunkRange,
+}
+
+/// What the machine thinks of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Asked for chunks.
+    Serving,
+    /// Sent a chunk that does not verify: never asked again.
+    Faulty,
+    /// Has no snapshot at this height, or failed too often: not asked again.
+    Dropped,
+}
+
+#[derive(Debug)]
+struct Peer {
+    state: PeerState,
+    in_flight: BTreeMap<ChunkRange, u64>,
+    /// Transport failures and stalls in a row; a chunk that verifies resets it.
+    failures: u32,
+    chunks: u64,
+    bytes: u64,
+}
+
+/// Progress, for metrics, `stele status` and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub chunks_done: u64,
+    /// Chunks still to fetch or in flight (splitting a range adds one).
+    pub chunks_left: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub peers_serving: u64,
+    pub bad_chunks: u64,
+    pub stalls: u64,
+}
+
+/// Something the caller logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<P> {
+    /// A chunk did not verify: the peer is never asked again.
+    Faulty {
+        peer: P,
+        range: ChunkRange,
+        error: ChunkError,
+    },
+    /// No answer within the timeout: the range went back in the queue.
+    Stalled { peer: P, range: ChunkRange },
+    /// The peer has no snapshot at this height.
+    Unavailable { peer: P },
+    /// Too many failures in a row: not asked again.
+    Dropped { peer: P },
+}
+
+/// How the sync ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every bucket's chunk verified: the whole state at the height.
+    Complete(Vec<SnapshotChunk>),
+    /// No peer is left that could serve what is missing: the caller falls back to
+    /// another height or to block replay.
+    NoPeers,
+}
+
+/// Tuning; the defaults suit four validators on one machine and a WAN alike.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncConfig {
+    /// Chunks asked of one peer at once.
+    pub per_peer: usize,
+    /// A request unanswered this long is a stall: the range goes to another peer.
+    pub timeout_ms: u64,
+    /// Transport failures or stalls in a row before a peer is dropped.
+    pub max_failures: u32,
+    /// The size of the first ranges asked for.
+    pub chunk_bits: u8,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            per_peer: 4,
+            timeout_ms: 10_000,
+            max_failures: 3,
+            chunk_bits: stele_types::snapshot::DEFAULT_CHUNK_BITS,
+        }
+    }
+}
+
+/// Fetches the snapshot at `height` whose state root is `root`.
+#[derive(Debug)]
+pub struct SnapshotSync<P: Ord + Copy + Debug> {
+    height: Height,
+    root: Digest,
+    config: SyncConfig,
+    peers: BTreeMap<P, Peer>,
+    todo: VecDeque<ChunkRange>,
+    done: BTreeMap<ChunkRange, SnapshotChunk>,
+    progress: Progress,
+    events: Vec<Event<P>>,
+    /// Rotates the first peer tried, so load spreads and one slow peer is not always
+    /// asked first.
+    turn: usize,
+}
+
+impl<P: Ord + Copy + Debug> SnapshotSync<P> {
+    /// A sync of the state at `height` with root `root` from `peers`.
+    pub fn new(
+        height: Height,
+        root: Digest,
+        peers: impl IntoIterator<Item = P>,
+        config: SyncConfig,
+    ) -> Self {
+        let todo: VecDeque<_> = ChunkRange::all(config.chunk_bits).into();
+        let peers = peers
+            .into_iter()
+            .map(|p| {
+                (
+                    p,
+                    Peer {
+                        state: PeerState::Serving,
+                        in_flight: BTreeMap::new(),
+                        failures: 0,
+                        chunks: 0,
+                        bytes: 0,
+                    },
+                )
+            })
+            .collect();
+        SnapshotSync {
+            height,
+            root,
+            config,
+            peers,
+            progress: Progress {
+                chunks_left: todo.len() as u64,
+                ..Progress::default()
+            },
+            todo,
+            done: BTreeMap::new(),
+            events: Vec::new(),
+            turn: 0,
+        }
+    }
+
+    pub fn height(&self) -> Height {
+        self.height
+    }
+
+    pub fn root(&self) -> Digest {
+        self.root
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            peers_serving: self
+                .peers
+                .values()
+                .filter(|p| p.state == PeerState::Serving)
+                .count() as u64,
+            ..self.progress
+        }
+    }
+
+    /// What happened to peers since the last call, for the log.
+    pub fn take_events(&mut self) -> Vec<Event<P>> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Each peer's state and the chunks and bytes it delivered.
+    pub fn peers(&self) -> impl Iterator<Item = (P, PeerState, u64, u64)> + '_ {
+        self.peers
+            .iter()
+            .map(|(id, p)| (*id, p.state, p.chunks, p.bytes))
+    }
+
+    /// The requests to make now: pending ranges handed to serving peers with room,
+    /// spread over them in turn.
+    pub fn requests(&mut self, now: u64) -> Vec<Request<P>> {
+        // Every range still to fetch is in exactly one place: the queue or one peer's
+        // requests (a range in two would be fetched, and counted, twice).
+        debug_assert_eq!(
+            self.progress.chunks_left,
+            (self.todo.len()
+                + self
+                    .peers
+                    .values()
+                    .map(|p| p.in_flight.len())
+                    .sum::<usize>()) as u64
+        );
+        let mut out = Vec::new();
+        let ids: Vec<P> = self.peers.keys().copied().collect();
+        if ids.is_empty() {
+            return out;
+        }
+        'fill: while !self.todo.is_empty() {
+            let mut gave = false;
+            for k in 0..ids.len() {
+                let id = ids[(self.turn + k) % ids.len()];
+                let peer = self.peers.get_mut(&id).expect("listed above");
+                // A peer that stalled is asked one chunk at a time until it delivers.
+                let room = if peer.failures > 0 {
+                    1
+                } else {
+                    self.config.per_peer
+                };
+                if peer.state != PeerState::Serving || peer.in_flight.len() >= room {
+                    continue;
+                }
+                let Some(range) = self.todo.pop_front() else {
+                    break 'fill;
+                };
+                peer.in_flight.insert(range, now);
+                out.push(Request { peer: id, range });
+                gave = true;
+            }
+            self.turn = self.turn.wrapping_add(1);
+            if !gave {
+                break;
+            }
+        }
+        out
+    }
+
+    /// A peer's answer for `range`. Answers nobody asked for (a range not in flight at
+    /// that peer, a late answer after a stall moved the range) are ignored.
+    pub fn on_answer(
+        &mut self,
+        now: u64,
+        from: P,
+        range: ChunkRange,
+        answer: Result<SnapshotChunk, FetchFailure>,
+        bytes: u64,
+    ) -> Vec<Request<P>> {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return self.requests(now);
+        };
+        if peer.in_flight.remove(&range).is_none() {
+            return self.requests(now);
+        }
+        match answer {
+            Ok(chunk) => match chunk.verify(self.height, range, &self.root) {
+                Ok(()) => {
+                    peer.failures = 0;
+                    peer.chunks += 1;
+                    peer.bytes += bytes;
+                    self.progress.chunks_done += 1;
+                    self.progress.chunks_left -= 1;
+                    self.progress.entries += chunk.entries() as u64;
+                    self.progress.bytes += bytes;
+                    debug_assert!(!self.done.contains_key(&range));
+                    self.done.insert(range, chunk);
+                }
+                Err(e) => self.faulty(from, range, e),
+            },
+            Err(FetchFailure::TooLarge) => match range.split() {
+                Some((a, b)) => {
+                    self.todo.push_front(b);
+                    self.todo.push_front(a);
+                    self.progress.chunks_left += 1;
+                }
+                // A single bucket too large for this peer: another may send it.
+                None => self.failed(from, range),
+            },
+            Err(FetchFailure::Unavailable) => {
+                peer.state = PeerState::Dropped;
+                self.events.push(Event::Unavailable { peer: from });
+                self.release(from);
+                self.todo.push_front(range);
+            }
+            Err(FetchFailure::Transport(_)) => self.failed(from, range),
+        }
+        self.requests(now)
+    }
+
+    /// Turns requests older than the timeout into stalls: the range goes back in the
+    /// queue for another peer.
+    pub fn tick(&mut self, now: u64) -> Vec<Request<P>> {
+        let timeout = self.config.timeout_ms;
+        let stalled: Vec<(P, ChunkRange)> = self
+            .peers
+            .iter()
+            .flat_map(|(id, p)| {
+                p.in_flight
+                    .iter()
+                    .filter(move |(_, at)| now.saturating_sub(**at) >= timeout)
+                    .map(move |(r, _)| (*id, *r))
+            })
+            .collect();
+        for (id, range) in stalled {
+            // A peer dropped by an earlier stall in this loop already handed the rest of
+            // its ranges back.
+            if self
+                .peers
+                .get_mut(&id)
+                .and_then(|p| p.in_flight.remove(&range))
+                .is_none()
+            {
+                continue;
+            }
+            self.progress.stalls += 1;
+            self.events.push(Event::Stalled { peer: id, range });
+            self.failed(id, range);
+        }
+        self.requests(now)
+    }
+
+    /// How it ended, once it has: every chunk verified, or nothing left to ask.
+    pub fn outcome(&mut self) -> Option<Outcome> {
+        if self.todo.is_empty() && self.peers.values().all(|p| p.in_flight.is_empty()) {
+            let chunks = std::mem::take(&mut self.done)
+                .into_values()
+                .collect::<Vec<_>>();
+            debug_assert!(covers_every_bucket(&chunks));
+            return Some(Outcome::Complete(chunks));
+        }
+        let serving = self
+            .peers
+            .values()
+            .any(|p| p.state == PeerState::Serving || !p.in_flight.is_empty());
+        (!serving).then_some(Outcome::NoPeers)
+    }
+
+    fn faulty(&mut self, from: P, range: ChunkRange, error: ChunkError) {
+        self.events.push(Event::Faulty {
+            peer: from,
+            range,
+            error,
+        });
+        self.progress.bad_chunks += 1;
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.state = PeerState::Faulty;
+        }
+        self.release(from);
+        self.todo.push_front(range);
+    }
+
+    fn failed(&mut self, from: P, range: ChunkRange) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.failures += 1;
+            if p.failures >= self.config.max_failures && p.state == PeerState::Serving {
+                p.state = PeerState::Dropped;
+                self.events.push(Event::Dropped { peer: from });
+            }
+        }
+        if self
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.state != PeerState::Serving)
+        {
+            self.release(from);
+        }
+        self.todo.push_back(range);
+    }
+
+    /// Hands everything a peer still had in flight back to the queue.
+    fn release(&mut self, from: P) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            for (r, _) in std::mem::take(&mut p.in_flight) {
+                self.todo.push_front(r);
+            }
+        }
+    }
+}
+
+/// Whether the chunks' ranges tile all 65,536 buckets exactly once.
+pub fn covers_every_bucket(chunks: &[SnapshotChunk]) -> bool {
+    let mut ranges: Vec<ChunkRange> = chunks.iter().map(|c| c.range).collect();
+    ranges.sort();
+    let mut next = 0u32;
+    for r in ranges {
+        if u32::from(r.first) != next {
+            return false;
+        }
+        next = u32::from(r.last()) + 1;
+    }
+    next == 1 << stele_types::state_root::BUCKET_BITS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use stele_crypto::PublicKey;
+    use stele_types::state_root::{self, Bucket, BucketTree};
+    use stele_types::{Account, Amount, Nonce};
+
+    struct Server {
+        buckets: BTreeMap<u16, Bucket>,
+        tree: BucketTree,
+    }
+
+    impl Server {
+        fn new(seed: u8) -> Server {
+            let mut accounts = BTreeMap::new();
+            for i in 0u32..3000 {
+                let mut k = [seed; 32];
+                k[..4].copy_from_slice(&(i.wrapping_mul(2_654_435_761)).to_be_bytes());
+                accounts.insert(
+                    PublicKey(k),
+                    Account {
+                        balance: Amount(u64::from(i)),
+                        nonce: Nonce(1),
+                    },
+                );
+            }
+            let buckets = state_root::buckets(&accounts, &BTreeMap::new());
+            let roots = buckets.iter().map(|(b, x)| (*b, x.root())).collect();
+            Server {
+                buckets,
+                tree: BucketTree::new(&roots),
+            }
+        }
+
+        fn chunk(&self, range: ChunkRange) -> SnapshotChunk {
+            SnapshotChunk {
+                height: Height(64),
+                range,
+                buckets: self
+                    .buckets
+                    .range(range.first..=range.last())
+                    .map(|(b, x)| (*b, x.clone()))
+                    .collect(),
+                proof: self.tree.prove(u32::from(range.bits), range.first).unwrap(),
+            }
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Honest,
+        /// Changes a balance in every chunk it sends.
+        Liar,
+        /// Never answers.
+        Silent,
+        /// Has no snapshot at this height.
+        Stale,
+        /// Serves another state (its own, valid proofs for another root).
+        OtherState,
+        /// Says every chunk is too large.
+        TooLarge,
+    }
+
+    /// Runs a sync against peers of the given kinds; answers arrive one tick later.
+    fn run(kinds: &[Kind]) -> (Option<Vec<SnapshotChunk>>, Progress) {
+        let honest = Server::new(1);
+        let other = Server::new(2);
+        let mut sync = SnapshotSync::new(
+            Height(64),
+            honest.tree.root(),
+            0..kinds.len(),
+            SyncConfig {
+                timeout_ms: 50,
+                ..SyncConfig::default()
+            },
+        );
+        let mut now = 0;
+        let mut queue = sync.requests(now);
+        for _ in 0..100_000 {
+            if let Some(o) = sync.outcome() {
+                return match o {
+                    Outcome::Complete(c) => (Some(c), sync.progress()),
+                    Outcome::NoPeers => (None, sync.progress()),
+                };
+            }
+            now += 1;
+            let mut next = sync.tick(now);
+            for r in std::mem::take(&mut queue) {
+                let answer = match kinds[r.peer] {
+                    Kind::Honest => Ok(honest.chunk(r.range)),
+                    Kind::Liar => {
+                        let mut c = honest.chunk(r.range);
+                        if let Some((_, b)) = c.buckets.first_mut() {
+                            b.accounts[0].1.balance = Amount(7);
+                        }
+                        Ok(c)
+                    }
+                    Kind::Silent => continue,
+                    Kind::Stale => Err(FetchFailure::Unavailable),
+                    Kind::OtherState => Ok(other.chunk(r.range)),
+                    Kind::TooLarge => Err(FetchFailure::TooLarge),
+                };
+                next.extend(sync.on_answer(now, r.peer, r.range, answer, 100));
+            }
+            queue = next;
+        }
+        panic!("the sync neither completed nor gave up");
+    }
+
+    fn assert_whole(chunks: &[SnapshotChunk]) {
+        let honest = Server::new(1);
+        assert!(covers_every_bucket(chunks));
+        let got: BTreeMap<u16, Bucket> = chunks
+            .iter()
+            .flat_map(|c| c.buckets.iter().cloned())
+            .collect();
+        assert_eq!(got, honest.buckets);
+    }
+
+    #[test]
+    fn honest_peers_deliver_the_whole_state() {
+        let (chunks, p) = run(&[Kind::Honest, Kind::Honest, Kind::Honest]);
+        assert_whole(&chunks.unwrap());
+        assert_eq!(p.chunks_done, 256);
+        assert_eq!(p.chunks_left, 0);
+        assert_eq!(p.entries, 3000);
+    }
+
+    #[test]
+    fn one_honest_peer_among_liars_stallers_and_stale_peers_is_enough() {
+        for kinds in [
+            vec![Kind::Liar, Kind::Honest, Kind::Silent, Kind::Stale],
+            vec![Kind::OtherState, Kind::Silent, Kind::Honest],
+            vec![Kind::TooLarge, Kind::Honest, Kind::Liar],
+            vec![Kind::Silent, Kind::Silent, Kind::Silent, Kind::Honest],
+        ] {
+            let (chunks, p) = run(&kinds);
+            assert_whole(&chunks.unwrap());
+            if kinds.contains(&Kind::Liar) || kinds.contains(&Kind::OtherState) {
+                assert!(p.bad_chunks >= 1);
+            }
+            if kinds.contains(&Kind::Silent) {
+                assert!(p.stalls >= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn with_no_honest_peer_it_gives_up_and_installs_nothing() {
+        for kinds in [
+            vec![Kind::Liar, Kind::Silent, Kind::Stale],
+            vec![Kind::OtherState],
+            vec![Kind::TooLarge, Kind::Stale],
+            vec![],
+        ] {
+            let (chunks, _) = run(&kinds);
+            assert!(chunks.is_none(), "{} peers", kinds.len());
+        }
+    }
+
+    #[test]
+    fn a_range_too_large_is_split_and_its_halves_cover_it() {
+        let honest = Server::new(1);
+        let mut sync =
+            SnapshotSync::new(Height(64), honest.tree.root(), [0u8], SyncConfig::default());
+        let first = sync.requests(0);
+        assert_eq!(first.len(), 4);
+        let r = first[0].range;
+        let next = sync.on_answer(1, 0, r, Err(FetchFailure::TooLarge), 0);
+        let (a, b) = r.split().unwrap();
+        assert_eq!(
+            next.iter().map(|q| q.range).collect::<Vec<_>>(),
+            vec![a],
+            "one slot freed, the first half goes in it"
+        );
+        assert_eq!(sync.progress().chunks_left, 257);
+        // An answer for a range never asked of that peer is ignored.
+        let before = sync.progress();
+        sync.on_answer(2, 0, b, Ok(honest.chunk(b)), 9);
+        assert_eq!(sync.progress(), before);
+    }
+}
