@@ -112,6 +112,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         &StoreConfig {
             sync: config.sync,
             verify_on_open: true,
+            snapshots: Some(data_dir.join("snapshots")),
         },
     )
     .with_context(|| format!("opening the store in {}", db.display()))?;

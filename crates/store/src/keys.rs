@@ -30,10 +30,15 @@ pub const RECORDS: &str = "records";
 pub const CONSENSUS: &str = "consensus";
 /// Byzantine evidence, written by the node.
 pub const EVIDENCE: &str = "evidence";
+/// Single facts about the store: [`HORIZON_KEY`].
+pub const META: &str = "meta";
+/// → the lowest height above genesis whose block is kept (absent: 1). A store started
+/// from a snapshot at height h holds blocks from h on.
+pub const HORIZON_KEY: &[u8] = b"horizon";
 
-/// Every column family, as DESIGN.md's "Store" lists them (RocksDB's own `default`
-/// family exists too and stays empty).
-pub const COLUMN_FAMILIES: [&str; 11] = [
+/// Every column family: DESIGN.md's "Store" list, with `results`, `openings` and `meta`
+/// (RocksDB's own `default` family exists too and stays empty).
+pub const COLUMN_FAMILIES: [&str; 12] = [
     BLOCKS,
     BLOCK_INDEX,
     TX_INDEX,
@@ -45,6 +50,7 @@ pub const COLUMN_FAMILIES: [&str; 11] = [
     RECORDS,
     CONSENSUS,
     EVIDENCE,
+    META,
 ];
 
 pub fn height_key(h: Height) -> [u8; 8] {

@@ -9,10 +9,12 @@
 mod durable;
 mod error;
 mod keys;
+mod snapshot;
 mod state_root;
 mod store;
 mod verify;
 
 pub use error::StoreError;
 pub use keys::COLUMN_FAMILIES;
+pub use snapshot::{ChunkAnswer, KEPT_SNAPSHOTS};
 pub use store::{FinalLeaf, GenesisState, Store, StoreConfig};

@@ -71,6 +71,19 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the tree (a snapshot just installed: every bucket's root is in it).
+    pub(crate) fn set_tree(&self, tree: state_root::BucketTree) {
+        *self.lock_buckets() = StateBuckets {
+            tree,
+            dirty: BTreeSet::new(),
+        };
+    }
+
+    /// The tree as of the last committed checkpoint height (right after its commit).
+    pub(crate) fn tree_now(&self) -> state_root::BucketTree {
+        self.lock_buckets().tree.clone()
+    }
+
     /// Marks the buckets a committed block changed.
     pub(crate) fn mark_changed(&self, changes: &StateChanges) {
         let mut b = self.lock_buckets();
@@ -145,7 +158,11 @@ impl Store {
             .map_err(|e| self.rocks("scan a state bucket", cf, e))
     }
 
-    fn account_entry(&self, k: &[u8], v: &[u8]) -> Result<(PublicKey, Account), StoreError> {
+    pub(crate) fn account_entry(
+        &self,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(PublicKey, Account), StoreError> {
         let key: [u8; PUBLIC_KEY_LEN] = k
             .try_into()
             .map_err(|_| self.corrupt(ACCOUNTS, k, "key is not a public key".into()))?;
@@ -153,7 +170,7 @@ impl Store {
         Ok((PublicKey(key), account))
     }
 
-    fn record_entry(
+    pub(crate) fn record_entry(
         &self,
         k: &[u8],
         v: &[u8],

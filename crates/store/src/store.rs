@@ -45,6 +45,9 @@ pub struct StoreConfig {
     /// certificates and the digest index agree (default: on). Costs one sequential read
     /// of the database per start.
     pub verify_on_open: bool,
+    /// Where to keep the state at the latest checkpoint heights, to serve to syncing
+    /// validators (`snapshot.rs`; default: none kept).
+    pub snapshots: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +55,7 @@ impl Default for StoreConfig {
         StoreConfig {
             sync: true,
             verify_on_open: true,
+            snapshots: None,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Store {
     pub(crate) durable_lock: Mutex<()>,
     /// The state root's buckets (`state_root.rs`).
     pub(crate) buckets: Mutex<crate::state_root::StateBuckets>,
+    /// The snapshots kept to serve.
+    pub(crate) snapshots: Mutex<crate::snapshot::Snapshots>,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,6 +197,7 @@ impl Store {
             }),
             durable_lock: Mutex::new(()),
             buckets: Mutex::new(Default::default()),
+            snapshots: Mutex::new(Default::default()),
         };
         let tip = match store.get_block_entry(Height(0))? {
             None => {
@@ -213,6 +220,9 @@ impl Store {
             store.verify_all(tip)?;
         }
         store.load_buckets()?;
+        if let Some(dir) = &config.snapshots {
+            store.open_snapshots(dir, tip.height)?;
+        }
         *store.tip.get_mut().unwrap_or_else(|e| e.into_inner()) = tip;
         debug_assert_eq!(store.last_state_unchecked(), (tip.height, tip.state_digest));
         Ok(store)
@@ -343,6 +353,14 @@ impl Store {
             state_digest,
         };
         self.mark_changed(changes);
+        if let Some(o) = opening {
+            // Still holding the tip: no later height commits before the state is kept.
+            let tree = self.tree_now();
+            debug_assert_eq!(tree.root(), o.state_root, "the root execution computed");
+            if tree.root() == o.state_root {
+                self.keep_snapshot(height, tree)?;
+            }
+        }
         Ok(())
     }
 

@@ -126,6 +126,9 @@ impl Store {
     /// reads it) and checks: heights 0..=tip in `blocks` with no gap, each certified
     /// and indexed; every index entry, account, record and consensus entry decodes.
     pub(crate) fn verify_all(&self, tip: Tip) -> Result<(), StoreError> {
+        // Blocks 1..horizon are not kept (the store started from a snapshot there).
+        let horizon = self.horizon()?;
+        let kept = (tip.height.0 + 1).saturating_sub(horizon.0);
         let mut expected = Height(0);
         self.scan(BLOCKS, |key, value| {
             let found = parse_height(key);
@@ -148,10 +151,14 @@ impl Store {
                 self.check_certified(expected, &block)?;
                 self.check_results(expected, &block)?;
             }
-            expected = expected.next();
+            expected = if expected == Height(0) {
+                horizon
+            } else {
+                expected.next()
+            };
             Ok(())
         })?;
-        if expected != tip.height.next() {
+        if expected != tip.height.next() && !(tip.height == Height(0) && expected == horizon) {
             return Err(self.inconsistent(format!(
                 "`blocks` ends at height {}, the tip is {}",
                 expected.prev(),
@@ -162,12 +169,12 @@ impl Store {
         self.scan(CERTS, |key, value| {
             let _: CommitCertificate = self.decode_value(CERTS, key, value, CERT_LIMIT)?;
             match parse_height(key) {
-                Some(h) if h > Height(0) && h <= tip.height => {
+                Some(h) if h >= horizon && h <= tip.height => {
                     certs += 1;
                     Ok(())
                 }
                 _ => Err(self.inconsistent(format!(
-                    "certificate key {} is not a height in 1..={}",
+                    "certificate key {} is not a height in {horizon}..={}",
                     show(key),
                     tip.height
                 ))),
@@ -176,20 +183,19 @@ impl Store {
         let mut results = 0u64;
         self.scan(RESULTS, |key, _| match parse_height(key) {
             // Each value was decoded and its length checked against its block above.
-            Some(h) if h > Height(0) && h <= tip.height => {
+            Some(h) if h >= horizon && h <= tip.height => {
                 results += 1;
                 Ok(())
             }
             _ => Err(self.inconsistent(format!(
-                "results key {} is not a height in 1..={}",
+                "results key {} is not a height in {horizon}..={}",
                 show(key),
                 tip.height
             ))),
         })?;
-        if results != tip.height.0 {
+        if results != kept {
             return Err(self.inconsistent(format!(
-                "{} blocks above genesis but {results} results entries",
-                tip.height
+                "{kept} blocks kept above genesis but {results} results entries"
             )));
         }
         self.scan(OPENINGS, |key, value| {
@@ -208,7 +214,7 @@ impl Store {
         self.scan(BLOCK_INDEX, |key, value| {
             indexed += 1;
             match (key.len(), parse_height(value)) {
-                (DIGEST_LEN, Some(h)) if h > Height(0) && h <= tip.height => Ok(()),
+                (DIGEST_LEN, Some(h)) if h >= horizon && h <= tip.height => Ok(()),
                 _ => Err(self.corrupt(
                     BLOCK_INDEX,
                     key,
@@ -216,10 +222,9 @@ impl Store {
                 )),
             }
         })?;
-        if certs != tip.height.0 || indexed != tip.height.0 {
+        if certs != kept || indexed != kept {
             return Err(self.inconsistent(format!(
-                "{} blocks above genesis but {certs} certificates and {indexed} digest index entries",
-                tip.height
+                "{kept} blocks kept above genesis but {certs} certificates and {indexed} digest index entries"
             )));
         }
         self.scan(TX_INDEX, |key, value| {

@@ -10,12 +10,15 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use stele_crypto::Digest;
+use stele_crypto::{merkle, Digest};
 
 use crate::block::Block;
 use crate::certs::{CheckpointCertificate, CommitCertificate};
+use crate::exec::TxResult;
 use crate::ids::Height;
+use crate::messages::results_leaf;
 use crate::state_root::{self, bucket_of, Bucket, StateOpening, BUCKET_BITS};
+use crate::tx::tx_hash;
 use crate::validators::ValidatorSet;
 use stele_crypto::Scheme;
 
@@ -206,6 +209,9 @@ pub struct SnapshotManifest {
     /// it.
     pub block: Block,
     pub commit: CommitCertificate,
+    /// The block's tx results, so receipts can be proven at that height too.
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub results: Vec<TxResult>,
 }
 
 /// Why a manifest is refused.
@@ -219,6 +225,8 @@ pub enum ManifestError {
     Block { opening: Digest, block: Digest },
     #[error("the commit certificate is for block {digest} at height {height}")]
     CommitFor { height: Height, digest: Digest },
+    #[error("{results} results for a block of {txs} txs, or their root is not the opening's")]
+    Results { txs: usize, results: usize },
     #[error("the block's commit certificate does not verify: {0}")]
     Commit(crate::certs::CertError),
 }
@@ -251,6 +259,21 @@ impl SnapshotManifest {
             return Err(ManifestError::CommitFor {
                 height: self.commit.height,
                 digest: self.commit.digest,
+            });
+        }
+        let leaves: Vec<Vec<u8>> = self
+            .block
+            .txs
+            .iter()
+            .zip(&self.results)
+            .map(|(tx, r)| results_leaf(&tx_hash(tx), *r))
+            .collect();
+        if self.results.len() != self.block.txs.len()
+            || merkle::root(&leaves) != self.opening.results_root
+        {
+            return Err(ManifestError::Results {
+                txs: self.block.txs.len(),
+                results: self.results.len(),
             });
         }
         self.commit

@@ -311,3 +311,131 @@ fn a_state_opening_proves_its_root_only_with_a_matching_checkpoint_certificate()
         Err(OpeningError::Certificate(CertError::TooFewSigners { .. }))
     ));
 }
+
+/// A snapshot manifest is trusted only as a whole: the checkpoint certificate, the
+/// opening, the block it names with that block's commit certificate, and its results.
+#[test]
+fn a_snapshot_manifest_verifies_only_when_every_part_matches() {
+    use stele_types::snapshot::{ManifestError, SnapshotManifest};
+    use stele_types::state_root::StateOpening;
+    use stele_types::{results_leaf, tx_hash, Block, TxResult};
+    let vs = set(4);
+    let k = keys(4);
+    let h = Height(128);
+    let block = Block::new(h, 1_700_000_000_000, Vec::new());
+    let results: Vec<TxResult> = Vec::new();
+    let leaves: Vec<Vec<u8>> = block
+        .txs
+        .iter()
+        .zip(&results)
+        .map(|(t, r)| results_leaf(&tx_hash(t), *r))
+        .collect();
+    let opening = StateOpening {
+        height: h,
+        previous: Digest::of(b"previous"),
+        block_digest: block.digest(),
+        results_root: stele_crypto::merkle::root(&leaves),
+        changes_hash: Digest::of(b"changes"),
+        state_root: Digest::of(b"root"),
+    };
+    let checkpoint = |o: &StateOpening| CheckpointCertificate {
+        height: o.height,
+        state_digest: o.digest(),
+        signatures: (0..vs.quorum())
+            .map(|i| {
+                entry(
+                    Checkpoint {
+                        height: o.height,
+                        state_digest: o.digest(),
+                        replica: ReplicaId(i as u16),
+                    },
+                    i,
+                    &k,
+                )
+            })
+            .collect(),
+    };
+    let commit = |b: &Block, signers: usize| CommitCertificate {
+        view: ViewNumber(0),
+        height: b.height(),
+        digest: b.digest(),
+        commits: (0..signers)
+            .map(|i| {
+                entry(
+                    Commit {
+                        view: ViewNumber(0),
+                        height: b.height(),
+                        digest: b.digest(),
+                        replica: ReplicaId(i as u16),
+                    },
+                    i,
+                    &k,
+                )
+            })
+            .collect(),
+    };
+    let good = SnapshotManifest {
+        checkpoint: checkpoint(&opening),
+        opening: opening.clone(),
+        block: block.clone(),
+        commit: commit(&block, vs.quorum()),
+        results: results.clone(),
+    };
+    assert_eq!(good.verify(&vs, &Ed25519), Ok((h, opening.state_root)));
+
+    // Another block at that height, certified: not the one the opening names.
+    let other = Block::new(h, 1_700_000_000_001, Vec::new());
+    let m = SnapshotManifest {
+        block: other.clone(),
+        commit: commit(&other, vs.quorum()),
+        ..good.clone()
+    };
+    assert!(matches!(
+        m.verify(&vs, &Ed25519),
+        Err(ManifestError::Block { .. })
+    ));
+    // The right block with another block's certificate, or too few commits.
+    let m = SnapshotManifest {
+        commit: commit(&other, vs.quorum()),
+        ..good.clone()
+    };
+    assert!(matches!(
+        m.verify(&vs, &Ed25519),
+        Err(ManifestError::CommitFor { .. })
+    ));
+    let m = SnapshotManifest {
+        commit: commit(&block, vs.quorum() - 1),
+        ..good.clone()
+    };
+    assert!(matches!(
+        m.verify(&vs, &Ed25519),
+        Err(ManifestError::Commit(_))
+    ));
+    // Results that are not the block's.
+    let m = SnapshotManifest {
+        results: vec![TxResult::Ok],
+        ..good.clone()
+    };
+    assert!(matches!(
+        m.verify(&vs, &Ed25519),
+        Err(ManifestError::Results { .. })
+    ));
+    // A forged root in the opening no longer hashes to what the validators signed.
+    let mut m = good.clone();
+    m.opening.state_root = Digest::of(b"forged");
+    assert!(matches!(
+        m.verify(&vs, &Ed25519),
+        Err(ManifestError::Opening(_))
+    ));
+    // A block at another height.
+    let low = Block::new(Height(64), 1_700_000_000_000, Vec::new());
+    let m = SnapshotManifest {
+        block: low.clone(),
+        commit: commit(&low, vs.quorum()),
+        ..good.clone()
+    };
+    assert!(matches!(
+        m.verify(&vs, &Ed25519),
+        Err(ManifestError::Height { .. })
+    ));
+}

@@ -1,0 +1,202 @@
+//! Snapshots through the store's API (issue 24): the state kept at the latest checkpoint
+//! heights and served in chunks that verify against the state root while the store
+//! moves on, and a new store started from those chunks that continues the same chain.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use stele_ledger::{execute, MemState};
+use stele_store::{ChunkAnswer, Store, StoreConfig};
+use stele_types::snapshot::{ChunkRange, SnapshotChunk, SnapshotManifest};
+use stele_types::{Block, CheckpointCertificate, Height, Params, StateView};
+
+fn params3() -> Params {
+    Params {
+        checkpoint_interval: 3,
+        ..params()
+    }
+}
+
+fn genesis3() -> stele_types::Genesis {
+    let mut g = genesis();
+    g.params = params3();
+    g
+}
+
+fn open_kept(dir: &std::path::Path) -> Store {
+    open_with(
+        &dir.join("db"),
+        &genesis3(),
+        &StoreConfig {
+            snapshots: Some(dir.join("snapshots")),
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Executes and commits the next block of random txs over `s`, and over `mem` alike.
+fn step(s: &Store, mem: &mut MemState, rng: &mut ChaCha8Rng) -> Block {
+    let h = s.latest_height().next();
+    let mut txs = random_txs(s, rng, 20);
+    let a = sender(1);
+    let n = s.account_of(&a).unwrap().unwrap().nonce.0;
+    txs.insert(0, put(a, n, format!("k{h}").as_bytes(), b"v"));
+    let block = Block::new(h, 1_700_000_000_000 + h.0, txs);
+    let e = execute(&block, s, &params3()).unwrap();
+    s.commit_block(
+        &block,
+        &cert(&block),
+        &e.results,
+        &e.changes,
+        e.state_digest,
+        e.opening.as_ref(),
+    )
+    .unwrap();
+    let me = execute(&block, &*mem, &params3()).unwrap();
+    mem.apply(&block, &me);
+    block
+}
+
+fn stable(s: &Store, h: u64) {
+    s.persist_stable_checkpoint(&CheckpointCertificate {
+        height: Height(h),
+        state_digest: s.state_digest(Height(h)).unwrap().unwrap(),
+        signatures: vec![],
+    })
+    .unwrap();
+}
+
+fn all_chunks(s: &Store, m: &SnapshotManifest) -> Vec<SnapshotChunk> {
+    let h = m.checkpoint.height;
+    ChunkRange::all(8)
+        .into_iter()
+        .map(|r| match s.snapshot_chunk(h, r).unwrap() {
+            ChunkAnswer::Chunk(c) => {
+                c.verify(h, r, &m.opening.state_root).unwrap();
+                c
+            }
+            other => panic!("{r}: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_is_kept_at_checkpoints_served_while_the_store_moves_on_and_installs_into_a_new_store()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis3();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut mem = MemState::genesis(&g);
+    let a = open_kept(dir.path());
+    let mut blocks = Vec::new();
+    let mut at9 = None;
+    for _ in 0..9 {
+        blocks.push(step(&a, &mut mem, &mut rng));
+        if a.latest_height() == Height(9) {
+            at9 = Some(mem.clone());
+        }
+    }
+    let at9 = at9.unwrap();
+    // The two latest checkpoint heights are kept; height 3's files are gone.
+    assert_eq!(a.snapshot_heights(), vec![Height(6), Height(9)]);
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, ["6", "9"]);
+    // Nothing to serve before the checkpoint is stable.
+    assert_eq!(a.snapshot_manifest().unwrap(), None);
+    stable(&a, 9);
+    let manifest = a.snapshot_manifest().unwrap().unwrap();
+    assert_eq!(manifest.checkpoint.height, Height(9));
+    assert_eq!(
+        manifest.opening.state_root,
+        at9.state_root(&Default::default()).unwrap()
+    );
+
+    // Two more blocks: the chunks still hold height 9's state.
+    blocks.push(step(&a, &mut mem, &mut rng));
+    blocks.push(step(&a, &mut mem, &mut rng));
+    let chunks = all_chunks(&a, &manifest);
+    let entries: usize = chunks.iter().map(SnapshotChunk::entries).sum();
+    assert_eq!(entries, at9.accounts().count() + at9.records().count());
+    assert!(at9.records().count() > 0);
+
+    // A refused install writes nothing.
+    let bdir = tempfile::tempdir().unwrap();
+    let b = open_kept(bdir.path());
+    let mut short = chunks.clone();
+    short.remove(17);
+    assert!(b.install_snapshot(&manifest, &short).is_err());
+    let mut forged = chunks.clone();
+    let c = forged.iter_mut().find(|c| !c.buckets.is_empty()).unwrap();
+    c.buckets[0].1.accounts[0].1.balance.0 += 1;
+    assert!(b.install_snapshot(&manifest, &forged).is_err());
+    assert!(
+        a.install_snapshot(&manifest, &chunks).is_err(),
+        "not at genesis"
+    );
+    assert_eq!(b.latest_height(), Height(0));
+    assert_eq!(
+        b.state_root_after(&Default::default()).unwrap(),
+        MemState::genesis(&g)
+            .state_root(&Default::default())
+            .unwrap()
+    );
+
+    b.install_snapshot(&manifest, &chunks).unwrap();
+    assert_eq!(b.tip(), (Height(9), manifest.checkpoint.state_digest));
+    assert_eq!(b.horizon().unwrap(), Height(9));
+    assert_eq!(b.block(Height(5)).unwrap(), None);
+    assert_eq!(
+        b.stable_checkpoint().unwrap(),
+        Some(manifest.checkpoint.clone())
+    );
+    for (k, acct) in at9.accounts() {
+        assert_eq!(b.account_of(k).unwrap().as_ref(), Some(acct));
+    }
+    assert_eq!(
+        b.state_root_after(&Default::default()).unwrap(),
+        manifest.opening.state_root
+    );
+    // It continues the same chain: blocks 10 and 11 give A's state digests, and
+    // receipts at the installed height can still be proven.
+    for block in &blocks[9..] {
+        let e = execute(block, &b, &params3()).unwrap();
+        assert_eq!(
+            Some(e.state_digest),
+            a.state_digest(block.height()).unwrap()
+        );
+        b.commit_block(
+            block,
+            &cert(block),
+            &e.results,
+            &e.changes,
+            e.state_digest,
+            e.opening.as_ref(),
+        )
+        .unwrap();
+    }
+    assert_eq!(b.results(Height(9)).unwrap(), a.results(Height(9)).unwrap());
+    drop(b);
+    // It reopens, with the full check, as a chain from height 9.
+    let b = open_kept(bdir.path());
+    assert_eq!(b.tip(), a.tip());
+    assert_eq!(b.horizon().unwrap(), Height(9));
+
+    // After a restart A still serves the same chunks (the tree rebuilt from its files).
+    drop(a);
+    let a = open_kept(dir.path());
+    assert_eq!(a.snapshot_heights(), vec![Height(6), Height(9)]);
+    assert_eq!(all_chunks(&a, &manifest), chunks);
+    assert_eq!(
+        a.snapshot_chunk(Height(3), ChunkRange::all(8)[0]).unwrap(),
+        ChunkAnswer::Unavailable
+    );
+}
