@@ -172,6 +172,29 @@ pub async fn same_chain(net: &Testnet, nodes: &[usize], h: Height) {
 
 /// Every hash in `confirmed` is applied in the chain of every listed node, at one height
 /// on all of them. Asks 32 at a time.
+/// The height `tx` was applied at on some node of `nodes` other than `not`.
+async fn applied_height_elsewhere(
+    c: &reqwest::Client,
+    net: &Testnet,
+    nodes: &[usize],
+    not: usize,
+    tx: TxHash,
+) -> anyhow::Result<Height> {
+    for j in nodes.iter().filter(|j| **j != not) {
+        let r: TxResponse = c
+            .get(format!("{}/txs/{tx}", net.url(*j)))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if let (TxStatus::Applied, Some(h)) = (r.status, r.height) {
+            return Ok(h);
+        }
+    }
+    bail!("tx {tx} is applied on no other node")
+}
+
 pub async fn all_included(
     net: &Testnet,
     nodes: &[usize],
@@ -200,6 +223,17 @@ pub async fn all_included(
             while let Some(j) = set.join_next().await {
                 let (h, r) = j.context("lookup task")?;
                 let r = r.with_context(|| format!("GET /txs/{h} on node {i}"))?;
+                if r.status == TxStatus::Unknown {
+                    if let Some(horizon) = r.horizon {
+                        // A validator started from a snapshot keeps no history below it:
+                        // the tx must have been applied below, as another node shows.
+                        let at = applied_height_elsewhere(&c, net, nodes, *i, h).await?;
+                        if at < horizon {
+                            continue;
+                        }
+                        bail!("node {i}: tx {h} applied at {at}, at or above its horizon {horizon}, is unknown there");
+                    }
+                }
                 if r.status != TxStatus::Applied || r.result != Some(TxResult::Ok) {
                     bail!(
                         "node {i}: tx {h}, confirmed by f+1 receipts, is {:?} ({:?})",

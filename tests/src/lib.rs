@@ -122,6 +122,25 @@ impl Testnet {
         self.procs.len()
     }
 
+    /// Sets `key = value` (TOML) in validator i's node.toml, for its next start.
+    pub fn configure(&self, i: usize, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = self.node_dir(i).join("node.toml");
+        let text = std::fs::read_to_string(&path)?;
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.split('=').next().map(str::trim) != Some(key))
+            .map(str::to_owned)
+            .collect();
+        // Top-level keys go before any table.
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with('['))
+            .unwrap_or(lines.len());
+        lines.insert(at, format!("{key} = {value}"));
+        std::fs::write(&path, lines.join("\n") + "\n")?;
+        Ok(())
+    }
+
     /// The HTTP base URL of validator i.
     pub fn url(&self, i: usize) -> String {
         format!("http://{}", self.genesis.validators[i].api_addr)

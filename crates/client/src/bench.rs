@@ -1705,6 +1705,7 @@ mod tests {
                     receipt: Some(receipt),
                     used_by: None,
                     tx: None,
+                    horizon: None,
                 })
             }
         }
@@ -1726,6 +1727,7 @@ mod tests {
                             reason: "sender_quota".into(),
                             error: "fake".into(),
                             index: None,
+                            horizon: None,
                         }),
                     });
                     continue;
@@ -1785,6 +1787,7 @@ mod tests {
                 recovering: false,
                 mempool_txs: 0,
                 state_root: None,
+                snapshot_sync: None,
             })
         }
 

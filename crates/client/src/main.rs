@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 use stele_client::{
     testnet_account_key, testnet_genesis, verify_block, verify_certified, Client, ClientConfig,
-    Confirmed, Node, ReceiptChecker, ReceiptTally, TxId, Verdict,
+    ClientError, Confirmed, Node, ReceiptChecker, ReceiptTally, TxId, Verdict,
 };
 use stele_crypto::{Digest, KeyPair, PublicKey};
 use stele_types::api::{BlockResponse, TxResponse, TxStatus};
@@ -630,6 +630,20 @@ async fn status(client: &Client, out: Out) -> Result<ExitCode> {
                         ),
                         node.url.clone(),
                     ]);
+                    if let Some(p) = &s.snapshot_sync {
+                        notes.push(format!(
+                            "validator {} is starting from a snapshot at height {}: {} of {} \
+                             chunks, {} bytes, from {} validators{}",
+                            s.validator,
+                            p.height,
+                            p.chunks_done,
+                            p.chunks_done + p.chunks_left,
+                            p.bytes,
+                            p.peers,
+                            p.eta_seconds
+                                .map_or_else(String::new, |e| format!(", about {e} s left"))
+                        ));
+                    }
                 }
                 Err(e) => {
                     rows.push(vec![
@@ -750,6 +764,11 @@ async fn fetch_block(client: &Client, height: Height) -> Result<(Node, BlockResp
                 Err(e) => problems.push(format!("{node} served a block that does not verify: {e}")),
             },
             Ok(None) => problems.push(format!("{node}: not committed there yet")),
+            Err(ClientError::Api { api, .. }) if api.reason == "pruned" => problems.push(format!(
+                "{node}: keeps blocks only from height {} (it started from a snapshot there)",
+                api.horizon
+                    .map_or_else(|| "?".to_owned(), |h| h.to_string())
+            )),
             Err(e) => problems.push(e.to_string()),
         }
     }
@@ -836,6 +855,12 @@ fn describe_tx_answer(t: &TxResponse) -> String {
     }
     if t.status.is_final() && t.receipt.is_none() {
         s.push_str(", but no signed receipt");
+    }
+    if let Some(h) = t.horizon {
+        s.push_str(&format!(
+            " (this validator keeps history only from height {h}: it started from a snapshot \
+             there, so a tx applied below it is unknown to it)"
+        ));
     }
     s
 }

@@ -322,6 +322,7 @@ impl Client {
                 reason: "refused".into(),
                 error: "refused without a reason".into(),
                 index: None,
+                horizon: None,
             });
             let e = ClientError::Api {
                 node: self.nodes()[i].to_string(),
@@ -557,6 +558,7 @@ impl Client {
                         reason: "refused".into(),
                         error: "refused without a reason".into(),
                         index: Some(k),
+                        horizon: None,
                     });
                     out.refused.push((offset + k, *hash, api));
                 }

@@ -100,6 +100,7 @@ impl FakeNode {
             receipt: Some(receipt),
             used_by: None,
             tx: None,
+            horizon: None,
         }
     }
 }
@@ -155,6 +156,7 @@ fn api_error(status: StatusCode, reason: &str) -> Response {
         reason: reason.into(),
         error: format!("fake node says {reason}"),
         index: None,
+        horizon: None,
     };
     (status, Json(body)).into_response()
 }
@@ -218,6 +220,7 @@ async fn post_txs(
                         reason: "nonce_too_far".into(),
                         error: "fake node refuses this nonce".into(),
                         index: None,
+                        horizon: None,
                     }),
                 };
             }
@@ -276,6 +279,7 @@ async fn get_status(State(node): State<Arc<FakeNode>>) -> Json<StatusResponse> {
         recovering: false,
         mempool_txs: 0,
         state_root: None,
+        snapshot_sync: None,
     })
 }
 

@@ -7,13 +7,19 @@
 //!
 //! The machine holds no clock and sends nothing: each call returns the requests to make
 //! now, and [`SnapshotSync::tick`] turns requests older than the timeout into stalls.
+//! A peer that sends a bad chunk is never asked again; one that stalls or fails is asked
+//! again after a growing backoff, since it may be the one honest peer behind a bad link.
+//! With no chunk verified for [`SyncConfig::give_up_ms`] the sync gives up.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 
 use stele_crypto::Digest;
-use stele_types::snapshot::{ChunkError, ChunkRange, SnapshotChunk};
+use stele_types::snapshot::{ChunkError, ChunkRange, SnapshotChunk, MAX_CHUNK_BYTES};
 use stele_types::Height;
+
+/// "Too large" answers of one peer acted on before the first of them is checked.
+const MAX_CLAIMS: usize = 2;
 
 /// How a fetch of one range from one peer ended, other than with a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +46,7 @@ pub enum PeerState {
     Serving,
     /// Sent a chunk that does not verify: never asked again.
     Faulty,
-    /// Has no snapshot at this height, or failed too often: not asked again.
+    /// Has no snapshot at this height: not asked again.
     Dropped,
 }
 
@@ -50,6 +56,8 @@ struct Peer {
     in_flight: BTreeMap<ChunkRange, u64>,
     /// Transport failures and stalls in a row; a chunk that verifies resets it.
     failures: u32,
+    /// Not asked before this time (ms): it failed, and waits longer each time in a row.
+    backoff_until: u64,
     chunks: u64,
     bytes: u64,
 }
@@ -80,8 +88,19 @@ pub enum Event<P> {
     Stalled { peer: P, range: ChunkRange },
     /// The peer has no snapshot at this height.
     Unavailable { peer: P },
-    /// Too many failures in a row: not asked again.
-    Dropped { peer: P },
+    /// The peer called a range too large that turned out to fit: never asked again.
+    FalseTooLarge {
+        peer: P,
+        range: ChunkRange,
+        bytes: u64,
+    },
+    /// The request failed (connection, decoding); the peer waits `backoff_ms`.
+    Failed {
+        peer: P,
+        range: ChunkRange,
+        error: String,
+        backoff_ms: u64,
+    },
 }
 
 /// How the sync ended.
@@ -101,10 +120,16 @@ pub struct SyncConfig {
     pub per_peer: usize,
     /// A request unanswered this long is a stall: the range goes to another peer.
     pub timeout_ms: u64,
-    /// Transport failures or stalls in a row before a peer is dropped.
-    pub max_failures: u32,
+    /// With no chunk verified for this long, the sync gives up (`NoPeers`) and the
+    /// caller falls back. A peer that stalls or fails is never dropped for it, only
+    /// asked again after a backoff (the timeout, doubling per failure in a row, up to 4
+    /// times it): it may be the one honest peer behind a bad link.
+    pub give_up_ms: u64,
     /// The size of the first ranges asked for.
     pub chunk_bits: u8,
+    /// The largest chunk a peer sends ([`MAX_CHUNK_BYTES`]); a range a peer calls too
+    /// large whose halves add up to less was not.
+    pub max_chunk_bytes: usize,
 }
 
 impl Default for SyncConfig {
@@ -112,8 +137,9 @@ impl Default for SyncConfig {
         SyncConfig {
             per_peer: 4,
             timeout_ms: 10_000,
-            max_failures: 3,
+            give_up_ms: 200_000,
             chunk_bits: stele_types::snapshot::DEFAULT_CHUNK_BITS,
+            max_chunk_bytes: MAX_CHUNK_BYTES,
         }
     }
 }
@@ -129,6 +155,13 @@ pub struct SnapshotSync<P: Ord + Copy + Debug> {
     done: BTreeMap<ChunkRange, SnapshotChunk>,
     progress: Progress,
     events: Vec<Event<P>>,
+    /// Ranges a peer called too large (split on its word), and which peer.
+    claims: BTreeMap<ChunkRange, P>,
+    /// The wire size of each verified chunk, to check those claims.
+    sizes: BTreeMap<ChunkRange, u64>,
+    /// When a chunk last verified (or the sync began).
+    last_progress: Option<u64>,
+    gave_up: bool,
     /// Rotates the first peer tried, so load spreads and one slow peer is not always
     /// asked first.
     turn: usize,
@@ -152,6 +185,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
                         state: PeerState::Serving,
                         in_flight: BTreeMap::new(),
                         failures: 0,
+                        backoff_until: 0,
                         chunks: 0,
                         bytes: 0,
                     },
@@ -170,6 +204,10 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             todo,
             done: BTreeMap::new(),
             events: Vec::new(),
+            claims: BTreeMap::new(),
+            sizes: BTreeMap::new(),
+            last_progress: None,
+            gave_up: false,
             turn: 0,
         }
     }
@@ -219,23 +257,30 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
                     .map(|p| p.in_flight.len())
                     .sum::<usize>()) as u64
         );
+        self.last_progress.get_or_insert(now);
         let mut out = Vec::new();
-        let ids: Vec<P> = self.peers.keys().copied().collect();
+        let mut ids: Vec<P> = self.peers.keys().copied().collect();
         if ids.is_empty() {
             return out;
         }
+        // Peers that deliver first: fewest failures in a row, then most chunks; ties in
+        // turn. A silent peer sinks to the back as its failures grow, and one honest peer
+        // behind a lossy link keeps most of the work.
+        let turn = self.turn % ids.len();
+        ids.rotate_left(turn);
+        ids.sort_by_key(|id| {
+            let p = &self.peers[id];
+            (p.failures, std::cmp::Reverse(p.chunks))
+        });
         'fill: while !self.todo.is_empty() {
             let mut gave = false;
-            for k in 0..ids.len() {
-                let id = ids[(self.turn + k) % ids.len()];
+            for &id in &ids {
                 let peer = self.peers.get_mut(&id).expect("listed above");
-                // A peer that stalled is asked one chunk at a time until it delivers.
-                let room = if peer.failures > 0 {
-                    1
-                } else {
-                    self.config.per_peer
-                };
-                if peer.state != PeerState::Serving || peer.in_flight.len() >= room {
+                let room = self.config.per_peer;
+                if peer.state != PeerState::Serving
+                    || peer.in_flight.len() >= room
+                    || now < peer.backoff_until
+                {
                     continue;
                 }
                 let Some(range) = self.todo.pop_front() else {
@@ -273,7 +318,9 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             Ok(chunk) => match chunk.verify(self.height, range, &self.root) {
                 Ok(()) => {
                     peer.failures = 0;
+                    peer.backoff_until = 0;
                     peer.chunks += 1;
+                    self.last_progress = Some(now);
                     peer.bytes += bytes;
                     self.progress.chunks_done += 1;
                     self.progress.chunks_left -= 1;
@@ -281,17 +328,41 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
                     self.progress.bytes += bytes;
                     debug_assert!(!self.done.contains_key(&range));
                     self.done.insert(range, chunk);
+                    self.sizes.insert(range, bytes);
+                    self.check_claims(range);
                 }
                 Err(e) => self.faulty(from, range, e),
             },
             Err(FetchFailure::TooLarge) => match range.split() {
+                // Believed for now, checked once the halves arrive: a faulty peer calling
+                // everything too large is caught at its first lie, and until its claims
+                // are checked it may have only a few outstanding, so it cannot split the
+                // state into 65,536 requests first.
+                // (Claims nested in each other are checked together, bottom up: only
+                // claims elsewhere count.)
+                Some(_)
+                    if self
+                        .claims
+                        .iter()
+                        .filter(|(r, p)| **p == from && !r.contains(range.first))
+                        .count()
+                        >= MAX_CLAIMS =>
+                {
+                    self.failed(
+                        now,
+                        from,
+                        range,
+                        "too large, with earlier claims unchecked".into(),
+                    )
+                }
                 Some((a, b)) => {
+                    self.claims.entry(range).or_insert(from);
                     self.todo.push_front(b);
                     self.todo.push_front(a);
                     self.progress.chunks_left += 1;
                 }
                 // A single bucket too large for this peer: another may send it.
-                None => self.failed(from, range),
+                None => self.failed(now, from, range, "a single bucket too large".into()),
             },
             Err(FetchFailure::Unavailable) => {
                 peer.state = PeerState::Dropped;
@@ -299,7 +370,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
                 self.release(from);
                 self.todo.push_front(range);
             }
-            Err(FetchFailure::Transport(_)) => self.failed(from, range),
+            Err(FetchFailure::Transport(e)) => self.failed(now, from, range, e),
         }
         self.requests(now)
     }
@@ -308,6 +379,9 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
     /// queue for another peer.
     pub fn tick(&mut self, now: u64) -> Vec<Request<P>> {
         let timeout = self.config.timeout_ms;
+        if now.saturating_sub(*self.last_progress.get_or_insert(now)) >= self.config.give_up_ms {
+            self.gave_up = true;
+        }
         let stalled: Vec<(P, ChunkRange)> = self
             .peers
             .iter()
@@ -318,6 +392,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
                     .map(move |(r, _)| (*id, *r))
             })
             .collect();
+        let mut backed_off = std::collections::BTreeSet::new();
         for (id, range) in stalled {
             // A peer dropped by an earlier stall in this loop already handed the rest of
             // its ranges back.
@@ -331,7 +406,11 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             }
             self.progress.stalls += 1;
             self.events.push(Event::Stalled { peer: id, range });
-            self.failed(id, range);
+            // Several requests stalling at once are one failure of the link.
+            if backed_off.insert(id) {
+                self.backoff(now, id);
+            }
+            self.todo.push_back(range);
         }
         self.requests(now)
     }
@@ -349,7 +428,51 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             .peers
             .values()
             .any(|p| p.state == PeerState::Serving || !p.in_flight.is_empty());
-        (!serving).then_some(Outcome::NoPeers)
+        (!serving || self.gave_up).then_some(Outcome::NoPeers)
+    }
+
+    /// Once every chunk inside a range some peer called too large has arrived: if they
+    /// add up to no more than the limit, the range was not too large, and that peer lied.
+    fn check_claims(&mut self, arrived: ChunkRange) {
+        let covering: Vec<(ChunkRange, P)> = self
+            .claims
+            .iter()
+            .filter(|(r, _)| r.contains(arrived.first))
+            .map(|(r, p)| (*r, *p))
+            .collect();
+        for (r, claimant) in covering {
+            let inside: Vec<(&ChunkRange, &u64)> = self
+                .sizes
+                .range(
+                    ChunkRange {
+                        first: r.first,
+                        bits: 0,
+                    }..,
+                )
+                .take_while(|(c, _)| c.first <= r.last())
+                .filter(|(c, _)| r.contains(c.first))
+                .collect();
+            let covered: u64 = inside.iter().map(|(c, _)| 1u64 << c.bits).sum();
+            if covered < 1u64 << r.bits {
+                continue;
+            }
+            self.claims.remove(&r);
+            // The halves carry one more proof hash each and their own framing: whole,
+            // the range encodes to no more than their sum.
+            let total: u64 = inside.iter().map(|(_, b)| **b).sum();
+            if total.saturating_add(64) <= self.config.max_chunk_bytes as u64 {
+                self.events.push(Event::FalseTooLarge {
+                    peer: claimant,
+                    range: r,
+                    bytes: total,
+                });
+                self.progress.bad_chunks += 1;
+                if let Some(p) = self.peers.get_mut(&claimant) {
+                    p.state = PeerState::Faulty;
+                }
+                self.release(claimant);
+            }
+        }
     }
 
     fn faulty(&mut self, from: P, range: ChunkRange, error: ChunkError) {
@@ -366,22 +489,27 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
         self.todo.push_front(range);
     }
 
-    fn failed(&mut self, from: P, range: ChunkRange) {
-        if let Some(p) = self.peers.get_mut(&from) {
-            p.failures += 1;
-            if p.failures >= self.config.max_failures && p.state == PeerState::Serving {
-                p.state = PeerState::Dropped;
-                self.events.push(Event::Dropped { peer: from });
-            }
-        }
-        if self
-            .peers
-            .get(&from)
-            .is_some_and(|p| p.state != PeerState::Serving)
-        {
-            self.release(from);
-        }
+    fn failed(&mut self, now: u64, from: P, range: ChunkRange, error: String) {
+        let backoff_ms = self.backoff(now, from);
+        self.events.push(Event::Failed {
+            peer: from,
+            range,
+            error,
+            backoff_ms,
+        });
         self.todo.push_back(range);
+    }
+
+    /// Counts a failure in a row and makes the peer wait; returns how long.
+    fn backoff(&mut self, now: u64, from: P) -> u64 {
+        let timeout = self.config.timeout_ms;
+        let Some(p) = self.peers.get_mut(&from) else {
+            return 0;
+        };
+        p.failures = p.failures.saturating_add(1);
+        let wait = timeout.saturating_mul(1 << (p.failures - 1).min(2));
+        p.backoff_until = now.saturating_add(wait);
+        wait
     }
 
     /// Hands everything a peer still had in flight back to the queue.
@@ -444,16 +572,7 @@ mod tests {
         }
 
         fn chunk(&self, range: ChunkRange) -> SnapshotChunk {
-            SnapshotChunk {
-                height: Height(64),
-                range,
-                buckets: self
-                    .buckets
-                    .range(range.first..=range.last())
-                    .map(|(b, x)| (*b, x.clone()))
-                    .collect(),
-                proof: self.tree.prove(u32::from(range.bits), range.first).unwrap(),
-            }
+            SnapshotChunk::of(Height(64), range, &self.buckets, &self.tree).unwrap()
         }
     }
 
@@ -482,6 +601,7 @@ mod tests {
             0..kinds.len(),
             SyncConfig {
                 timeout_ms: 50,
+                give_up_ms: 5_000,
                 ..SyncConfig::default()
             },
         );

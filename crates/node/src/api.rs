@@ -18,12 +18,13 @@ use axum::{Json, Router};
 use http_body_util::BodyExt;
 use stele_crypto::{Digest, KeyPair, PublicKey, Verified};
 use stele_ledger::{admit, Admission, Refusal};
-use stele_store::{Store, StoreError};
+use stele_store::{ChunkAnswer, Store, StoreError};
 use stele_types::api::{
     decode_submit_body, AccountResponse, Admitted, ApiError, BlockResponse, CheckpointResponse,
     StatusResponse, SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus,
     BINARY_CONTENT_TYPE, MAX_SUBMIT_BODY,
 };
+use stele_types::snapshot::{ChunkRange, MAX_CHUNK_BYTES};
 use stele_types::{
     tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxBody, TxHash, TxResult, ValidatorSet,
 };
@@ -97,6 +98,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(metrics))
         .route("/blocks/{height}", get(block))
         .route("/checkpoint", get(checkpoint))
+        .route("/snapshot", get(snapshot_manifest))
+        .route("/snapshot/{height}/{first}/{bits}", get(snapshot_chunk))
         .route("/txs/{hash}", get(tx))
         .route("/txs", axum::routing::post(submit))
         .route("/accounts/{key}", get(account))
@@ -115,6 +118,7 @@ fn fail(code: StatusCode, reason: &str, error: impl Into<String>) -> Fail {
             reason: reason.into(),
             error: error.into(),
             index: None,
+            horizon: None,
         },
     )
 }
@@ -143,7 +147,7 @@ async fn not_found() -> Fail {
     fail(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such path; see GET /status, /blocks/{height}, /txs/{hash}, /accounts/{key}, POST /txs",
+        "no such path; see GET /status, /blocks/{height}, /txs/{hash}, /accounts/{key}, /checkpoint, /snapshot, POST /txs",
     )
 }
 
@@ -277,6 +281,82 @@ async fn checkpoint(State(api): State<Arc<Api>>) -> Result<Json<CheckpointRespon
     .await
 }
 
+/// The snapshot this validator serves (issue 24): the manifest of its latest stable
+/// checkpoint, when it keeps the state there. Binary (the codec's encoding): a syncing
+/// validator decodes and verifies it against its genesis, trusting nothing else.
+async fn snapshot_manifest(State(api): State<Arc<Api>>) -> Result<Response, Fail> {
+    let _slot = slot(&api)?;
+    blocking(move || {
+        let m = api
+            .store
+            .snapshot_manifest()
+            .map_err(internal)?
+            .ok_or_else(|| {
+                fail(
+                    StatusCode::NOT_FOUND,
+                    "no_snapshot",
+                    "this validator keeps no snapshot at its stable checkpoint yet",
+                )
+            })?;
+        Ok(binary(stele_types::codec::encode(&m)))
+    })
+    .await
+}
+
+/// One chunk of the snapshot at `height`: 404 `no_snapshot` when it is not kept (any
+/// more), 413 `too_large` when the range must be asked in halves.
+async fn snapshot_chunk(
+    State(api): State<Arc<Api>>,
+    Path((height, first, bits)): Path<(String, String, String)>,
+) -> Result<Response, Fail> {
+    let range = match (
+        height.parse::<u64>(),
+        first.parse::<u16>(),
+        bits.parse::<u8>(),
+    ) {
+        (Ok(h), Ok(first), Ok(bits)) => ChunkRange::new(first, bits).map(|r| (Height(h), r)),
+        _ => None,
+    };
+    let Some((h, range)) = range else {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!(
+                "expected /snapshot/{{height}}/{{first bucket}}/{{bits}} with first a multiple \
+                 of 2^bits and bits <= 16, found /snapshot/{height}/{first}/{bits}"
+            ),
+        ));
+    };
+    let _slot = slot(&api)?;
+    blocking(
+        move || match api.store.snapshot_chunk(h, range).map_err(internal)? {
+            ChunkAnswer::Chunk(c) => Ok(binary(stele_types::codec::encode(&c))),
+            ChunkAnswer::TooLarge => Err(fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("{range} holds more than {MAX_CHUNK_BYTES} bytes; ask for its halves"),
+            )),
+            ChunkAnswer::Unavailable => Err(fail(
+                StatusCode::NOT_FOUND,
+                "no_snapshot",
+                format!("no snapshot is kept at height {h}"),
+            )),
+        },
+    )
+    .await
+}
+
+fn binary(bytes: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(BINARY_CONTENT_TYPE),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
 async fn block(
     State(api): State<Arc<Api>>,
     Path(height): Path<String>,
@@ -298,6 +378,19 @@ async fn block(
     }
     let _slot = slot(&api)?;
     blocking(move || {
+        let horizon = api.store.horizon().map_err(internal)?;
+        if h < horizon {
+            let mut f = fail(
+                StatusCode::GONE,
+                "pruned",
+                format!(
+                    "this validator keeps blocks from height {horizon} on (it started from a \
+                     snapshot there); ask another validator for height {h}"
+                ),
+            );
+            f.1.horizon = Some(horizon);
+            return Err(f);
+        }
         let missing = || {
             fail(
                 StatusCode::NOT_FOUND,
@@ -416,6 +509,7 @@ fn final_outcome(
         receipt: Some(receipt),
         used_by,
         tx: body,
+        horizon: None,
     }))
 }
 
@@ -466,9 +560,15 @@ async fn tx(
         Some(stele_consensus::TxClass::Gapped) => TxStatus::Gapped,
         None => TxStatus::Unknown,
     };
+    // An unknown tx may lie below the history this validator keeps: say where it starts.
+    let horizon = match status {
+        TxStatus::Unknown => api.store.horizon().ok().filter(|h| *h > Height(1)),
+        _ => None,
+    };
     Ok(Json(TxResponse {
         status,
         tx: body,
+        horizon,
         ..TxResponse::unknown(h)
     }))
 }
@@ -843,6 +943,7 @@ async fn submit(
                     reason: "internal".into(),
                     error: "no admission result".into(),
                     index: Some(i),
+                    horizon: None,
                 }),
             },
         };

@@ -844,6 +844,8 @@ impl Loop {
             recovering: self.d.recovery.is_some(),
             mempool_txs: e.pending().len() as u64,
             state_root: self.state_root,
+            // The engine runs once any snapshot sync is over.
+            snapshot_sync: None,
         };
         *self
             .d

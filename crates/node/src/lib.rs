@@ -18,4 +18,5 @@ pub mod net;
 pub mod pool;
 pub mod receipts;
 pub mod run;
+pub mod snapshot_sync;
 pub mod testnet;

@@ -35,6 +35,15 @@ pub const NODE_MESSAGE_REJECT_REASONS: [&str; 2] = ["transport", "inbound_full"]
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// Snapshot sync (issue 24): the height being synced or installed, 0 if none.
+    pub snapshot_height: IntGauge,
+    pub snapshot_chunks_left: IntGauge,
+    pub snapshot_eta: IntGauge,
+    pub snapshot_chunks: IntCounterVec,
+    pub snapshot_bytes: IntCounterVec,
+    pub snapshot_bad_chunks: IntCounter,
+    pub snapshot_stalls: IntCounter,
+    pub snapshot_installed: IntGauge,
     pub height: IntGauge,
     pub view: IntGauge,
     pub active: IntGauge,
@@ -131,8 +140,44 @@ impl Metrics {
         };
         let mut message_rejects: Vec<&str> = Reject::LABELS.to_vec();
         message_rejects.extend(NODE_MESSAGE_REJECT_REASONS);
+        let peer_vec = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["peer"])
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+        };
         let m = Metrics {
             registry: Registry::new(),
+            snapshot_height: gauge(
+                "stele_snapshot_sync_height",
+                "The checkpoint height whose snapshot this validator is fetching or installed at start; 0 if none.",
+            ),
+            snapshot_chunks_left: gauge(
+                "stele_snapshot_sync_chunks_left",
+                "Snapshot chunks still to fetch or in flight.",
+            ),
+            snapshot_eta: gauge(
+                "stele_snapshot_sync_eta_seconds",
+                "Estimated seconds until every snapshot chunk is fetched, at the rate so far; -1 before the first chunk.",
+            ),
+            snapshot_chunks: peer_vec(
+                "stele_snapshot_sync_chunks_total",
+                "Snapshot chunks fetched and verified, by the validator that served them.",
+            ),
+            snapshot_bytes: peer_vec(
+                "stele_snapshot_sync_bytes_total",
+                "Bytes of verified snapshot chunks, by the validator that served them.",
+            ),
+            snapshot_bad_chunks: counter(
+                "stele_snapshot_sync_bad_chunks_total",
+                "Snapshot chunks that did not verify (the peer is not asked again).",
+            ),
+            snapshot_stalls: counter(
+                "stele_snapshot_sync_stalls_total",
+                "Snapshot chunk requests unanswered within the timeout (asked of another peer).",
+            ),
+            snapshot_installed: gauge(
+                "stele_snapshot_installed_height",
+                "The checkpoint height of the snapshot this validator's store started from; 0 if it started from genesis.",
+            ),
             height: gauge("stele_consensus_height", "Highest executed height."),
             view: gauge("stele_consensus_view", "Current view."),
             active: gauge(
@@ -291,7 +336,16 @@ impl Metrics {
         ] {
             g.set(-1);
         }
+        m.snapshot_eta.set(-1);
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.snapshot_height.clone()),
+            Box::new(m.snapshot_chunks_left.clone()),
+            Box::new(m.snapshot_eta.clone()),
+            Box::new(m.snapshot_chunks.clone()),
+            Box::new(m.snapshot_bytes.clone()),
+            Box::new(m.snapshot_bad_chunks.clone()),
+            Box::new(m.snapshot_stalls.clone()),
+            Box::new(m.snapshot_installed.clone()),
             Box::new(m.height.clone()),
             Box::new(m.view.clone()),
             Box::new(m.active.clone()),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use stele_consensus::{ChainState, Config, Engine, RecoveryGate};
 use stele_ledger::{genesis_changes, genesis_state_digest};
-use stele_store::{GenesisState, Store, StoreConfig};
+use stele_store::{GenesisState, SnapshotConfig, Store, StoreConfig};
 use stele_transport::{Transport, TransportConfig};
 use stele_types::api::StatusResponse;
 use stele_types::{CommittedBlock, Height, ViewNumber};
@@ -112,7 +112,14 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         &StoreConfig {
             sync: config.sync,
             verify_on_open: true,
-            snapshots: Some(data_dir.join("snapshots")),
+            snapshots: (config.snapshot_every > 0).then(|| SnapshotConfig {
+                dir: data_dir.join("snapshots"),
+                every: genesis
+                    .params
+                    .checkpoint_interval
+                    .saturating_mul(config.snapshot_every),
+                kept: config.snapshots_kept,
+            }),
         },
     )
     .with_context(|| format!("opening the store in {}", db.display()))?;
@@ -125,6 +132,117 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
     let store = Arc::new(store);
     let key = Arc::new(key);
     let start = Instant::now();
+    let socket = std::net::UdpSocket::bind(&p2p_listen)
+        .with_context(|| format!("binding the QUIC address {p2p_listen}"))?;
+    let mut tc = TransportConfig::new(genesis.clone(), (*key).clone());
+    tc.socket = Some(socket);
+    let (transport, inbound) = Transport::start(tc).context("starting the QUIC transport")?;
+    let listener = tokio::net::TcpListener::bind(&api_listen)
+        .await
+        .with_context(|| format!("binding the HTTP API address {api_listen}"))?;
+
+    let metrics = Metrics::new();
+    let cache = Arc::new(VerifiedTxs::new(VERIFIED_CACHE_CAP));
+    let frames = Arc::new(stele_consensus::FrameVerdicts::default());
+    let waiters = Arc::new(Waiters::default());
+    let receipts = Arc::new(crate::receipts::BlockReceipts::new(
+        id,
+        key.clone(),
+        genesis.validator_set().chain().clone(),
+    ));
+    let (height, state_digest) = store.tip();
+    let shared = Arc::new(Shared {
+        status: Mutex::new(StatusResponse {
+            validator: id,
+            chain_id: genesis.chain_id.clone(),
+            genesis: *genesis.validator_set().chain().genesis(),
+            height,
+            view: ViewNumber(0),
+            active: false,
+            block_hash: stele_types::Block::null_digest(height),
+            state_digest,
+            stable_checkpoint: store
+                .stable_checkpoint()
+                .context("reading the stable checkpoint")?
+                .map_or(Height(0), |c| c.height),
+            peers_connected: 0,
+            sync: config.sync,
+            recovering,
+            mempool_txs: 0,
+            state_root: None,
+            snapshot_sync: None,
+        }),
+        peer_height: Mutex::new(Height(0)),
+    });
+    let vs = genesis.validator_set();
+    let (engine_tx, peer_inputs, tx_inputs, engine_rx) = input_queues(vs.n());
+
+    // One verification pool for every signature the node checks, consensus first.
+    let pool = VerifyPool::start(VerifyPool::default_threads(), vs.n(), net::PEER_QUEUE)
+        .context("starting the verification pool")?;
+    tokio::spawn(net::inbound_loop(
+        inbound,
+        pool.clone(),
+        Arc::new(net::Ctx {
+            engine: peer_inputs,
+            tx_queue: tx_inputs.clone(),
+            genesis: genesis.clone(),
+            validators: vs.clone(),
+            cache: cache.clone(),
+            frames: frames.clone(),
+            metrics: metrics.clone(),
+        }),
+    ));
+
+    // The API answers (status, metrics) while a store at genesis first tries to start
+    // from a peer's snapshot; the engine starts from whatever the store then holds.
+    let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
+    let (in_flight, bodies) = Api::limits();
+    let http_metrics = metrics.clone();
+    let api = Arc::new(Api {
+        genesis: genesis.clone(),
+        validators: vs.clone(),
+        id,
+        key: key.clone(),
+        store: store.clone(),
+        engine: tx_inputs,
+        shared: shared.clone(),
+        cache: cache.clone(),
+        waiters: waiters.clone(),
+        receipts: receipts.clone(),
+        metrics: metrics.clone(),
+        connected: transport.connected(),
+        in_flight,
+        bodies,
+        pool,
+    });
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        api::router(api),
+        http_metrics,
+        stop_http_rx,
+    ));
+    if store.latest_height() == Height(0) && config.start_from_snapshot {
+        let sync =
+            crate::snapshot_sync::sync_at_genesis(&genesis, id, store.clone(), &metrics, &shared);
+        tokio::select! {
+            r = sync => { r?; }
+            s = shutdown_signal() => {
+                // Nothing is installed until every chunk verified: stopping here leaves
+                // the store at genesis, to sync again at the next start.
+                info!(signal = s, "stopping during snapshot sync");
+                let _ = stop_http_tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(6), server).await;
+                transport.shutdown().await;
+                return Ok(Exit::Stopped);
+            }
+        }
+    } else if let Ok(h) = store.horizon() {
+        if h > Height(1) {
+            metrics.snapshot_installed.set(h.0 as i64);
+        }
+    }
+
     let durable = store.durable_entries().context("reading consensus state")?;
     let low = store
         .stable_checkpoint()
@@ -151,64 +269,6 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         chain,
         now_ms(start),
     );
-
-    let socket = std::net::UdpSocket::bind(&p2p_listen)
-        .with_context(|| format!("binding the QUIC address {p2p_listen}"))?;
-    let mut tc = TransportConfig::new(genesis.clone(), (*key).clone());
-    tc.socket = Some(socket);
-    let (transport, inbound) = Transport::start(tc).context("starting the QUIC transport")?;
-    let listener = tokio::net::TcpListener::bind(&api_listen)
-        .await
-        .with_context(|| format!("binding the HTTP API address {api_listen}"))?;
-
-    let metrics = Metrics::new();
-    let cache = Arc::new(VerifiedTxs::new(VERIFIED_CACHE_CAP));
-    let frames = Arc::new(stele_consensus::FrameVerdicts::default());
-    let waiters = Arc::new(Waiters::default());
-    let receipts = Arc::new(crate::receipts::BlockReceipts::new(
-        id,
-        key.clone(),
-        engine.validators().chain().clone(),
-    ));
-    let (height, state_digest) = store.tip();
-    let shared = Arc::new(Shared {
-        status: Mutex::new(StatusResponse {
-            validator: id,
-            chain_id: genesis.chain_id.clone(),
-            genesis: *engine.validators().chain().genesis(),
-            height,
-            view: ViewNumber(0),
-            active: false,
-            block_hash: stele_types::Block::null_digest(height),
-            state_digest,
-            stable_checkpoint: low,
-            peers_connected: 0,
-            sync: config.sync,
-            recovering,
-            mempool_txs: 0,
-            state_root: None,
-        }),
-        peer_height: Mutex::new(Height(0)),
-    });
-    let vs = genesis.validator_set();
-    let (engine_tx, peer_inputs, tx_inputs, engine_rx) = input_queues(vs.n());
-
-    // One verification pool for every signature the node checks, consensus first.
-    let pool = VerifyPool::start(VerifyPool::default_threads(), vs.n(), net::PEER_QUEUE)
-        .context("starting the verification pool")?;
-    tokio::spawn(net::inbound_loop(
-        inbound,
-        pool.clone(),
-        Arc::new(net::Ctx {
-            engine: peer_inputs,
-            tx_queue: tx_inputs.clone(),
-            genesis: genesis.clone(),
-            validators: vs.clone(),
-            cache: cache.clone(),
-            frames: frames.clone(),
-            metrics: metrics.clone(),
-        }),
-    ));
 
     let driver = Driver {
         engine,
@@ -267,32 +327,6 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         });
     }
 
-    let (in_flight, bodies) = Api::limits();
-    let http_metrics = metrics.clone();
-    let api = Arc::new(Api {
-        genesis: genesis.clone(),
-        validators: vs.clone(),
-        id,
-        key: key.clone(),
-        store: store.clone(),
-        engine: tx_inputs,
-        shared,
-        cache,
-        waiters,
-        receipts,
-        metrics,
-        connected: transport.connected(),
-        in_flight,
-        bodies,
-        pool,
-    });
-    let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(crate::http::serve(
-        listener,
-        api::router(api),
-        http_metrics,
-        stop_http_rx,
-    ));
     info!(
         validator = id.0,
         p2p = %p2p_listen,

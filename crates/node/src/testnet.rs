@@ -186,6 +186,9 @@ pub fn init(config_path: &Path, out: &Path) -> anyhow::Result<()> {
             api_listen: listen.map(|l| l.1),
             sync: c.sync,
             log: "info".into(),
+            snapshot_every: 1,
+            snapshots_kept: 2,
+            start_from_snapshot: true,
         };
         let text = format!(
             "# Validator {i} of testnet {}. See `stele-node run --help`.\n{}",

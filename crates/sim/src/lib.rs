@@ -8,6 +8,7 @@
 //! command that replays it.
 
 mod sim;
+pub mod snapshot;
 
 pub use sim::{
     run, sim_params, Check, CrashPoint, DropRule, Outcome, Sabotage, Scenario, ScriptedTx,

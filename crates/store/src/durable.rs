@@ -45,6 +45,19 @@ impl Store {
         }
         // After the puts, so a PREPARE persisted in the same batch below the checkpoint
         // is discarded too.
+        // A kept snapshot's height became stable: its certificate is what lets a peer
+        // trust it, kept as long as the snapshot (the stable one moves on).
+        for e in entries {
+            if let DurableEntry::StableCheckpoint(c) = e {
+                if self.keeps_snapshot(c.height) {
+                    batch.put_cf(
+                        self.cf(crate::keys::META),
+                        crate::keys::snapshot_cert_key(c.height),
+                        codec::encode(c),
+                    );
+                }
+            }
+        }
         if let Some(h) = gc_height {
             for tag in DurableKey::GC_TAGS {
                 batch.delete_range_cf(cf, vec![tag], DurableKey::gc_bound(tag, h));
@@ -54,6 +67,9 @@ impl Store {
             .write_opt(batch, &self.write_opts)
             .map_err(|e| self.rocks("persist consensus state", CONSENSUS, e))?;
         debug_assert!(gc_height.is_none() || self.stable_checkpoint().ok().flatten().is_some());
+        if gc_height.is_some() {
+            self.prune_kept_snapshots()?;
+        }
         Ok(())
     }
 

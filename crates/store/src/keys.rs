@@ -30,7 +30,8 @@ pub const RECORDS: &str = "records";
 pub const CONSENSUS: &str = "consensus";
 /// Byzantine evidence, written by the node.
 pub const EVIDENCE: &str = "evidence";
-/// Single facts about the store: [`HORIZON_KEY`].
+/// Single facts about the store: [`HORIZON_KEY`], and the checkpoint certificate of each
+/// kept snapshot ([`snapshot_cert_key`]).
 pub const META: &str = "meta";
 /// → the lowest height above genesis whose block is kept (absent: 1). A store started
 /// from a snapshot at height h holds blocks from h on.
@@ -52,6 +53,13 @@ pub const COLUMN_FAMILIES: [&str; 12] = [
     EVIDENCE,
     META,
 ];
+
+/// → the stable checkpoint certificate at a kept snapshot's height.
+pub fn snapshot_cert_key(h: Height) -> Vec<u8> {
+    let mut k = b"snapshot-cert/".to_vec();
+    k.extend_from_slice(&h.0.to_be_bytes());
+    k
+}
 
 pub fn height_key(h: Height) -> [u8; 8] {
     h.0.to_be_bytes()

@@ -16,5 +16,5 @@ mod verify;
 
 pub use error::StoreError;
 pub use keys::COLUMN_FAMILIES;
-pub use snapshot::{ChunkAnswer, KEPT_SNAPSHOTS};
-pub use store::{FinalLeaf, GenesisState, Store, StoreConfig};
+pub use snapshot::ChunkAnswer;
+pub use store::{FinalLeaf, GenesisState, SnapshotConfig, Store, StoreConfig};

@@ -4,16 +4,17 @@
 //! Right after a checkpoint height commits, the store takes a RocksDB checkpoint of
 //! itself (hard links to its table files, after a flush) into `<snapshots>/<height>`,
 //! and keeps the tree over the bucket roots of that height in memory for the chunks'
-//! proofs. The two latest are kept: the newest may not be stable yet when a peer asks,
-//! the one before is. They survive a restart (the tree is rebuilt from the files on the
-//! first chunk asked for).
+//! proofs. Kept: the latest one at or below the stable checkpoint (what a peer can
+//! verify now) and every one above it (what becomes verifiable next); execution runs at
+//! most L = 2K past the stable checkpoint, so that is at most three. They survive a
+//! restart (the tree is rebuilt from the files on the first chunk asked for).
 //!
 //! Installing writes every entry, the block at that height with its certificate,
 //! results and opening, the checkpoint certificate and the horizon in one synced
 //! batch: after a crash the store is either still at genesis or wholly at the snapshot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, MutexGuard};
 
 use rocksdb::{Options, WriteBatch, DB};
@@ -21,14 +22,11 @@ use stele_crypto::PUBLIC_KEY_LEN;
 use stele_types::codec;
 use stele_types::snapshot::{ChunkRange, SnapshotChunk, SnapshotManifest, MAX_CHUNK_BYTES};
 use stele_types::state_root::{self, bucket_of, Bucket, BucketTree};
-use stele_types::{DurableEntry, DurableKey, Height};
+use stele_types::{CheckpointCertificate, DurableEntry, DurableKey, Height};
 
 use crate::error::StoreError;
 use crate::keys::*;
-use crate::store::Store;
-
-/// Snapshots kept: the latest checkpoint height's and the one before.
-pub const KEPT_SNAPSHOTS: usize = 2;
+use crate::store::{SnapshotConfig, Store, CERT_LIMIT};
 
 /// One kept snapshot: a read-only RocksDB over its own hard-linked files.
 struct Kept {
@@ -39,14 +37,14 @@ struct Kept {
 /// The snapshots a store keeps.
 #[derive(Default)]
 pub(crate) struct Snapshots {
-    dir: Option<PathBuf>,
+    config: Option<SnapshotConfig>,
     kept: BTreeMap<Height, Kept>,
 }
 
 impl std::fmt::Debug for Snapshots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshots")
-            .field("dir", &self.dir)
+            .field("config", &self.config)
             .field("heights", &self.kept.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -69,21 +67,34 @@ fn read_only(path: &Path) -> Result<DB, rocksdb::Error> {
     DB::open_cf_for_read_only(&o, path, COLUMN_FAMILIES, false)
 }
 
+fn remove(path: &Path) -> Result<(), StoreError> {
+    std::fs::remove_dir_all(path).map_err(|e| StoreError::Inconsistent {
+        path: path.to_owned(),
+        problem: format!("removing a snapshot: {e}"),
+    })
+}
+
 impl Store {
     fn lock_snapshots(&self) -> MutexGuard<'_, Snapshots> {
         self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens the snapshots kept in `dir` (at open): the latest [`KEPT_SNAPSHOTS`] at or
-    /// below the tip; anything else there (older ones, one a crash left half made) is
-    /// removed.
-    pub(crate) fn open_snapshots(&self, dir: &Path, tip: Height) -> Result<(), StoreError> {
+    /// Opens the snapshots kept in the configured directory (at open): those at or below
+    /// the tip that [`Store::prune_snapshots`] keeps; anything else there (one a crash
+    /// left half made, one above a tip a crash lost) is removed.
+    pub(crate) fn open_snapshots(
+        &self,
+        config: &SnapshotConfig,
+        tip: Height,
+    ) -> Result<(), StoreError> {
+        let dir = &config.dir;
         let io = |e: std::io::Error, what: &str| StoreError::Inconsistent {
             path: dir.to_owned(),
             problem: format!("{what}: {e}"),
         };
         std::fs::create_dir_all(dir).map_err(|e| io(e, "creating the snapshots directory"))?;
-        let mut found: BTreeMap<Height, PathBuf> = BTreeMap::new();
+        let mut s = self.lock_snapshots();
+        s.config = Some(config.clone());
         for entry in std::fs::read_dir(dir).map_err(|e| io(e, "listing snapshots"))? {
             let entry = entry.map_err(|e| io(e, "listing snapshots"))?;
             let path = entry.path();
@@ -93,57 +104,46 @@ impl Store {
                 .and_then(|n| n.parse::<u64>().ok())
             {
                 Some(h) if Height(h) <= tip => {
-                    found.insert(Height(h), path);
+                    let db = read_only(&path).map_err(|source| StoreError::Rocks {
+                        op: format!("open the snapshot at height {h}"),
+                        path: path.clone(),
+                        source,
+                    })?;
+                    s.kept.insert(
+                        Height(h),
+                        Kept {
+                            db: Arc::new(db),
+                            tree: None,
+                        },
+                    );
                 }
-                _ => std::fs::remove_dir_all(&path)
-                    .map_err(|e| io(e, "removing a stale snapshot"))?,
+                _ => remove(&path)?,
             }
         }
-        while found.len() > KEPT_SNAPSHOTS {
-            let (_, path) = found.pop_first().expect("more than KEPT_SNAPSHOTS");
-            std::fs::remove_dir_all(&path).map_err(|e| io(e, "removing an old snapshot"))?;
-        }
-        let mut s = self.lock_snapshots();
-        s.dir = Some(dir.to_owned());
-        for (h, path) in found {
-            let db = read_only(&path).map_err(|source| StoreError::Rocks {
-                op: format!("open the snapshot at height {h}"),
-                path: path.clone(),
-                source,
-            })?;
-            s.kept.insert(
-                h,
-                Kept {
-                    db: Arc::new(db),
-                    tree: None,
-                },
-            );
-        }
-        Ok(())
+        self.prune_snapshots(&mut s)
     }
 
-    /// Keeps the state just committed at checkpoint height `h` (called by `commit_block`
-    /// before the next height can commit), and drops the oldest beyond
-    /// [`KEPT_SNAPSHOTS`].
+    /// Keeps the state just committed at checkpoint height `h`, if it is a snapshot
+    /// height (called by `commit_block` before the next height can commit).
     pub(crate) fn keep_snapshot(&self, h: Height, tree: BucketTree) -> Result<(), StoreError> {
         let mut s = self.lock_snapshots();
-        let Some(dir) = s.dir.clone() else {
+        let Some(config) = s.config.clone() else {
             return Ok(());
         };
-        let path = dir.join(h.0.to_string());
+        if config.every == 0 || h.0 % config.every != 0 {
+            return Ok(());
+        }
+        let path = config.dir.join(h.0.to_string());
         let fail = |op: &str, source: rocksdb::Error| StoreError::Rocks {
             op: op.into(),
             path: path.clone(),
             source,
         };
         if path.exists() {
-            // Left by a crash between the checkpoint and this height's commit: the store
-            // would not have reopened at this height otherwise, so it is another state.
+            // Left by a crash after the checkpoint was taken but before this height's
+            // commit was durable: it may hold another state.
             s.kept.remove(&h);
-            std::fs::remove_dir_all(&path).map_err(|e| StoreError::Inconsistent {
-                path: path.clone(),
-                problem: format!("removing a leftover snapshot: {e}"),
-            })?;
+            remove(&path)?;
         }
         rocksdb::checkpoint::Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(&path))
@@ -156,14 +156,58 @@ impl Store {
                 tree: Some(Arc::new(tree)),
             },
         );
-        while s.kept.len() > KEPT_SNAPSHOTS {
-            let (old, kept) = s.kept.pop_first().expect("more than KEPT_SNAPSHOTS");
-            drop(kept);
-            let old_path = dir.join(old.0.to_string());
-            std::fs::remove_dir_all(&old_path).map_err(|e| StoreError::Inconsistent {
-                path: old_path,
-                problem: format!("removing an old snapshot: {e}"),
-            })?;
+        // Already stable (the others' CHECKPOINTs came before this height executed here):
+        // its certificate is stored now, as `persist` would have.
+        if let Some(c) = self.stable_checkpoint()?.filter(|c| c.height == h) {
+            self.db
+                .put_cf_opt(
+                    self.cf(META),
+                    snapshot_cert_key(h),
+                    codec::encode(&c),
+                    &self.write_opts,
+                )
+                .map_err(|e| self.rocks("store a snapshot's certificate", META, e))?;
+        }
+        self.prune_snapshots(&mut s)
+    }
+
+    /// Whether a snapshot is kept at `h` (so `persist` stores its certificate).
+    pub(crate) fn keeps_snapshot(&self, h: Height) -> bool {
+        self.lock_snapshots().kept.contains_key(&h)
+    }
+
+    /// [`Store::prune_snapshots`], after a new stable checkpoint.
+    pub(crate) fn prune_kept_snapshots(&self) -> Result<(), StoreError> {
+        let mut s = self.lock_snapshots();
+        self.prune_snapshots(&mut s)
+    }
+
+    /// Keeps the `kept` latest snapshots that have a checkpoint certificate (what peers
+    /// can verify) and every one above them (whose certificate is still to come: at most
+    /// L / `every` + 1, since execution runs at most L past the stable checkpoint);
+    /// drops the rest with their certificates.
+    fn prune_snapshots(&self, s: &mut Snapshots) -> Result<(), StoreError> {
+        let Some(config) = s.config.clone() else {
+            return Ok(());
+        };
+        let certified: Vec<Height> = s
+            .kept
+            .keys()
+            .copied()
+            .filter(|h| matches!(self.get_raw(META, &snapshot_cert_key(*h)), Ok(Some(_))))
+            .collect();
+        let Some(floor) = certified.iter().rev().nth(config.kept.max(1) - 1).copied() else {
+            return Ok(());
+        };
+        let old: Vec<Height> = s.kept.range(..floor).map(|(h, _)| *h).collect();
+        for h in old {
+            // The read-only handle closes before its files go; the certificate goes
+            // first, so a crash never leaves a certificate for a snapshot it removed.
+            drop(s.kept.remove(&h));
+            self.db
+                .delete_cf(self.cf(META), snapshot_cert_key(h))
+                .map_err(|e| self.rocks("drop a snapshot's certificate", META, e))?;
+            remove(&config.dir.join(h.0.to_string()))?;
         }
         Ok(())
     }
@@ -173,31 +217,33 @@ impl Store {
         self.lock_snapshots().kept.keys().copied().collect()
     }
 
-    /// What a syncing validator needs to trust the latest snapshot this store can serve:
-    /// the stable checkpoint certificate, if a snapshot is kept at its height.
+    /// What a syncing validator needs to trust the latest snapshot this store serves:
+    /// the highest kept one with its stable checkpoint certificate.
     pub fn snapshot_manifest(&self) -> Result<Option<SnapshotManifest>, StoreError> {
-        let Some(checkpoint) = self.stable_checkpoint()? else {
-            return Ok(None);
-        };
-        let h = checkpoint.height;
-        if !self.lock_snapshots().kept.contains_key(&h) {
-            return Ok(None);
+        let heights: Vec<Height> = self.lock_snapshots().kept.keys().rev().copied().collect();
+        for h in heights {
+            let Some(raw) = self.get_raw(META, &snapshot_cert_key(h))? else {
+                continue;
+            };
+            let checkpoint: CheckpointCertificate =
+                self.decode_value(META, &snapshot_cert_key(h), &raw, CERT_LIMIT)?;
+            let (Some(opening), Some(block), Some(commit), Some(results)) = (
+                self.state_opening(h)?,
+                self.block(h)?,
+                self.certificate(h)?,
+                self.results(h)?,
+            ) else {
+                continue;
+            };
+            return Ok(Some(SnapshotManifest {
+                checkpoint,
+                opening,
+                block,
+                commit,
+                results,
+            }));
         }
-        let (Some(opening), Some(block), Some(commit), Some(results)) = (
-            self.state_opening(h)?,
-            self.block(h)?,
-            self.certificate(h)?,
-            self.results(h)?,
-        ) else {
-            return Ok(None);
-        };
-        Ok(Some(SnapshotManifest {
-            checkpoint,
-            opening,
-            block,
-            commit,
-            results,
-        }))
+        Ok(None)
     }
 
     /// The chunk of `range` of the snapshot at `h`.
@@ -444,6 +490,8 @@ impl Store {
         );
         batch.put_cf(self.cf(CERTS), key, codec::encode(&manifest.commit));
         batch.put_cf(self.cf(RESULTS), key, codec::encode(&manifest.results));
+        // The installed block's own txs are found and proven like any later one's.
+        self.put_indexes(&mut batch, h, &manifest.block, &manifest.results);
         batch.put_cf(self.cf(OPENINGS), key, codec::encode(&manifest.opening));
         batch.put_cf(self.cf(META), HORIZON_KEY, key);
         let stable = DurableEntry::StableCheckpoint(manifest.checkpoint.clone());

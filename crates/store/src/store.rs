@@ -45,9 +45,22 @@ pub struct StoreConfig {
     /// certificates and the digest index agree (default: on). Costs one sequential read
     /// of the database per start.
     pub verify_on_open: bool,
-    /// Where to keep the state at the latest checkpoint heights, to serve to syncing
+    /// Whether and where to keep the state at checkpoint heights, to serve to syncing
     /// validators (`snapshot.rs`; default: none kept).
-    pub snapshots: Option<PathBuf>,
+    pub snapshots: Option<SnapshotConfig>,
+}
+
+/// Which snapshots a store keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// Their directory (one RocksDB checkpoint per height inside).
+    pub dir: PathBuf,
+    /// Keep the state at heights that are a multiple of this (a multiple of the
+    /// checkpoint interval, so a checkpoint certificate covers each).
+    pub every: u64,
+    /// How many snapshots with a stable checkpoint certificate to keep (at least 1).
+    /// More gives a slow sync longer before its snapshot is dropped.
+    pub kept: usize,
 }
 
 impl Default for StoreConfig {
@@ -220,8 +233,8 @@ impl Store {
             store.verify_all(tip)?;
         }
         store.load_buckets()?;
-        if let Some(dir) = &config.snapshots {
-            store.open_snapshots(dir, tip.height)?;
+        if let Some(c) = &config.snapshots {
+            store.open_snapshots(c, tip.height)?;
         }
         *store.tip.get_mut().unwrap_or_else(|e| e.into_inner()) = tip;
         debug_assert_eq!(store.last_state_unchecked(), (tip.height, tip.state_digest));
@@ -322,6 +335,35 @@ impl Store {
             }
             batch.put_cf(self.cf(OPENINGS), key, codec::encode(o));
         }
+        self.put_indexes(&mut batch, height, block, results);
+        self.put_changes(&mut batch, changes);
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(|e| self.rocks(&format!("commit block {height}"), BLOCKS, e))?;
+        *tip = Tip {
+            height,
+            state_digest,
+        };
+        self.mark_changed(changes);
+        if let Some(o) = opening {
+            // Still holding the tip: no later height commits before the state is kept.
+            let tree = self.tree_now();
+            debug_assert_eq!(tree.root(), o.state_root, "the root execution computed");
+            if tree.root() == o.state_root {
+                self.keep_snapshot(height, tree)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tx and nonce index entries of a block's applied txs (write-once).
+    pub(crate) fn put_indexes(
+        &self,
+        batch: &mut WriteBatch,
+        height: Height,
+        block: &Block,
+        results: &[TxResult],
+    ) {
         for (index, (tx, result)) in block.txs.iter().zip(results).enumerate() {
             if !result.is_applied() {
                 continue;
@@ -344,24 +386,6 @@ impl Store {
                 hash.as_bytes(),
             );
         }
-        self.put_changes(&mut batch, changes);
-        self.db
-            .write_opt(batch, &self.write_opts)
-            .map_err(|e| self.rocks(&format!("commit block {height}"), BLOCKS, e))?;
-        *tip = Tip {
-            height,
-            state_digest,
-        };
-        self.mark_changed(changes);
-        if let Some(o) = opening {
-            // Still holding the tip: no later height commits before the state is kept.
-            let tree = self.tree_now();
-            debug_assert_eq!(tree.root(), o.state_root, "the root execution computed");
-            if tree.root() == o.state_root {
-                self.keep_snapshot(height, tree)?;
-            }
-        }
-        Ok(())
     }
 
     fn put_changes(&self, batch: &mut WriteBatch, changes: &StateChanges) {

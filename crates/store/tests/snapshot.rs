@@ -10,7 +10,7 @@ use common::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use stele_ledger::{execute, MemState};
-use stele_store::{ChunkAnswer, Store, StoreConfig};
+use stele_store::{ChunkAnswer, SnapshotConfig, Store, StoreConfig};
 use stele_types::snapshot::{ChunkRange, SnapshotChunk, SnapshotManifest};
 use stele_types::{Block, CheckpointCertificate, Height, Params, StateView};
 
@@ -32,7 +32,11 @@ fn open_kept(dir: &std::path::Path) -> Store {
         &dir.join("db"),
         &genesis3(),
         &StoreConfig {
-            snapshots: Some(dir.join("snapshots")),
+            snapshots: Some(SnapshotConfig {
+                dir: dir.join("snapshots"),
+                every: 3,
+                kept: 1,
+            }),
             ..StoreConfig::default()
         },
     )
@@ -102,17 +106,28 @@ fn a_snapshot_is_kept_at_checkpoints_served_while_the_store_moves_on_and_install
         }
     }
     let at9 = at9.unwrap();
-    // The two latest checkpoint heights are kept; height 3's files are gone.
-    assert_eq!(a.snapshot_heights(), vec![Height(6), Height(9)]);
-    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, ["6", "9"]);
-    // Nothing to serve before the checkpoint is stable.
+    let on_disk = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    // Every checkpoint height is kept until one is stable; nothing is served before.
+    assert_eq!(a.snapshot_heights(), vec![Height(3), Height(6), Height(9)]);
     assert_eq!(a.snapshot_manifest().unwrap(), None);
+    // Then those below the stable one go, files and all.
+    stable(&a, 6);
+    assert_eq!(a.snapshot_heights(), vec![Height(6), Height(9)]);
+    assert_eq!(on_disk(), ["6", "9"]);
+    assert_eq!(
+        a.snapshot_manifest().unwrap().unwrap().checkpoint.height,
+        Height(6)
+    );
     stable(&a, 9);
+    assert_eq!(a.snapshot_heights(), vec![Height(9)]);
+    assert_eq!(on_disk(), ["9"]);
     let manifest = a.snapshot_manifest().unwrap().unwrap();
     assert_eq!(manifest.checkpoint.height, Height(9));
     assert_eq!(
@@ -184,6 +199,16 @@ fn a_snapshot_is_kept_at_checkpoints_served_while_the_store_moves_on_and_install
         .unwrap();
     }
     assert_eq!(b.results(Height(9)).unwrap(), a.results(Height(9)).unwrap());
+    // The installed block's applied txs are in the indexes, as on A.
+    let applied: Vec<_> = blocks[8]
+        .txs
+        .iter()
+        .filter(|t| matches!(a.final_leaf(t), Ok(Some(l)) if l.height == Height(9)))
+        .collect();
+    assert!(!applied.is_empty());
+    for t in applied {
+        assert_eq!(b.final_leaf(t).unwrap(), a.final_leaf(t).unwrap());
+    }
     drop(b);
     // It reopens, with the full check, as a chain from height 9.
     let b = open_kept(bdir.path());
@@ -193,7 +218,7 @@ fn a_snapshot_is_kept_at_checkpoints_served_while_the_store_moves_on_and_install
     // After a restart A still serves the same chunks (the tree rebuilt from its files).
     drop(a);
     let a = open_kept(dir.path());
-    assert_eq!(a.snapshot_heights(), vec![Height(6), Height(9)]);
+    assert_eq!(a.snapshot_heights(), vec![Height(9)]);
     assert_eq!(all_chunks(&a, &manifest), chunks);
     assert_eq!(
         a.snapshot_chunk(Height(3), ChunkRange::all(8)[0]).unwrap(),

@@ -60,6 +60,23 @@ pub struct StatusResponse {
     /// at that height, which checkpoints sign, covers it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_root: Option<StateRootAt>,
+    /// While this validator fetches a snapshot at start (issue 24): how far it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_sync: Option<SnapshotSyncStatus>,
+}
+
+/// A snapshot sync in progress, as `GET /status` and `stele status` show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSyncStatus {
+    /// The checkpoint height being fetched.
+    pub height: Height,
+    pub chunks_done: u64,
+    pub chunks_left: u64,
+    pub bytes: u64,
+    /// Peers still asked.
+    pub peers: u64,
+    /// Seconds left at the rate so far, once a chunk arrived.
+    pub eta_seconds: Option<u64>,
 }
 
 /// `GET /checkpoint`: this validator's latest stable checkpoint certificate and the
@@ -138,6 +155,11 @@ pub struct TxResponse {
     /// The tx itself, when this validator holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<Transaction>,
+    /// For `unknown`, when this validator keeps no history below this height (it started
+    /// from a snapshot there): the tx may have been applied below it. Ask another
+    /// validator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<Height>,
 }
 
 impl TxResponse {
@@ -152,6 +174,7 @@ impl TxResponse {
             receipt: None,
             used_by: None,
             tx: None,
+            horizon: None,
         }
     }
 }
@@ -210,6 +233,9 @@ pub struct ApiError {
     /// For a batch: the index of the tx that was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
+    /// For `pruned` (410): the lowest height above genesis this validator keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<Height>,
 }
 
 /// Why a `POST /txs` body was refused. Always bad input.

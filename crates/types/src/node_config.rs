@@ -33,6 +33,29 @@ pub struct NodeConfig {
     /// Log filter (`info`, `stele_node=debug,info`, ...); `RUST_LOG` overrides it.
     #[serde(default = "info")]
     pub log: String,
+    /// Keep the state at every `snapshot_every`-th checkpoint height, to serve to
+    /// validators that start from a snapshot instead of replaying every block (default:
+    /// 1, every checkpoint; 0 keeps none). Each is a RocksDB checkpoint (hard links) in
+    /// `data_dir/snapshots`.
+    #[serde(default = "one")]
+    pub snapshot_every: u64,
+    /// How many snapshots with a stable checkpoint certificate to keep (default: 2). A
+    /// validator syncing from this one needs its snapshot to stay while it fetches it.
+    #[serde(default = "two")]
+    pub snapshots_kept: usize,
+    /// Whether a store at genesis (a new validator, or one restarted with `--recover`)
+    /// first tries to start from a peer's snapshot (default: true). `false` replays every
+    /// block from genesis: an archive validator that must hold the whole history.
+    #[serde(default = "yes")]
+    pub start_from_snapshot: bool,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn two() -> usize {
+    2
 }
 
 fn yes() -> bool {
@@ -65,7 +88,7 @@ impl ConfigError {
 impl NodeConfig {
     /// Parses a config file's text.
     pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        let c: NodeConfig = toml::from_str(text).map_err(|e| {
             // toml names the key in its message; keep its first line, which says what
             // was expected and where.
             let msg = e.message().to_string();
@@ -76,7 +99,15 @@ impl NodeConfig {
                 .filter(|t| !t.is_empty() && t.len() < 40)
                 .unwrap_or_else(|| "(file)".into());
             ConfigError::new(path, &field, msg.lines().next().unwrap_or("invalid TOML"))
-        })
+        })?;
+        if c.snapshots_kept == 0 {
+            return Err(ConfigError::new(
+                path,
+                "snapshots_kept",
+                "must be at least 1 (set snapshot_every = 0 to keep no snapshot)",
+            ));
+        }
+        Ok(c)
     }
 }
 
@@ -104,6 +135,22 @@ mod tests {
         )
         .expect_err("typo");
         assert!(e.to_string().contains("sink"), "{e}");
+    }
+
+    #[test]
+    fn snapshots_default_to_every_checkpoint_two_kept_and_none_kept_is_refused() {
+        let c = NodeConfig::parse(
+            "genesis = \"g\"\nkey = \"k\"\ndata_dir = \"d\"\n",
+            Path::new("n"),
+        )
+        .unwrap();
+        assert_eq!((c.snapshot_every, c.snapshots_kept), (1, 2));
+        let e = NodeConfig::parse(
+            "genesis = \"g\"\nkey = \"k\"\ndata_dir = \"d\"\nsnapshots_kept = 0\n",
+            Path::new("n.toml"),
+        )
+        .expect_err("zero kept");
+        assert!(e.to_string().starts_with("n.toml: snapshots_kept: "), "{e}");
     }
 
     #[test]

@@ -132,6 +132,25 @@ pub enum ChunkError {
 }
 
 impl SnapshotChunk {
+    /// The chunk of `range` of a whole state held in memory (`buckets` by bucket, and
+    /// the tree over their roots): what the simulator and tests serve.
+    pub fn of(
+        height: Height,
+        range: ChunkRange,
+        buckets: &std::collections::BTreeMap<u16, Bucket>,
+        tree: &state_root::BucketTree,
+    ) -> Option<SnapshotChunk> {
+        Some(SnapshotChunk {
+            height,
+            range,
+            buckets: buckets
+                .range(range.first..=range.last())
+                .map(|(b, x)| (*b, x.clone()))
+                .collect(),
+            proof: tree.prove(u32::from(range.bits), range.first)?,
+        })
+    }
+
     /// How many accounts and records it holds.
     pub fn entries(&self) -> usize {
         self.buckets
@@ -334,16 +353,7 @@ mod tests {
         }
 
         fn chunk(&self, range: ChunkRange) -> SnapshotChunk {
-            SnapshotChunk {
-                height: Height(128),
-                range,
-                buckets: self
-                    .buckets
-                    .range(range.first..=range.last())
-                    .map(|(b, x)| (*b, x.clone()))
-                    .collect(),
-                proof: self.tree.prove(u32::from(range.bits), range.first).unwrap(),
-            }
+            SnapshotChunk::of(Height(128), range, &self.buckets, &self.tree).unwrap()
         }
     }
 
