@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use stele_crypto::{ChainId, Digest, PublicKey, Signature, Signed};
 use stele_ledger::{execute, genesis_changes, genesis_state_digest};
-use stele_store::{GenesisState, Store, StoreConfig};
+use stele_store::{ChunkAnswer, GenesisState, SnapshotConfig, Store, StoreConfig};
+use stele_types::snapshot::{ChunkRange, SnapshotChunk, DEFAULT_CHUNK_BITS};
 use stele_types::{
-    Account, Amount, Block, CommitCertificate, DurableEntry, Genesis, GenesisAccount, Height,
-    Nonce, Op, Params, PrePrepare, Prepare, ReplicaId, StateChanges, Transaction, TxBody,
-    ViewNumber,
+    Account, Amount, Block, CheckpointCertificate, CommitCertificate, DurableEntry, Genesis,
+    GenesisAccount, Height, Nonce, Op, Params, PrePrepare, Prepare, ReplicaId, StateChanges,
+    Transaction, TxBody, ViewNumber,
 };
 
 const TXS: usize = 1000;
@@ -268,11 +269,131 @@ fn bench_state_root(c: &mut Criterion) {
     group.finish();
 }
 
+/// Issue 24's sync figures over 1,000,000 accounts, one-shot and printed (run with
+/// `STELE_BENCH_SNAPSHOT=1`; about a minute): building them by replaying 500 blocks of
+/// 2,000 new-account transfers (execute and commit, unsynced; no signature checks, no
+/// network), the checkpoint block's commit with the snapshot taken, then serving every
+/// chunk, verifying each, and installing them into a new store.
+fn bench_snapshot(_c: &mut Criterion) {
+    if std::env::var_os("STELE_BENCH_SNAPSHOT").is_none() {
+        return;
+    }
+    const BLOCKS: u64 = 500;
+    const PER_BLOCK: usize = 2 * TXS;
+    let mut g = genesis();
+    g.params.checkpoint_interval = BLOCKS;
+    let initial = GenesisState {
+        changes: genesis_changes(&g),
+        state_digest: genesis_state_digest(&g),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = StoreConfig {
+        sync: false,
+        snapshots: Some(SnapshotConfig {
+            dir: dir.path().join("snapshots"),
+            every: BLOCKS,
+            kept: 1,
+        }),
+        ..StoreConfig::default()
+    };
+    let a = Store::open(&dir.path().join("a"), &g, &initial, &config).expect("opens");
+    let chain_id = ChainId::new("bench").expect("valid chain id");
+    let amount = g.params.min_new_account.0.max(1);
+    let started = Instant::now();
+    let mut last = (Duration::ZERO, Duration::ZERO);
+    for h in 1..=BLOCKS {
+        let txs: Vec<Transaction> = (0..PER_BLOCK)
+            .map(|i| Signed {
+                value: TxBody {
+                    chain_id: chain_id.clone(),
+                    sender: key(i % TXS),
+                    nonce: Nonce((h - 1) * 2 + (i / TXS) as u64),
+                    op: Op::Transfer {
+                        to: key(TXS + (h as usize - 1) * PER_BLOCK + i),
+                        amount: Amount(amount),
+                    },
+                },
+                signature: Signature([1; 64]),
+            })
+            .collect();
+        let b = Block::new(Height(h), h, txs);
+        let t = Instant::now();
+        let e = execute(&b, &a, &g.params).expect("executes");
+        let executed = t.elapsed();
+        a.commit_block(
+            &b,
+            &cert(&b),
+            &e.results,
+            &e.changes,
+            e.state_digest,
+            e.opening.as_ref(),
+        )
+        .expect("commits");
+        last = (executed, t.elapsed() - executed);
+    }
+    let replay = started.elapsed();
+    let h = Height(BLOCKS);
+    a.persist_stable_checkpoint(&CheckpointCertificate {
+        height: h,
+        state_digest: a.state_digest(h).expect("reads").expect("committed"),
+        signatures: vec![],
+    })
+    .expect("persists");
+    let manifest = a.snapshot_manifest().expect("reads").expect("kept");
+    let root = manifest.opening.state_root;
+    let t = Instant::now();
+    let chunks: Vec<SnapshotChunk> = ChunkRange::all(DEFAULT_CHUNK_BITS)
+        .into_iter()
+        .map(|r| match a.snapshot_chunk(h, r).expect("reads") {
+            ChunkAnswer::Chunk(c) => c,
+            other => panic!("{r}: {other:?}"),
+        })
+        .collect();
+    let served = t.elapsed();
+    let bytes: usize = chunks
+        .iter()
+        .map(|c| stele_types::codec::encode(c).len())
+        .sum();
+    let t = Instant::now();
+    for c in &chunks {
+        c.verify(h, c.range, &root).expect("verifies");
+    }
+    let verified = t.elapsed();
+    let entries: usize = chunks.iter().map(SnapshotChunk::entries).sum();
+    let b = Store::open(
+        &dir.path().join("b"),
+        &g,
+        &initial,
+        &StoreConfig {
+            sync: false,
+            ..StoreConfig::default()
+        },
+    )
+    .expect("opens");
+    let t = Instant::now();
+    b.install_snapshot(&manifest, &chunks).expect("installs");
+    let installed = t.elapsed();
+    assert_eq!(
+        b.state_root_after(&StateChanges::default()).expect("reads"),
+        root
+    );
+    eprintln!(
+        "snapshot, {entries} accounts: replaying {BLOCKS} blocks of {PER_BLOCK} new accounts took \
+         {replay:?} (the checkpoint block: executing it with the root over every account changed \
+         since the last checkpoint {:?}, committing it with the snapshot taken {:?}); serving {} chunks \
+         ({bytes} bytes) {served:?}, verifying them {verified:?}, installing {installed:?}",
+        last.0,
+        last.1,
+        chunks.len()
+    );
+}
+
 criterion_group!(
     benches,
     bench_commit,
     bench_durable,
     bench_reads,
-    bench_state_root
+    bench_state_root,
+    bench_snapshot
 );
 criterion_main!(benches);
