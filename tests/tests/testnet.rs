@@ -515,3 +515,109 @@ async fn throwaway_senders_are_refused_before_any_signature_check() {
         after - before
     );
 }
+
+/// Issue 24: a snapshot exported to a file (every chunk verified against the genesis)
+/// starts a new data directory, which then fetches only the blocks above it and agrees
+/// with the others; a damaged file is refused and leaves no database behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_starts_a_new_data_directory_that_catches_up() {
+    let _serial = SERIAL.lock().await;
+    let (mut net, c) = up(4, "checkpoint_interval = 8\nwindow = 16").await;
+    let keys: Vec<KeyPair> = (0..4).map(|j| key(&net, j)).collect();
+    assert!(net.stop(3).is_some_and(|s| s.success()));
+    let urls: Vec<String> = (0..3).map(|i| net.url(i)).collect();
+    // Rounds of transfers to validator 3's account until a stable checkpoint is kept.
+    let mut rounds = 0u64;
+    loop {
+        let txs: Vec<Transaction> = (0..3)
+            .flat_map(|j| {
+                let (c, keys) = (&c, &keys);
+                (rounds * 10..rounds * 10 + 10).map(move |n| transfer(c, &keys[j], n, &keys[3], 1))
+            })
+            .collect();
+        let hs = c.submit_many(&txs).await.expect("submitted");
+        for r in c.wait_for(&hs).await {
+            assert_eq!(r.expect("committed by three").result, TxResult::Ok);
+        }
+        rounds += 1;
+        let served = http().get(format!("{}/snapshot", urls[0])).send().await;
+        if served.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(rounds < 40, "no snapshot served after {rounds} rounds");
+    }
+
+    let genesis = net.net_dir().join("genesis.json");
+    let file = net.net_dir().join("state.snap");
+    let mut export = Command::new(bin("stele-node"));
+    export
+        .args(["snapshot", "export", "--genesis"])
+        .arg(&genesis);
+    for u in &urls {
+        export.args(["--from", u]);
+    }
+    let out = export.arg("--out").arg(&file).output().expect("runs");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("the snapshot at height"), "{said}");
+
+    // One byte changed near the end (inside the last chunks): refused, nothing created.
+    let mut bytes = std::fs::read(&file).expect("written");
+    let at = bytes.len() - 40;
+    bytes[at] ^= 1;
+    let bad = net.net_dir().join("bad.snap");
+    std::fs::write(&bad, &bytes).expect("write");
+    let elsewhere = net.net_dir().join("elsewhere");
+    let out = Command::new(bin("stele-node"))
+        .args(["init", "--genesis"])
+        .arg(&genesis)
+        .arg("--data")
+        .arg(&elsewhere)
+        .arg("--snapshot")
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a damaged snapshot file is refused"
+    );
+    assert!(!elsewhere.join("db").exists());
+
+    let data = net.node_dir(3).join("data");
+    std::fs::remove_dir_all(&data).expect("wipe");
+    let out = Command::new(bin("stele-node"))
+        .args(["init", "--genesis"])
+        .arg(&genesis)
+        .arg("--data")
+        .arg(&data)
+        .arg("--snapshot")
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    net.start(3).expect("start from the snapshot");
+    let top = max_height(&net, &[0, 1, 2]).await;
+    let h = same_height(&net, &[0, 1, 2, 3], top, Duration::from_secs(90)).await;
+    assert!(h.0 >= 8);
+    let below = http()
+        .get(format!("{}/blocks/1", net.url(3)))
+        .send()
+        .await
+        .expect("GET /blocks/1");
+    assert_eq!(below.status().as_u16(), 410, "it never fetched block 1");
+    let a = c
+        .account(&c.nodes()[3], &keys[3].public())
+        .await
+        .expect("account on node 3")
+        .expect("exists");
+    assert_eq!(a.balance, Amount(1_000_000 + 30 * rounds));
+}

@@ -524,16 +524,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
 
 /// Whether the chunks' ranges tile all 65,536 buckets exactly once.
 pub fn covers_every_bucket(chunks: &[SnapshotChunk]) -> bool {
-    let mut ranges: Vec<ChunkRange> = chunks.iter().map(|c| c.range).collect();
-    ranges.sort();
-    let mut next = 0u32;
-    for r in ranges {
-        if u32::from(r.first) != next {
-            return false;
-        }
-        next = u32::from(r.last()) + 1;
-    }
-    next == 1 << stele_types::state_root::BUCKET_BITS
+    stele_types::snapshot::tiles_every_bucket(chunks.iter().map(|c| c.range))
 }
 
 #[cfg(test)]

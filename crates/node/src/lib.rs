@@ -18,5 +18,6 @@ pub mod net;
 pub mod pool;
 pub mod receipts;
 pub mod run;
+pub mod snapshot_file;
 pub mod snapshot_sync;
 pub mod testnet;

@@ -26,6 +26,10 @@ A validator set up by hand:
   stele-node init --genesis genesis.json --data data # a new data directory
   stele-node run --config node.toml
 
+A snapshot as a file (every chunk verified against the genesis, at export and at init):
+  stele-node snapshot export --genesis genesis.json --out state.snap
+  stele-node init --genesis genesis.json --data data --snapshot state.snap
+
 Exit codes: 0 stopped, 1 runtime failure, 2 configuration or data-directory problem,
 3 halted on a safety violation (wipe the data directory and run with --recover).";
 
@@ -73,7 +77,15 @@ node.toml fields (paths relative to the file):
         /// The data directory to prepare.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Start the store from this snapshot file (`stele-node snapshot export`),
+        /// verified against the genesis: the validator then fetches only the blocks above
+        /// it. For a new validator; one that lost its disk uses `run --recover`.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<PathBuf>,
     },
+    /// Snapshots of the state at a stable checkpoint, as files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Generate a validator key (PKCS#8 PEM, mode 0600) and print its public key.
     Keygen {
         #[arg(long, value_name = "FILE")]
@@ -82,6 +94,24 @@ node.toml fields (paths relative to the file):
     /// A whole testnet on this machine.
     #[command(subcommand)]
     Testnet(TestnetCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCmd {
+    /// Fetch the highest snapshot the validators serve (every chunk verified against the
+    /// genesis) and write it to a file, for `stele-node init --snapshot`.
+    Export {
+        /// The chain's genesis file: the only thing trusted.
+        #[arg(long, value_name = "FILE")]
+        genesis: PathBuf,
+        /// A validator's HTTP API to fetch from (repeat for several; default: every
+        /// validator in the genesis file).
+        #[arg(long = "from", value_name = "URL")]
+        from: Vec<String>,
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +130,14 @@ enum TestnetCmd {
         #[arg(long, value_name = "DIR", default_value = "testnet")]
         dir: PathBuf,
     },
+}
+
+/// The genesis file, or exit code 2 with the problem printed.
+fn load_genesis(path: &std::path::Path) -> Result<Genesis, ExitCode> {
+    Genesis::load(path).map_err(|e| {
+        eprintln!("stele-node: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn init_logs(filter: &str) {
@@ -174,13 +212,68 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Init { genesis, data } => {
-            let g = match Genesis::load(&genesis) {
+        Cmd::Init {
+            genesis,
+            data,
+            snapshot: Some(file),
+        } => {
+            let g = match load_genesis(&genesis) {
                 Ok(g) => g,
-                Err(e) => {
-                    eprintln!("stele-node: {e}");
-                    return ExitCode::from(2);
+                Err(code) => return code,
+            };
+            match stele_node::snapshot_file::init_from(&g, &data, &file) {
+                Ok(s) => {
+                    println!(
+                        "initialised {} for chain {} from the snapshot at height {} (state root \
+                         {}, {} accounts and records); the validator fetches the blocks above it",
+                        data.display(),
+                        g.chain_id,
+                        s.height,
+                        s.state_root,
+                        s.entries
+                    );
+                    ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    eprintln!("stele-node: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Snapshot(SnapshotCmd::Export { genesis, from, out }) => {
+            init_logs("warn");
+            let g = match load_genesis(&genesis) {
+                Ok(g) => g,
+                Err(code) => return code,
+            };
+            match rt.block_on(stele_node::snapshot_file::export(&g, &from, &out)) {
+                Ok(s) => {
+                    println!(
+                        "wrote {} ({} bytes): the snapshot at height {}, state root {}, {} \
+                         accounts and records, verified against {}",
+                        out.display(),
+                        s.bytes,
+                        s.height,
+                        s.state_root,
+                        s.entries,
+                        genesis.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("stele-node: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Init {
+            genesis,
+            data,
+            snapshot: None,
+        } => {
+            let g = match load_genesis(&genesis) {
+                Ok(g) => g,
+                Err(code) => return code,
             };
             match datadir::init(&data, &g) {
                 Ok(()) => {

@@ -171,6 +171,16 @@ fn show(p: &Progress, started: Instant) -> (SnapshotSyncStatus, Option<u64>) {
     )
 }
 
+fn set_status(shared: Option<&Shared>, status: Option<SnapshotSyncStatus>) {
+    if let Some(shared) = shared {
+        shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot_sync = status;
+    }
+}
+
 /// Attempts at a snapshot before replaying blocks: a peer may drop the snapshot being
 /// fetched once newer ones are stable, and the next attempt takes the newer one.
 const ATTEMPTS: u32 = 3;
@@ -188,9 +198,31 @@ pub async fn sync_at_genesis(
         .timeout(REQUEST_TIMEOUT)
         .build()
         .context("building the HTTP client for snapshot sync")?;
+    let peers = peers(genesis, me);
     for attempt in 1..=ATTEMPTS {
-        match attempt_sync(genesis, me, &client, &store, metrics, shared).await? {
-            Attempt::Installed(h) => return Ok(Some(h)),
+        match attempt_fetch(genesis, &peers, &client, metrics, Some(shared)).await? {
+            Attempt::Fetched(manifest, chunks, p) => {
+                let height = manifest.checkpoint.height;
+                let root = manifest.opening.state_root;
+                let started = Instant::now();
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.install_snapshot(&manifest, &chunks))
+                    .await
+                    .context("the snapshot install task")?
+                    .with_context(|| format!("installing the snapshot at height {height}"))?;
+                metrics.snapshot_installed.set(height.0 as i64);
+                info!(
+                    height = height.0,
+                    %root,
+                    entries = p.entries,
+                    bytes = p.bytes,
+                    bad_chunks = p.bad_chunks,
+                    stalls = p.stalls,
+                    install_ms = started.elapsed().as_millis() as u64,
+                    "installed the snapshot; fetching the blocks above it"
+                );
+                return Ok(Some(height));
+            }
             Attempt::NoSnapshot => return Ok(None),
             Attempt::Incomplete if attempt < ATTEMPTS => {
                 info!(
@@ -205,25 +237,50 @@ pub async fn sync_at_genesis(
     Ok(None)
 }
 
+/// Fetches and verifies the highest snapshot `urls` serve, for `stele-node snapshot
+/// export`: the manifest and every chunk, each verified against the genesis.
+pub async fn fetch_snapshot(
+    genesis: &Genesis,
+    urls: &[String],
+) -> anyhow::Result<Option<(SnapshotManifest, Vec<SnapshotChunk>)>> {
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("building the HTTP client")?;
+    let peers: Vec<(ReplicaId, String)> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (ReplicaId(i as u16), u.trim_end_matches('/').to_owned()))
+        .collect();
+    let metrics = Metrics::new();
+    for _ in 1..=ATTEMPTS {
+        match attempt_fetch(genesis, &peers, &client, &metrics, None).await? {
+            Attempt::Fetched(m, chunks, _) => return Ok(Some((*m, chunks))),
+            Attempt::NoSnapshot => return Ok(None),
+            Attempt::Incomplete => {}
+        }
+    }
+    Ok(None)
+}
+
 enum Attempt {
-    Installed(Height),
+    /// Every chunk verified.
+    Fetched(Box<SnapshotManifest>, Vec<SnapshotChunk>, Progress),
     /// No peer serves a snapshot that verifies.
     NoSnapshot,
     /// Peers served a manifest but not every chunk of it.
     Incomplete,
 }
 
-async fn attempt_sync(
+async fn attempt_fetch(
     genesis: &Genesis,
-    me: ReplicaId,
+    peers: &[(ReplicaId, String)],
     client: &reqwest::Client,
-    store: &Arc<Store>,
     metrics: &Metrics,
-    shared: &Shared,
+    shared: Option<&Shared>,
 ) -> anyhow::Result<Attempt> {
-    let peers = peers(genesis, me);
     let mut asks = tokio::task::JoinSet::new();
-    for (id, url) in peers.clone() {
+    for (id, url) in peers.iter().cloned() {
         let (client, genesis) = (client.clone(), genesis.clone());
         asks.spawn(async move { manifest_of(&client, &genesis, id, &url).await });
     }
@@ -294,11 +351,7 @@ async fn attempt_sync(
         metrics
             .snapshot_eta
             .set(eta.map_or(-1, |e| e.min(i64::MAX as u64) as i64));
-        shared
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot_sync = Some(status);
+        set_status(shared, Some(status));
         if last_log.elapsed() >= Duration::from_secs(5) {
             last_log = Instant::now();
             info!(
@@ -339,40 +392,22 @@ async fn attempt_sync(
                 height = height.0,
                 "no validator is left to serve the rest of this snapshot"
             );
-            shared
-                .status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .snapshot_sync = None;
+            set_status(shared, None);
             metrics.snapshot_height.set(0);
             return Ok(Attempt::Incomplete);
         }
     };
-    let p = sync.progress();
-    let fetched = started.elapsed();
-    let s = store.clone();
-    tokio::task::spawn_blocking(move || s.install_snapshot(&manifest, &chunks))
-        .await
-        .context("the snapshot install task")?
-        .with_context(|| format!("installing the snapshot at height {height}"))?;
-    metrics.snapshot_installed.set(height.0 as i64);
     metrics.snapshot_chunks_left.set(0);
     metrics.snapshot_eta.set(0);
-    shared
-        .status
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .snapshot_sync = None;
+    set_status(shared, None);
     info!(
         height = height.0,
-        %root,
-        entries = p.entries,
-        bytes = p.bytes,
-        bad_chunks = p.bad_chunks,
-        stalls = p.stalls,
-        fetch_ms = fetched.as_millis() as u64,
-        total_ms = started.elapsed().as_millis() as u64,
-        "installed the snapshot; fetching the blocks above it"
+        fetch_ms = started.elapsed().as_millis() as u64,
+        "fetched and verified every chunk of the snapshot"
     );
-    Ok(Attempt::Installed(height))
+    Ok(Attempt::Fetched(
+        Box::new(manifest),
+        chunks,
+        sync.progress(),
+    ))
 }

@@ -21,7 +21,7 @@ use rocksdb::{Options, WriteBatch, DB};
 use stele_crypto::PUBLIC_KEY_LEN;
 use stele_types::codec;
 use stele_types::snapshot::{ChunkRange, SnapshotChunk, SnapshotManifest, MAX_CHUNK_BYTES};
-use stele_types::state_root::{self, bucket_of, Bucket, BucketTree};
+use stele_types::state_root::{bucket_of, Bucket, BucketTree};
 use stele_types::{CheckpointCertificate, DurableEntry, DurableKey, Height};
 
 use crate::error::StoreError;
@@ -434,18 +434,10 @@ impl Store {
                 }
             }
         }
-        ranges.sort();
-        let mut next = 0u32;
-        for r in &ranges {
-            if u32::from(r.first) != next {
-                return Err(refuse(format!(
-                    "the chunks do not cover buckets from {next:04x}"
-                )));
-            }
-            next = u32::from(r.last()) + 1;
-        }
-        if next != 1 << state_root::BUCKET_BITS {
-            return Err(refuse(format!("the chunks end at bucket {next:04x}")));
+        if !stele_types::snapshot::tiles_every_bucket(ranges) {
+            return Err(refuse(
+                "the chunks do not cover every bucket exactly once".into(),
+            ));
         }
         let tree = BucketTree::new(&roots);
         if tree.root() != manifest.opening.state_root {

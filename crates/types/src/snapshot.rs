@@ -30,6 +30,20 @@ pub const DEFAULT_CHUNK_BITS: u8 = 8;
 /// asker splits the range in two.
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
 
+/// Whether `ranges` cover all 65,536 buckets, each exactly once.
+pub fn tiles_every_bucket(ranges: impl IntoIterator<Item = ChunkRange>) -> bool {
+    let mut ranges: Vec<ChunkRange> = ranges.into_iter().collect();
+    ranges.sort();
+    let mut next = 0u32;
+    for r in ranges {
+        if u32::from(r.first) != next {
+            return false;
+        }
+        next = u32::from(r.last()) + 1;
+    }
+    next == 1 << BUCKET_BITS
+}
+
 /// An aligned run of 2^bits buckets starting at `first`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChunkRange {
@@ -298,6 +312,54 @@ impl SnapshotManifest {
         self.commit
             .verify(validators, scheme)
             .map_err(ManifestError::Commit)?;
+        Ok((h, root))
+    }
+}
+
+/// A whole snapshot in one file (`stele-node snapshot export`, `stele-node init
+/// --snapshot`): the manifest and every chunk, each checked again when read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    pub manifest: SnapshotManifest,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub chunks: Vec<SnapshotChunk>,
+}
+
+/// Why a snapshot file is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotFileError {
+    #[error("its manifest does not verify against this genesis: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("chunk {index} ({range}): {error}")]
+    Chunk {
+        index: usize,
+        range: ChunkRange,
+        error: ChunkError,
+    },
+    #[error("its chunks do not cover every bucket exactly once")]
+    Coverage,
+}
+
+impl SnapshotFile {
+    /// The height and state root, if the manifest verifies against `validators` and the
+    /// chunks are exactly the state under its root.
+    pub fn verify(
+        &self,
+        validators: &ValidatorSet,
+        scheme: &dyn Scheme,
+    ) -> Result<(Height, Digest), SnapshotFileError> {
+        let (h, root) = self.manifest.verify(validators, scheme)?;
+        for (index, c) in self.chunks.iter().enumerate() {
+            c.verify(h, c.range, &root)
+                .map_err(|error| SnapshotFileError::Chunk {
+                    index,
+                    range: c.range,
+                    error,
+                })?;
+        }
+        if !tiles_every_bucket(self.chunks.iter().map(|c| c.range)) {
+            return Err(SnapshotFileError::Coverage);
+        }
         Ok((h, root))
     }
 }
