@@ -162,6 +162,8 @@ pub struct SnapshotSync<P: Ord + Copy + Debug> {
     /// When a chunk last verified (or the sync began).
     last_progress: Option<u64>,
     gave_up: bool,
+    /// `outcome` returned the chunks.
+    handed_over: bool,
     /// Rotates the first peer tried, so load spreads and one slow peer is not always
     /// asked first.
     turn: usize,
@@ -208,6 +210,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             sizes: BTreeMap::new(),
             last_progress: None,
             gave_up: false,
+            handed_over: false,
             turn: 0,
         }
     }
@@ -415,9 +418,14 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
         self.requests(now)
     }
 
-    /// How it ended, once it has: every chunk verified, or nothing left to ask.
+    /// How it ended, once it has: every chunk verified, or nothing left to ask. The
+    /// chunks are handed over once; later calls return `None`.
     pub fn outcome(&mut self) -> Option<Outcome> {
+        if self.handed_over {
+            return None;
+        }
         if self.todo.is_empty() && self.peers.values().all(|p| p.in_flight.is_empty()) {
+            self.handed_over = true;
             let chunks = std::mem::take(&mut self.done)
                 .into_values()
                 .collect::<Vec<_>>();
@@ -678,6 +686,54 @@ mod tests {
             let (chunks, _) = run(&kinds);
             assert!(chunks.is_none(), "{} peers", kinds.len());
         }
+    }
+
+    #[test]
+    fn a_peer_calling_everything_too_large_is_caught_and_splits_little() {
+        let honest = Server::new(1);
+        let mut sync = SnapshotSync::new(
+            Height(64),
+            honest.tree.root(),
+            [0usize, 1],
+            SyncConfig::default(),
+        );
+        let mut queue = sync.requests(0);
+        let mut now = 0;
+        let outcome = loop {
+            if let Some(o) = sync.outcome() {
+                break o;
+            }
+            now += 1;
+            assert!(now < 10_000, "no end");
+            let mut next = sync.tick(now);
+            for r in std::mem::take(&mut queue) {
+                let answer = if r.peer == 0 {
+                    Err(FetchFailure::TooLarge)
+                } else {
+                    Ok(honest.chunk(r.range))
+                };
+                let bytes = answer
+                    .as_ref()
+                    .map_or(0, |c| stele_types::codec::encode(c).len() as u64);
+                next.extend(sync.on_answer(now, r.peer, r.range, answer, bytes));
+            }
+            queue = next;
+        };
+        let Outcome::Complete(chunks) = outcome else {
+            panic!("the honest peer serves everything");
+        };
+        assert_whole(&chunks);
+        assert!(sync.outcome().is_none(), "handed over once");
+        let events = sync.take_events();
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::FalseTooLarge { peer: 0, .. })));
+        assert!(sync
+            .peers()
+            .any(|(id, state, _, _)| id == 0 && state == PeerState::Faulty));
+        // At most two unchecked claims, each split down at most 16 levels.
+        let p = sync.progress();
+        assert!(p.chunks_done <= 256 + 2 * 16, "{p:?}");
     }
 
     #[test]

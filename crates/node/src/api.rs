@@ -220,6 +220,11 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             .store_disk_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
+    if let Ok(h) = api.store.horizon() {
+        api.metrics
+            .horizon
+            .set(i64::try_from(h.0).unwrap_or(i64::MAX));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.metrics.render(),

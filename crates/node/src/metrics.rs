@@ -44,6 +44,7 @@ pub struct Metrics {
     pub snapshot_bad_chunks: IntCounter,
     pub snapshot_stalls: IntCounter,
     pub snapshot_installed: IntGauge,
+    pub horizon: IntGauge,
     pub height: IntGauge,
     pub view: IntGauge,
     pub active: IntGauge,
@@ -173,6 +174,10 @@ impl Metrics {
             snapshot_stalls: counter(
                 "stele_snapshot_sync_stalls_total",
                 "Snapshot chunk requests unanswered within the timeout (asked of another peer).",
+            ),
+            horizon: gauge(
+                "stele_store_horizon_height",
+                "The lowest height above genesis whose block this validator keeps (1 unless it started from a snapshot); queries below it answer 410 pruned.",
             ),
             snapshot_installed: gauge(
                 "stele_snapshot_installed_height",
@@ -346,6 +351,7 @@ impl Metrics {
             Box::new(m.snapshot_bad_chunks.clone()),
             Box::new(m.snapshot_stalls.clone()),
             Box::new(m.snapshot_installed.clone()),
+            Box::new(m.horizon.clone()),
             Box::new(m.height.clone()),
             Box::new(m.view.clone()),
             Box::new(m.active.clone()),
