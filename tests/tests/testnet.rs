@@ -621,3 +621,57 @@ async fn a_snapshot_file_starts_a_new_data_directory_that_catches_up() {
         .expect("exists");
     assert_eq!(a.balance, Amount(1_000_000 + 30 * rounds));
 }
+
+/// Issue 24: with `retain_blocks` set, validators remove the blocks below a horizon
+/// that follows the stable checkpoint, answer 410 `pruned` below it, and keep
+/// committing and agreeing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_validators_answer_pruned_below_their_horizon_and_go_on() {
+    let _serial = SERIAL.lock().await;
+    let mut net =
+        Testnet::init(4, 4, "checkpoint_interval = 8\nwindow = 16").expect("testnet init");
+    for i in 0..4 {
+        net.configure(i, "retain_blocks", "16").expect("node.toml");
+    }
+    net.start_all().expect("start");
+    wait_connected(&net, &[0, 1, 2, 3], Duration::from_secs(60))
+        .await
+        .expect("the testnet connects");
+    let c = Client::from_testnet(&net.net_dir(), ClientConfig::default()).expect("client");
+    let keys: Vec<KeyPair> = (0..4).map(|j| key(&net, j)).collect();
+    let mut n = 0u64;
+    while max_height(&net, &[0, 1, 2, 3]).await < 60 {
+        let txs: Vec<Transaction> = (0..4)
+            .map(|j| transfer(&c, &keys[j], n, &keys[(j + 1) % 4], 1))
+            .collect();
+        let hs = c.submit_many(&txs).await.expect("submitted");
+        for r in c.wait_for(&hs).await {
+            assert_eq!(r.expect("committed").result, TxResult::Ok);
+        }
+        n += 1;
+        assert!(n < 400, "the chain does not grow");
+    }
+    let top = max_height(&net, &[0, 1, 2, 3]).await;
+    let h = same_height(&net, &[0, 1, 2, 3], top, Duration::from_secs(60)).await;
+    for i in 0..4 {
+        let url = net.url(i);
+        let horizon = metric(&url, "stele_store_horizon_height").await;
+        // 16 below a stable checkpoint at least 16 below the tip.
+        assert!(
+            horizon > 1.0 && horizon + 48.0 >= h.0 as f64,
+            "node {i}: horizon {horizon}, tip {h}"
+        );
+        let r = http()
+            .get(format!("{url}/blocks/1"))
+            .send()
+            .await
+            .expect("GET /blocks/1");
+        assert_eq!(r.status().as_u16(), 410, "node {i}");
+        let e: ApiError = r.json().await.expect("a JSON reason");
+        assert_eq!(e.reason, "pruned");
+        assert_eq!(e.horizon, Some(Height(horizon as u64)));
+        // The tip's block is still served and verifies.
+        let b = block(&url, h.0).await;
+        assert_eq!(b.height, h);
+    }
+}

@@ -267,6 +267,8 @@ pub struct Driver {
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<stele_consensus::byzantine::Behaviour>,
     pub sync: bool,
+    /// `retain_blocks` from node.toml: prune after each stable checkpoint.
+    pub retain_blocks: Option<u64>,
     pub start: Instant,
 }
 
@@ -372,6 +374,24 @@ fn honest_claim(claims: &BTreeMap<ReplicaId, Height>, f: usize) -> Height {
     let mut hs: Vec<Height> = claims.values().copied().collect();
     hs.sort_unstable_by(|a, b| b.cmp(a));
     hs.get(f).copied().unwrap_or(Height(0))
+}
+
+/// [`Loop::prune_target`] over `peers` peers' claimed executed heights.
+fn prune_target(
+    stable: Height,
+    keep: u64,
+    window: u64,
+    peers: usize,
+    claims: &BTreeMap<ReplicaId, Height>,
+) -> Height {
+    let wanted = stable.0.saturating_sub(keep);
+    let floor = wanted.saturating_sub(window.saturating_mul(8));
+    let needed = if claims.len() >= peers {
+        claims.values().min().map_or(0, |h| h.0.saturating_add(1))
+    } else {
+        floor
+    };
+    Height(wanted.min(needed.max(floor)))
 }
 
 impl Loop {
@@ -532,6 +552,21 @@ impl Loop {
         }
     }
 
+    /// Where pruning may go after a stable checkpoint at `stable`: `keep` blocks below
+    /// it, but not past what a peer still needs (the lowest executed height the peers
+    /// claim, every peer having claimed one), unless that is more than 8 L further back.
+    /// A laggard within that catches up by state transfer; a peer lying low costs at
+    /// most 8 L blocks of disk.
+    fn prune_target(&self, stable: Height, keep: u64) -> Height {
+        prune_target(
+            stable,
+            keep,
+            self.params.window,
+            self.d.engine.validators().n().saturating_sub(1),
+            &self.peer_claims,
+        )
+    }
+
     fn fail_store(&mut self, what: &str, e: StoreError) {
         error!(error = %e, "{what} failed; stopping: a validator that cannot write must not vote");
         self.exit = Some(Exit::StoreFailed(format!("{what}: {e}")));
@@ -546,7 +581,14 @@ impl Loop {
             }
             Action::PersistCheckpoint(c) => {
                 if let Err(e) = self.d.store.persist_stable_checkpoint(&c) {
-                    self.fail_store("persisting a stable checkpoint", e);
+                    return self.fail_store("persisting a stable checkpoint", e);
+                }
+                if let Some(keep) = self.d.retain_blocks {
+                    let target = self.prune_target(c.height, keep);
+                    match self.d.store.prune_below(target) {
+                        Ok(h) => self.d.metrics.horizon.set(h.0 as i64),
+                        Err(e) => self.fail_store("pruning old blocks", e),
+                    }
                 }
             }
             Action::Send(to, m) => self.send(Some(to), &m),
@@ -859,6 +901,40 @@ impl Loop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_keeps_what_a_lagging_peer_needs_but_not_for_a_liar_claiming_zero() {
+        let claims = |hs: &[u64]| -> BTreeMap<ReplicaId, Height> {
+            hs.iter()
+                .enumerate()
+                .map(|(i, h)| (ReplicaId(i as u16), Height(*h)))
+                .collect()
+        };
+        // All caught up: keep 16 below the stable checkpoint.
+        assert_eq!(
+            prune_target(Height(1000), 16, 32, 3, &claims(&[1000, 1001, 999])),
+            Height(984)
+        );
+        // A laggard at 900 still gets blocks from 901.
+        assert_eq!(
+            prune_target(Height(1000), 16, 32, 3, &claims(&[1000, 900, 999])),
+            Height(901)
+        );
+        // One claiming 0 holds pruning back 8 L at most.
+        assert_eq!(
+            prune_target(Height(1000), 16, 32, 3, &claims(&[1000, 0, 999])),
+            Height(728)
+        );
+        // Before every peer has claimed a height: the same bound.
+        assert_eq!(
+            prune_target(Height(1000), 16, 32, 3, &claims(&[1000])),
+            Height(728)
+        );
+        assert_eq!(
+            prune_target(Height(10), 16, 32, 3, &claims(&[10, 10, 10])),
+            Height(0)
+        );
+    }
 
     #[test]
     fn one_lying_status_does_not_set_the_peer_height() {

@@ -287,6 +287,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         #[cfg(feature = "byzantine")]
         byzantine: options.byzantine,
         sync: config.sync,
+        retain_blocks: config.retain_blocks,
         start,
     };
     let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel::<Exit>();

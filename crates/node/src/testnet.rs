@@ -189,6 +189,7 @@ pub fn init(config_path: &Path, out: &Path) -> anyhow::Result<()> {
             snapshot_every: 1,
             snapshots_kept: 2,
             start_from_snapshot: true,
+            retain_blocks: None,
         };
         let text = format!(
             "# Validator {i} of testnet {}. See `stele-node run --help`.\n{}",

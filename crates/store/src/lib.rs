@@ -9,6 +9,7 @@
 mod durable;
 mod error;
 mod keys;
+mod prune;
 mod snapshot;
 mod state_root;
 mod store;

@@ -225,3 +225,58 @@ fn a_snapshot_is_kept_at_checkpoints_served_while_the_store_moves_on_and_install
         ChunkAnswer::Unavailable
     );
 }
+
+/// Pruning removes the blocks below the horizon with everything indexed by them, keeps
+/// a kept snapshot's block, and the store reopens (full check) as a chain from there.
+#[test]
+fn pruning_removes_blocks_and_their_index_entries_below_the_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis3();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut mem = MemState::genesis(&g);
+    let s = open_kept(dir.path());
+    let blocks: Vec<Block> = (0..20).map(|_| step(&s, &mut mem, &mut rng)).collect();
+    // Every checkpoint height is kept until one is certified: pruning stops below the
+    // lowest kept snapshot (height 3).
+    assert_eq!(s.prune_below(Height(10)).unwrap(), Height(3));
+    stable(&s, 18);
+    assert_eq!(s.snapshot_heights(), vec![Height(18)]);
+    let applied = |b: &Block| -> Vec<stele_types::Transaction> {
+        b.txs
+            .iter()
+            .filter(|t| matches!(s.final_leaf(t), Ok(Some(l)) if l.height == b.height()))
+            .cloned()
+            .collect()
+    };
+    let old = applied(&blocks[4]); // height 5
+    let kept = applied(&blocks[15]); // height 16
+    assert!(!old.is_empty() && !kept.is_empty());
+    assert_eq!(s.prune_below(Height(12)).unwrap(), Height(12));
+    assert_eq!(s.horizon().unwrap(), Height(12));
+    for h in 1..12 {
+        assert_eq!(s.block(Height(h)).unwrap(), None, "height {h}");
+        assert_eq!(s.certificate(Height(h)).unwrap(), None);
+        assert_eq!(s.results(Height(h)).unwrap(), None);
+    }
+    assert_eq!(s.block_by_digest(&blocks[4].digest()).unwrap(), None);
+    for t in &old {
+        assert_eq!(s.final_leaf(t).unwrap(), None, "pruned from the indexes");
+    }
+    for t in &kept {
+        assert!(s.final_leaf(t).unwrap().is_some());
+    }
+    assert!(s.block(Height(12)).unwrap().is_some());
+    // The state is whole: the next block executes to the same digest as in memory.
+    let next = step(&s, &mut mem, &mut rng);
+    assert_eq!(
+        s.state_digest(next.height()).unwrap(),
+        Some(mem.last_state().unwrap().1)
+    );
+    // Never past the kept snapshot, and never down again.
+    assert_eq!(s.prune_below(Height(25)).unwrap(), Height(18));
+    assert_eq!(s.prune_below(Height(5)).unwrap(), Height(18));
+    drop(s);
+    let s = open_kept(dir.path());
+    assert_eq!(s.horizon().unwrap(), Height(18));
+    assert_eq!(s.latest_height(), Height(21));
+}

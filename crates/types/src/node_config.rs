@@ -48,6 +48,15 @@ pub struct NodeConfig {
     /// block from genesis: an archive validator that must hold the whole history.
     #[serde(default = "yes")]
     pub start_from_snapshot: bool,
+    /// Keep only this many blocks below the stable checkpoint (default: unset, keep
+    /// everything, an archive). Older blocks, their certificates and their tx and nonce
+    /// index entries are removed after each stable checkpoint and the space compacted;
+    /// queries below the horizon answer 410 `pruned`. A kept snapshot's block always
+    /// stays, so peers can still start from it. A validator of this chain that is down
+    /// for longer than its peers retain catches up only by restarting from a snapshot
+    /// (empty data directory and `--recover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_blocks: Option<u64>,
 }
 
 fn one() -> u64 {
