@@ -52,14 +52,19 @@ node.toml fields (paths relative to the file):
   p2p_listen = \"0.0.0.0:7100\"   optional; default: the genesis p2p_addr
   api_listen = \"0.0.0.0:7200\"   optional; default: the genesis api_addr
   sync = true                   false gives up durability (benchmarks only)
-  log = \"info\"                  log filter; RUST_LOG overrides it")]
+  log = \"info\"                  log filter; RUST_LOG overrides it
+  snapshot_every = 1            keep the state every N checkpoints to serve (0: none)
+  snapshots_kept = 2            certified snapshots kept
+  start_from_snapshot = true    a store at genesis starts from the others' snapshot
+  retain_blocks = 20000         optional; keep only this many blocks below the stable
+                                checkpoint (410 pruned below); unset keeps everything")]
     Run {
         /// The validator's config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Start from an empty data directory without the genesis marker: this validator
-        /// lost its disk. It fetches the chain from its peers and does not vote until it
-        /// is past every vote it may have signed before.
+        /// lost its disk. It starts from its peers' snapshot (or replays their chain) and
+        /// does not vote until it is past every vote it may have signed before.
         #[arg(long)]
         recover: bool,
         /// Test builds only (cargo feature `byzantine`): misbehave as NAME, one of

@@ -41,6 +41,10 @@ pub struct TestnetConfig {
     /// Written into every node.toml; see `NodeConfig::sync`.
     #[serde(default = "yes")]
     pub sync: bool,
+    /// Written into every node.toml; see `NodeConfig::retain_blocks` (unset: keep every
+    /// block).
+    #[serde(default)]
+    pub retain_blocks: Option<u64>,
     /// Protocol parameters; any left out take their defaults.
     #[serde(default)]
     pub params: Params,
@@ -189,7 +193,7 @@ pub fn init(config_path: &Path, out: &Path) -> anyhow::Result<()> {
             snapshot_every: 1,
             snapshots_kept: 2,
             start_from_snapshot: true,
-            retain_blocks: None,
+            retain_blocks: c.retain_blocks,
         };
         let text = format!(
             "# Validator {i} of testnet {}. See `stele-node run --help`.\n{}",
