@@ -43,6 +43,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
+# The power-loss tests mount a FUSE filesystem (tests/src/lazyfs.rs) as root, without
+# libfuse or fusermount: they need the kernel's /dev/fuse.
+if [ ! -c /dev/fuse ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v modprobe >/dev/null 2>&1; then
+        modprobe fuse 2>/dev/null || true
+    fi
+    if [ ! -c /dev/fuse ]; then
+        say "warning: /dev/fuse is missing; the power-loss tests (tests/tests/power_loss.rs) will fail"
+    fi
+fi
+
 # rustfmt and clippy come with rustup's default profile; add them if this toolchain lacks them.
 for comp in rustfmt clippy; do
     if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -152,6 +152,27 @@ pub async fn block(url: &str, h: u64) -> BlockResponse {
         .expect("json")
 }
 
+/// Fetches blocks `heights` from `url`, 64 at a time, and checks each offline against
+/// its commit certificate and the validator set; panics naming the first that fails.
+pub async fn verify_blocks(
+    url: &str,
+    vs: &stele_types::ValidatorSet,
+    heights: std::ops::RangeInclusive<u64>,
+) {
+    for chunk in heights.collect::<Vec<_>>().chunks(64) {
+        let mut set = JoinSet::new();
+        for &height in chunk {
+            let url = url.to_owned();
+            set.spawn(async move { block(&url, height).await });
+        }
+        while let Some(b) = set.join_next().await {
+            let b = b.expect("fetch task");
+            stele_client::verify_certified(vs, &b)
+                .unwrap_or_else(|e| panic!("block {} from {url}: {e}", b.height));
+        }
+    }
+}
+
 /// Every node holds the same block (digest and state digest) at every height up to `h`.
 pub async fn same_chain(net: &Testnet, nodes: &[usize], h: Height) {
     for height in 1..=h.0 {

@@ -4,6 +4,7 @@
 
 pub mod beside;
 pub mod chain;
+pub mod lazyfs;
 pub mod netns;
 pub mod torsion;
 

@@ -9,12 +9,12 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use stele_client::{verify_certified, Client, ClientConfig};
+use stele_client::{Client, ClientConfig};
 use stele_crypto::KeyPair;
 use stele_tests::beside::{self, Baseline};
 use stele_tests::chain::{
-    all_included, block, key, max_height, metric, metric_sum, metrics_text, progress_after,
-    rss_bytes, same_height, statuses, Load,
+    all_included, key, max_height, metric, metric_sum, metrics_text, progress_after, rss_bytes,
+    same_height, statuses, verify_blocks, Load,
 };
 use stele_tests::{bin, http, wait_connected, wait_for, Testnet};
 use stele_transport::{FrameClass, SendOutcome, Transport, TransportConfig, Tuning};
@@ -217,19 +217,7 @@ async fn node_down_while_ten_thousand_blocks_commit_catches_up() {
     );
     // Every block node 3 now holds, checked offline against the validator set.
     let vs = net.genesis.validator_set();
-    let url = net.url(3);
-    for chunk in (1..=h.0).collect::<Vec<_>>().chunks(64) {
-        let mut set = tokio::task::JoinSet::new();
-        for &height in chunk {
-            let url = url.clone();
-            set.spawn(async move { block(&url, height).await });
-        }
-        while let Some(b) = set.join_next().await {
-            let b = b.expect("fetch task");
-            verify_certified(&vs, &b)
-                .unwrap_or_else(|e| panic!("block {} on node 3: {e}", b.height));
-        }
-    }
+    verify_blocks(&net.url(3), &vs, 1..=h.0).await;
     all_included(&net, &[0, 1, 2, 3], &confirmed)
         .await
         .expect("every confirmed tx on every node");

@@ -13,6 +13,7 @@ mod action;
 pub mod byzantine;
 mod engine;
 pub mod group;
+pub mod history;
 mod pending;
 pub mod recovery;
 pub mod snapshot;

@@ -266,6 +266,9 @@ pub struct Driver {
     /// What this (test build of a) validator does instead of following the protocol.
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<stele_consensus::byzantine::Behaviour>,
+    /// `--record-sent`: where every consensus message goes before it is sent.
+    #[cfg(feature = "byzantine")]
+    pub record_sent: Option<std::fs::File>,
     pub sync: bool,
     /// `retain_blocks` from node.toml: prune after each stable checkpoint.
     pub retain_blocks: Option<u64>,
@@ -681,6 +684,8 @@ impl Loop {
             _ => FrameClass::Consensus,
         };
         let bytes = Bytes::from(codec::encode(m));
+        #[cfg(feature = "byzantine")]
+        self.record_sent(m, &bytes);
         let r = match to {
             Some(peer) => self.d.transport.send(peer, class, bytes).map(|_| ()),
             None => self.d.transport.broadcast(class, bytes).map(|_| ()),
@@ -689,6 +694,30 @@ impl Loop {
             // Our own message does not fit the wire: a bug, but not one to stop for (the
             // engine repairs lost messages).
             error!(error = %e, kind = m.kind(), "cannot send");
+        }
+    }
+
+    /// One write per message, unbuffered, so a SIGKILL right after the send still
+    /// finds it in the file (the page cache keeps it; the file is not on the disk the
+    /// power-loss tests cut).
+    #[cfg(feature = "byzantine")]
+    fn record_sent(&mut self, m: &Message, bytes: &[u8]) {
+        use std::io::Write;
+        let signed = matches!(
+            m,
+            Message::Proposal(_)
+                | Message::Prepare(_)
+                | Message::Commit(_)
+                | Message::Checkpoint(_)
+                | Message::ViewChange(_)
+                | Message::NewView(_)
+        );
+        if let (true, Some(f)) = (signed, self.d.record_sent.as_mut()) {
+            let mut frame = (bytes.len() as u32).to_le_bytes().to_vec();
+            frame.extend_from_slice(bytes);
+            if let Err(e) = f.write_all(&frame) {
+                error!(error = %e, "--record-sent: cannot write");
+            }
         }
     }
 

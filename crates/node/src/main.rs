@@ -72,6 +72,13 @@ node.toml fields (paths relative to the file):
         #[cfg(feature = "byzantine")]
         #[arg(long, value_name = "NAME")]
         byzantine: Option<stele_consensus::byzantine::Behaviour>,
+        /// Test builds only (cargo feature `byzantine`): append every consensus message
+        /// this validator sends to FILE before it leaves (length-prefixed, the wire
+        /// encoding), so the power-loss tests can check that it never contradicts what
+        /// it signed before a crash. Keep FILE off the data directory's disk.
+        #[cfg(feature = "byzantine")]
+        #[arg(long, value_name = "FILE")]
+        record_sent: Option<PathBuf>,
     },
     /// Prepare a new data directory (with the genesis marker that lets `run` create its
     /// database).
@@ -173,6 +180,8 @@ fn main() -> ExitCode {
             recover,
             #[cfg(feature = "byzantine")]
             byzantine,
+            #[cfg(feature = "byzantine")]
+            record_sent,
         } => {
             let loaded = match stele_node::config::load(&config) {
                 Ok(l) => l,
@@ -186,6 +195,8 @@ fn main() -> ExitCode {
                 recover,
                 #[cfg(feature = "byzantine")]
                 byzantine,
+                #[cfg(feature = "byzantine")]
+                record_sent,
             };
             #[cfg(feature = "byzantine")]
             if let Some(b) = &options.byzantine {

@@ -76,6 +76,9 @@ pub struct Options {
     /// `--byzantine NAME` (test builds with the `byzantine` feature only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<stele_consensus::byzantine::Behaviour>,
+    /// `--record-sent FILE` (test builds with the `byzantine` feature only).
+    #[cfg(feature = "byzantine")]
+    pub record_sent: Option<std::path::PathBuf>,
 }
 
 /// Runs a validator until it is stopped or halts.
@@ -286,6 +289,17 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         recovered: recovering,
         #[cfg(feature = "byzantine")]
         byzantine: options.byzantine,
+        #[cfg(feature = "byzantine")]
+        record_sent: match &options.record_sent {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| anyhow::anyhow!("--record-sent {}: {e}", p.display()))?,
+            ),
+            None => None,
+        },
         sync: config.sync,
         retain_blocks: config.retain_blocks,
         start,

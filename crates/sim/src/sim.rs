@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stele_consensus::byzantine::{self, Behaviour, Collusion};
+use stele_consensus::history::{Contradiction, SignedHistory};
 use stele_consensus::{
     group_commit, Action, ChainState, Config, Engine, FrameVerdicts, Halt, Inbound, KnownTxs,
     RecoveryGate, Step, TxClass, TxOutcome, Verifier,
@@ -751,8 +752,8 @@ struct Replica {
     ledger: MemState,
     byz: Option<Behaviour>,
     clock_offset: i64,
-    /// Highest VIEW-CHANGE view this identity ever sent (checker 4).
-    max_vc_sent: ViewNumber,
+    /// What this identity ever signed (checkers 4 and 8), across crashes and wipes.
+    history: SignedHistory,
     /// Set while a wiped replica recovers; kept across crashes (the node must restart a
     /// replica that crashed while recovering with `--recover` again).
     gate: Option<RecoveryGate>,
@@ -820,10 +821,6 @@ struct Sim {
     expected_at: HashMap<(usize, u64), usize>,
     /// The run ends here: after the last liveness deadline.
     end_ms: u64,
-    /// (replica, kind, view, height) → digest signed: checker 4.
-    votes: HashMap<(usize, u8, ViewNumber, Height), Digest>,
-    /// (replica, height) → state digest of the CHECKPOINT it signed: checker 8.
-    checkpoints: HashMap<(usize, Height), Digest>,
     /// Height → (replica, state digest) of the first honest CHECKPOINT for it: checker 8.
     agreed_checkpoints: BTreeMap<Height, (usize, Digest)>,
     out: Outcome,
@@ -926,7 +923,7 @@ impl Sim {
                 ledger: ledger.clone(),
                 byz: sc.byzantine.iter().find(|(b, _)| *b == i).map(|(_, k)| *k),
                 clock_offset: rng.gen_range(-50..50),
-                max_vc_sent: ViewNumber(0),
+                history: SignedHistory::default(),
                 gate: None,
                 recovered: false,
                 cache: TxCache::default(),
@@ -955,8 +952,6 @@ impl Sim {
             expected: Vec::new(),
             expected_at: HashMap::new(),
             end_ms: 0,
-            votes: HashMap::new(),
-            checkpoints: HashMap::new(),
             agreed_checkpoints: BTreeMap::new(),
             out: Outcome::default(),
             frame_limit,
@@ -1302,7 +1297,7 @@ impl Sim {
             }
             Event::Wipe { r, down } => {
                 // The disk is gone: durable consensus state, chain and ledger. What it
-                // signed before stays in checker 4's books (`votes`, `max_vc_sent`).
+                // signed before stays in checker 4's books (`history`).
                 let was_up = self.replicas[r].engine.take().is_some();
                 let rep = &mut self.replicas[r];
                 rep.drive_due = false;
@@ -2239,57 +2234,24 @@ impl Sim {
         }
     }
 
-    /// Checker 4: no honest identity signs two digests for one (kind, view, height), nor
-    /// votes in a view below one it sent a VIEW-CHANGE for.
+    /// Checkers 4 and 8 (one identity): no honest identity signs two digests for one
+    /// (kind, view, height) or two state digests for one CHECKPOINT height, nor votes in
+    /// a view below one it sent a VIEW-CHANGE for (`stele_consensus::history`, which the
+    /// power-loss tests run over a real validator's messages too).
     fn check_signed(&mut self, r: usize, m: &Message) {
         if !self.honest(r) {
             return;
         }
         self.check_durable(r, m);
         let me = ReplicaId(r as u16);
-        let votes: Vec<(u8, ViewNumber, Height, Digest)> = match m {
-            Message::Proposal(p) if self.vs.primary(p.pre_prepare.view) == me => {
-                vec![(
-                    0,
-                    p.pre_prepare.view,
-                    p.pre_prepare.height,
-                    p.pre_prepare.digest,
-                )]
-            }
-            Message::NewView(nv) if self.vs.primary(nv.view) == me => {
-                // Its own VIEW-CHANGE is in V: it has left the views below.
-                let rep = &mut self.replicas[r];
-                rep.max_vc_sent = rep.max_vc_sent.max(nv.view);
-                nv.pre_prepares
-                    .iter()
-                    .map(|p| (0, p.view, p.height, p.digest))
-                    .collect()
-            }
-            Message::Prepare(p) if p.replica == me => vec![(1, p.view, p.height, p.digest)],
-            Message::Commit(c) if c.replica == me => vec![(2, c.view, c.height, c.digest)],
-            Message::ViewChange(vc) if vc.replica == me => {
-                let rep = &mut self.replicas[r];
-                rep.max_vc_sent = rep.max_vc_sent.max(vc.new_view);
-                vec![]
-            }
-            _ => vec![],
-        };
-        for (kind, view, height, digest) in votes {
-            if view < self.replicas[r].max_vc_sent && kind != 0 {
-                self.violate(
-                    "no vote in a left view",
-                    format!(
-                        "replica {r} voted in {view} after VIEW-CHANGE({})",
-                        self.replicas[r].max_vc_sent
-                    ),
-                );
-            }
-            match self.votes.insert((r, kind, view, height), digest) {
-                Some(prev) if prev != digest => {
-                    self.violate("no equivocation", format!("replica {r} signed kind {kind} ({view}, {height}) for {prev} and {digest}"));
-                }
-                _ => {}
-            }
+        let found = self.replicas[r].history.record(me, &self.vs, m);
+        for c in found {
+            let check = match c {
+                Contradiction::TwoDigests { .. } => "no equivocation",
+                Contradiction::VoteInLeftView { .. } => "no vote in a left view",
+                Contradiction::TwoCheckpoints { .. } => "checkpoint equivocation",
+            };
+            self.violate(check, format!("replica {r} {c}"));
         }
     }
 
@@ -2351,15 +2313,6 @@ impl Sim {
             return;
         }
         let (height, digest) = (c.height, c.state_digest);
-        if let Some(prev) = self.checkpoints.insert((r, height), digest) {
-            if prev != digest {
-                self.violate(
-                    "checkpoint equivocation",
-                    format!("replica {r} signed CHECKPOINT({height}) for {prev} and {digest}"),
-                );
-                return;
-            }
-        }
         match self.agreed_checkpoints.get(&height) {
             Some(&(other, prev)) if prev != digest => self.violate(
                 "checkpoint equivocation (two honest digests)",

@@ -67,11 +67,85 @@ fn read_only(path: &Path) -> Result<DB, rocksdb::Error> {
     DB::open_cf_for_read_only(&o, path, COLUMN_FAMILIES, false)
 }
 
+/// Removes a snapshot directory so that a crash at any moment leaves either the whole
+/// snapshot or nothing that looks like one. Deleting its files in place could stop
+/// halfway and leave a directory with a height's name whose MANIFEST names files that
+/// are gone: the next start would then refuse to open the store (the power-loss test
+/// found exactly that). So it is first renamed out of the heights' names, the rename
+/// made durable, and only then emptied; `open_snapshots` removes any such leftover.
 fn remove(path: &Path) -> Result<(), StoreError> {
-    std::fs::remove_dir_all(path).map_err(|e| StoreError::Inconsistent {
+    let fail = |what: &str, e: std::io::Error| StoreError::Inconsistent {
         path: path.to_owned(),
-        problem: format!("removing a snapshot: {e}"),
-    })
+        problem: format!("removing a snapshot: {what}: {e}"),
+    };
+    let is_snapshot = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.parse::<u64>().is_ok());
+    let doomed = if is_snapshot {
+        let doomed = path.with_extension("removing");
+        std::fs::rename(path, &doomed).map_err(|e| fail("renaming it aside", e))?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fail("syncing its directory", e))?;
+        }
+        doomed
+    } else {
+        path.to_owned()
+    };
+    if doomed.is_dir() {
+        for entry in std::fs::read_dir(&doomed).map_err(|e| fail("listing it", e))? {
+            #[cfg(test)]
+            if crash::now() {
+                return Ok(());
+            }
+            let entry = entry.map_err(|e| fail("listing it", e))?;
+            let p = entry.path();
+            let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(|e| fail("deleting a file", e))?;
+        }
+        std::fs::remove_dir(&doomed).map_err(|e| fail("deleting it", e))
+    } else {
+        std::fs::remove_file(&doomed).map_err(|e| fail("deleting it", e))
+    }
+}
+
+/// A simulated crash in the middle of [`remove`], for its test.
+#[cfg(test)]
+mod crash {
+    use std::cell::Cell;
+
+    thread_local! {
+        static AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// The next removal stops (as if the process died) after `n` deletions.
+    pub(super) fn after(n: usize) {
+        AFTER.with(|a| a.set(Some(n)));
+    }
+
+    pub(super) fn reset() {
+        AFTER.with(|a| a.set(None));
+    }
+
+    pub(super) fn now() -> bool {
+        AFTER.with(|a| match a.get() {
+            Some(0) => {
+                a.set(None);
+                true
+            }
+            Some(n) => {
+                a.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
+    }
 }
 
 impl Store {
@@ -205,7 +279,7 @@ impl Store {
             // first, so a crash never leaves a certificate for a snapshot it removed.
             drop(s.kept.remove(&h));
             self.db
-                .delete_cf(self.cf(META), snapshot_cert_key(h))
+                .delete_cf_opt(self.cf(META), snapshot_cert_key(h), &self.write_opts)
                 .map_err(|e| self.rocks("drop a snapshot's certificate", META, e))?;
             remove(&config.dir.join(h.0.to_string()))?;
         }
@@ -504,5 +578,47 @@ impl Store {
         drop(tip);
         self.set_tree(tree);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crash at any point of a snapshot's removal leaves no directory with a
+    /// height's name, and the next removal of the leftover finishes the job. Deleting
+    /// in place (what this replaced) left `64/` with its MANIFEST and CURRENT but not
+    /// all its table files, and the store then refused to open.
+    #[test]
+    fn a_crash_while_removing_a_snapshot_never_leaves_a_partial_one() {
+        for stop in 0..6 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let snap = dir.path().join("64");
+            std::fs::create_dir(&snap).expect("mkdir");
+            for f in [
+                "CURRENT",
+                "MANIFEST-000005",
+                "000007.sst",
+                "000009.sst",
+                "OPTIONS-000011",
+            ] {
+                std::fs::write(snap.join(f), f).expect("write");
+            }
+            crash::after(stop);
+            remove(&snap).expect("remove");
+            crash::reset();
+            let names: Vec<String> = std::fs::read_dir(dir.path())
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                names.iter().all(|n| n.parse::<u64>().is_err()),
+                "crash after {stop} deletions left {names:?}"
+            );
+            for n in &names {
+                remove(&dir.path().join(n)).expect("remove the leftover");
+            }
+            assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+        }
     }
 }
