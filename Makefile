@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/stele-target
 CARGO ?= cargo
 CARGO_FLAGS ?=
 
-.PHONY: help setup test lint unit bench attack-bench sim fuzz testnet build-bins
+.PHONY: help setup test lint unit bench attack-bench sim soak fuzz testnet build-bins
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -46,6 +46,13 @@ attack-bench: build-bins ## honest tx/s beside each attack vs before it (stele b
 SIM_SEEDS ?= 100000
 sim: setup ## a long simulator campaign: make sim SIM_SEEDS=100000 (make test runs 1,000)
 	SIM_SEEDS=$(SIM_SEEDS) $(CARGO) test -p stele-sim --test seeds $(CARGO_FLAGS) -- campaign --nocapture
+
+SOAK_TXS ?= 1000000
+SOAK_RATE ?= 2000
+SOAK_RETAIN ?= 1000
+soak: build-bins ## pruning soak, about ten minutes: SOAK_TXS txs at SOAK_RATE tx/s with retain_blocks = SOAK_RETAIN; prints the disk curve (SOAK lines)
+	STELE_SOAK_TXS=$(SOAK_TXS) STELE_SOAK_RATE=$(SOAK_RATE) STELE_SOAK_RETAIN=$(SOAK_RETAIN) \
+		$(CARGO) test --workspace --test soak $(CARGO_FLAGS) -- --ignored --nocapture 2>&1 | tee $(CARGO_TARGET_DIR)/soak.log | grep -E 'SOAK|test result|panicked'
 
 FUZZ_CASES ?= 1000000
 FUZZ_SEED ?= 1
