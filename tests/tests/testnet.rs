@@ -675,3 +675,81 @@ async fn pruning_validators_answer_pruned_below_their_horizon_and_go_on() {
         assert_eq!(b.height, h);
     }
 }
+
+/// Issue 24: a validator that was down while its peers pruned past every block it
+/// lacks (its data directory intact, so not `--recover`) restarts, finds the blocks it
+/// would replay gone, installs the peers' snapshot over its own store and catches up.
+/// It keeps its own consensus record (the views it left), so it needs no recovery gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_down_while_its_peers_pruned_past_it_catches_up_by_snapshot() {
+    let _serial = SERIAL.lock().await;
+    let mut net =
+        Testnet::init(4, 4, "checkpoint_interval = 8\nwindow = 16").expect("testnet init");
+    for i in 0..4 {
+        net.configure(i, "retain_blocks", "16").expect("node.toml");
+    }
+    net.start_all().expect("start");
+    wait_connected(&net, &[0, 1, 2, 3], Duration::from_secs(60))
+        .await
+        .expect("the testnet connects");
+    let c = Client::from_testnet(&net.net_dir(), ClientConfig::default()).expect("client");
+    let keys: Vec<KeyPair> = (0..4).map(|j| key(&net, j)).collect();
+    let mut n = 0u64;
+    let mut commit_until = async |net: &Testnet, nodes: &[usize], height: u64| {
+        while max_height(net, nodes).await < height {
+            let txs: Vec<Transaction> = (0..3)
+                .map(|j| transfer(&c, &keys[j], n, &keys[(j + 1) % 4], 1))
+                .collect();
+            let hs = c.submit_many(&txs).await.expect("submitted");
+            for r in c.wait_for(&hs).await {
+                assert_eq!(r.expect("committed").result, TxResult::Ok);
+            }
+            n += 1;
+            assert!(n < 2000, "the chain does not grow");
+        }
+    };
+    commit_until(&net, &[0, 1, 2, 3], 24).await;
+    let down_at = same_height(&net, &[0, 1, 2, 3], 24, Duration::from_secs(60)).await;
+    net.stop(3);
+    // Past what the peers hold back for a laggard (8 L = 128 blocks) and their
+    // retain_blocks: block down_at + 1 is gone everywhere.
+    commit_until(&net, &[0, 1, 2], down_at.0 + 8 * 16 + 16 + 40).await;
+    for i in 0..3 {
+        let horizon = metric(&net.url(i), "stele_store_horizon_height").await as u64;
+        assert!(
+            horizon > down_at.0 + 1,
+            "validator {i} still holds block {}: horizon {horizon}",
+            down_at.0 + 1
+        );
+    }
+    net.start(3).expect("restart");
+    let top = max_height(&net, &[0, 1, 2]).await;
+    let h = same_height(&net, &[0, 1, 2, 3], top, Duration::from_secs(90)).await;
+    let installed = metric(&net.url(3), "stele_snapshot_installed_height").await as u64;
+    assert!(
+        installed > down_at.0 && installed <= h.0,
+        "installed {installed}, was down at {down_at}, agreed at {h}"
+    );
+    // Its own old blocks went with the jump: the store starts at the snapshot.
+    let below = http()
+        .get(format!("{}/blocks/{}", net.url(3), down_at.0))
+        .send()
+        .await
+        .expect("GET below the snapshot");
+    assert_eq!(below.status().as_u16(), 410);
+    // It votes again. Right after catching up it may still trail the others by a block
+    // or two (they do not need it), so the chain goes on until its vote counter moves.
+    let votes = metric(&net.url(3), "stele_votes_sent_total").await;
+    let mut more = h.0;
+    while metric(&net.url(3), "stele_votes_sent_total").await <= votes {
+        more += 1;
+        assert!(
+            more < h.0 + 300,
+            "validator 3 sent no vote in 300 blocks after the jump\n{}",
+            net.log_tail(3)
+        );
+        commit_until(&net, &[0, 1, 2, 3], more).await;
+    }
+    let top = max_height(&net, &[0, 1, 2]).await;
+    same_height(&net, &[0, 1, 2, 3], top, Duration::from_secs(60)).await;
+}

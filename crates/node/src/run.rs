@@ -225,9 +225,31 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         http_metrics,
         stop_http_rx,
     ));
-    if store.latest_height() == Height(0) && config.start_from_snapshot {
-        let sync =
-            crate::snapshot_sync::sync_at_genesis(&genesis, id, store.clone(), &metrics, &shared);
+    // A store at genesis starts from the highest snapshot a peer proves. So does one
+    // further behind than the peers promise to keep blocks for a laggard (8 L: see the
+    // driver's prune target), since they may have pruned what it would replay; closer,
+    // it replays.
+    let tip = store.latest_height();
+    let above = match tip {
+        Height(0) => Some(Height(0)),
+        t => Some(Height(t.0.saturating_add(8 * genesis.params.window))),
+    }
+    .filter(|_| config.start_from_snapshot);
+    if let Some(above) = above {
+        if tip > Height(0) {
+            info!(
+                height = tip.0,
+                "looking for a snapshot more than 8 L above this store's height"
+            );
+        }
+        let sync = crate::snapshot_sync::sync_from_snapshot(
+            &genesis,
+            id,
+            store.clone(),
+            &metrics,
+            &shared,
+            above,
+        );
         tokio::select! {
             r = sync => { r?; }
             s = shutdown_signal() => {
@@ -240,7 +262,8 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
                 return Ok(Exit::Stopped);
             }
         }
-    } else if let Ok(h) = store.horizon() {
+    }
+    if let Ok(h) = store.horizon() {
         if h > Height(1) {
             metrics.snapshot_installed.set(h.0 as i64);
         }

@@ -185,14 +185,17 @@ fn set_status(shared: Option<&Shared>, status: Option<SnapshotSyncStatus>) {
 /// fetched once newer ones are stable, and the next attempt takes the newer one.
 const ATTEMPTS: u32 = 3;
 
-/// Syncs a store at genesis from the highest snapshot a peer proves. Returns the height
-/// installed, or `None` when the node must replay blocks from genesis instead.
-pub async fn sync_at_genesis(
+/// Syncs the store from the highest snapshot a peer proves, if it is above `above`
+/// (genesis for a new or recovering store; for a store far behind, the height below
+/// which it can still replay). Returns the height installed, or `None` when the node
+/// must replay blocks instead.
+pub async fn sync_from_snapshot(
     genesis: &Genesis,
     me: ReplicaId,
     store: Arc<Store>,
     metrics: &Metrics,
     shared: &Shared,
+    above: Height,
 ) -> anyhow::Result<Option<Height>> {
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -200,7 +203,7 @@ pub async fn sync_at_genesis(
         .context("building the HTTP client for snapshot sync")?;
     let peers = peers(genesis, me);
     for attempt in 1..=ATTEMPTS {
-        match attempt_fetch(genesis, &peers, &client, metrics, Some(shared)).await? {
+        match attempt_fetch(genesis, &peers, &client, metrics, Some(shared), above).await? {
             Attempt::Fetched(manifest, chunks, p) => {
                 let height = manifest.checkpoint.height;
                 let root = manifest.opening.state_root;
@@ -233,7 +236,7 @@ pub async fn sync_at_genesis(
             Attempt::Incomplete => {}
         }
     }
-    warn!("no snapshot could be fetched whole; replaying blocks from genesis");
+    warn!("no snapshot could be fetched whole; replaying blocks");
     Ok(None)
 }
 
@@ -254,7 +257,7 @@ pub async fn fetch_snapshot(
         .collect();
     let metrics = Metrics::new();
     for _ in 1..=ATTEMPTS {
-        match attempt_fetch(genesis, &peers, &client, &metrics, None).await? {
+        match attempt_fetch(genesis, &peers, &client, &metrics, None, Height(0)).await? {
             Attempt::Fetched(m, chunks, _) => return Ok(Some((*m, chunks))),
             Attempt::NoSnapshot => return Ok(None),
             Attempt::Incomplete => {}
@@ -278,6 +281,7 @@ async fn attempt_fetch(
     client: &reqwest::Client,
     metrics: &Metrics,
     shared: Option<&Shared>,
+    above: Height,
 ) -> anyhow::Result<Attempt> {
     let mut asks = tokio::task::JoinSet::new();
     for (id, url) in peers.iter().cloned() {
@@ -288,8 +292,15 @@ async fn attempt_fetch(
     while let Some(r) = asks.join_next().await {
         found.extend(r.ok().flatten());
     }
-    let Some((height, manifest)) = found.into_iter().max_by_key(|(h, _)| *h) else {
-        info!("no peer serves a snapshot that verifies; replaying blocks from genesis");
+    let Some((height, manifest)) = found
+        .into_iter()
+        .filter(|(h, _)| *h > above)
+        .max_by_key(|(h, _)| *h)
+    else {
+        info!(
+            above = above.0,
+            "no peer serves a snapshot above this height that verifies; replaying blocks"
+        );
         return Ok(Attempt::NoSnapshot);
     };
     let root = manifest.opening.state_root;

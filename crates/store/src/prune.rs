@@ -25,27 +25,8 @@ impl Store {
             return Ok(horizon);
         }
         let mut batch = WriteBatch::default();
-        for h in horizon.0..target.0 {
-            let h = Height(h);
-            let Some(block) = self.block(h)? else {
-                return Err(StoreError::Inconsistent {
-                    path: self.path.clone(),
-                    problem: format!("block {h} is missing above the horizon {horizon}"),
-                });
-            };
-            let results = self.results(h)?.unwrap_or_default();
-            for (tx, result) in block.txs.iter().zip(&results) {
-                if result.is_applied() {
-                    batch.delete_cf(self.cf(TX_INDEX), tx_hash(tx).as_bytes());
-                    batch.delete_cf(self.cf(NONCE_INDEX), nonce_key(&tx.sender, tx.nonce));
-                }
-            }
-            batch.delete_cf(self.cf(BLOCK_INDEX), block.digest().as_bytes());
-        }
+        self.delete_blocks(&mut batch, horizon, target)?;
         let (from, to) = (height_key(horizon), height_key(target));
-        for cf in [BLOCKS, CERTS, RESULTS, OPENINGS] {
-            batch.delete_range_cf(self.cf(cf), from, to);
-        }
         batch.put_cf(self.cf(META), HORIZON_KEY, to);
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
@@ -58,5 +39,38 @@ impl Store {
                 .compact_range_cf(self.cf(cf), Some(&from[..]), Some(&to[..]));
         }
         Ok(target)
+    }
+
+    /// Adds to `batch` the removal of blocks `from..to` with their certificates, results,
+    /// openings, digest-index and tx/nonce index entries (pruning, and a store jumping to
+    /// a snapshot).
+    pub(crate) fn delete_blocks(
+        &self,
+        batch: &mut WriteBatch,
+        from: Height,
+        to: Height,
+    ) -> Result<(), StoreError> {
+        for h in from.0..to.0 {
+            let h = Height(h);
+            let Some(block) = self.block(h)? else {
+                return Err(StoreError::Inconsistent {
+                    path: self.path.clone(),
+                    problem: format!("block {h} is missing above the horizon {from}"),
+                });
+            };
+            let results = self.results(h)?.unwrap_or_default();
+            for (tx, result) in block.txs.iter().zip(&results) {
+                if result.is_applied() {
+                    batch.delete_cf(self.cf(TX_INDEX), tx_hash(tx).as_bytes());
+                    batch.delete_cf(self.cf(NONCE_INDEX), nonce_key(&tx.sender, tx.nonce));
+                }
+            }
+            batch.delete_cf(self.cf(BLOCK_INDEX), block.digest().as_bytes());
+        }
+        let (from, to) = (height_key(from), height_key(to));
+        for cf in [BLOCKS, CERTS, RESULTS, OPENINGS] {
+            batch.delete_range_cf(self.cf(cf), from, to);
+        }
+        Ok(())
     }
 }

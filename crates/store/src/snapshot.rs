@@ -457,7 +457,8 @@ impl Store {
         }
     }
 
-    /// Installs a snapshot into a store at genesis: `manifest` and `chunks` must already
+    /// Installs a snapshot into a store at genesis, or into one below its height (a
+    /// validator far behind jumps; see below): `manifest` and `chunks` must already
     /// be verified against the genesis validators (the caller did, chunk by chunk). The
     /// store checks again that the chunks tile every bucket and hash to the opening's
     /// state root, then writes everything in one synced batch.
@@ -472,9 +473,9 @@ impl Store {
             path: self.path.clone(),
             problem,
         };
-        if tip.height != Height(0) {
+        if tip.height >= h {
             return Err(refuse(format!(
-                "a snapshot installs only into a store at genesis; this one is at height {}",
+                "a snapshot at height {h} installs only into a store below it; this one is at height {}",
                 tip.height
             )));
         }
@@ -528,6 +529,37 @@ impl Store {
         let end = [0xffu8; PUBLIC_KEY_LEN + stele_types::tx::MAX_RECORD_KEY_LEN + 1];
         batch.delete_range_cf(self.cf(ACCOUNTS), &[][..], &end[..]);
         batch.delete_range_cf(self.cf(RECORDS), &[][..], &end[..]);
+        let jump = tip.height > Height(0);
+        if jump {
+            // The snapshots it kept of its old chain go first: a crash after this
+            // leaves the old store without them, which is still a whole store.
+            let mut kept = self.lock_snapshots();
+            let dir = kept.config.as_ref().map(|c| c.dir.clone());
+            let old: Vec<Height> = kept.kept.keys().copied().collect();
+            for k in old {
+                drop(kept.kept.remove(&k));
+                if let Some(dir) = &dir {
+                    remove(&dir.join(k.0.to_string()))?;
+                }
+            }
+        }
+        if jump {
+            // A validator far behind jumps: its chain below the snapshot goes (the
+            // peers pruned what lies between), with the snapshots it kept of it. Its
+            // own consensus record stays, but for the votes at or below the new stable
+            // checkpoint, which it can never be asked for again: the views it left
+            // still bind it (safety rule 3), so it needs no recovery gate.
+            self.delete_blocks(&mut batch, self.horizon()?, tip.height.next())?;
+            batch.delete_range_cf(
+                self.cf(META),
+                snapshot_cert_key(Height(0)),
+                snapshot_cert_key(Height(u64::MAX)),
+            );
+            batch.delete_cf(self.cf(META), snapshot_cert_key(Height(u64::MAX)));
+            for tag in DurableKey::GC_TAGS {
+                batch.delete_range_cf(self.cf(CONSENSUS), vec![tag], DurableKey::gc_bound(tag, h));
+            }
+        }
         for c in chunks {
             for (_, bucket) in &c.buckets {
                 for (key, account) in &bucket.accounts {

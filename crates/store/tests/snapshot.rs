@@ -155,7 +155,7 @@ fn a_snapshot_is_kept_at_checkpoints_served_while_the_store_moves_on_and_install
     assert!(b.install_snapshot(&manifest, &forged).is_err());
     assert!(
         a.install_snapshot(&manifest, &chunks).is_err(),
-        "not at genesis"
+        "not below the snapshot"
     );
     assert_eq!(b.latest_height(), Height(0));
     assert_eq!(
@@ -279,4 +279,102 @@ fn pruning_removes_blocks_and_their_index_entries_below_the_horizon() {
     let s = open_kept(dir.path());
     assert_eq!(s.horizon().unwrap(), Height(18));
     assert_eq!(s.latest_height(), Height(21));
+}
+
+/// A store far behind (its peers pruned what it would replay) jumps to a snapshot over
+/// its own data: its old chain and the snapshots it kept of it go, its consensus record
+/// keeps the views it left but drops the votes at or below the new stable checkpoint,
+/// and it continues the chain and reopens with the full check as a chain from there.
+#[test]
+fn a_store_far_behind_jumps_to_a_snapshot_keeping_the_views_it_left() {
+    use stele_types::{DurableEntry, Signature, Signed, ViewNumber};
+    let g = genesis3();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut mem = MemState::genesis(&g);
+    let adir = tempfile::tempdir().unwrap();
+    let a = open_kept(adir.path());
+    let blocks: Vec<Block> = (0..11).map(|_| step(&a, &mut mem, &mut rng)).collect();
+    stable(&a, 9);
+    let manifest = a.snapshot_manifest().unwrap().unwrap();
+    assert_eq!(manifest.checkpoint.height, Height(9));
+    let chunks = all_chunks(&a, &manifest);
+
+    // B followed the same chain to height 4 (a stable checkpoint and a kept snapshot at
+    // 3), with a PREPARE it sent at 5 and the view it left on disk.
+    let bdir = tempfile::tempdir().unwrap();
+    let b = open_kept(bdir.path());
+    let commit = |s: &Store, block: &Block| {
+        let e = execute(block, s, &params3()).unwrap();
+        s.commit_block(
+            block,
+            &cert(block),
+            &e.results,
+            &e.changes,
+            e.state_digest,
+            e.opening.as_ref(),
+        )
+        .unwrap();
+    };
+    for block in &blocks[..4] {
+        commit(&b, block);
+    }
+    stable(&b, 3);
+    let pp = Signed {
+        value: stele_types::PrePrepare {
+            view: ViewNumber(2),
+            height: Height(5),
+            digest: blocks[4].digest(),
+        },
+        signature: Signature([7; 64]),
+    };
+    let vote = DurableEntry::PrepareSent {
+        prepare: Signed {
+            value: stele_types::Prepare {
+                view: ViewNumber(2),
+                height: Height(5),
+                digest: blocks[4].digest(),
+                replica: stele_types::ReplicaId(1),
+            },
+            signature: Signature([8; 64]),
+        },
+        pre_prepare: pp,
+        body: blocks[4].clone(),
+    };
+    let left = DurableEntry::ViewChangeSent {
+        view: ViewNumber(3),
+    };
+    b.persist(&[vote.clone(), left.clone()]).unwrap();
+    assert_eq!(b.snapshot_heights(), vec![Height(3)]);
+
+    b.install_snapshot(&manifest, &chunks).unwrap();
+    assert_eq!(b.tip(), (Height(9), manifest.checkpoint.state_digest));
+    assert_eq!(b.horizon().unwrap(), Height(9));
+    for h in 1..9 {
+        assert_eq!(b.block(Height(h)).unwrap(), None, "block {h}");
+        assert_eq!(b.certificate(Height(h)).unwrap(), None, "certificate {h}");
+    }
+    assert!(b.snapshot_heights().is_empty());
+    assert!(!bdir.path().join("snapshots/3").exists());
+    let durable = b.durable_entries().unwrap();
+    assert!(durable.contains(&left), "{durable:?}");
+    assert!(!durable.contains(&vote), "{durable:?}");
+    assert_eq!(
+        b.stable_checkpoint().unwrap(),
+        Some(manifest.checkpoint.clone())
+    );
+    // Not again, nor backwards.
+    assert!(b.install_snapshot(&manifest, &chunks).is_err());
+    // It continues the same chain and reopens as a chain from height 9.
+    for block in &blocks[9..] {
+        commit(&b, block);
+        assert_eq!(
+            b.state_digest(block.height()).unwrap(),
+            a.state_digest(block.height()).unwrap()
+        );
+    }
+    drop(b);
+    let b = open_kept(bdir.path());
+    assert_eq!(b.tip(), a.tip());
+    assert_eq!(b.horizon().unwrap(), Height(9));
+    assert!(b.durable_entries().unwrap().contains(&left));
 }
