@@ -318,12 +318,11 @@ impl Load {
                         if stop.load(Ordering::Relaxed) {
                             return;
                         }
-                        let hashes: Vec<TxHash> =
-                            pending.iter().map(stele_types::tx_hash).collect();
                         // A refusal (a node down, a nonce still gapped) or a timeout only
-                        // means: ask again.
+                        // means: ask again. A tx lost with the mempools of validators that
+                        // restarted is sent again by `wait_for_txs`.
                         let _ = c.submit_many(&pending).await;
-                        let results = c.wait_for(&hashes).await;
+                        let results = c.wait_for_txs(&pending).await;
                         let mut again = Vec::new();
                         for (tx, r) in pending.into_iter().zip(results) {
                             match r {

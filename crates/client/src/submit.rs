@@ -506,11 +506,7 @@ impl Client {
     /// only when no validator answered a part at all.
     pub async fn submit_batch(&self, txs: &[Transaction]) -> Result<Batch, ClientError> {
         let deadline = Instant::now() + self.config().wait_timeout;
-        let encoding = if self.config().binary_batches {
-            Encoding::Binary
-        } else {
-            Encoding::Json
-        };
+        let encoding = self.batch_encoding();
         let mut out = Batch {
             hashes: Vec::with_capacity(txs.len()),
             refused: Vec::new(),
@@ -571,6 +567,10 @@ impl Client {
 
     /// Waits for f+1 matching receipts for each of `hashes`, at most `max_in_flight` at a
     /// time, all within `wait_timeout` from now. The results are in `hashes` order.
+    ///
+    /// Holding only hashes, it cannot send a tx again: a tx every validator lost (all of
+    /// them restarted with it in their mempools) waits out the whole timeout. A caller
+    /// that still has the txs should use [`Client::wait_for_txs`].
     pub async fn wait_for(&self, hashes: &[TxHash]) -> Vec<Result<Confirmed, ClientError>> {
         self.wait_for_until(hashes, Instant::now() + self.config().wait_timeout)
             .await
@@ -582,16 +582,58 @@ impl Client {
         hashes: &[TxHash],
         deadline: Instant,
     ) -> Vec<Result<Confirmed, ClientError>> {
+        let items = hashes.iter().map(|h| (TxId::hash(*h), None)).collect();
+        self.wait_all(items, deadline).await
+    }
+
+    /// Waits, like [`Client::wait_for`], for the txs a [`Client::submit_many`] sent; a
+    /// validator that says it has never seen one gets it again, first `resend_interval`
+    /// after this call and at most every `resend_interval` after that. A validator's
+    /// mempool dies with it, so without this a tx lost in a restart of every validator
+    /// would never commit.
+    pub async fn wait_for_txs(&self, txs: &[Transaction]) -> Vec<Result<Confirmed, ClientError>> {
+        let deadline = Instant::now() + self.config().wait_timeout;
+        let encoding = self.batch_encoding();
+        let items = txs
+            .iter()
+            .map(|tx| {
+                let body = SubmitBody::new(std::slice::from_ref(tx), encoding);
+                (TxId::of(tx), Some(Arc::new(body)))
+            })
+            .collect();
+        self.wait_all(items, deadline).await
+    }
+
+    fn batch_encoding(&self) -> Encoding {
+        if self.config().binary_batches {
+            Encoding::Binary
+        } else {
+            Encoding::Json
+        }
+    }
+
+    async fn wait_all(
+        &self,
+        items: Vec<(TxId, Option<Arc<SubmitBody>>)>,
+        deadline: Instant,
+    ) -> Vec<Result<Confirmed, ClientError>> {
         let started = Instant::now();
+        let hashes: Vec<TxHash> = items.iter().map(|(id, _)| id.hash).collect();
         let permits = Arc::new(Semaphore::new(self.config().max_in_flight.max(1)));
         let mut set = JoinSet::new();
-        for (i, hash) in hashes.iter().copied().enumerate() {
+        for (i, (id, body)) in items.into_iter().enumerate() {
             let (c, permits) = (self.clone(), Arc::clone(&permits));
             set.spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = permits.acquire_owned().await;
-                let mut w = Waiter::new(&c, TxId::hash(hash));
-                (i, c.poll(&mut w, None, deadline, started, true).await)
+                let mut w = Waiter::new(&c, id);
+                // The validators it went to admitted it a moment ago; one that does not
+                // know it yet is most likely still receiving the relay.
+                w.last_resend.fill(Some(started));
+                (
+                    i,
+                    c.poll(&mut w, body.as_ref(), deadline, started, true).await,
+                )
             });
         }
         let mut out: Vec<Option<Result<Confirmed, ClientError>>> =
@@ -604,7 +646,7 @@ impl Client {
             }
         }
         out.into_iter()
-            .zip(hashes)
+            .zip(&hashes)
             .map(|(r, h)| {
                 r.unwrap_or_else(|| {
                     Err(ClientError::Timeout {
