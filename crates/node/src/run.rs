@@ -133,6 +133,9 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         warn!("sync = false: commits are not synced to disk; a crash may lose acknowledged blocks and sent votes. Benchmarks only.");
     }
     let store = Arc::new(store);
+    store
+        .start_background()
+        .context("starting the store's background thread")?;
     let key = Arc::new(key);
     let start = Instant::now();
     let socket = std::net::UdpSocket::bind(&p2p_listen)

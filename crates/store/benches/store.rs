@@ -14,8 +14,9 @@ use stele_store::{ChunkAnswer, GenesisState, SnapshotConfig, Store, StoreConfig}
 use stele_types::snapshot::{ChunkRange, SnapshotChunk, DEFAULT_CHUNK_BITS};
 use stele_types::{
     Account, Amount, Block, CheckpointCertificate, CommitCertificate, DurableEntry, Genesis,
-    GenesisAccount, Height, Nonce, Op, Params, PrePrepare, Prepare, ReplicaId, StateChanges,
-    Transaction, TxBody, ViewNumber,
+    GenesisAccount, Height, Nonce, Op, Params, PrePrepare, Prepare, RecordKey, RecordValue,
+    ReplicaId, StateChanges, StateError, StateView, Transaction, TxBody, TxHash, TxLocation,
+    ViewNumber,
 };
 
 const TXS: usize = 1000;
@@ -388,12 +389,227 @@ fn bench_snapshot(_c: &mut Criterion) {
     );
 }
 
+/// The ledger as the store holds it, but with no state root: what execution cost before
+/// snapshots (issue 24), the baseline of [`bench_checkpoint_latency`].
+struct NoRoot<'a>(&'a Store);
+
+impl StateView for NoRoot<'_> {
+    fn account(&self, key: &PublicKey) -> Result<Option<Account>, StateError> {
+        self.0.account(key)
+    }
+    fn record(
+        &self,
+        owner: &PublicKey,
+        key: &RecordKey,
+    ) -> Result<Option<RecordValue>, StateError> {
+        self.0.record(owner, key)
+    }
+    fn tx_location(&self, hash: &TxHash) -> Result<Option<TxLocation>, StateError> {
+        self.0.tx_location(hash)
+    }
+    fn nonce_tx(&self, sender: &PublicKey, nonce: Nonce) -> Result<Option<TxHash>, StateError> {
+        self.0.nonce_tx(sender, nonce)
+    }
+    fn last_state(&self) -> Result<(Height, Digest), StateError> {
+        self.0.last_state()
+    }
+    fn state_root(&self, _: &StateChanges) -> Result<Digest, StateError> {
+        Ok(Digest::ZERO)
+    }
+}
+
+/// Percentile `p` (0–100) of sorted `xs`.
+fn percentile(xs: &[Duration], p: usize) -> Duration {
+    xs[(xs.len() - 1) * p / 100]
+}
+
+/// Issue 24's "computing the root must not stall commits", one-shot and printed (run
+/// with `STELE_BENCH_CHECKPOINT=1`; a few minutes). One validator's execute-and-commit
+/// path over 1,000,000 accounts, synced, with `config/testnet.toml`'s checkpoint interval
+/// (128), block cap (2,000) and batch delay (20 ms): transfers between random accounts
+/// arrive at `STELE_BENCH_RATE` tx/s (default 5,000); a block is cut every 20 ms (sooner
+/// when 2,000 txs wait, later while the one before still commits) and a tx's latency is
+/// from its arrival to its block's commit. Consensus itself is not in it.
+/// Run twice on fresh stores: with the state root and a snapshot at every checkpoint, and
+/// without either (execution told the root is zero, no snapshots kept).
+fn bench_checkpoint_latency(_c: &mut Criterion) {
+    if std::env::var_os("STELE_BENCH_CHECKPOINT").is_none() {
+        return;
+    }
+    const ACCOUNTS: usize = 1_000_000;
+    const INTERVAL: u64 = 128;
+    const MAX_BLOCK: usize = 2_000;
+    const BLOCK_EVERY: Duration = Duration::from_millis(20);
+    let rate: f64 = std::env::var("STELE_BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5_000.0);
+    let total: usize = std::env::var("STELE_BENCH_TXS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(200_000);
+    let mut g = Genesis {
+        accounts: (0..ACCOUNTS)
+            .map(|i| GenesisAccount {
+                key: key(i),
+                balance: Amount(1_000_000),
+            })
+            .collect(),
+        ..genesis()
+    };
+    g.params.checkpoint_interval = INTERVAL;
+    let initial = GenesisState {
+        changes: genesis_changes(&g),
+        state_digest: genesis_state_digest(&g),
+    };
+    let chain_id = ChainId::new("bench").expect("valid chain id");
+    for with_root in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = StoreConfig {
+            sync: true,
+            snapshots: with_root.then(|| SnapshotConfig {
+                dir: dir.path().join("snapshots"),
+                every: INTERVAL,
+                kept: 2,
+            }),
+            ..StoreConfig::default()
+        };
+        let store = std::sync::Arc::new(
+            Store::open(&dir.path().join("db"), &g, &initial, &config).expect("opens"),
+        );
+        if with_root {
+            // As a validator runs it.
+            store.start_background().expect("starts");
+        }
+        // A fixed LCG: both runs send the same txs at the same times.
+        let mut seed = 0x5eed_u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let mut nonces = vec![0u64; ACCOUNTS];
+        let mut latencies = Vec::with_capacity(total);
+        let mut checkpoint_blocks = Vec::new();
+        let mut checkpoint_split = (Duration::ZERO, Duration::ZERO);
+        let mut other_blocks = Vec::new();
+        let mut sent = 0usize;
+        let arrival = |i: usize| Duration::from_secs_f64(i as f64 / rate);
+        let mut last_cut = Duration::ZERO;
+        // Real time, idle gaps included: the background thread gets the idle time a
+        // validator would give it.
+        let start = Instant::now();
+        while sent < total {
+            // A block is cut every `BLOCK_EVERY`, or as soon as a full one waits, and
+            // never before the one before it committed.
+            let full = arrival((sent + MAX_BLOCK - 1).min(total - 1));
+            let cut = (last_cut + BLOCK_EVERY)
+                .min(full)
+                .max(arrival(sent))
+                .max(start.elapsed());
+            std::thread::sleep(cut.saturating_sub(start.elapsed()));
+            last_cut = cut;
+            let mut n = 0;
+            while sent + n < total && n < MAX_BLOCK && arrival(sent + n) <= cut {
+                n += 1;
+            }
+            let h = store.latest_height().next();
+            let txs: Vec<Transaction> = (0..n)
+                .map(|_| {
+                    let from = next() % ACCOUNTS;
+                    let nonce = nonces[from];
+                    nonces[from] += 1;
+                    Signed {
+                        value: TxBody {
+                            chain_id: chain_id.clone(),
+                            sender: key(from),
+                            nonce: Nonce(nonce),
+                            op: Op::Transfer {
+                                to: key(next() % ACCOUNTS),
+                                amount: Amount(1),
+                            },
+                        },
+                        signature: Signature([1; 64]),
+                    }
+                })
+                .collect();
+            let b = Block::new(h, h.0, txs);
+            let t = Instant::now();
+            let e = if with_root {
+                execute(&b, &*store, &g.params)
+            } else {
+                execute(&b, &NoRoot(&store), &g.params)
+            }
+            .expect("executes");
+            let executed = t.elapsed();
+            let opening = if with_root { e.opening.as_ref() } else { None };
+            store
+                .commit_block(
+                    &b,
+                    &cert(&b),
+                    &e.results,
+                    &e.changes,
+                    e.state_digest,
+                    opening,
+                )
+                .expect("commits");
+            let took = t.elapsed();
+            let clock = start.elapsed();
+            if h.0 % INTERVAL == 0 {
+                checkpoint_blocks.push(took);
+                checkpoint_split.0 += executed;
+                checkpoint_split.1 += took - executed;
+                store
+                    .persist_stable_checkpoint(&CheckpointCertificate {
+                        height: h,
+                        state_digest: e.state_digest,
+                        signatures: vec![],
+                    })
+                    .expect("persists");
+            } else {
+                other_blocks.push(took);
+            }
+            latencies.extend((sent..sent + n).map(|i| clock - arrival(i)));
+            sent += n;
+        }
+        latencies.sort();
+        other_blocks.sort();
+        let blocks = other_blocks.len() + checkpoint_blocks.len();
+        let slowest = checkpoint_blocks.iter().max().copied().unwrap_or_default();
+        let count = checkpoint_blocks.len().max(1) as u32;
+        let mean = checkpoint_blocks.iter().sum::<Duration>() / count;
+        eprintln!(
+            "checkpoint latency, {ACCOUNTS} accounts, {total} txs at {rate} tx/s, {}: {blocks} \
+             blocks in {:?}; tx latency p50 {:?} p90 {:?} p99 {:?} max {:?}; blocks p50 {:?} \
+             p99 {:?}; the {} checkpoint blocks mean {mean:?} (executing {:?}, committing {:?}) \
+             max {slowest:?}",
+            if with_root {
+                "state root and snapshots"
+            } else {
+                "no state root, no snapshots"
+            },
+            start.elapsed(),
+            percentile(&latencies, 50),
+            percentile(&latencies, 90),
+            percentile(&latencies, 99),
+            latencies.last().copied().unwrap_or_default(),
+            percentile(&other_blocks, 50),
+            percentile(&other_blocks, 99),
+            checkpoint_blocks.len(),
+            checkpoint_split.0 / count,
+            checkpoint_split.1 / count,
+        );
+    }
+}
+
 criterion_group!(
     benches,
     bench_commit,
     bench_durable,
     bench_reads,
     bench_state_root,
-    bench_snapshot
+    bench_snapshot,
+    bench_checkpoint_latency
 );
 criterion_main!(benches);

@@ -245,6 +245,12 @@ impl Store {
         self.prune_snapshots(&mut s)
     }
 
+    /// Every how many heights a snapshot is taken, if any are.
+    pub(crate) fn snapshot_every(&self) -> Option<u64> {
+        let s = self.lock_snapshots();
+        s.config.as_ref().map(|c| c.every).filter(|e| *e > 0)
+    }
+
     /// Whether a snapshot is kept at `h` (so `persist` stores its certificate).
     pub(crate) fn keeps_snapshot(&self, h: Height) -> bool {
         self.lock_snapshots().kept.contains_key(&h)

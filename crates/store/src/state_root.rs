@@ -1,13 +1,21 @@
 //! The state root over the store (issue 24): the tree over the bucket roots is kept in
 //! memory, built by one scan at open; a commit marks the buckets it touched, and the root at a
 //! checkpoint height rereads only those buckets (two key-range scans each).
+//!
+//! Rereading every bucket a checkpoint interval touched held the checkpoint block up for
+//! hundreds of milliseconds at a million accounts, and every tx behind it waited. A
+//! validator therefore runs [`Store::start_background`]: a thread that rereads the marked
+//! buckets as blocks commit, so the checkpoint block rereads only what the last block or
+//! two touched; and, a few blocks before a snapshot height, flushes RocksDB's memtables, so
+//! the snapshot's checkpoint at that height has little left to flush.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::MutexGuard;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use stele_crypto::{Digest, PublicKey, PUBLIC_KEY_LEN};
 use stele_types::state_root::{self, bucket_of, Bucket};
-use stele_types::{Account, RecordKey, RecordValue, StateChanges};
+use stele_types::{Account, Height, RecordKey, RecordValue, StateChanges};
 
 use crate::error::StoreError;
 use crate::keys::{ACCOUNTS, RECORDS};
@@ -15,18 +23,63 @@ use crate::store::{Store, SMALL_VALUE_LIMIT};
 
 /// The roots of the non-empty buckets with the tree over them, and the buckets changed
 /// since they were computed.
+///
+/// Invariant: a bucket not in `dirty` has its committed entries' root in `tree`. A commit
+/// marks what it wrote after writing it, and the refresher takes a bucket out of `dirty`
+/// before rereading it, so a write it might have missed marks the bucket again.
 #[derive(Debug)]
 pub(crate) struct StateBuckets {
     tree: state_root::BucketTree,
     dirty: BTreeSet<u16>,
+    /// The tree `state_root_after` last computed and its root: a checkpoint block's
+    /// snapshot keeps it (the live tree may have moved on by the time the block commits).
+    computed: Option<(Digest, state_root::BucketTree)>,
 }
 
 impl Default for StateBuckets {
     fn default() -> Self {
+        StateBuckets::new(state_root::BucketTree::new(&BTreeMap::new()))
+    }
+}
+
+impl StateBuckets {
+    fn new(tree: state_root::BucketTree) -> Self {
         StateBuckets {
-            tree: state_root::BucketTree::new(&BTreeMap::new()),
+            tree,
             dirty: BTreeSet::new(),
+            computed: None,
         }
+    }
+}
+
+/// Most buckets one refresh step rereads while holding the refresh lock: a checkpoint's
+/// root waits for at most one step.
+const REFRESH_STEP: usize = 256;
+/// How many blocks before a snapshot height the memtables are flushed.
+const PREFLUSH_BLOCKS: u64 = 8;
+/// The longest the background thread sleeps without a commit to wake it.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// Wakes the background thread after a commit.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    committed: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Wake {
+    pub(crate) fn notify(&self) {
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_one();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let guard = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut woken, _) = self
+            .cond
+            .wait_timeout_while(guard, timeout, |c| !*c)
+            .unwrap_or_else(|e| e.into_inner());
+        *woken = false;
     }
 }
 
@@ -64,37 +117,105 @@ impl Store {
         for (b, bucket) in all {
             roots.insert(b, bucket.root());
         }
-        *self.lock_buckets() = StateBuckets {
-            tree: state_root::BucketTree::new(&roots),
-            dirty: BTreeSet::new(),
-        };
+        let _refresh = self.lock_refresh();
+        *self.lock_buckets() = StateBuckets::new(state_root::BucketTree::new(&roots));
         Ok(())
     }
 
     /// Replaces the tree (a snapshot just installed: every bucket's root is in it).
     pub(crate) fn set_tree(&self, tree: state_root::BucketTree) {
-        *self.lock_buckets() = StateBuckets {
-            tree,
-            dirty: BTreeSet::new(),
-        };
+        let _refresh = self.lock_refresh();
+        *self.lock_buckets() = StateBuckets::new(tree);
     }
 
-    /// The tree as of the last committed checkpoint height (right after its commit).
-    pub(crate) fn tree_now(&self) -> state_root::BucketTree {
-        self.lock_buckets().tree.clone()
-    }
-
-    /// Marks the buckets a committed block changed.
-    pub(crate) fn mark_changed(&self, changes: &StateChanges) {
+    /// The tree `state_root_after` computed, if its root is `root`.
+    pub(crate) fn computed_tree(&self, root: &Digest) -> Option<state_root::BucketTree> {
         let mut b = self.lock_buckets();
-        b.dirty.extend(changes.accounts.keys().map(bucket_of));
-        b.dirty
-            .extend(changes.records.keys().map(|(o, _)| bucket_of(o)));
+        b.computed.take().filter(|(r, _)| r == root).map(|(_, t)| t)
+    }
+
+    fn lock_refresh(&self) -> MutexGuard<'_, ()> {
+        self.refresh_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the buckets a committed block changed (after its write).
+    pub(crate) fn mark_changed(&self, changes: &StateChanges) {
+        {
+            let mut b = self.lock_buckets();
+            b.dirty.extend(changes.accounts.keys().map(bucket_of));
+            b.dirty
+                .extend(changes.records.keys().map(|(o, _)| bucket_of(o)));
+        }
+        self.wake.notify();
+    }
+
+    /// Starts the background thread (see the module doc). It holds the store only while
+    /// it works: when the last other handle goes, it ends.
+    pub fn start_background(self: &Arc<Self>) -> std::io::Result<()> {
+        let store = Arc::downgrade(self);
+        let wake = Arc::clone(&self.wake);
+        std::thread::Builder::new()
+            .name("state-root".into())
+            .spawn(move || background(store, wake))
+            .map(drop)
+    }
+
+    /// Rereads up to [`REFRESH_STEP`] marked buckets; whether marked ones remain.
+    pub(crate) fn refresh_step(&self) -> Result<bool, StoreError> {
+        let _refresh = self.lock_refresh();
+        let todo: Vec<u16> = {
+            let mut b = self.lock_buckets();
+            let todo: Vec<u16> = b.dirty.iter().take(REFRESH_STEP).copied().collect();
+            for bucket in &todo {
+                b.dirty.remove(bucket);
+            }
+            todo
+        };
+        let mut roots = Vec::with_capacity(todo.len());
+        for bucket in &todo {
+            match self.read_bucket(*bucket) {
+                Ok(entries) => roots.push((*bucket, (!entries.is_empty()).then(|| entries.root()))),
+                Err(e) => {
+                    // Not reread: marked again, so its stale root is never trusted.
+                    self.lock_buckets().dirty.extend(todo.iter().copied());
+                    return Err(e);
+                }
+            }
+        }
+        let mut b = self.lock_buckets();
+        for (bucket, root) in roots {
+            // Marked again while it was read: a commit may have come after the read.
+            if !b.dirty.contains(&bucket) {
+                b.tree.set(bucket, root);
+            }
+        }
+        Ok(!b.dirty.is_empty())
+    }
+
+    /// Flushes the memtables when a snapshot height is at most [`PREFLUSH_BLOCKS`]
+    /// above the tip and they were not flushed for it yet.
+    fn preflush(&self, flushed_for: &mut Height) -> Result<(), StoreError> {
+        let Some(every) = self.snapshot_every() else {
+            return Ok(());
+        };
+        let tip = self.latest_height();
+        let next = Height((tip.0 / every + 1).saturating_mul(every));
+        if next.0 - tip.0 > PREFLUSH_BLOCKS || *flushed_for == next {
+            return Ok(());
+        }
+        *flushed_for = next;
+        for cf in crate::keys::COLUMN_FAMILIES {
+            self.db
+                .flush_cf(self.cf(cf))
+                .map_err(|e| self.rocks("flush before a snapshot", cf, e))?;
+        }
+        Ok(())
     }
 
     /// The state root with `changes` (a block executed but not yet committed) applied
     /// over the committed state.
     pub fn state_root_after(&self, changes: &StateChanges) -> Result<Digest, StoreError> {
+        let _refresh = self.lock_refresh();
         let mut b = self.lock_buckets();
         let pending = changed(changes);
         let todo: BTreeSet<u16> = b.dirty.iter().chain(pending.keys()).copied().collect();
@@ -113,7 +234,9 @@ impl Store {
         // `changes` are not committed yet: their buckets are read again next time, so a
         // block executed but never committed cannot leave a wrong root behind.
         b.dirty = pending.keys().copied().collect();
-        Ok(b.tree.root())
+        let root = b.tree.root();
+        b.computed = Some((root, b.tree.clone()));
+        Ok(root)
     }
 
     /// One bucket's committed entries, in key order.
@@ -184,6 +307,32 @@ impl Store {
         let key = RecordKey::new(key.to_vec()).map_err(|_| bad("record key too long"))?;
         let value: RecordValue = self.decode_value(RECORDS, k, v, SMALL_VALUE_LIMIT)?;
         Ok(((PublicKey(owner), key), value))
+    }
+}
+
+/// The background thread's loop: reread marked buckets, flush ahead of a snapshot, sleep
+/// until the next commit.
+fn background(store: Weak<Store>, wake: Arc<Wake>) {
+    let mut flushed_for = Height(0);
+    loop {
+        let Some(s) = store.upgrade() else {
+            return;
+        };
+        let more = match s.refresh_step() {
+            Ok(more) => more,
+            Err(e) => {
+                // The checkpoint's own root rereads what is still marked, and reports it.
+                tracing::warn!(error = %e, "rereading state buckets in the background failed");
+                false
+            }
+        };
+        if let Err(e) = s.preflush(&mut flushed_for) {
+            tracing::warn!(error = %e, "flushing before a snapshot failed");
+        }
+        drop(s);
+        if !more {
+            wake.wait(IDLE_WAIT);
+        }
     }
 }
 

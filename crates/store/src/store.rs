@@ -7,7 +7,7 @@
 //! synced (unless the config turns sync off, which gives up durability).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode,
@@ -115,6 +115,11 @@ pub struct Store {
     pub(crate) durable_lock: Mutex<()>,
     /// The state root's buckets (`state_root.rs`).
     pub(crate) buckets: Mutex<crate::state_root::StateBuckets>,
+    /// Held while bucket roots are recomputed from the store, so a refresh step and a
+    /// checkpoint's root never interleave.
+    pub(crate) refresh_lock: Mutex<()>,
+    /// Wakes the background thread after a commit.
+    pub(crate) wake: Arc<crate::state_root::Wake>,
     /// The snapshots kept to serve.
     pub(crate) snapshots: Mutex<crate::snapshot::Snapshots>,
 }
@@ -216,6 +221,8 @@ impl Store {
             }),
             durable_lock: Mutex::new(()),
             buckets: Mutex::new(Default::default()),
+            refresh_lock: Mutex::new(()),
+            wake: Arc::default(),
             snapshots: Mutex::new(Default::default()),
         };
         let tip = match store.get_block_entry(Height(0))? {
@@ -353,9 +360,12 @@ impl Store {
         self.mark_changed(changes);
         if let Some(o) = opening {
             // Still holding the tip: no later height commits before the state is kept.
-            let tree = self.tree_now();
-            debug_assert_eq!(tree.root(), o.state_root, "the root execution computed");
-            if tree.root() == o.state_root {
+            let tree = self.computed_tree(&o.state_root);
+            debug_assert!(
+                tree.is_some(),
+                "the root execution computed is the last one"
+            );
+            if let Some(tree) = tree {
                 self.keep_snapshot(height, tree)?;
             }
         }

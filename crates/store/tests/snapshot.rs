@@ -52,15 +52,7 @@ fn step(s: &Store, mem: &mut MemState, rng: &mut ChaCha8Rng) -> Block {
     txs.insert(0, put(a, n, format!("k{h}").as_bytes(), b"v"));
     let block = Block::new(h, 1_700_000_000_000 + h.0, txs);
     let e = execute(&block, s, &params3()).unwrap();
-    s.commit_block(
-        &block,
-        &cert(&block),
-        &e.results,
-        &e.changes,
-        e.state_digest,
-        e.opening.as_ref(),
-    )
-    .unwrap();
+    commit(s, &block, &e);
     let me = execute(&block, &*mem, &params3()).unwrap();
     mem.apply(&block, &me);
     block

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use stele_crypto::{Digest, Signature, Signed};
 use stele_ledger::{execute, MemState};
-use stele_store::{Store, StoreConfig, StoreError, COLUMN_FAMILIES};
+use stele_store::{SnapshotConfig, Store, StoreConfig, StoreError, COLUMN_FAMILIES};
 use stele_types::{
     Block, CheckpointCertificate, DurableEntry, Height, NewView, PrePrepare, Prepare,
     PreparedCertificate, RecordKey, ReplicaId, StateView, TxResult, ViewNumber,
@@ -633,15 +633,7 @@ fn the_state_root_at_checkpoint_heights_matches_memory_and_survives_reopen() {
         if e.opening.is_some() {
             roots += 1;
         }
-        s.commit_block(
-            &block,
-            &cert(&block),
-            &e.results,
-            &e.changes,
-            e.state_digest,
-            e.opening.as_ref(),
-        )
-        .unwrap();
+        commit(s, &block, &e);
         mem.apply(&block, &me);
     };
     {
@@ -663,6 +655,65 @@ fn the_state_root_at_checkpoint_heights_matches_memory_and_survives_reopen() {
         assert_eq!(o.height, Height(h));
     }
     assert_eq!(s.state_opening(Height(4)).unwrap(), None);
+    assert_eq!(
+        s.state_root_after(&Default::default()).unwrap(),
+        mem.state_root(&Default::default()).unwrap()
+    );
+}
+
+/// With the background thread rereading changed buckets while blocks commit (as a
+/// validator runs it), every checkpoint's root is still the one `MemState` computes from
+/// scratch, and each snapshot height keeps its snapshot. Blocks commit with short random
+/// pauses, so the thread's rereads land before, during and after commits.
+#[test]
+fn the_background_refresh_never_changes_a_checkpoint_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    let p = stele_types::Params {
+        checkpoint_interval: 3,
+        ..params()
+    };
+    let config = StoreConfig {
+        snapshots: Some(SnapshotConfig {
+            dir: dir.path().join("snapshots"),
+            every: 3,
+            kept: 2,
+        }),
+        ..StoreConfig::default()
+    };
+    let s = std::sync::Arc::new(open_with(&dir.path().join("db"), &g, &config).unwrap());
+    s.start_background().unwrap();
+    let mut mem = MemState::genesis(&g);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut checked = 0;
+    for i in 0..60u64 {
+        let h = s.latest_height().next();
+        let mut txs = random_txs(&*s, &mut rng, 25);
+        if i % 2 == 0 {
+            let a = sender(0);
+            let n = s.account_of(&a).unwrap().map_or(0, |x| x.nonce.0);
+            txs.insert(0, put(a, n, format!("k{i}").as_bytes(), b"v"));
+        }
+        let block = Block::new(h, 1_700_000_000_000 + h.0, txs);
+        let pause = rand::Rng::gen_range(&mut rng, 0..3_000);
+        std::thread::sleep(std::time::Duration::from_micros(pause));
+        let e = execute(&block, &*s, &p).unwrap();
+        let me = execute(&block, &mem, &p).unwrap();
+        assert_eq!(e, me, "height {h}");
+        commit(&s, &block, &e);
+        mem.apply(&block, &me);
+        if e.opening.is_some() {
+            checked += 1;
+            assert!(s.snapshot_heights().contains(&h), "no snapshot kept at {h}");
+            s.persist_stable_checkpoint(&stele_types::CheckpointCertificate {
+                height: h,
+                state_digest: e.state_digest,
+                signatures: vec![],
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(checked, 20);
     assert_eq!(
         s.state_root_after(&Default::default()).unwrap(),
         mem.state_root(&Default::default()).unwrap()

@@ -159,15 +159,20 @@ pub fn commit_next(store: &Store, txs: Vec<Transaction>) -> (Block, Execution) {
     let h = store.latest_height().next();
     let block = Block::new(h, 1_700_000_000_000 + h.0, txs);
     let e = execute(&block, store, &params()).unwrap();
+    commit(store, &block, &e);
+    (block, e)
+}
+
+/// Commits `block` as `e` executed it.
+pub fn commit(store: &Store, block: &Block, e: &Execution) {
     store
         .commit_block(
-            &block,
-            &cert(&block),
+            block,
+            &cert(block),
             &e.results,
             &e.changes,
             e.state_digest,
             e.opening.as_ref(),
         )
         .unwrap();
-    (block, e)
 }
