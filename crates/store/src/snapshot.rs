@@ -200,8 +200,7 @@ impl Store {
     /// Keeps the state just committed at checkpoint height `h`, if it is a snapshot
     /// height (called by `commit_block` before the next height can commit).
     pub(crate) fn keep_snapshot(&self, h: Height, tree: BucketTree) -> Result<(), StoreError> {
-        let mut s = self.lock_snapshots();
-        let Some(config) = s.config.clone() else {
+        let Some(config) = self.lock_snapshots().config.clone() else {
             return Ok(());
         };
         if config.every == 0 || h.0 % config.every != 0 {
@@ -216,13 +215,18 @@ impl Store {
         if path.exists() {
             // Left by a crash after the checkpoint was taken but before this height's
             // commit was durable: it may hold another state.
-            s.kept.remove(&h);
+            drop(self.lock_snapshots().kept.remove(&h));
             remove(&path)?;
         }
+        // Not holding the snapshots' lock: `persist` takes it, and votes wait for that.
         rocksdb::checkpoint::Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(&path))
             .map_err(|e| fail("take a checkpoint of the store", e))?;
         let db = read_only(&path).map_err(|e| fail("open the snapshot just taken", e))?;
+        // With `persist`'s lock: a stable certificate for `h` is either already stored
+        // (and stored again below) or persisted after this, seeing `h` kept.
+        let _durable = self.durable_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock_snapshots();
         s.kept.insert(
             h,
             Kept {
@@ -253,7 +257,9 @@ impl Store {
 
     /// Whether a snapshot is kept at `h` (so `persist` stores its certificate).
     pub(crate) fn keeps_snapshot(&self, h: Height) -> bool {
-        self.lock_snapshots().kept.contains_key(&h)
+        // One still being taken counts: `keep_snapshot` may have checked for a stable
+        // certificate before this one was persisted.
+        self.pending_snapshot_height() == Some(h) || self.lock_snapshots().kept.contains_key(&h)
     }
 
     /// [`Store::prune_snapshots`], after a new stable checkpoint.

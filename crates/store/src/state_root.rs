@@ -10,6 +10,7 @@
 //! the snapshot's checkpoint at that height has little left to flush.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ impl StateBuckets {
         }
     }
 }
+
+/// The tree over the bucket roots.
+pub(crate) type Tree = state_root::BucketTree;
 
 /// Most buckets one refresh step rereads while holding the refresh lock: a checkpoint's
 /// root waits for at most one step.
@@ -156,8 +160,61 @@ impl Store {
         let wake = Arc::clone(&self.wake);
         std::thread::Builder::new()
             .name("state-root".into())
-            .spawn(move || background(store, wake))
-            .map(drop)
+            .spawn(move || background(store, wake))?;
+        self.background.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, Option<(Height, Option<Tree>)>> {
+        self.pending_snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the snapshot of checkpoint height `h`, just committed: handed to the
+    /// background thread when it runs (the RocksDB checkpoint flushes and links files for
+    /// tens of milliseconds, beside the next block's execution), else at once.
+    pub(crate) fn snapshot_at(&self, h: Height, tree: Tree) -> Result<(), StoreError> {
+        let due = self.snapshot_every().is_some_and(|e| h.0 % e == 0);
+        if !due || !self.background.load(Ordering::SeqCst) {
+            return self.keep_snapshot(h, tree);
+        }
+        *self.lock_pending() = Some((h, Some(tree)));
+        self.wake.notify();
+        Ok(())
+    }
+
+    /// Waits until no snapshot is pending.
+    pub(crate) fn wait_for_snapshot(&self) {
+        let mut p = self.lock_pending();
+        while p.is_some() {
+            p = self
+                .snapshot_kept
+                .wait(p)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The height of the snapshot still pending, if one is.
+    pub(crate) fn pending_snapshot_height(&self) -> Option<Height> {
+        self.lock_pending().as_ref().map(|(h, _)| *h)
+    }
+
+    /// Keeps the pending snapshot, if any; commits wait until it is kept (or failed).
+    fn keep_pending_snapshot(&self) {
+        let Some((h, tree)) = self
+            .lock_pending()
+            .as_mut()
+            .and_then(|(h, t)| Some((*h, t.take()?)))
+        else {
+            return;
+        };
+        if let Err(e) = self.keep_snapshot(h, tree) {
+            // The chain goes on; peers are served the snapshots kept before.
+            tracing::warn!(height = %h, error = %e, "keeping a snapshot failed");
+        }
+        *self.lock_pending() = None;
+        self.snapshot_kept.notify_all();
     }
 
     /// Rereads up to [`REFRESH_STEP`] marked buckets; whether marked ones remain.
@@ -198,7 +255,10 @@ impl Store {
         let Some(every) = self.snapshot_every() else {
             return Ok(());
         };
-        let tip = self.latest_height();
+        // A commit may hold the tip while it waits for this thread to keep a snapshot.
+        let Ok(tip) = self.tip.try_lock().map(|t| t.height) else {
+            return Ok(());
+        };
         let next = Height((tip.0 / every + 1).saturating_mul(every));
         if next.0 - tip.0 > PREFLUSH_BLOCKS || *flushed_for == next {
             return Ok(());
@@ -318,6 +378,7 @@ fn background(store: Weak<Store>, wake: Arc<Wake>) {
         let Some(s) = store.upgrade() else {
             return;
         };
+        s.keep_pending_snapshot();
         let more = match s.refresh_step() {
             Ok(more) => more,
             Err(e) => {

@@ -120,6 +120,12 @@ pub struct Store {
     pub(crate) refresh_lock: Mutex<()>,
     /// Wakes the background thread after a commit.
     pub(crate) wake: Arc<crate::state_root::Wake>,
+    /// The snapshot height the background thread is still to keep, with its tree; the
+    /// next commit waits for it (`state_root.rs`).
+    pub(crate) pending_snapshot: Mutex<Option<(Height, Option<crate::state_root::Tree>)>>,
+    pub(crate) snapshot_kept: std::sync::Condvar,
+    /// Whether the background thread runs: without it, snapshots are kept inline.
+    pub(crate) background: std::sync::atomic::AtomicBool,
     /// The snapshots kept to serve.
     pub(crate) snapshots: Mutex<crate::snapshot::Snapshots>,
 }
@@ -223,6 +229,9 @@ impl Store {
             buckets: Mutex::new(Default::default()),
             refresh_lock: Mutex::new(()),
             wake: Arc::default(),
+            pending_snapshot: Mutex::new(None),
+            snapshot_kept: std::sync::Condvar::new(),
+            background: Default::default(),
             snapshots: Mutex::new(Default::default()),
         };
         let tip = match store.get_block_entry(Height(0))? {
@@ -300,6 +309,8 @@ impl Store {
         opening: Option<&StateOpening>,
     ) -> Result<(), StoreError> {
         let mut tip = self.lock_tip();
+        // The snapshot of the height below must hold exactly its state.
+        self.wait_for_snapshot();
         let height = block.height();
         if height != tip.height.next() || tip.height.0 == u64::MAX {
             return Err(StoreError::OutOfOrder {
@@ -359,14 +370,15 @@ impl Store {
         };
         self.mark_changed(changes);
         if let Some(o) = opening {
-            // Still holding the tip: no later height commits before the state is kept.
+            // Still holding the tip, and the next commit waits for a snapshot the
+            // background thread takes: no later height commits before the state is kept.
             let tree = self.computed_tree(&o.state_root);
             debug_assert!(
                 tree.is_some(),
                 "the root execution computed is the last one"
             );
             if let Some(tree) = tree {
-                self.keep_snapshot(height, tree)?;
+                self.snapshot_at(height, tree)?;
             }
         }
         Ok(())

@@ -663,8 +663,9 @@ fn the_state_root_at_checkpoint_heights_matches_memory_and_survives_reopen() {
 
 /// With the background thread rereading changed buckets while blocks commit (as a
 /// validator runs it), every checkpoint's root is still the one `MemState` computes from
-/// scratch, and each snapshot height keeps its snapshot. Blocks commit with short random
-/// pauses, so the thread's rereads land before, during and after commits.
+/// scratch, and each snapshot height keeps its snapshot, with its certificate. Blocks
+/// commit with short random pauses, so the thread's rereads and snapshots land before,
+/// during and after commits.
 #[test]
 fn the_background_refresh_never_changes_a_checkpoint_root() {
     let dir = tempfile::tempdir().unwrap();
@@ -686,7 +687,8 @@ fn the_background_refresh_never_changes_a_checkpoint_root() {
     let mut mem = MemState::genesis(&g);
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let mut checked = 0;
-    for i in 0..60u64 {
+    let mut awaiting = None;
+    for i in 0..61u64 {
         let h = s.latest_height().next();
         let mut txs = random_txs(&*s, &mut rng, 25);
         if i % 2 == 0 {
@@ -702,9 +704,13 @@ fn the_background_refresh_never_changes_a_checkpoint_root() {
         assert_eq!(e, me, "height {h}");
         commit(&s, &block, &e);
         mem.apply(&block, &me);
-        if e.opening.is_some() {
+        // The thread keeps a snapshot beside the next block; that block's commit waits.
+        if let Some(k) = awaiting.take() {
             checked += 1;
-            assert!(s.snapshot_heights().contains(&h), "no snapshot kept at {h}");
+            assert!(s.snapshot_heights().contains(&k), "no snapshot kept at {k}");
+        }
+        if e.opening.is_some() {
+            awaiting = Some(h);
             s.persist_stable_checkpoint(&stele_types::CheckpointCertificate {
                 height: h,
                 state_digest: e.state_digest,
@@ -714,6 +720,12 @@ fn the_background_refresh_never_changes_a_checkpoint_root() {
         }
     }
     assert_eq!(checked, 20);
+    // Its certificate was persisted while the snapshot was still being taken.
+    let m = s
+        .snapshot_manifest()
+        .unwrap()
+        .expect("a certified snapshot");
+    assert_eq!(m.checkpoint.height, Height(60));
     assert_eq!(
         s.state_root_after(&Default::default()).unwrap(),
         mem.state_root(&Default::default()).unwrap()
