@@ -676,12 +676,33 @@ async fn pruning_validators_answer_pruned_below_their_horizon_and_go_on() {
     }
 }
 
+/// How validator 3 is away while its peers prune past it.
+#[derive(Clone, Copy, PartialEq)]
+enum Away {
+    /// Stopped, then started again.
+    Down,
+    /// SIGSTOPped, then SIGCONTinued: it runs on, not knowing it was away.
+    Paused,
+}
+
 /// Issue 24: a validator that was down while its peers pruned past every block it
 /// lacks (its data directory intact, so not `--recover`) restarts, finds the blocks it
 /// would replay gone, installs the peers' snapshot over its own store and catches up.
 /// It keeps its own consensus record (the views it left), so it needs no recovery gate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validator_down_while_its_peers_pruned_past_it_catches_up_by_snapshot() {
+    behind_the_peers_horizon(Away::Down).await;
+}
+
+/// The same with the validator paused (a suspended VM, a stalled disk): it comes back
+/// running, far behind, asking for blocks no peer keeps. It must notice and jump to a
+/// snapshot by itself, without an operator's restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_paused_while_its_peers_pruned_past_it_catches_up_by_snapshot() {
+    behind_the_peers_horizon(Away::Paused).await;
+}
+
+async fn behind_the_peers_horizon(away: Away) {
     let _serial = SERIAL.lock().await;
     let mut net =
         Testnet::init(4, 4, "checkpoint_interval = 8\nwindow = 16").expect("testnet init");
@@ -692,7 +713,15 @@ async fn a_validator_down_while_its_peers_pruned_past_it_catches_up_by_snapshot(
     wait_connected(&net, &[0, 1, 2, 3], Duration::from_secs(60))
         .await
         .expect("the testnet connects");
-    let c = Client::from_testnet(&net.net_dir(), ClientConfig::default()).expect("client");
+    let all = Client::from_testnet(&net.net_dir(), ClientConfig::default()).expect("client");
+    // Not validator 3: a paused process accepts connections and never answers, and
+    // every request to it would wait out its timeout.
+    let c = Client::new(
+        all.genesis().clone(),
+        &net.urls()[..3],
+        ClientConfig::default(),
+    )
+    .expect("client");
     let keys: Vec<KeyPair> = (0..4).map(|j| key(&net, j)).collect();
     let mut n = 0u64;
     let mut commit_until = async |net: &Testnet, nodes: &[usize], height: u64| {
@@ -710,7 +739,15 @@ async fn a_validator_down_while_its_peers_pruned_past_it_catches_up_by_snapshot(
     };
     commit_until(&net, &[0, 1, 2, 3], 24).await;
     let down_at = same_height(&net, &[0, 1, 2, 3], 24, Duration::from_secs(60)).await;
-    net.stop(3);
+    let pid = net.pid(3).expect("validator 3 runs");
+    let signal = |s| {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, s).expect("signal validator 3");
+    };
+    match away {
+        Away::Down => drop(net.stop(3)),
+        Away::Paused => signal(nix::sys::signal::Signal::SIGSTOP),
+    }
     // Past what the peers hold back for a laggard (8 L = 128 blocks) and their
     // retain_blocks: block down_at + 1 is gone everywhere.
     commit_until(&net, &[0, 1, 2], down_at.0 + 8 * 16 + 16 + 40).await;
@@ -722,9 +759,23 @@ async fn a_validator_down_while_its_peers_pruned_past_it_catches_up_by_snapshot(
             down_at.0 + 1
         );
     }
-    net.start(3).expect("restart");
+    match away {
+        Away::Down => net.start(3).expect("restart"),
+        Away::Paused => signal(nix::sys::signal::Signal::SIGCONT),
+    }
     let top = max_height(&net, &[0, 1, 2]).await;
     let h = same_height(&net, &[0, 1, 2, 3], top, Duration::from_secs(90)).await;
+    if away == Away::Paused {
+        // Nobody restarted it: the same process started itself again.
+        assert_eq!(net.exited(3), None, "validator 3 exited");
+        assert_eq!(net.pid(3), Some(pid));
+        let log = std::fs::read_to_string(net.node_dir(3).join("node.log")).expect("log");
+        assert!(
+            log.contains("starting again to install it"),
+            "{}",
+            net.log_tail(3)
+        );
+    }
     let installed = metric(&net.url(3), "stele_snapshot_installed_height").await as u64;
     assert!(
         installed > down_at.0 && installed <= h.0,

@@ -236,6 +236,10 @@ pub enum Exit {
     Halted(String),
     /// The store failed: the node cannot go on without risking what it signed.
     StoreFailed(String),
+    /// Far behind every peer, which no longer keep the blocks it lacks, while a peer
+    /// serves a verified snapshot above them: `stele-node run` starts again in the same
+    /// process, and its start installs that snapshot.
+    Resync { height: Height, snapshot: Height },
 }
 
 /// What the HTTP API reads of the engine thread's state.

@@ -162,6 +162,18 @@ fn init_logs(filter: &str) {
         .try_init();
 }
 
+/// Replaces this process with a fresh `stele-node` run with the same arguments; returns
+/// only on failure.
+fn restart_self() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec(),
+        Err(e) => e,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -213,6 +225,19 @@ fn main() -> ExitCode {
                          restart it with --recover."
                     );
                     ExitCode::from(3)
+                }
+                Ok(Exit::Resync { height, snapshot }) => {
+                    // The same process, arguments and data directory, started afresh:
+                    // its start installs the snapshot. Every file and socket is closed on
+                    // exec, RocksDB's lock with them.
+                    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+                    eprintln!(
+                        "stele-node: at height {height}, far behind peers that serve a \
+                         snapshot at {snapshot}: starting again to install it"
+                    );
+                    let err = restart_self();
+                    eprintln!("stele-node: could not start again: {err}");
+                    ExitCode::from(1)
                 }
                 Ok(Exit::StoreFailed(e)) => {
                     eprintln!("stele-node: stopped: {e}");

@@ -12,7 +12,7 @@ use stele_ledger::{genesis_changes, genesis_state_digest};
 use stele_store::{GenesisState, SnapshotConfig, Store, StoreConfig};
 use stele_transport::{Transport, TransportConfig};
 use stele_types::api::StatusResponse;
-use stele_types::{CommittedBlock, Height, ViewNumber};
+use stele_types::{CommittedBlock, Genesis, Height, ReplicaId, ViewNumber};
 use tracing::{error, info, warn};
 
 use crate::api::{self, Api};
@@ -368,6 +368,16 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         });
     }
 
+    let (resync_tx, resync_rx) = tokio::sync::oneshot::channel::<Exit>();
+    if config.start_from_snapshot {
+        tokio::spawn(watch_far_behind(
+            genesis.clone(),
+            id,
+            shared.clone(),
+            resync_tx,
+        ));
+    }
+
     info!(
         validator = id.0,
         p2p = %p2p_listen,
@@ -379,6 +389,13 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
 
     let exit = tokio::select! {
         e = &mut exit_rx => e.unwrap_or(Exit::Stopped),
+        Ok(resync) = resync_rx => {
+            let _ = engine_tx.try_send(Input::Stop);
+            match exit_rx.await {
+                Ok(Exit::Stopped) | Err(_) => resync,
+                Ok(other) => other,
+            }
+        }
         s = shutdown_signal() => {
             info!(signal = s, "stopping");
             let _ = engine_tx.try_send(Input::Stop);
@@ -401,6 +418,67 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
         warn!(error = %e, "flushing the store at shutdown");
     }
     Ok(exit)
+}
+
+/// How long a validator far behind its peers may execute nothing before it looks for a
+/// snapshot to jump to.
+const STUCK_FOR: Duration = Duration::from_secs(10);
+
+/// Watches for a validator that runs on far behind its peers without catching up: it
+/// was paused or cut off while they moved on and pruned the blocks it would replay, so
+/// asking for them is hopeless. When its height has not moved for [`STUCK_FOR`], the
+/// honest peer height (f+1 STATUS claims, so one liar cannot trigger it) is more than
+/// 8 L above it, and a peer serves a snapshot above that line whose certificate verifies,
+/// it asks `run` to stop and start again, which installs that snapshot (the same rule a
+/// start uses: a validator within 8 L replays).
+async fn watch_far_behind(
+    genesis: Genesis,
+    id: ReplicaId,
+    shared: Arc<Shared>,
+    resync: tokio::sync::oneshot::Sender<Exit>,
+) {
+    let behind = 8 * genesis.params.window;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (Height(0), Instant::now());
+    loop {
+        tick.tick().await;
+        let height = shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .height;
+        let peers = *shared.peer_height.lock().unwrap_or_else(|e| e.into_inner());
+        if height != last.0 {
+            last = (height, Instant::now());
+            continue;
+        }
+        let line = Height(height.0.saturating_add(behind));
+        if peers <= line || last.1.elapsed() < STUCK_FOR {
+            continue;
+        }
+        match crate::snapshot_sync::highest_verified_snapshot(&genesis, id).await {
+            Some(snapshot) if snapshot > line => {
+                warn!(
+                    height = height.0,
+                    peers = peers.0,
+                    snapshot = snapshot.0,
+                    "more than 8 L behind the peers, executing nothing: restarting to install their snapshot"
+                );
+                let _ = resync.send(Exit::Resync { height, snapshot });
+                return;
+            }
+            found => {
+                info!(
+                    height = height.0,
+                    peers = peers.0,
+                    snapshot = found.map(|h| h.0),
+                    "far behind the peers, and no snapshot to jump to yet"
+                );
+                // Asked again after another STUCK_FOR.
+                last.1 = Instant::now();
+            }
+        }
+    }
 }
 
 /// Writes `name` in `dir` and syncs the file and the directory: the recovery marker must

@@ -240,6 +240,27 @@ pub async fn sync_from_snapshot(
     Ok(None)
 }
 
+/// The height of the highest snapshot any peer serves whose manifest verifies against
+/// the genesis (its checkpoint certificate holds q signatures), without fetching it.
+pub async fn highest_verified_snapshot(genesis: &Genesis, me: ReplicaId) -> Option<Height> {
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .ok()?;
+    let mut asks = tokio::task::JoinSet::new();
+    for (id, url) in peers(genesis, me) {
+        let (client, genesis) = (client.clone(), genesis.clone());
+        asks.spawn(async move { manifest_of(&client, &genesis, id, &url).await });
+    }
+    let mut best = None;
+    while let Some(r) = asks.join_next().await {
+        if let Some((h, _)) = r.ok().flatten() {
+            best = best.max(Some(h));
+        }
+    }
+    best
+}
+
 /// Fetches and verifies the highest snapshot `urls` serve, for `stele-node snapshot
 /// export`: the manifest and every chunk, each verified against the genesis.
 pub async fn fetch_snapshot(
