@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/stele-target
 CARGO ?= cargo
 CARGO_FLAGS ?=
 
-.PHONY: help setup test lint unit bench attack-bench sim soak fuzz testnet build-bins
+.PHONY: help setup test lint unit bench attack-bench sim soak join-soak fuzz testnet build-bins
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -52,7 +52,12 @@ SOAK_RATE ?= 2000
 SOAK_RETAIN ?= 1000
 soak: build-bins ## pruning soak, about ten minutes: SOAK_TXS txs at SOAK_RATE tx/s with retain_blocks = SOAK_RETAIN; prints the disk curve (SOAK lines)
 	STELE_SOAK_TXS=$(SOAK_TXS) STELE_SOAK_RATE=$(SOAK_RATE) STELE_SOAK_RETAIN=$(SOAK_RETAIN) \
-		$(CARGO) test --workspace --test soak $(CARGO_FLAGS) -- --ignored --nocapture 2>&1 | tee $(CARGO_TARGET_DIR)/soak.log | grep -E 'SOAK|test result|panicked'
+		$(CARGO) test --workspace --test soak $(CARGO_FLAGS) -- --ignored --nocapture a_million 2>&1 | tee $(CARGO_TARGET_DIR)/soak.log | grep -E 'SOAK|test result|panicked'
+
+JOIN_BLOCKS ?= 100000
+join-soak: build-bins ## a validator added after JOIN_BLOCKS blocks (one tx each, retain_blocks = 1000) catches up by snapshot; prints JOIN lines
+	STELE_JOIN_BLOCKS=$(JOIN_BLOCKS) \
+		$(CARGO) test --workspace --test soak $(CARGO_FLAGS) -- --ignored --nocapture a_validator_added 2>&1 | tee $(CARGO_TARGET_DIR)/join-soak.log | grep -E 'JOIN|test result|panicked'
 
 FUZZ_CASES ?= 1000000
 FUZZ_SEED ?= 1

@@ -17,6 +17,20 @@ use tokio::task::JoinSet;
 use crate::{http, status, wait_for, Testnet};
 
 /// Funded account j's key, from the testnet directory.
+/// A client of only these validators' APIs (leaving out one that is paused, which accepts
+/// connections and never answers, so every request to it would wait out its timeout).
+pub fn client_of(net: &Testnet, nodes: &[usize]) -> Client {
+    let all = Client::from_testnet(&net.net_dir(), stele_client::ClientConfig::default())
+        .expect("client");
+    let urls: Vec<String> = nodes.iter().map(|i| net.url(*i)).collect();
+    Client::new(
+        all.genesis().clone(),
+        &urls,
+        stele_client::ClientConfig::default(),
+    )
+    .expect("client")
+}
+
 pub fn key(net: &Testnet, j: usize) -> KeyPair {
     KeyPair::load(&testnet_account_key(&net.net_dir(), j)).expect("account key")
 }

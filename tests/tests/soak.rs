@@ -159,3 +159,81 @@ async fn a_million_txs_with_small_retain_blocks_keep_the_disk_bounded() {
         .expect("validator 0 reconnects");
     same_height(&net, &[0, 1, 2, 3], h.0, Duration::from_secs(120)).await;
 }
+
+/// Issue 24: a validator added from its key alone after `STELE_JOIN_BLOCKS` (default
+/// 100,000) blocks catches up by snapshot: three validators with `retain_blocks = 1000`
+/// commit one tx per block under load; the fourth, never started before, then starts on
+/// an empty data directory while the load goes on, installs their snapshot, fetches the
+/// blocks above it, agrees and votes. Prints `JOIN` lines: the chain's pace and how long
+/// the fourth took. `make join-soak`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes: `make join-soak`"]
+async fn a_validator_added_after_100000_blocks_catches_up_by_snapshot() {
+    use stele_tests::chain::{client_of, Load};
+    let blocks = env_or("STELE_JOIN_BLOCKS", 100_000);
+    let mut net = Testnet::init(
+        4,
+        8,
+        "checkpoint_interval = 128\nwindow = 256\nmax_block_txs = 1\nmax_batch_delay_ms = 1\n\
+         view_timeout_ms = 2000\nmax_view_timeout_ms = 16000",
+    )
+    .expect("testnet init");
+    for i in 0..4 {
+        net.configure(i, "retain_blocks", "1000")
+            .expect("node.toml");
+    }
+    for i in 0..3 {
+        net.start(i).expect("start");
+    }
+    wait_connected(&net, &[0, 1, 2], Duration::from_secs(60))
+        .await
+        .expect("three validators connect");
+    // Not validator 3: it is paused or not started yet.
+    let c = client_of(&net, &[0, 1, 2]);
+    let load = Load::start(&net, &c, 0..7, 7, 20, None);
+    let start = Instant::now();
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let h = max_height(&net, &[0, 1, 2]).await;
+        let t = start.elapsed().as_secs_f64();
+        println!(
+            "JOIN t={t:.0}s height={h} blocks/s={:.0}",
+            (h - last) as f64 / 15.0
+        );
+        last = h;
+        if h >= blocks {
+            break;
+        }
+    }
+    let joined = Instant::now();
+    net.start(3).expect("start the new validator");
+    let top = max_height(&net, &[0, 1, 2]).await;
+    let h = same_height(&net, &[0, 1, 2, 3], top, Duration::from_secs(600)).await;
+    let took = joined.elapsed();
+    let installed = metric(&net.url(3), "stele_snapshot_installed_height").await as u64;
+    println!(
+        "JOIN validator 3 started at height {top}, installed the snapshot at {installed}, \
+         agreed at {h} after {took:?}"
+    );
+    assert!(
+        installed + 8 * 256 >= top && installed <= h.0,
+        "installed {installed}, peers at {top}, agreed at {h}"
+    );
+    // It votes: its vote counter moves while the load goes on.
+    let votes = metric(&net.url(3), "stele_votes_sent_total").await;
+    let voting = Instant::now();
+    while metric(&net.url(3), "stele_votes_sent_total").await <= votes {
+        assert!(
+            voting.elapsed() < Duration::from_secs(120),
+            "validator 3 sent no vote in 120 s\n{}",
+            net.log_tail(3)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "JOIN validator 3 voted {:?} after it agreed",
+        voting.elapsed()
+    );
+    load.stop().await;
+}

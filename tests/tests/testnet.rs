@@ -10,7 +10,9 @@ use stele_client::client::{Encoding, SubmitBody};
 use stele_client::{verify_block, Client, ClientConfig, Verdict};
 use stele_crypto::{Digest, Ed25519};
 use stele_crypto::{KeyPair, Signer as _};
-use stele_tests::chain::{block, key, max_height, metric, same_chain, same_height, transfer};
+use stele_tests::chain::{
+    block, client_of, key, max_height, metric, same_chain, same_height, transfer,
+};
 use stele_tests::torsion::TorsionSigner;
 use stele_tests::{bin, http, status, wait_connected, wait_for, Testnet};
 use stele_types::api::{Admitted, ApiError, CheckpointResponse};
@@ -713,15 +715,8 @@ async fn behind_the_peers_horizon(away: Away) {
     wait_connected(&net, &[0, 1, 2, 3], Duration::from_secs(60))
         .await
         .expect("the testnet connects");
-    let all = Client::from_testnet(&net.net_dir(), ClientConfig::default()).expect("client");
-    // Not validator 3: a paused process accepts connections and never answers, and
-    // every request to it would wait out its timeout.
-    let c = Client::new(
-        all.genesis().clone(),
-        &net.urls()[..3],
-        ClientConfig::default(),
-    )
-    .expect("client");
+    // Not validator 3: it is paused or not started yet.
+    let c = client_of(&net, &[0, 1, 2]);
     let keys: Vec<KeyPair> = (0..4).map(|j| key(&net, j)).collect();
     let mut n = 0u64;
     let mut commit_until = async |net: &Testnet, nodes: &[usize], height: u64| {
