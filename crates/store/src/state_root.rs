@@ -176,10 +176,14 @@ impl Store {
     /// tens of milliseconds, beside the next block's execution), else at once.
     pub(crate) fn snapshot_at(&self, h: Height, tree: Tree) -> Result<(), StoreError> {
         let due = self.snapshot_every().is_some_and(|e| h.0 % e == 0);
+        // The flag is read under the pending lock, which a dying thread takes to clear it.
+        let mut pending = self.lock_pending();
         if !due || !self.background.load(Ordering::SeqCst) {
+            drop(pending);
             return self.keep_snapshot(h, tree);
         }
-        *self.lock_pending() = Some((h, Some(tree)));
+        *pending = Some((h, Some(tree)));
+        drop(pending);
         self.wake.notify();
         Ok(())
     }
@@ -209,12 +213,23 @@ impl Store {
         else {
             return;
         };
+        /// Clears the pending snapshot even if keeping it panics: commits wait for it.
+        struct Done<'a>(&'a Store);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                *self.0.lock_pending() = None;
+                self.0.snapshot_kept.notify_all();
+            }
+        }
+        let _done = Done(self);
+        #[cfg(test)]
+        if tests::DIE_AT_NEXT_SNAPSHOT.swap(false, Ordering::SeqCst) {
+            panic!("the test kills the background thread while it keeps a snapshot");
+        }
         if let Err(e) = self.keep_snapshot(h, tree) {
             // The chain goes on; peers are served the snapshots kept before.
             tracing::warn!(height = %h, error = %e, "keeping a snapshot failed");
         }
-        *self.lock_pending() = None;
-        self.snapshot_kept.notify_all();
     }
 
     /// Rereads up to [`REFRESH_STEP`] marked buckets; whether marked ones remain.
@@ -373,6 +388,21 @@ impl Store {
 /// The background thread's loop: reread marked buckets, flush ahead of a snapshot, sleep
 /// until the next commit.
 fn background(store: Weak<Store>, wake: Arc<Wake>) {
+    /// If the thread dies (a panic), snapshots go back to being kept inline and nothing
+    /// is left pending for a commit to wait on.
+    struct Exit(Weak<Store>);
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            if let Some(s) = self.0.upgrade() {
+                let mut pending = s.lock_pending();
+                s.background.store(false, Ordering::SeqCst);
+                *pending = None;
+                drop(pending);
+                s.snapshot_kept.notify_all();
+            }
+        }
+    }
+    let _exit = Exit(store.clone());
     let mut flushed_for = Height(0);
     loop {
         let Some(s) = store.upgrade() else {
@@ -406,4 +436,92 @@ fn overlay(entries: &mut Bucket, changes: &Bucket) {
         entries.records.drain(..).collect();
     records.extend(changes.records.iter().cloned());
     entries.records = records.into_iter().collect();
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use stele_crypto::ChainId;
+    use stele_types::{Block, CommitCertificate, Genesis, GenesisAccount, Height, ViewNumber};
+
+    use super::*;
+    use crate::{GenesisState, SnapshotConfig, StoreConfig};
+
+    /// Makes the background thread panic at the next snapshot it keeps.
+    pub(crate) static DIE_AT_NEXT_SNAPSHOT: AtomicBool = AtomicBool::new(false);
+
+    /// Commits wait for the snapshot the background thread keeps; if that thread dies
+    /// keeping one, no commit may wait for good, and later snapshots are kept inline.
+    #[test]
+    fn a_background_thread_that_dies_leaves_no_commit_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut g = Genesis {
+            chain_id: ChainId::new("t").expect("chain id"),
+            genesis_time_ms: 0,
+            validators: vec![],
+            accounts: vec![GenesisAccount {
+                key: PublicKey([7; 32]),
+                balance: stele_types::Amount(1_000),
+            }],
+            params: Default::default(),
+        };
+        g.params.checkpoint_interval = 2;
+        let initial = GenesisState {
+            changes: stele_ledger::genesis_changes(&g),
+            state_digest: stele_ledger::genesis_state_digest(&g),
+        };
+        let config = StoreConfig {
+            sync: false,
+            snapshots: Some(SnapshotConfig {
+                dir: dir.path().join("snapshots"),
+                every: 2,
+                kept: 2,
+            }),
+            ..StoreConfig::default()
+        };
+        let s =
+            Arc::new(Store::open(&dir.path().join("db"), &g, &initial, &config).expect("opens"));
+        s.start_background().expect("starts");
+        DIE_AT_NEXT_SNAPSHOT.store(true, Ordering::SeqCst);
+        let (done, finished) = std::sync::mpsc::channel();
+        let store = Arc::clone(&s);
+        std::thread::spawn(move || {
+            for h in 1..=6 {
+                let b = Block::new(Height(h), h, vec![]);
+                let e = stele_ledger::execute(&b, &*store, &g.params).expect("executes");
+                let cert = CommitCertificate {
+                    view: ViewNumber(0),
+                    height: b.height(),
+                    digest: b.digest(),
+                    commits: vec![],
+                };
+                store
+                    .commit_block(
+                        &b,
+                        &cert,
+                        &e.results,
+                        &e.changes,
+                        e.state_digest,
+                        e.opening.as_ref(),
+                    )
+                    .expect("commits");
+            }
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("six commits within 30 s: none waits for the dead thread's snapshot");
+        assert!(
+            !s.background.load(Ordering::SeqCst),
+            "the thread is known dead"
+        );
+        assert!(
+            s.snapshot_heights().contains(&Height(6)),
+            "{:?}",
+            s.snapshot_heights()
+        );
+    }
 }
