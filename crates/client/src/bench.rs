@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use stele_crypto::{ChainBinding, Ed25519, KeyPair, PublicKey, Scheme, Signature};
+use stele_crypto::{ChainBinding, Digest, Ed25519, KeyPair, PublicKey, Scheme, Signature};
 use stele_types::api::{Admitted, TxResponse, MAX_SUBMIT_BATCH};
 use stele_types::{Amount, Nonce, Op, Receipt, ReplicaId, Transaction, TxHash, TxResult};
 use tokio::sync::Semaphore;
@@ -740,14 +740,45 @@ pub fn verify_ceiling(
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Pre-signs `total` transfers of 1 over `keys` (round robin, contiguous nonces from each
-/// account's `next`), each to the next account, on `threads` threads; `tick(k)` reports
-/// k more signed.
+/// Where a bench's transfers go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipients {
+    /// 1 to the next sender: the state stays the same size.
+    Senders,
+    /// The genesis's `min_new_account` to a new key each, derived from this seed and the
+    /// tx's index: the state grows by one account per tx.
+    New(u64),
+}
+
+/// The new account tx `i` of a [`Recipients::New`] run pays.
+pub fn new_account(seed: u64, i: usize) -> PublicKey {
+    let mut salt = 0u64;
+    loop {
+        let d = Digest::of_parts(
+            "stele/bench/new-account",
+            &[
+                &seed.to_le_bytes(),
+                &(i as u64).to_le_bytes(),
+                &salt.to_le_bytes(),
+            ],
+        );
+        let key = PublicKey(*d.as_bytes());
+        // A small-order key is refused as a recipient; one in 2^250 or so.
+        if !key.is_small_order() {
+            return key;
+        }
+        salt += 1;
+    }
+}
+
+/// Pre-signs `total` transfers over `keys` (round robin, contiguous nonces from each
+/// account's `next`) to `to`, on `threads` threads; `tick(k)` reports k more signed.
 pub fn presign(
     client: &Client,
     keys: &[KeyPair],
     next: &[Nonce],
     total: usize,
+    to: Recipients,
     threads: usize,
     tick: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Transaction>, ClientError> {
@@ -759,9 +790,15 @@ pub fn presign(
         let mut out = Vec::with_capacity(hi - lo);
         for i in lo..hi {
             let (a, off) = assignment(i, m);
-            let op = Op::Transfer {
-                to: keys[(a + 1) % m].public(),
-                amount: Amount(1),
+            let op = match to {
+                Recipients::Senders => Op::Transfer {
+                    to: keys[(a + 1) % m].public(),
+                    amount: Amount(1),
+                },
+                Recipients::New(seed) => Op::Transfer {
+                    to: new_account(seed, i),
+                    amount: client.genesis().params.min_new_account.max(Amount(1)),
+                },
             };
             out.push(client.sign(&keys[a], Nonce(next[a].0 + off), op)?);
             if out.len() % 256 == 0 {
@@ -1148,6 +1185,8 @@ pub struct Plan {
     /// How long the verify ceiling is measured.
     pub ceiling_time: Duration,
     pub threads: usize,
+    /// Transfers create new accounts instead of paying the senders.
+    pub new_accounts: bool,
 }
 
 /// What `run` tells the user along the way.
@@ -1189,8 +1228,13 @@ pub async fn run(
         let txs = {
             let (c, keys, bar2) = (client.clone(), keys.to_vec(), bar.clone());
             let (total, threads) = (plan.txs, plan.threads);
+            let to = if plan.new_accounts {
+                Recipients::New(rand::random())
+            } else {
+                Recipients::Senders
+            };
             tokio::task::spawn_blocking(move || {
-                presign(&c, &keys, &next, total, threads, &|k| bar2.inc(k))
+                presign(&c, &keys, &next, total, to, threads, &|k| bar2.inc(k))
             })
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?
@@ -1362,7 +1406,7 @@ mod tests {
         let senders = keys(3);
         let next = [Nonce(5), Nonce(0), Nonce(9)];
         let ticks = AtomicU64::new(0);
-        let txs = presign(&client, &senders, &next, 10, 3, &|k| {
+        let txs = presign(&client, &senders, &next, 10, Recipients::Senders, 3, &|k| {
             ticks.fetch_add(k, Ordering::Relaxed);
         })
         .unwrap();
@@ -1858,7 +1902,40 @@ mod tests {
             wait_timeout: Duration::from_secs(20),
             ceiling_time: Duration::from_millis(20),
             threads: 1,
+            new_accounts: false,
         }
+    }
+
+    /// `--new-accounts`: every tx pays the genesis minimum to a key no other tx pays and
+    /// no sender holds; another run (another seed) pays other keys.
+    #[tokio::test]
+    async fn a_new_accounts_run_pays_the_minimum_to_a_fresh_key_each() {
+        let (client, _nodes) = fake::network([Default::default(); 4]).await;
+        let senders = keys(2);
+        let txs = presign(
+            &client,
+            &senders,
+            &[Nonce(0); 2],
+            50,
+            Recipients::New(7),
+            2,
+            &|_| {},
+        )
+        .unwrap();
+        let min = client.genesis().params.min_new_account.max(Amount(1));
+        let mut to = std::collections::BTreeSet::new();
+        for t in &txs {
+            match t.op {
+                Op::Transfer { to: k, amount } => {
+                    assert_eq!(amount, min);
+                    assert!(senders.iter().all(|s| s.public() != k));
+                    to.insert(k);
+                }
+                ref other => panic!("not a transfer: {other:?}"),
+            }
+        }
+        assert_eq!(to.len(), 50);
+        assert_ne!(new_account(7, 0), new_account(8, 0));
     }
 
     #[tokio::test]
@@ -1870,7 +1947,16 @@ mod tests {
         let d = fake::Behaviour::default();
         let (client, nodes) = fake::network([refusing, d, d, d]).await;
         let senders = keys(4);
-        let txs = presign(&client, &senders, &[Nonce(0); 4], 64, 1, &|_| {}).unwrap();
+        let txs = presign(
+            &client,
+            &senders,
+            &[Nonce(0); 4],
+            64,
+            Recipients::Senders,
+            1,
+            &|_| {},
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         // Batches whose fanout holds the refusing node need a second round elsewhere.
         let mut with_refuser = 0;
@@ -1906,7 +1992,16 @@ mod tests {
         };
         let (client, _nodes) = fake::network([r; 4]).await;
         let senders = keys(2);
-        let txs = presign(&client, &senders, &[Nonce(0); 2], 3, 1, &|_| {}).unwrap();
+        let txs = presign(
+            &client,
+            &senders,
+            &[Nonce(0); 2],
+            3,
+            Recipients::Senders,
+            1,
+            &|_| {},
+        )
+        .unwrap();
         let fates = send_batch(&client, &txs, 2, Instant::now() + Duration::from_secs(20)).await;
         for f in fates {
             assert!(

@@ -227,6 +227,10 @@ struct BenchArgs {
     /// Seconds spent measuring the verify ceiling before the load
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     ceiling_secs: f64,
+    /// Each transfer creates a new account (the genesis's min_new_account to a fresh
+    /// key) instead of paying the next sender: the state grows by one account per tx
+    #[arg(long)]
+    new_accounts: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1162,6 +1166,7 @@ async fn bench(g: &Global, args: &BenchArgs, out: Out) -> Result<ExitCode> {
         wait_timeout: timeout,
         ceiling_time: Duration::from_secs_f64(args.ceiling_secs.clamp(0.1, 60.0)),
         threads,
+        new_accounts: args.new_accounts,
     };
     if plan.paces.is_empty() {
         // The same measurement run uses below, on this machine's idle cores, with real txs.
