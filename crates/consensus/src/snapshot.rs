@@ -15,7 +15,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 
 use stele_crypto::Digest;
-use stele_types::snapshot::{ChunkError, ChunkRange, SnapshotChunk, MAX_CHUNK_BYTES};
+use stele_types::snapshot::{
+    BucketPiece, ChunkError, ChunkRange, Part, PieceId, SnapshotChunk, MAX_CHUNK_BYTES,
+    MAX_PIECE_BITS,
+};
 use stele_types::Height;
 
 /// "Too large" answers of one peer acted on before the first of them is checked.
@@ -26,17 +29,25 @@ const MAX_CLAIMS: usize = 2;
 pub enum FetchFailure {
     /// The peer holds no snapshot at this height (it never had one, or it moved on).
     Unavailable,
-    /// The chunk would be larger than the peer sends: ask for the two halves.
+    /// The chunk would be larger than the peer sends: ask for the two halves (a single
+    /// bucket: its pieces). A piece is never too large.
     TooLarge,
     /// The connection failed or the answer did not decode.
     Transport(String),
 }
 
-/// One request to make: the chunk of `range` from `peer`.
+/// One request to make: `part` from `peer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<P> {
     pub peer: P,
-    pub range: ChunkRange,
+    pub part: Part,
+}
+
+/// A peer's answer to a request: a chunk for a range, a piece for a piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Chunk(SnapshotChunk),
+    Piece(BucketPiece),
 }
 
 /// What the machine thinks of a peer.
@@ -53,7 +64,7 @@ pub enum PeerState {
 #[derive(Debug)]
 struct Peer {
     state: PeerState,
-    in_flight: BTreeMap<ChunkRange, u64>,
+    in_flight: BTreeMap<Part, u64>,
     /// Transport failures and stalls in a row; a chunk that verifies resets it.
     failures: u32,
     /// Not asked before this time (ms): it failed, and waits longer each time in a row.
@@ -66,13 +77,16 @@ struct Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
     pub chunks_done: u64,
-    /// Chunks still to fetch or in flight (splitting a range adds one).
+    /// Chunks (and pieces) still to fetch or in flight (splitting a range adds one, the
+    /// first piece of a bucket those after it).
     pub chunks_left: u64,
     pub entries: u64,
     pub bytes: u64,
     pub peers_serving: u64,
     pub bad_chunks: u64,
     pub stalls: u64,
+    /// Pieces of buckets too large for a chunk, verified (also counted as chunks).
+    pub pieces_done: u64,
 }
 
 /// Something the caller logs.
@@ -81,23 +95,20 @@ pub enum Event<P> {
     /// A chunk did not verify: the peer is never asked again.
     Faulty {
         peer: P,
-        range: ChunkRange,
+        part: Part,
         error: ChunkError,
     },
-    /// No answer within the timeout: the range went back in the queue.
-    Stalled { peer: P, range: ChunkRange },
+    /// No answer within the timeout: the part went back in the queue.
+    Stalled { peer: P, part: Part },
     /// The peer has no snapshot at this height.
     Unavailable { peer: P },
-    /// The peer called a range too large that turned out to fit: never asked again.
-    FalseTooLarge {
-        peer: P,
-        range: ChunkRange,
-        bytes: u64,
-    },
+    /// The peer called a range too large that turned out to fit, or a piece too large
+    /// (a piece always fits): never asked again.
+    FalseTooLarge { peer: P, part: Part, bytes: u64 },
     /// The request failed (connection, decoding); the peer waits `backoff_ms`.
     Failed {
         peer: P,
-        range: ChunkRange,
+        part: Part,
         error: String,
         backoff_ms: u64,
     },
@@ -130,6 +141,9 @@ pub struct SyncConfig {
     /// The largest chunk a peer sends ([`MAX_CHUNK_BYTES`]); a range a peer calls too
     /// large whose halves add up to less was not.
     pub max_chunk_bytes: usize,
+    /// log2 of the entries per piece asked of a bucket too large for one chunk (at most
+    /// [`MAX_PIECE_BITS`]).
+    pub piece_bits: u8,
 }
 
 impl Default for SyncConfig {
@@ -140,8 +154,18 @@ impl Default for SyncConfig {
             give_up_ms: 200_000,
             chunk_bits: stele_types::snapshot::DEFAULT_CHUNK_BITS,
             max_chunk_bytes: MAX_CHUNK_BYTES,
+            piece_bits: MAX_PIECE_BITS,
         }
     }
+}
+
+/// The verified pieces of one bucket too large for a chunk.
+#[derive(Debug)]
+struct Pieces {
+    leaves: u64,
+    got: BTreeMap<u32, BucketPiece>,
+    /// Their wire size in all, to check the claim that the bucket was too large.
+    bytes: u64,
 }
 
 /// Fetches the snapshot at `height` whose state root is `root`.
@@ -151,8 +175,10 @@ pub struct SnapshotSync<P: Ord + Copy + Debug> {
     root: Digest,
     config: SyncConfig,
     peers: BTreeMap<P, Peer>,
-    todo: VecDeque<ChunkRange>,
+    todo: VecDeque<Part>,
     done: BTreeMap<ChunkRange, SnapshotChunk>,
+    /// Buckets too large for a chunk, fetched in pieces: the verified pieces so far.
+    pieces: BTreeMap<u16, Pieces>,
     progress: Progress,
     events: Vec<Event<P>>,
     /// Ranges a peer called too large (split on its word), and which peer.
@@ -177,7 +203,10 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
         peers: impl IntoIterator<Item = P>,
         config: SyncConfig,
     ) -> Self {
-        let todo: VecDeque<_> = ChunkRange::all(config.chunk_bits).into();
+        let todo: VecDeque<_> = ChunkRange::all(config.chunk_bits)
+            .into_iter()
+            .map(Part::Range)
+            .collect();
         let peers = peers
             .into_iter()
             .map(|p| {
@@ -205,6 +234,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             },
             todo,
             done: BTreeMap::new(),
+            pieces: BTreeMap::new(),
             events: Vec::new(),
             claims: BTreeMap::new(),
             sizes: BTreeMap::new(),
@@ -286,11 +316,11 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
                 {
                     continue;
                 }
-                let Some(range) = self.todo.pop_front() else {
+                let Some(part) = self.todo.pop_front() else {
                     break 'fill;
                 };
-                peer.in_flight.insert(range, now);
-                out.push(Request { peer: id, range });
+                peer.in_flight.insert(part, now);
+                out.push(Request { peer: id, part });
                 gave = true;
             }
             self.turn = self.turn.wrapping_add(1);
@@ -301,81 +331,152 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
         out
     }
 
-    /// A peer's answer for `range`. Answers nobody asked for (a range not in flight at
-    /// that peer, a late answer after a stall moved the range) are ignored.
+    /// A peer's answer for `part`. Answers nobody asked for (a part not in flight at that
+    /// peer, a late answer after a stall moved the part) are ignored.
     pub fn on_answer(
         &mut self,
         now: u64,
         from: P,
-        range: ChunkRange,
-        answer: Result<SnapshotChunk, FetchFailure>,
+        part: Part,
+        answer: Result<Fetched, FetchFailure>,
         bytes: u64,
     ) -> Vec<Request<P>> {
         let Some(peer) = self.peers.get_mut(&from) else {
             return self.requests(now);
         };
-        if peer.in_flight.remove(&range).is_none() {
+        if peer.in_flight.remove(&part).is_none() {
             return self.requests(now);
         }
-        match answer {
-            Ok(chunk) => match chunk.verify(self.height, range, &self.root) {
-                Ok(()) => {
-                    peer.failures = 0;
-                    peer.backoff_until = 0;
-                    peer.chunks += 1;
-                    self.last_progress = Some(now);
-                    peer.bytes += bytes;
-                    self.progress.chunks_done += 1;
-                    self.progress.chunks_left -= 1;
-                    self.progress.entries += chunk.entries() as u64;
-                    self.progress.bytes += bytes;
-                    debug_assert!(!self.done.contains_key(&range));
-                    self.done.insert(range, chunk);
-                    self.sizes.insert(range, bytes);
-                    self.check_claims(range);
+        match (part, answer) {
+            (Part::Range(range), Ok(Fetched::Chunk(chunk))) => {
+                match chunk.verify(self.height, range, &self.root) {
+                    Ok(()) => {
+                        self.delivered(now, from, chunk.entries(), bytes);
+                        debug_assert!(!self.done.contains_key(&range));
+                        self.done.insert(range, chunk);
+                        self.sizes.insert(range, bytes);
+                        self.check_claims(range);
+                    }
+                    Err(e) => self.faulty(from, part, e),
                 }
-                Err(e) => self.faulty(from, range, e),
-            },
-            Err(FetchFailure::TooLarge) => match range.split() {
-                // Believed for now, checked once the halves arrive: a faulty peer calling
-                // everything too large is caught at its first lie, and until its claims
-                // are checked it may have only a few outstanding, so it cannot split the
-                // state into 65,536 requests first.
+            }
+            (Part::Piece(id), Ok(Fetched::Piece(piece))) => {
+                match piece.verify(self.height, id, &self.root) {
+                    Ok(()) => {
+                        self.delivered(now, from, piece.entries(), bytes);
+                        self.add_piece(piece, bytes);
+                    }
+                    Err(e) => self.faulty(from, part, e),
+                }
+            }
+            (_, Ok(_)) => self.faulty(from, part, ChunkError::Kind),
+            (Part::Range(range), Err(FetchFailure::TooLarge)) => {
+                // Believed for now, checked once the halves (or a single bucket's pieces)
+                // arrive: a faulty peer calling everything too large is caught at its
+                // first lie, and until its claims are checked it may have only a few
+                // outstanding, so it cannot split the state into 65,536 requests first.
                 // (Claims nested in each other are checked together, bottom up: only
                 // claims elsewhere count.)
-                Some(_)
-                    if self
-                        .claims
-                        .iter()
-                        .filter(|(r, p)| **p == from && !r.contains(range.first))
-                        .count()
-                        >= MAX_CLAIMS =>
-                {
+                let unchecked = self
+                    .claims
+                    .iter()
+                    .filter(|(r, p)| **p == from && !r.contains(range.first))
+                    .count();
+                if unchecked >= MAX_CLAIMS {
                     self.failed(
                         now,
                         from,
-                        range,
+                        part,
                         "too large, with earlier claims unchecked".into(),
-                    )
-                }
-                Some((a, b)) => {
+                    );
+                } else {
                     self.claims.entry(range).or_insert(from);
-                    self.todo.push_front(b);
-                    self.todo.push_front(a);
-                    self.progress.chunks_left += 1;
+                    match range.split() {
+                        Some((a, b)) => {
+                            self.todo.push_front(Part::Range(b));
+                            self.todo.push_front(Part::Range(a));
+                            self.progress.chunks_left += 1;
+                        }
+                        // One bucket: its first piece says how many there are.
+                        None => self.todo.push_front(Part::Piece(PieceId {
+                            bucket: range.first,
+                            bits: self.config.piece_bits.min(MAX_PIECE_BITS),
+                            index: 0,
+                        })),
+                    }
                 }
-                // A single bucket too large for this peer: another may send it.
-                None => self.failed(now, from, range, "a single bucket too large".into()),
-            },
-            Err(FetchFailure::Unavailable) => {
+            }
+            (Part::Piece(_), Err(FetchFailure::TooLarge)) => {
+                self.events.push(Event::FalseTooLarge {
+                    peer: from,
+                    part,
+                    bytes: 0,
+                });
+                self.judge_faulty(from);
+                self.todo.push_front(part);
+            }
+            (_, Err(FetchFailure::Unavailable)) => {
                 peer.state = PeerState::Dropped;
                 self.events.push(Event::Unavailable { peer: from });
                 self.release(from);
-                self.todo.push_front(range);
+                self.todo.push_front(part);
             }
-            Err(FetchFailure::Transport(e)) => self.failed(now, from, range, e),
+            (_, Err(FetchFailure::Transport(e))) => self.failed(now, from, part, e),
         }
         self.requests(now)
+    }
+
+    /// Counts a verified chunk or piece.
+    fn delivered(&mut self, now: u64, from: P, entries: usize, bytes: u64) {
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.failures = 0;
+            peer.backoff_until = 0;
+            peer.chunks += 1;
+            peer.bytes += bytes;
+        }
+        self.last_progress = Some(now);
+        self.progress.chunks_done += 1;
+        self.progress.chunks_left -= 1;
+        self.progress.entries += entries as u64;
+        self.progress.bytes += bytes;
+    }
+
+    /// Keeps a verified piece; the first of its bucket queues the rest, the last makes
+    /// the bucket's chunk.
+    fn add_piece(&mut self, piece: BucketPiece, bytes: u64) {
+        let id = piece.piece;
+        let count = PieceId::count(piece.leaves, id.bits);
+        let set = self.pieces.entry(id.bucket).or_insert_with(|| Pieces {
+            leaves: piece.leaves,
+            got: BTreeMap::new(),
+            bytes: 0,
+        });
+        // The bucket's root commits to its entry count, so every verified piece agrees.
+        debug_assert_eq!(set.leaves, piece.leaves);
+        debug_assert!(!set.got.contains_key(&id.index));
+        if set.got.is_empty() {
+            debug_assert_eq!(id.index, 0, "only the first piece is asked blind");
+            for index in 1..count {
+                self.todo.push_back(Part::Piece(PieceId {
+                    index: index as u32,
+                    ..id
+                }));
+            }
+            self.progress.chunks_left += count - 1;
+        }
+        self.progress.pieces_done += 1;
+        set.got.insert(id.index, piece);
+        set.bytes += bytes;
+        if set.got.len() as u64 == count {
+            let set = self.pieces.remove(&id.bucket).expect("just added to");
+            let chunk = BucketPiece::assemble(set.got.into_values().collect())
+                .expect("every piece of the bucket, each verified against the root");
+            let range = chunk.range;
+            debug_assert!(chunk.verify(self.height, range, &self.root).is_ok());
+            self.done.insert(range, chunk);
+            self.sizes.insert(range, set.bytes);
+            self.check_claims(range);
+        }
     }
 
     /// Turns requests older than the timeout into stalls: the range goes back in the
@@ -385,7 +486,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
         if now.saturating_sub(*self.last_progress.get_or_insert(now)) >= self.config.give_up_ms {
             self.gave_up = true;
         }
-        let stalled: Vec<(P, ChunkRange)> = self
+        let stalled: Vec<(P, Part)> = self
             .peers
             .iter()
             .flat_map(|(id, p)| {
@@ -396,24 +497,24 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             })
             .collect();
         let mut backed_off = std::collections::BTreeSet::new();
-        for (id, range) in stalled {
+        for (id, part) in stalled {
             // A peer dropped by an earlier stall in this loop already handed the rest of
-            // its ranges back.
+            // its parts back.
             if self
                 .peers
                 .get_mut(&id)
-                .and_then(|p| p.in_flight.remove(&range))
+                .and_then(|p| p.in_flight.remove(&part))
                 .is_none()
             {
                 continue;
             }
             self.progress.stalls += 1;
-            self.events.push(Event::Stalled { peer: id, range });
+            self.events.push(Event::Stalled { peer: id, part });
             // Several requests stalling at once are one failure of the link.
             if backed_off.insert(id) {
                 self.backoff(now, id);
             }
-            self.todo.push_back(range);
+            self.todo.push_back(part);
         }
         self.requests(now)
     }
@@ -429,6 +530,7 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             let chunks = std::mem::take(&mut self.done)
                 .into_values()
                 .collect::<Vec<_>>();
+            debug_assert!(self.pieces.is_empty());
             debug_assert!(covers_every_bucket(&chunks));
             return Some(Outcome::Complete(chunks));
         }
@@ -471,41 +573,42 @@ impl<P: Ord + Copy + Debug> SnapshotSync<P> {
             if total.saturating_add(64) <= self.config.max_chunk_bytes as u64 {
                 self.events.push(Event::FalseTooLarge {
                     peer: claimant,
-                    range: r,
+                    part: Part::Range(r),
                     bytes: total,
                 });
-                self.progress.bad_chunks += 1;
-                if let Some(p) = self.peers.get_mut(&claimant) {
-                    p.state = PeerState::Faulty;
-                }
-                self.release(claimant);
+                self.judge_faulty(claimant);
             }
         }
     }
 
-    fn faulty(&mut self, from: P, range: ChunkRange, error: ChunkError) {
-        self.events.push(Event::Faulty {
-            peer: from,
-            range,
-            error,
-        });
+    /// Never asks `peer` again, and hands back what it had in flight.
+    fn judge_faulty(&mut self, peer: P) {
         self.progress.bad_chunks += 1;
-        if let Some(p) = self.peers.get_mut(&from) {
+        if let Some(p) = self.peers.get_mut(&peer) {
             p.state = PeerState::Faulty;
         }
-        self.release(from);
-        self.todo.push_front(range);
+        self.release(peer);
     }
 
-    fn failed(&mut self, now: u64, from: P, range: ChunkRange, error: String) {
+    fn faulty(&mut self, from: P, part: Part, error: ChunkError) {
+        self.events.push(Event::Faulty {
+            peer: from,
+            part,
+            error,
+        });
+        self.judge_faulty(from);
+        self.todo.push_front(part);
+    }
+
+    fn failed(&mut self, now: u64, from: P, part: Part, error: String) {
         let backoff_ms = self.backoff(now, from);
         self.events.push(Event::Failed {
             peer: from,
-            range,
+            part,
             error,
             backoff_ms,
         });
-        self.todo.push_back(range);
+        self.todo.push_back(part);
     }
 
     /// Counts a failure in a row and makes the peer wait; returns how long.
@@ -540,6 +643,8 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use stele_crypto::PublicKey;
+    #[allow(unused_imports)]
+    use stele_types::snapshot::PieceId;
     use stele_types::state_root::{self, Bucket, BucketTree};
     use stele_types::{Account, Amount, Nonce};
 
@@ -573,6 +678,20 @@ mod tests {
         fn chunk(&self, range: ChunkRange) -> SnapshotChunk {
             SnapshotChunk::of(Height(64), range, &self.buckets, &self.tree).unwrap()
         }
+
+        fn piece(&self, id: PieceId) -> BucketPiece {
+            let empty = Bucket::default();
+            let b = self.buckets.get(&id.bucket).unwrap_or(&empty);
+            BucketPiece::of(Height(64), id, b, &self.tree).unwrap()
+        }
+
+        /// The honest answer: a chunk, or a piece.
+        fn answer(&self, part: Part) -> Fetched {
+            match part {
+                Part::Range(r) => Fetched::Chunk(self.chunk(r)),
+                Part::Piece(id) => Fetched::Piece(self.piece(id)),
+            }
+        }
     }
 
     #[derive(Clone, Copy, PartialEq)]
@@ -604,33 +723,47 @@ mod tests {
                 ..SyncConfig::default()
             },
         );
-        let mut now = 0;
-        let mut queue = sync.requests(now);
-        for _ in 0..100_000 {
-            if let Some(o) = sync.outcome() {
-                return match o {
-                    Outcome::Complete(c) => (Some(c), sync.progress()),
-                    Outcome::NoPeers => (None, sync.progress()),
-                };
-            }
-            now += 1;
-            let mut next = sync.tick(now);
-            for r in std::mem::take(&mut queue) {
-                let answer = match kinds[r.peer] {
-                    Kind::Honest => Ok(honest.chunk(r.range)),
-                    Kind::Liar => {
-                        let mut c = honest.chunk(r.range);
+        let outcome = drive(&mut sync, |r| {
+            let answer = match kinds[r.peer] {
+                Kind::Honest => Ok(honest.answer(r.part)),
+                Kind::Liar => {
+                    let mut f = honest.answer(r.part);
+                    if let Fetched::Chunk(c) = &mut f {
                         if let Some((_, b)) = c.buckets.first_mut() {
                             b.accounts[0].1.balance = Amount(7);
                         }
-                        Ok(c)
                     }
-                    Kind::Silent => continue,
-                    Kind::Stale => Err(FetchFailure::Unavailable),
-                    Kind::OtherState => Ok(other.chunk(r.range)),
-                    Kind::TooLarge => Err(FetchFailure::TooLarge),
-                };
-                next.extend(sync.on_answer(now, r.peer, r.range, answer, 100));
+                    Ok(f)
+                }
+                Kind::Silent => return None,
+                Kind::Stale => Err(FetchFailure::Unavailable),
+                Kind::OtherState => Ok(other.answer(r.part)),
+                Kind::TooLarge => Err(FetchFailure::TooLarge),
+            };
+            Some((answer, 100))
+        });
+        match outcome {
+            Outcome::Complete(c) => (Some(c), sync.progress()),
+            Outcome::NoPeers => (None, sync.progress()),
+        }
+    }
+
+    /// Runs `sync` to its end, one tick per round; `answer` gives each request's answer
+    /// and its wire size, arriving in the next round, or `None` for no answer at all.
+    fn drive<P: Ord + Copy + Debug>(
+        sync: &mut SnapshotSync<P>,
+        mut answer: impl FnMut(&Request<P>) -> Option<(Result<Fetched, FetchFailure>, u64)>,
+    ) -> Outcome {
+        let mut queue = sync.requests(0);
+        for now in 1..100_000 {
+            if let Some(o) = sync.outcome() {
+                return o;
+            }
+            let mut next = sync.tick(now);
+            for r in std::mem::take(&mut queue) {
+                if let Some((a, bytes)) = answer(&r) {
+                    next.extend(sync.on_answer(now, r.peer, r.part, a, bytes));
+                }
             }
             queue = next;
         }
@@ -697,28 +830,15 @@ mod tests {
             [0usize, 1],
             SyncConfig::default(),
         );
-        let mut queue = sync.requests(0);
-        let mut now = 0;
-        let outcome = loop {
-            if let Some(o) = sync.outcome() {
-                break o;
-            }
-            now += 1;
-            assert!(now < 10_000, "no end");
-            let mut next = sync.tick(now);
-            for r in std::mem::take(&mut queue) {
-                let answer = if r.peer == 0 {
-                    Err(FetchFailure::TooLarge)
-                } else {
-                    Ok(honest.chunk(r.range))
-                };
-                let bytes = answer
-                    .as_ref()
-                    .map_or(0, |c| stele_types::codec::encode(c).len() as u64);
-                next.extend(sync.on_answer(now, r.peer, r.range, answer, bytes));
-            }
-            queue = next;
-        };
+        let outcome = drive(&mut sync, |r| {
+            let answer = if r.peer == 0 {
+                Err(FetchFailure::TooLarge)
+            } else {
+                Ok(honest.answer(r.part))
+            };
+            let bytes = answer.as_ref().map_or(0, wire_size);
+            Some((answer, bytes))
+        });
         let Outcome::Complete(chunks) = outcome else {
             panic!("the honest peer serves everything");
         };
@@ -731,9 +851,10 @@ mod tests {
         assert!(sync
             .peers()
             .any(|(id, state, _, _)| id == 0 && state == PeerState::Faulty));
-        // At most two unchecked claims, each split down at most 16 levels.
+        // At most two unchecked claims, each split down at most 16 levels and then to
+        // one piece.
         let p = sync.progress();
-        assert!(p.chunks_done <= 256 + 2 * 16, "{p:?}");
+        assert!(p.chunks_done <= 256 + 2 * 17, "{p:?}");
     }
 
     #[test]
@@ -743,18 +864,148 @@ mod tests {
             SnapshotSync::new(Height(64), honest.tree.root(), [0u8], SyncConfig::default());
         let first = sync.requests(0);
         assert_eq!(first.len(), 4);
-        let r = first[0].range;
+        let r = first[0].part;
+        let Part::Range(range) = r else {
+            panic!("ranges first")
+        };
         let next = sync.on_answer(1, 0, r, Err(FetchFailure::TooLarge), 0);
-        let (a, b) = r.split().unwrap();
+        let (a, b) = range.split().unwrap();
         assert_eq!(
-            next.iter().map(|q| q.range).collect::<Vec<_>>(),
-            vec![a],
+            next.iter().map(|q| q.part).collect::<Vec<_>>(),
+            vec![Part::Range(a)],
             "one slot freed, the first half goes in it"
         );
         assert_eq!(sync.progress().chunks_left, 257);
         // An answer for a range never asked of that peer is ignored.
         let before = sync.progress();
-        sync.on_answer(2, 0, b, Ok(honest.chunk(b)), 9);
+        sync.on_answer(2, 0, Part::Range(b), Ok(honest.answer(Part::Range(b))), 9);
         assert_eq!(sync.progress(), before);
+    }
+
+    fn wire_size(f: &Fetched) -> u64 {
+        match f {
+            Fetched::Chunk(c) => stele_types::codec::encode(c).len() as u64,
+            Fetched::Piece(p) => stele_types::codec::encode(p).len() as u64,
+        }
+    }
+
+    /// A state with `crowded` accounts (every fifth with a record) ground into bucket
+    /// 0007 beside a few elsewhere, served by peers that call a chunk past `max` bytes
+    /// too large (peer 0 in the way `first` says); returns the outcome and the sync.
+    fn run_big(
+        crowded: u32,
+        max: usize,
+        first: Option<Kind>,
+    ) -> (Outcome, SnapshotSync<u8>, BTreeMap<u16, Bucket>) {
+        let mut accounts = BTreeMap::new();
+        let mut records = BTreeMap::new();
+        for i in 0u32..crowded + 40 {
+            let mut k = [9u8; 32];
+            let b: u16 = if i < crowded {
+                7
+            } else {
+                ((i - crowded + 1) * 0x400) as u16
+            };
+            k[..2].copy_from_slice(&b.to_be_bytes());
+            k[2..6].copy_from_slice(&i.to_be_bytes());
+            accounts.insert(
+                PublicKey(k),
+                Account {
+                    balance: Amount(1),
+                    nonce: Nonce(1),
+                },
+            );
+            if i % 5 == 0 {
+                records.insert(
+                    (
+                        PublicKey(k),
+                        stele_types::RecordKey::new(vec![1; 8]).unwrap(),
+                    ),
+                    stele_types::RecordValue::new(vec![2; 40]).unwrap(),
+                );
+            }
+        }
+        let buckets = state_root::buckets(&accounts, &records);
+        let roots = buckets.iter().map(|(b, x)| (*b, x.root())).collect();
+        let server = Server {
+            buckets: buckets.clone(),
+            tree: BucketTree::new(&roots),
+        };
+        let mut sync = SnapshotSync::new(
+            Height(64),
+            server.tree.root(),
+            [0u8, 1],
+            SyncConfig {
+                max_chunk_bytes: max,
+                timeout_ms: 50,
+                give_up_ms: 5_000,
+                piece_bits: 7,
+                ..SyncConfig::default()
+            },
+        );
+        let outcome = drive(&mut sync, |r| {
+            let honest = server.answer(r.part);
+            let bytes = wire_size(&honest);
+            let answer = match (r.peer, first, honest) {
+                (0, Some(Kind::TooLarge), _) => Err(FetchFailure::TooLarge),
+                (0, Some(Kind::Liar), Fetched::Piece(mut p)) => {
+                    p.leaves += 1;
+                    Ok(Fetched::Piece(p))
+                }
+                (_, _, Fetched::Chunk(_)) if bytes > max as u64 => Err(FetchFailure::TooLarge),
+                (_, _, f) => Ok(f),
+            };
+            Some((answer, bytes))
+        });
+        (outcome, sync, buckets)
+    }
+
+    #[test]
+    fn a_bucket_larger_than_a_chunk_is_fetched_in_pieces_and_reassembled() {
+        // 3,000 accounts and 600 records in one bucket: about 200 KB, ten times the
+        // largest chunk; in pieces of 128 entries. (Before pieces, this sync gave up:
+        // the one bucket could only ever be answered "too large".)
+        let (outcome, sync, buckets) = run_big(3_000, 20_000, None);
+        let Outcome::Complete(chunks) = outcome else {
+            panic!("the honest peers cannot serve bucket 0007");
+        };
+        let got: BTreeMap<u16, Bucket> = chunks.into_iter().flat_map(|c| c.buckets).collect();
+        assert_eq!(got, buckets);
+        let p = sync.progress();
+        assert_eq!(p.pieces_done, 3_600u64.div_ceil(128), "{p:?}");
+        assert_eq!(p.bad_chunks, 0);
+    }
+
+    #[test]
+    fn a_piece_lying_about_its_bucket_or_a_bucket_falsely_too_large_is_caught() {
+        // Peer 0 claims its pieces belong to a bucket one entry larger.
+        let (outcome, mut sync, buckets) = run_big(3_000, 20_000, Some(Kind::Liar));
+        let Outcome::Complete(chunks) = outcome else {
+            panic!("peer 1 is honest");
+        };
+        let got: BTreeMap<u16, Bucket> = chunks.into_iter().flat_map(|c| c.buckets).collect();
+        assert_eq!(got, buckets);
+        assert!(sync.take_events().iter().any(|e| matches!(
+            e,
+            Event::Faulty {
+                peer: 0,
+                part: Part::Piece(_),
+                ..
+            }
+        )));
+        // Peer 0 calls everything too large; bucket 0007 (about 1 KB here) fits.
+        let (outcome, mut sync, buckets) = run_big(20, 20_000, Some(Kind::TooLarge));
+        let Outcome::Complete(chunks) = outcome else {
+            panic!("peer 1 is honest");
+        };
+        let got: BTreeMap<u16, Bucket> = chunks.into_iter().flat_map(|c| c.buckets).collect();
+        assert_eq!(got, buckets);
+        assert!(sync
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::FalseTooLarge { peer: 0, .. })));
+        assert!(sync
+            .peers()
+            .any(|(id, state, _, _)| id == 0 && state == PeerState::Faulty));
     }
 }

@@ -98,6 +98,34 @@ pub fn prove<L: AsRef<[u8]>>(leaves: &[L], index: usize) -> Option<Proof> {
     })
 }
 
+/// The root that `node`, the `index`-th of `count` nodes on one level of a tree (leaf
+/// hashes, or the roots of aligned runs of 2^k leaves), reaches along the audit path
+/// `path` (RFC 9162 §2.1.3.2); `None` when the path cannot be one for that position.
+pub fn fold_path(index: u64, count: u64, node: Digest, path: &[Digest]) -> Option<Digest> {
+    if index >= count || path.len() > MAX_PROOF_LEN {
+        return None;
+    }
+    let (mut fnode, mut snode) = (index, count - 1);
+    let mut r = node;
+    for p in path {
+        if snode == 0 {
+            return None;
+        }
+        if fnode & 1 == 1 || fnode == snode {
+            r = node_hash(p, &r);
+            while fnode & 1 == 0 && fnode != 0 {
+                fnode >>= 1;
+                snode >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    (snode == 0).then_some(r)
+}
+
 /// A whole tree kept in memory, every level of it, so any leaf's proof is O(log n) to
 /// read out (`prove` recomputes subtrees: O(n) per proof). The levels are built bottom
 /// up, pairing neighbours and carrying a level's odd last node up unchanged; that gives
@@ -175,28 +203,7 @@ impl Tree {
 impl Proof {
     /// Whether `leaf` is at `self.index` in the tree whose root is `root` (RFC 9162 §2.1.3.2).
     pub fn verify(&self, root: &Digest, leaf: &[u8]) -> bool {
-        if self.index >= self.leaf_count || self.path.len() > MAX_PROOF_LEN {
-            return false;
-        }
-        let (mut fnode, mut snode) = (self.index, self.leaf_count - 1);
-        let mut r = leaf_hash(leaf);
-        for p in &self.path {
-            if snode == 0 {
-                return false;
-            }
-            if fnode & 1 == 1 || fnode == snode {
-                r = node_hash(p, &r);
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
-            } else {
-                r = node_hash(&r, p);
-            }
-            fnode >>= 1;
-            snode >>= 1;
-        }
-        snode == 0 && r == *root
+        fold_path(self.index, self.leaf_count, leaf_hash(leaf), &self.path) == Some(*root)
     }
 }
 

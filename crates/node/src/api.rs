@@ -18,13 +18,13 @@ use axum::{Json, Router};
 use http_body_util::BodyExt;
 use stele_crypto::{Digest, KeyPair, PublicKey, Verified};
 use stele_ledger::{admit, Admission, Refusal};
-use stele_store::{ChunkAnswer, Store, StoreError};
+use stele_store::{ChunkAnswer, PieceAnswer, Store, StoreError};
 use stele_types::api::{
     decode_submit_body, AccountResponse, Admitted, ApiError, BlockResponse, CheckpointResponse,
     StatusResponse, SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus,
     BINARY_CONTENT_TYPE, MAX_SUBMIT_BODY,
 };
-use stele_types::snapshot::{ChunkRange, MAX_CHUNK_BYTES};
+use stele_types::snapshot::{ChunkRange, PieceId, MAX_CHUNK_BYTES, MAX_PIECE_BITS};
 use stele_types::{
     tx_hash, Genesis, Height, Nonce, ReplicaId, Transaction, TxBody, TxHash, TxResult, ValidatorSet,
 };
@@ -100,6 +100,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/checkpoint", get(checkpoint))
         .route("/snapshot", get(snapshot_manifest))
         .route("/snapshot/{height}/{first}/{bits}", get(snapshot_chunk))
+        .route(
+            "/snapshot/{height}/piece/{bucket}/{bits}/{index}",
+            get(snapshot_piece),
+        )
         .route("/txs/{hash}", get(tx))
         .route("/txs", axum::routing::post(submit))
         .route("/accounts/{key}", get(account))
@@ -339,9 +343,65 @@ async fn snapshot_chunk(
             ChunkAnswer::TooLarge => Err(fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("{range} holds more than {MAX_CHUNK_BYTES} bytes; ask for its halves"),
+                format!(
+                    "{range} holds more than {MAX_CHUNK_BYTES} bytes; ask for its halves \
+                     (a single bucket: for its pieces)"
+                ),
             )),
             ChunkAnswer::Unavailable => Err(fail(
+                StatusCode::NOT_FOUND,
+                "no_snapshot",
+                format!("no snapshot is kept at height {h}"),
+            )),
+        },
+    )
+    .await
+}
+
+/// Piece `index` (of 2^`bits` entries) of one bucket of the snapshot at `height`, for a
+/// bucket too large for one chunk: 404 `no_snapshot` when that height is not kept, 404
+/// `no_piece` past the bucket's last piece, 400 when `bits` passes the largest piece.
+async fn snapshot_piece(
+    State(api): State<Arc<Api>>,
+    Path((height, bucket, bits, index)): Path<(String, String, String, String)>,
+) -> Result<Response, Fail> {
+    let id = match (
+        height.parse::<u64>(),
+        bucket.parse::<u16>(),
+        bits.parse::<u8>(),
+        index.parse::<u32>(),
+    ) {
+        (Ok(h), Ok(bucket), Ok(bits), Ok(index)) => Some((
+            Height(h),
+            PieceId {
+                bucket,
+                bits,
+                index,
+            },
+        ))
+        .filter(|(_, id)| id.is_valid()),
+        _ => None,
+    };
+    let Some((h, id)) = id else {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!(
+                "expected /snapshot/{{height}}/piece/{{bucket}}/{{bits}}/{{index}} with bits <= \
+                 {MAX_PIECE_BITS}, found /snapshot/{height}/piece/{bucket}/{bits}/{index}"
+            ),
+        ));
+    };
+    let _slot = slot(&api)?;
+    blocking(
+        move || match api.store.snapshot_piece(h, id).map_err(internal)? {
+            PieceAnswer::Piece(p) => Ok(binary(stele_types::codec::encode(&p))),
+            PieceAnswer::NoSuchPiece => Err(fail(
+                StatusCode::NOT_FOUND,
+                "no_piece",
+                format!("the bucket has no {id} at height {h}"),
+            )),
+            PieceAnswer::Unavailable => Err(fail(
                 StatusCode::NOT_FOUND,
                 "no_snapshot",
                 format!("no snapshot is kept at height {h}"),

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use stele_consensus::snapshot::{
-    Event, FetchFailure, Outcome, Progress, Request, SnapshotSync, SyncConfig,
+    Event, FetchFailure, Fetched, Outcome, Progress, Request, SnapshotSync, SyncConfig,
 };
 use stele_crypto::Ed25519;
 use stele_store::Store;
 use stele_types::api::SnapshotSyncStatus;
 use stele_types::codec;
-use stele_types::snapshot::{ChunkRange, SnapshotChunk, SnapshotManifest, MAX_CHUNK_BYTES};
+use stele_types::snapshot::{BucketPiece, Part, SnapshotChunk, SnapshotManifest, MAX_CHUNK_BYTES};
 use stele_types::{Genesis, Height, ReplicaId};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -37,16 +37,11 @@ fn manifest_limit(genesis: &Genesis) -> usize {
     stele_types::max_frame_len(genesis)
 }
 
-/// A chunk's encoding is its entries (which the server bounds) plus framing.
+/// A chunk's (or piece's) encoding is its entries (which the server bounds) plus framing.
 const CHUNK_LIMIT: usize = MAX_CHUNK_BYTES + (1 << 20);
 
 /// What a chunk fetch returns to the loop.
-type Answer = (
-    ReplicaId,
-    ChunkRange,
-    Result<SnapshotChunk, FetchFailure>,
-    u64,
-);
+type Answer = (ReplicaId, Part, Result<Fetched, FetchFailure>, u64);
 
 /// The peers' API base URLs.
 fn peers(genesis: &Genesis, me: ReplicaId) -> Vec<(ReplicaId, String)> {
@@ -122,13 +117,17 @@ async fn fetch_chunk(
     req: Request<ReplicaId>,
     tx: mpsc::UnboundedSender<Answer>,
 ) {
-    let r = req.range;
+    let part = req.part;
+    let path = match part {
+        Part::Range(r) => format!("{url}/snapshot/{}/{}/{}", height.0, r.first, r.bits),
+        Part::Piece(p) => format!(
+            "{url}/snapshot/{}/piece/{}/{}/{}",
+            height.0, p.bucket, p.bits, p.index
+        ),
+    };
     let answer = async {
         let resp = client
-            .get(format!(
-                "{url}/snapshot/{}/{}/{}",
-                height.0, r.first, r.bits
-            ))
+            .get(path)
             .send()
             .await
             .map_err(|e| FetchFailure::Transport(e.to_string()))?;
@@ -142,16 +141,22 @@ async fn fetch_chunk(
             .await
             .map_err(FetchFailure::Transport)?;
         let n = bytes.len() as u64;
-        codec::decode::<SnapshotChunk>(&bytes, CHUNK_LIMIT)
+        let fetched = match part {
+            Part::Range(_) => {
+                codec::decode::<SnapshotChunk>(&bytes, CHUNK_LIMIT).map(Fetched::Chunk)
+            }
+            Part::Piece(_) => codec::decode::<BucketPiece>(&bytes, CHUNK_LIMIT).map(Fetched::Piece),
+        };
+        fetched
             .map(|c| (c, n))
-            .map_err(|e| FetchFailure::Transport(format!("chunk does not decode: {e}")))
+            .map_err(|e| FetchFailure::Transport(format!("{part} does not decode: {e}")))
     }
     .await;
     let (answer, bytes) = match answer {
         Ok((c, n)) => (Ok(c), n),
         Err(e) => (Err(e), 0),
     };
-    let _ = tx.send((req.peer, r, answer, bytes));
+    let _ = tx.send((req.peer, part, answer, bytes));
 }
 
 fn show(p: &Progress, started: Instant) -> (SnapshotSyncStatus, Option<u64>) {
@@ -347,13 +352,13 @@ async fn attempt_fetch(
         }
         for e in sync.take_events() {
             match e {
-                Event::Faulty { peer, range, error } => {
+                Event::Faulty { peer, part, error } => {
                     metrics.snapshot_bad_chunks.inc();
-                    warn!(peer = peer.0, %range, %error, "a snapshot chunk does not verify; not asking that validator again");
+                    warn!(peer = peer.0, %part, %error, "a snapshot chunk does not verify; not asking that validator again");
                 }
-                Event::Stalled { peer, range } => {
+                Event::Stalled { peer, part } => {
                     metrics.snapshot_stalls.inc();
-                    warn!(peer = peer.0, %range, "snapshot chunk request stalled; asking another validator");
+                    warn!(peer = peer.0, %part, "snapshot chunk request stalled; asking another validator");
                 }
                 Event::Unavailable { peer } => {
                     info!(
@@ -362,17 +367,17 @@ async fn attempt_fetch(
                         "validator no longer keeps this snapshot"
                     )
                 }
-                Event::FalseTooLarge { peer, range, bytes } => {
+                Event::FalseTooLarge { peer, part, bytes } => {
                     metrics.snapshot_bad_chunks.inc();
-                    warn!(peer = peer.0, %range, bytes, "a validator called a snapshot range too large that fits; not asking it again");
+                    warn!(peer = peer.0, %part, bytes, "a validator called a snapshot range too large that fits; not asking it again");
                 }
                 Event::Failed {
                     peer,
-                    range,
+                    part,
                     error,
                     backoff_ms,
                 } => {
-                    warn!(peer = peer.0, %range, %error, backoff_ms, "snapshot chunk request failed; asking that validator again later")
+                    warn!(peer = peer.0, %part, %error, backoff_ms, "snapshot chunk request failed; asking that validator again later")
                 }
             }
         }
@@ -401,17 +406,17 @@ async fn attempt_fetch(
         }
         tokio::select! {
             a = rx.recv() => {
-                let Some((peer, range, answer, bytes)) = a else { break Outcome::NoPeers };
+                let Some((peer, part, answer, bytes)) = a else { break Outcome::NoPeers };
                 if answer.is_ok() {
                     let label = peer.0.to_string();
                     let done_before = sync.progress().chunks_done;
-                    reqs = sync.on_answer(now(started), peer, range, answer, bytes);
+                    reqs = sync.on_answer(now(started), peer, part, answer, bytes);
                     if sync.progress().chunks_done > done_before {
                         metrics.snapshot_chunks.with_label_values(&[&label]).inc();
                         metrics.snapshot_bytes.with_label_values(&[&label]).inc_by(bytes);
                     }
                 } else {
-                    reqs = sync.on_answer(now(started), peer, range, answer, bytes);
+                    reqs = sync.on_answer(now(started), peer, part, answer, bytes);
                 }
             }
             _ = tick.tick() => reqs = sync.tick(now(started)),

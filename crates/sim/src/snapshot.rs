@@ -11,14 +11,19 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use stele_consensus::snapshot::{FetchFailure, Outcome, Request, SnapshotSync, SyncConfig};
+use stele_consensus::snapshot::{
+    FetchFailure, Fetched, Outcome, Request, SnapshotSync, SyncConfig,
+};
 use stele_crypto::{Digest, PublicKey};
-use stele_types::snapshot::{ChunkRange, SnapshotChunk};
+use stele_types::snapshot::{BucketPiece, ChunkRange, Part, PieceId, SnapshotChunk};
 use stele_types::state_root::{self, Bucket, BucketTree};
 use stele_types::{codec, Account, Amount, Height, Nonce, RecordKey, RecordValue};
 
 /// The height the snapshot is at.
 const HEIGHT: Height = Height(1024);
+
+/// The bucket keys are ground into.
+const HUGE_BUCKET: u16 = 0x4242;
 
 /// How a peer serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +67,9 @@ pub struct Served {
 }
 
 impl Served {
-    /// A random state: accounts spread over all buckets, some crowded, some records.
-    pub fn random(rng: &mut ChaCha8Rng, accounts: usize) -> Served {
+    /// A random state: accounts spread over all buckets, some crowded, some records, and
+    /// `huge` more accounts (some with records) in one bucket, as keys ground into it.
+    pub fn random(rng: &mut ChaCha8Rng, accounts: usize, huge: usize) -> Served {
         let mut acc = BTreeMap::new();
         let mut rec = BTreeMap::new();
         for _ in 0..accounts {
@@ -88,6 +94,18 @@ impl Served {
                 );
             }
         }
+        for _ in 0..huge {
+            let mut k: [u8; 32] = rng.gen();
+            k[..2].copy_from_slice(&HUGE_BUCKET.to_be_bytes());
+            let key = PublicKey(k);
+            acc.insert(key, Account::default());
+            if rng.gen_bool(0.2) {
+                rec.insert(
+                    (key, RecordKey::new(vec![rng.gen(); 16]).expect("short")),
+                    RecordValue::new(vec![rng.gen(); 64]).expect("short"),
+                );
+            }
+        }
         let buckets = state_root::buckets(&acc, &rec);
         let roots = buckets.iter().map(|(b, x)| (*b, x.root())).collect();
         Served {
@@ -103,6 +121,31 @@ impl Served {
     fn chunk(&self, range: ChunkRange) -> SnapshotChunk {
         SnapshotChunk::of(HEIGHT, range, &self.buckets, &self.tree).expect("valid range")
     }
+
+    fn piece(&self, id: PieceId) -> Option<BucketPiece> {
+        let empty = Bucket::default();
+        let bucket = self.buckets.get(&id.bucket).unwrap_or(&empty);
+        BucketPiece::of(HEIGHT, id, bucket, &self.tree)
+    }
+
+    /// What an honest server of this state answers: a chunk, "too large" past
+    /// `max_bytes`, or a piece (never too large).
+    fn answer(&self, part: Part, max_bytes: usize) -> Result<Fetched, FetchFailure> {
+        match part {
+            Part::Range(range) => {
+                let c = self.chunk(range);
+                if codec::encode(&c).len() > max_bytes {
+                    Err(FetchFailure::TooLarge)
+                } else {
+                    Ok(Fetched::Chunk(c))
+                }
+            }
+            Part::Piece(id) => self
+                .piece(id)
+                .map(Fetched::Piece)
+                .ok_or_else(|| FetchFailure::Transport("no such piece".into())),
+        }
+    }
 }
 
 /// One seed's setup.
@@ -117,6 +160,10 @@ pub struct Setup {
     /// Largest chunk (encoded bytes) a peer sends before saying "too large".
     pub max_bytes: usize,
     pub accounts: usize,
+    /// Accounts ground into one bucket, beyond any chunk (0: none).
+    pub huge: usize,
+    /// Entries per piece asked of such a bucket: 2^piece_bits.
+    pub piece_bits: u8,
 }
 
 impl Setup {
@@ -155,6 +202,12 @@ impl Setup {
                 .collect(),
             max_bytes: rng.gen_range(8_000..60_000),
             accounts: rng.gen_range(0..4_000),
+            huge: if rng.gen_bool(0.5) {
+                rng.gen_range(1_300..4_000)
+            } else {
+                0
+            },
+            piece_bits: rng.gen_range(3..=11),
             peers,
         }
     }
@@ -168,6 +221,8 @@ pub struct SyncRun {
     pub honest: BTreeMap<u16, Bucket>,
     pub bad_chunks: u64,
     pub stalls: u64,
+    /// Pieces of the bucket too large for a chunk, verified.
+    pub pieces: u64,
     pub elapsed_ms: u64,
     /// Whether an honest peer was ever judged faulty (it must never be).
     pub honest_judged_faulty: bool,
@@ -176,8 +231,8 @@ pub struct SyncRun {
 /// Runs one sync of `setup` from `seed`'s state over the simulated network.
 pub fn run_sync(seed: u64, setup: &Setup) -> SyncRun {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let honest = Served::random(&mut rng, setup.accounts);
-    let other = Served::random(&mut rng, setup.accounts.max(1));
+    let honest = Served::random(&mut rng, setup.accounts, setup.huge);
+    let other = Served::random(&mut rng, setup.accounts.max(1), setup.huge);
     let mut sync = SnapshotSync::new(
         HEIGHT,
         honest.root(),
@@ -186,11 +241,12 @@ pub fn run_sync(seed: u64, setup: &Setup) -> SyncRun {
             timeout_ms: 2_000,
             give_up_ms: 40_000,
             max_chunk_bytes: setup.max_bytes,
+            piece_bits: setup.piece_bits,
             ..SyncConfig::default()
         },
     );
     // (arrival time, seq) → answer
-    type Arrival = (usize, ChunkRange, Result<SnapshotChunk, FetchFailure>);
+    type Arrival = (usize, Part, Result<Fetched, FetchFailure>);
     // (The wire size of an answer is its encoding's.)
     let mut queue: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
     let mut arrivals: BTreeMap<(u64, u64), Arrival> = BTreeMap::new();
@@ -208,61 +264,93 @@ pub fn run_sync(seed: u64, setup: &Setup) -> SyncRun {
             let at = now + rng.gen_range(lo..=hi) * 2;
             let down = now < setup.down_until[p];
             let lost = rng.gen_bool(setup.loss[p]);
-            let true_chunk = honest.chunk(r.range);
             let answer = match setup.peers[p] {
                 _ if down || lost => continue,
-                Peer::Honest | Peer::Flaky | Peer::TooLarge
-                    if codec::encode(&true_chunk).len() > setup.max_bytes =>
-                {
-                    Err(FetchFailure::TooLarge)
-                }
-                Peer::Honest => Ok(true_chunk),
-                Peer::Liar => {
-                    let mut c = true_chunk;
-                    match c.buckets.first_mut() {
-                        Some((_, b)) if !b.accounts.is_empty() => b.accounts[0].1.balance.0 ^= 1,
-                        // Nothing to change: invent an entry.
-                        _ => c.buckets.push((r.range.first, other_bucket(r.range.first))),
-                    }
-                    Ok(c)
-                }
-                Peer::OtherState => Ok(other.chunk(r.range)),
-                Peer::WrongProof => {
-                    let mut c = true_chunk;
-                    if c.proof.len() >= 2 {
-                        c.proof.swap(0, 1);
-                    } else if let Some(d) = c.proof.first_mut() {
-                        *d = Digest::of(b"forged");
-                    } else {
-                        c.proof.push(Digest::of(b"extra"));
-                    }
-                    Ok(c)
-                }
-                Peer::WrongRange => {
-                    let shifted = ChunkRange::new(
-                        r.range.first.wrapping_add(1u16 << r.range.bits.min(15)),
-                        r.range.bits,
-                    )
-                    .filter(|s| *s != r.range && r.range.bits < 16);
-                    match shifted {
-                        Some(s) => Ok(honest.chunk(s)),
-                        None => Err(FetchFailure::Transport("no other range".into())),
-                    }
-                }
                 Peer::Silent => continue,
                 Peer::Stale => Err(FetchFailure::Unavailable),
-                Peer::TooLarge => Err(FetchFailure::TooLarge),
                 Peer::Flaky => {
                     flaky_turn += 1;
                     if flaky_turn % 2 == 0 {
                         continue;
                     }
-                    Ok(true_chunk)
+                    honest.answer(r.part, setup.max_bytes)
                 }
+                Peer::Honest => honest.answer(r.part, setup.max_bytes),
+                Peer::TooLarge => Err(FetchFailure::TooLarge),
+                Peer::OtherState => other.answer(r.part, setup.max_bytes),
+                Peer::Liar => honest.answer(r.part, setup.max_bytes).map(|f| match f {
+                    Fetched::Chunk(mut c) => {
+                        match c.buckets.first_mut() {
+                            Some((_, b)) if !b.accounts.is_empty() => {
+                                b.accounts[0].1.balance.0 ^= 1
+                            }
+                            // Nothing to change: invent an entry.
+                            _ => c.buckets.push((c.range.first, other_bucket(c.range.first))),
+                        }
+                        Fetched::Chunk(c)
+                    }
+                    Fetched::Piece(mut piece) => {
+                        match piece.entries.accounts.first_mut() {
+                            Some((_, a)) => a.balance.0 ^= 1,
+                            // Lies about the bucket's size instead.
+                            None => piece.leaves += 1,
+                        }
+                        Fetched::Piece(piece)
+                    }
+                }),
+                Peer::WrongProof => honest.answer(r.part, setup.max_bytes).map(|f| {
+                    let forge = |path: &mut Vec<Digest>| {
+                        if path.len() >= 2 && path[0] != path[1] {
+                            path.swap(0, 1);
+                        } else if let Some(d) = path.first_mut() {
+                            *d = Digest::of(b"forged");
+                        } else {
+                            path.push(Digest::of(b"extra"));
+                        }
+                    };
+                    match f {
+                        Fetched::Chunk(mut c) => {
+                            forge(&mut c.proof);
+                            Fetched::Chunk(c)
+                        }
+                        Fetched::Piece(mut piece) => {
+                            if piece.path.is_empty() {
+                                forge(&mut piece.proof);
+                            } else {
+                                forge(&mut piece.path);
+                            }
+                            Fetched::Piece(piece)
+                        }
+                    }
+                }),
+                Peer::WrongRange => match r.part {
+                    Part::Range(range) => ChunkRange::new(
+                        range.first.wrapping_add(1u16 << range.bits.min(15)),
+                        range.bits,
+                    )
+                    .filter(|s| *s != range && range.bits < 16)
+                    .map(|s| Fetched::Chunk(honest.chunk(s)))
+                    .ok_or_else(|| FetchFailure::Transport("no other range".into())),
+                    // The next piece of the bucket, or the first of the next bucket.
+                    Part::Piece(id) => honest
+                        .piece(PieceId {
+                            index: id.index + 1,
+                            ..id
+                        })
+                        .or_else(|| {
+                            honest.piece(PieceId {
+                                bucket: id.bucket.wrapping_add(1),
+                                index: 0,
+                                ..id
+                            })
+                        })
+                        .map(Fetched::Piece)
+                        .ok_or_else(|| FetchFailure::Transport("no other piece".into())),
+                },
             };
             seq += 1;
             queue.push(Reverse((at, seq)));
-            arrivals.insert((at, seq), (p, r.range, answer));
+            arrivals.insert((at, seq), (p, r.part, answer));
         }
     };
     let first = sync.requests(now);
@@ -289,9 +377,13 @@ pub fn run_sync(seed: u64, setup: &Setup) -> SyncRun {
             sync.tick(now)
         } else {
             let Reverse(key) = queue.pop().expect("peeked");
-            let (p, range, answer) = arrivals.remove(&key).expect("queued");
-            let bytes = answer.as_ref().map_or(0, |c| codec::encode(c).len() as u64);
-            sync.on_answer(now, p, range, answer, bytes)
+            let (p, part, answer) = arrivals.remove(&key).expect("queued");
+            let bytes = match &answer {
+                Ok(Fetched::Chunk(c)) => codec::encode(c).len() as u64,
+                Ok(Fetched::Piece(piece)) => codec::encode(piece).len() as u64,
+                Err(_) => 0,
+            };
+            sync.on_answer(now, p, part, answer, bytes)
         };
         for e in sync.take_events() {
             if std::env::var("SNAPDBG").is_ok() {
@@ -321,6 +413,7 @@ pub fn run_sync(seed: u64, setup: &Setup) -> SyncRun {
         honest: honest.buckets,
         bad_chunks: p.bad_chunks,
         stalls: p.stalls,
+        pieces: p.pieces_done,
         elapsed_ms: now,
         honest_judged_faulty,
     }

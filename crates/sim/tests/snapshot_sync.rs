@@ -2,7 +2,9 @@
 //! Each seed draws a state, a set of peers (honest ones behind slow, lossy links, some
 //! down for a while; faulty ones lying, serving another state, forging proofs, sending
 //! the wrong range, staying silent, stale, flaky or calling every chunk too large) and
-//! runs the node's `SnapshotSync` over a simulated network until it ends.
+//! runs the node's `SnapshotSync` over a simulated network until it ends. Half the
+//! states have thousands of keys ground into one bucket, far beyond any chunk: that
+//! bucket comes in pieces, which faulty peers forge, misplace and withhold too.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +35,7 @@ fn check(seed: u64, honest: usize) -> stele_sim::snapshot::SyncRun {
 
 #[test]
 fn with_one_honest_peer_among_faulty_ones_every_seed_installs_exactly_the_honest_state() {
-    let (mut bad, mut stalls, mut longest) = (0, 0, 0);
+    let (mut bad, mut stalls, mut pieces, mut longest) = (0, 0, 0, 0);
     // SNAPSHOT_SEEDS=N for a longer campaign.
     let seeds: u64 = std::env::var("SNAPSHOT_SEEDS")
         .ok()
@@ -43,13 +45,16 @@ fn with_one_honest_peer_among_faulty_ones_every_seed_installs_exactly_the_honest
         let run = check(seed, 1);
         bad += run.bad_chunks;
         stalls += run.stalls;
+        pieces += run.pieces;
         longest = longest.max(run.elapsed_ms);
     }
     // The campaign exercised what it is for.
     assert!(bad > 100, "only {bad} bad chunks across the campaign");
     assert!(stalls > 100, "only {stalls} stalls across the campaign");
+    assert!(pieces > 1_000, "only {pieces} pieces across the campaign");
     eprintln!(
-        "{seeds} seeds: {bad} bad chunks refused, {stalls} stalls, longest sync {longest} ms"
+        "{seeds} seeds: {bad} bad chunks refused, {stalls} stalls, {pieces} pieces, longest \
+         sync {longest} ms"
     );
 }
 
@@ -74,8 +79,11 @@ fn a_lone_honest_peer_behind_a_lossy_link_is_enough() {
         down_until: vec![0, 0, 5_000],
         max_bytes: 3_000,
         accounts: 3_000,
+        huge: 2_000,
+        piece_bits: 6,
     };
     let run = run_sync(7, &setup);
     assert_eq!(run.installed.as_ref(), Some(&run.honest));
     assert!(run.bad_chunks >= 1 && run.stalls >= 1);
+    assert!(run.pieces >= 2_000 / 64, "{} pieces", run.pieces);
 }

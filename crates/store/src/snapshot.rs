@@ -19,9 +19,12 @@ use std::sync::{Arc, MutexGuard};
 
 use rocksdb::{Options, WriteBatch, DB};
 use stele_crypto::PUBLIC_KEY_LEN;
+use stele_crypto::{merkle, Digest};
 use stele_types::codec;
-use stele_types::snapshot::{ChunkRange, SnapshotChunk, SnapshotManifest, MAX_CHUNK_BYTES};
-use stele_types::state_root::{bucket_of, Bucket, BucketTree};
+use stele_types::snapshot::{
+    BucketPiece, ChunkRange, PieceId, SnapshotChunk, SnapshotManifest, MAX_CHUNK_BYTES,
+};
+use stele_types::state_root::{account_leaf, bucket_of, record_leaf, Bucket, BucketTree};
 use stele_types::{CheckpointCertificate, DurableEntry, DurableKey, Height};
 
 use crate::error::StoreError;
@@ -32,6 +35,22 @@ use crate::store::{SnapshotConfig, Store, CERT_LIMIT};
 struct Kept {
     db: Arc<DB>,
     tree: Option<Arc<BucketTree>>,
+    /// Buckets asked for in pieces lately: where each piece starts and its subtree's
+    /// root, so a piece costs a read of its own entries, not of the whole bucket.
+    pieces: BTreeMap<(u16, u8), Arc<PieceIndex>>,
+}
+
+/// Buckets whose piece index a snapshot keeps at once (a few syncing validators at a
+/// time each fetch one such bucket's pieces in turn).
+const PIECE_INDEXES: usize = 8;
+
+/// One bucket of a snapshot cut into pieces of 2^bits entries.
+#[derive(Debug)]
+struct PieceIndex {
+    leaves: u64,
+    /// Per piece: the root of its entries, and the family and key it starts at.
+    nodes: Vec<Digest>,
+    starts: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// The snapshots a store keeps.
@@ -56,6 +75,16 @@ pub enum ChunkAnswer {
     Chunk(SnapshotChunk),
     /// More than [`MAX_CHUNK_BYTES`]: ask for the halves.
     TooLarge,
+    /// No snapshot is kept at that height.
+    Unavailable,
+}
+
+/// What a store answers for a piece of a bucket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PieceAnswer {
+    Piece(BucketPiece),
+    /// Past the bucket's last piece, or pieces larger than served.
+    NoSuchPiece,
     /// No snapshot is kept at that height.
     Unavailable,
 }
@@ -188,6 +217,7 @@ impl Store {
                         Kept {
                             db: Arc::new(db),
                             tree: None,
+                            pieces: BTreeMap::new(),
                         },
                     );
                 }
@@ -232,6 +262,7 @@ impl Store {
             Kept {
                 db: Arc::new(db),
                 tree: Some(Arc::new(tree)),
+                pieces: BTreeMap::new(),
             },
         );
         // Already stable (the others' CHECKPOINTs came before this height executed here):
@@ -337,23 +368,8 @@ impl Store {
         if !range.is_valid() {
             return Ok(ChunkAnswer::Unavailable);
         }
-        let (db, tree) = {
-            let s = self.lock_snapshots();
-            let Some(k) = s.kept.get(&h) else {
-                return Ok(ChunkAnswer::Unavailable);
-            };
-            (k.db.clone(), k.tree.clone())
-        };
-        let tree = match tree {
-            Some(t) => t,
-            None => {
-                // Reopened after a restart: one scan rebuilds the tree.
-                let t = Arc::new(self.snapshot_tree(&db)?);
-                if let Some(k) = self.lock_snapshots().kept.get_mut(&h) {
-                    k.tree = Some(t.clone());
-                }
-                t
-            }
+        let Some((db, tree)) = self.kept_snapshot(h)? else {
+            return Ok(ChunkAnswer::Unavailable);
         };
         let mut buckets: BTreeMap<u16, Bucket> = BTreeMap::new();
         let mut bytes = 0usize;
@@ -400,6 +416,143 @@ impl Store {
         }))
     }
 
+    /// The kept snapshot at `h` and its bucket tree (rebuilt by one scan after a restart).
+    #[allow(clippy::type_complexity)]
+    fn kept_snapshot(&self, h: Height) -> Result<Option<(Arc<DB>, Arc<BucketTree>)>, StoreError> {
+        let (db, tree) = {
+            let s = self.lock_snapshots();
+            let Some(k) = s.kept.get(&h) else {
+                return Ok(None);
+            };
+            (k.db.clone(), k.tree.clone())
+        };
+        let tree = match tree {
+            Some(t) => t,
+            None => {
+                let t = Arc::new(self.snapshot_tree(&db)?);
+                if let Some(k) = self.lock_snapshots().kept.get_mut(&h) {
+                    k.tree = Some(t.clone());
+                }
+                t
+            }
+        };
+        Ok(Some((db, tree)))
+    }
+
+    /// Piece `id` of a bucket of the snapshot at `h`: for a bucket too large for one
+    /// chunk. Never larger than a chunk (at most 2^[`MAX_PIECE_BITS`] entries).
+    ///
+    /// [`MAX_PIECE_BITS`]: stele_types::snapshot::MAX_PIECE_BITS
+    pub fn snapshot_piece(&self, h: Height, id: PieceId) -> Result<PieceAnswer, StoreError> {
+        if !id.is_valid() {
+            return Ok(PieceAnswer::NoSuchPiece);
+        }
+        let Some((db, tree)) = self.kept_snapshot(h)? else {
+            return Ok(PieceAnswer::Unavailable);
+        };
+        let cached = self
+            .lock_snapshots()
+            .kept
+            .get(&h)
+            .and_then(|k| k.pieces.get(&(id.bucket, id.bits)).cloned());
+        let index = match cached {
+            Some(i) => i,
+            None => {
+                let i = Arc::new(self.piece_index(&db, id.bucket, id.bits)?);
+                if let Some(k) = self.lock_snapshots().kept.get_mut(&h) {
+                    if k.pieces.len() >= PIECE_INDEXES {
+                        k.pieces.pop_first();
+                    }
+                    k.pieces.insert((id.bucket, id.bits), i.clone());
+                }
+                i
+            }
+        };
+        let i = id.index as usize;
+        if u64::from(id.index) >= PieceId::count(index.leaves, id.bits) {
+            return Ok(PieceAnswer::NoSuchPiece);
+        }
+        let bucket = ChunkRange {
+            first: id.bucket,
+            bits: 0,
+        };
+        let mut entries = Bucket::default();
+        let size = 1usize << id.bits;
+        if let Some((cf, from)) = index.starts.get(i) {
+            if *cf == ACCOUNTS {
+                self.scan_from(&db, ACCOUNTS, from, bucket, |k, v| {
+                    entries.accounts.push(self.account_entry(k, v)?);
+                    Ok(entries.accounts.len() < size)
+                })?;
+            }
+            let from: &[u8] = if *cf == RECORDS { from } else { &[] };
+            if (entries.len() as usize) < size {
+                self.scan_from(&db, RECORDS, from, bucket, |k, v| {
+                    entries.records.push(self.record_entry(k, v)?);
+                    Ok((entries.len() as usize) < size)
+                })?;
+            }
+        }
+        let path = if index.nodes.is_empty() {
+            Vec::new()
+        } else {
+            merkle::Tree::from_leaf_hashes(index.nodes.clone())
+                .prove(i)
+                .map(|p| p.path)
+                .unwrap_or_default()
+        };
+        Ok(PieceAnswer::Piece(BucketPiece {
+            height: h,
+            piece: id,
+            leaves: index.leaves,
+            entries,
+            path,
+            proof: tree
+                .prove(0, id.bucket)
+                .expect("a single bucket has a proof"),
+        }))
+    }
+
+    /// One scan of a bucket: where each piece of 2^bits entries starts and its root.
+    fn piece_index(&self, db: &DB, b: u16, bits: u8) -> Result<PieceIndex, StoreError> {
+        let size = 1usize << bits;
+        let mut index = PieceIndex {
+            leaves: 0,
+            nodes: Vec::new(),
+            starts: Vec::new(),
+        };
+        let mut group: Vec<Digest> = Vec::with_capacity(size);
+        let bucket = ChunkRange { first: b, bits: 0 };
+        for cf in [ACCOUNTS, RECORDS] {
+            self.scan_from(db, cf, &[], bucket, |k, v| {
+                let leaf = if cf == ACCOUNTS {
+                    let (key, account) = self.account_entry(k, v)?;
+                    account_leaf(&key, &account)
+                } else {
+                    let ((owner, key), value) = self.record_entry(k, v)?;
+                    record_leaf(&owner, &key, &value)
+                };
+                if group.is_empty() {
+                    index.starts.push((cf, k.to_vec()));
+                }
+                group.push(merkle::leaf_hash(&leaf));
+                index.leaves += 1;
+                if group.len() == size {
+                    index
+                        .nodes
+                        .push(merkle::Tree::from_leaf_hashes(std::mem::take(&mut group)).root());
+                }
+                Ok(true)
+            })?;
+        }
+        if !group.is_empty() {
+            index
+                .nodes
+                .push(merkle::Tree::from_leaf_hashes(group).root());
+        }
+        Ok(index)
+    }
+
     fn snapshot_tree(&self, db: &DB) -> Result<BucketTree, StoreError> {
         let mut all: BTreeMap<u16, Bucket> = BTreeMap::new();
         self.scan_snapshot(db, ACCOUNTS, None, |k, v| {
@@ -429,6 +582,22 @@ impl Store {
         db: &DB,
         cf: &'static str,
         range: Option<ChunkRange>,
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        match range {
+            Some(r) => self.scan_from(db, cf, &r.first.to_be_bytes(), r, f),
+            None => self.scan_from(db, cf, &[], ChunkRange::all(16)[0], f),
+        }
+    }
+
+    /// Every entry of `cf` in the snapshot `db` from key `from` (at least the range's
+    /// first bucket) to the end of `range`, in key order, until `f` says stop.
+    fn scan_from(
+        &self,
+        db: &DB,
+        cf: &'static str,
+        from: &[u8],
+        range: ChunkRange,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let handle = db.cf_handle(cf).ok_or_else(|| StoreError::Inconsistent {
@@ -436,18 +605,14 @@ impl Store {
             problem: format!("a snapshot lacks column family `{cf}`"),
         })?;
         let mut it = db.raw_iterator_cf(handle);
-        match range {
-            Some(r) => it.seek(r.first.to_be_bytes()),
-            None => it.seek_to_first(),
-        }
+        let first = range.first.to_be_bytes();
+        it.seek(if from > &first[..] { from } else { &first[..] });
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            if let Some(r) = range {
-                if k.len() < 2 || !r.contains(u16::from_be_bytes([k[0], k[1]])) {
-                    break;
-                }
+            if k.len() < 2 || !range.contains(u16::from_be_bytes([k[0], k[1]])) {
+                break;
             }
             if !f(k, v)? {
                 return Ok(());

@@ -10,8 +10,11 @@ use common::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use stele_ledger::{execute, MemState};
-use stele_store::{ChunkAnswer, SnapshotConfig, Store, StoreConfig};
-use stele_types::snapshot::{ChunkRange, SnapshotChunk, SnapshotManifest};
+use stele_store::{ChunkAnswer, PieceAnswer, SnapshotConfig, Store, StoreConfig};
+use stele_types::snapshot::{
+    BucketPiece, ChunkRange, PieceId, SnapshotChunk, SnapshotManifest, MAX_CHUNK_BYTES,
+    MAX_PIECE_BITS,
+};
 use stele_types::{Block, CheckpointCertificate, Height, Params, StateView};
 
 fn params3() -> Params {
@@ -369,4 +372,146 @@ fn a_store_far_behind_jumps_to_a_snapshot_keeping_the_views_it_left() {
     assert_eq!(b.tip(), a.tip());
     assert_eq!(b.horizon().unwrap(), Height(9));
     assert!(b.durable_entries().unwrap().contains(&left));
+}
+
+/// Every chunk of the snapshot `m`, splitting a range the store calls too large and
+/// fetching a single bucket too large in pieces of 2^bits entries, each verified.
+/// Returns the chunks and how many pieces it took.
+fn fetch_all(s: &Store, m: &SnapshotManifest, bits: u8) -> (Vec<SnapshotChunk>, usize) {
+    let h = m.checkpoint.height;
+    let root = m.opening.state_root;
+    let mut todo = ChunkRange::all(8);
+    let (mut chunks, mut pieces) = (Vec::new(), 0);
+    while let Some(r) = todo.pop() {
+        match s.snapshot_chunk(h, r).unwrap() {
+            ChunkAnswer::Chunk(c) => {
+                c.verify(h, r, &root).unwrap();
+                chunks.push(c);
+            }
+            ChunkAnswer::TooLarge => match r.split() {
+                Some((a, b)) => todo.extend([a, b]),
+                None => {
+                    let mut got = Vec::new();
+                    for index in 0.. {
+                        let id = PieceId {
+                            bucket: r.first,
+                            bits,
+                            index,
+                        };
+                        match s.snapshot_piece(h, id).unwrap() {
+                            PieceAnswer::Piece(p) => {
+                                p.verify(h, id, &root).unwrap();
+                                assert!(
+                                    stele_types::codec::encode(&p).len() <= MAX_CHUNK_BYTES,
+                                    "a piece fits in a chunk"
+                                );
+                                got.push(p);
+                            }
+                            PieceAnswer::NoSuchPiece => break,
+                            PieceAnswer::Unavailable => panic!("{id}: unavailable"),
+                        }
+                    }
+                    pieces += got.len();
+                    let c = BucketPiece::assemble(got).unwrap();
+                    c.verify(h, r, &root).unwrap();
+                    chunks.push(c);
+                }
+            },
+            ChunkAnswer::Unavailable => panic!("{r}: unavailable"),
+        }
+    }
+    (chunks, pieces)
+}
+
+#[test]
+fn a_bucket_larger_than_a_chunk_is_served_in_pieces_and_installs() {
+    // 90,000 keys ground into bucket 0007 (4.5 MB, past the 4 MiB chunk): before pieces
+    // its only answer was "too large", so no validator could ever sync this state.
+    const CROWDED: u32 = 90_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = genesis3();
+    g.accounts.extend((0..CROWDED).map(|i| {
+        let mut k = [3u8; 32];
+        k[..2].copy_from_slice(&7u16.to_be_bytes());
+        k[2..6].copy_from_slice(&i.to_be_bytes());
+        stele_types::GenesisAccount {
+            key: stele_crypto::PublicKey(k),
+            balance: stele_types::Amount(100),
+        }
+    }));
+    let open = |d: &std::path::Path| {
+        open_with(
+            &d.join("db"),
+            &g,
+            &StoreConfig {
+                snapshots: Some(SnapshotConfig {
+                    dir: d.join("snapshots"),
+                    every: 3,
+                    kept: 1,
+                }),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let a = open(dir.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut mem = MemState::genesis(&g);
+    for _ in 0..3 {
+        step(&a, &mut mem, &mut rng);
+    }
+    stable(&a, 3);
+    let m = a.snapshot_manifest().unwrap().unwrap();
+    let bucket7 = ChunkRange::new(7, 0).unwrap();
+    assert_eq!(
+        a.snapshot_chunk(Height(3), bucket7).unwrap(),
+        ChunkAnswer::TooLarge
+    );
+    let (chunks, pieces) = fetch_all(&a, &m, MAX_PIECE_BITS);
+    assert_eq!(pieces, (CROWDED as usize).div_ceil(1 << MAX_PIECE_BITS));
+    // Past the last piece, or pieces larger than served: no such piece.
+    let past = PieceId {
+        bucket: 7,
+        bits: MAX_PIECE_BITS,
+        index: pieces as u32,
+    };
+    assert_eq!(
+        a.snapshot_piece(Height(3), past).unwrap(),
+        PieceAnswer::NoSuchPiece
+    );
+    let big = PieceId {
+        bits: MAX_PIECE_BITS + 1,
+        index: 0,
+        ..past
+    };
+    assert_eq!(
+        a.snapshot_piece(Height(3), big).unwrap(),
+        PieceAnswer::NoSuchPiece
+    );
+    let entries: usize = chunks.iter().map(SnapshotChunk::entries).sum();
+    assert_eq!(entries, mem.accounts().count() + mem.records().count());
+
+    let bdir = tempfile::tempdir().unwrap();
+    let b = open(bdir.path());
+    b.install_snapshot(&m, &chunks).unwrap();
+    assert_eq!(b.tip(), a.tip());
+    assert_eq!(
+        b.state_root_after(&Default::default()).unwrap(),
+        m.opening.state_root
+    );
+    assert_eq!(
+        m.opening.state_root,
+        mem.state_root(&Default::default()).unwrap()
+    );
+
+    // After a restart (tree and piece index rebuilt), smaller pieces, the same state.
+    drop(a);
+    let a = open(dir.path());
+    let (again, pieces) = fetch_all(&a, &m, 9);
+    assert_eq!(pieces, (CROWDED as usize).div_ceil(1 << 9));
+    let sorted = |mut c: Vec<SnapshotChunk>| {
+        c.sort_by_key(|c| c.range);
+        c
+    };
+    assert_eq!(sorted(again), sorted(chunks));
 }

@@ -6,6 +6,13 @@
 //! one audit path: the verifier hashes the entries into bucket roots, the bucket roots
 //! into the subtree's root, and folds that up the path to the state root that a
 //! checkpoint certificate proves ([`crate::state_root::StateOpening::verify`]).
+//!
+//! A single bucket can outgrow a chunk (keys are cheap to grind into one bucket, and an
+//! owner may hold many records), so a bucket too large is served in pieces
+//! ([`BucketPiece`]): aligned runs of 2^bits of its leaves, each a subtree of the
+//! bucket's own tree with its audit path, plus the bucket's path to the state root.
+//! A bucket's root hashes in its entry count ([`state_root::bucket_root`]), so the
+//! first piece proves how many pieces there are.
 
 use std::fmt;
 
@@ -17,7 +24,7 @@ use crate::certs::{CheckpointCertificate, CommitCertificate};
 use crate::exec::TxResult;
 use crate::ids::Height;
 use crate::messages::results_leaf;
-use crate::state_root::{self, bucket_of, Bucket, StateOpening, BUCKET_BITS};
+use crate::state_root::{self, Bucket, StateOpening, BUCKET_BITS};
 use crate::tx::tx_hash;
 use crate::validators::ValidatorSet;
 use stele_crypto::Scheme;
@@ -29,6 +36,11 @@ pub const DEFAULT_CHUNK_BITS: u8 = 8;
 /// The largest chunk a server sends; a larger one is answered "too large", and the
 /// asker splits the range in two.
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+
+/// log2 of the most leaves a piece of one bucket holds: 2,048 entries, at most about
+/// 2.3 MB even when every one is a record of the largest size, so a piece always fits in
+/// a chunk and is never "too large".
+pub const MAX_PIECE_BITS: u8 = 11;
 
 /// Whether `ranges` cover all 65,536 buckets, each exactly once.
 pub fn tiles_every_bucket(ranges: impl IntoIterator<Item = ChunkRange>) -> bool {
@@ -106,6 +118,234 @@ impl fmt::Display for ChunkRange {
     }
 }
 
+/// Leaves `index·2^bits ..` of one bucket (the last piece may hold fewer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PieceId {
+    pub bucket: u16,
+    pub bits: u8,
+    pub index: u32,
+}
+
+impl PieceId {
+    /// Whether a server serves it: at most 2^[`MAX_PIECE_BITS`] leaves.
+    pub fn is_valid(&self) -> bool {
+        self.bits <= MAX_PIECE_BITS
+    }
+
+    /// How many pieces of 2^`bits` leaves a bucket of `leaves` entries has (an empty
+    /// bucket has one, empty).
+    pub fn count(leaves: u64, bits: u8) -> u64 {
+        leaves.div_ceil(1 << bits.min(MAX_PIECE_BITS)).max(1)
+    }
+}
+
+impl fmt::Display for PieceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "piece {} (2^{} entries) of bucket {:04x}",
+            self.index, self.bits, self.bucket
+        )
+    }
+}
+
+/// What one snapshot request asks for: a run of buckets, or a piece of one bucket too
+/// large for a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Part {
+    Range(ChunkRange),
+    Piece(PieceId),
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Part::Range(r) => r.fmt(f),
+            Part::Piece(p) => p.fmt(f),
+        }
+    }
+}
+
+/// Piece `piece` of one bucket at a checkpoint height: its entries, the audit path of
+/// their subtree within the bucket's tree, and the bucket's audit path to the state
+/// root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketPiece {
+    pub height: Height,
+    pub piece: PieceId,
+    /// How many entries the whole bucket holds (its root commits to the number).
+    pub leaves: u64,
+    /// The piece's entries: a run of the bucket's accounts-then-records.
+    pub entries: Bucket,
+    /// The piece's siblings within the bucket's tree, lowest first.
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub path: Vec<Digest>,
+    /// The bucket's siblings in the tree over the buckets, lowest first (16).
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub proof: Vec<Digest>,
+}
+
+impl BucketPiece {
+    /// The piece `id` of `bucket`'s entries (proved with the tree over the buckets'
+    /// roots): what the simulator and tests serve. `None` past the last piece.
+    pub fn of(
+        height: Height,
+        id: PieceId,
+        bucket: &Bucket,
+        tree: &state_root::BucketTree,
+    ) -> Option<BucketPiece> {
+        let leaves = bucket.leaves();
+        let size = 1usize << id.bits;
+        let count = PieceId::count(bucket.len(), id.bits);
+        if !id.is_valid() || u64::from(id.index) >= count {
+            return None;
+        }
+        let nodes: Vec<Digest> = if leaves.is_empty() {
+            Vec::new()
+        } else {
+            leaves.chunks(size).map(merkle::root).collect()
+        };
+        let path = if nodes.is_empty() {
+            Vec::new()
+        } else {
+            merkle::Tree::from_leaf_hashes(nodes)
+                .prove(id.index as usize)?
+                .path
+        };
+        let start = id.index as usize * size;
+        let end = (start + size).min(leaves.len());
+        let na = bucket.accounts.len();
+        let entries = Bucket {
+            accounts: bucket.accounts[start.min(na)..end.min(na)].to_vec(),
+            records: bucket.records[start.max(na) - na..end.max(na) - na].to_vec(),
+        };
+        Some(BucketPiece {
+            height,
+            piece: id,
+            leaves: bucket.len(),
+            entries,
+            path,
+            proof: tree.prove(0, id.bucket)?,
+        })
+    }
+
+    /// How many entries it holds.
+    pub fn entries(&self) -> usize {
+        self.entries.len() as usize
+    }
+
+    /// Checks it is exactly piece `id` at `height` of the state whose root is
+    /// `state_root`, structure first, as [`SnapshotChunk::verify`] does.
+    pub fn verify(
+        &self,
+        height: Height,
+        id: PieceId,
+        state_root: &Digest,
+    ) -> Result<(), ChunkError> {
+        same_height(height, self.height)?;
+        if self.piece != id || !id.is_valid() {
+            return Err(ChunkError::Piece {
+                expected: id,
+                got: self.piece,
+            });
+        }
+        let count = PieceId::count(self.leaves, id.bits);
+        let first = u64::from(id.index) << id.bits;
+        let expected = self.leaves.saturating_sub(first).min(1 << id.bits);
+        if u64::from(id.index) >= count || self.entries.len() != expected {
+            return Err(ChunkError::PieceLength {
+                piece: id,
+                leaves: self.leaves,
+                got: self.entries.len(),
+            });
+        }
+        if self.proof.len() != BUCKET_BITS as usize {
+            return Err(ChunkError::ProofLength {
+                bits: 0,
+                expected: BUCKET_BITS as usize,
+                got: self.proof.len(),
+            });
+        }
+        if !self.entries.is_sorted_in(id.bucket) {
+            return Err(ChunkError::Entry { bucket: id.bucket });
+        }
+        let entries_root = if self.leaves == 0 {
+            self.path.is_empty().then(merkle::empty_root)
+        } else {
+            merkle::fold_path(
+                u64::from(id.index),
+                count,
+                merkle::root(&self.entries.leaves()),
+                &self.path,
+            )
+        };
+        let Some(entries_root) = entries_root else {
+            return Err(ChunkError::PiecePath {
+                piece: id,
+                hashes: self.path.len(),
+            });
+        };
+        let leaf =
+            merkle::leaf_hash(state_root::bucket_root(self.leaves, &entries_root).as_bytes());
+        let got = state_root::fold_path(0, id.bucket, leaf, &self.proof);
+        if got != *state_root {
+            return Err(ChunkError::Root {
+                expected: *state_root,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// The chunk of the single bucket these pieces make up: every piece of it, verified
+    /// against the same root, in any order. `None` unless they are exactly its pieces.
+    pub fn assemble(mut pieces: Vec<BucketPiece>) -> Option<SnapshotChunk> {
+        pieces.sort_by_key(|p| p.piece.index);
+        let first = pieces.first()?;
+        let (height, id, leaves, proof) =
+            (first.height, first.piece, first.leaves, first.proof.clone());
+        let whole = pieces.len() as u64 == PieceId::count(leaves, id.bits)
+            && pieces.iter().enumerate().all(|(i, p)| {
+                p.height == height
+                    && p.leaves == leaves
+                    && p.piece
+                        == PieceId {
+                            index: i as u32,
+                            ..id
+                        }
+            });
+        if !whole {
+            return None;
+        }
+        let mut bucket = Bucket::default();
+        for p in pieces {
+            bucket.accounts.extend(p.entries.accounts);
+            bucket.records.extend(p.entries.records);
+        }
+        Some(SnapshotChunk {
+            height,
+            range: ChunkRange {
+                first: id.bucket,
+                bits: 0,
+            },
+            buckets: if bucket.is_empty() {
+                Vec::new()
+            } else {
+                vec![(id.bucket, bucket)]
+            },
+            proof,
+        })
+    }
+}
+
+fn same_height(expected: Height, got: Height) -> Result<(), ChunkError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(ChunkError::Height { expected, got })
+    }
+}
+
 /// Every entry of a range of buckets at a checkpoint height, with the audit path of
 /// their subtree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +381,18 @@ pub enum ChunkError {
         expected: usize,
         got: usize,
     },
+    #[error("the piece is {got}, {expected} was asked for")]
+    Piece { expected: PieceId, got: PieceId },
+    #[error("{piece} of a bucket of {leaves} entries holds {got}")]
+    PieceLength {
+        piece: PieceId,
+        leaves: u64,
+        got: u64,
+    },
+    #[error("a chunk was sent for a piece, or a piece for a chunk")]
+    Kind,
+    #[error("a path of {hashes} hashes cannot lead up from {piece}")]
+    PiecePath { piece: PieceId, hashes: usize },
     #[error("the chunk proves state root {got}, the checkpoint's is {expected}")]
     Root { expected: Digest, got: Digest },
 }
@@ -182,12 +434,7 @@ impl SnapshotChunk {
         range: ChunkRange,
         state_root: &Digest,
     ) -> Result<(), ChunkError> {
-        if self.height != height {
-            return Err(ChunkError::Height {
-                expected: height,
-                got: self.height,
-            });
-        }
+        same_height(height, self.height)?;
         if self.range != range || !range.is_valid() {
             return Err(ChunkError::Range {
                 expected: range,
@@ -209,11 +456,7 @@ impl SnapshotChunk {
                 return Err(ChunkError::Bucket { bucket: *b });
             }
             previous = Some(*b);
-            let accounts_ok = bucket.accounts.iter().all(|(k, _)| bucket_of(k) == *b)
-                && bucket.accounts.windows(2).all(|w| w[0].0 < w[1].0);
-            let records_ok = bucket.records.iter().all(|((o, _), _)| bucket_of(o) == *b)
-                && bucket.records.windows(2).all(|w| w[0].0 < w[1].0);
-            if !accounts_ok || !records_ok {
+            if !bucket.is_sorted_in(*b) {
                 return Err(ChunkError::Entry { bucket: *b });
             }
             roots.push((*b, bucket.root()));
@@ -510,6 +753,127 @@ mod tests {
             good.verify(Height(128), range, &Digest::of(b"other")),
             Err(ChunkError::Root { .. })
         ));
+    }
+
+    /// A bucket of `accounts` accounts and `records` records, the state holding it
+    /// beside the usual spread, and that state's tree.
+    fn crowded(accounts: u32, records: u32) -> (Bucket, state_root::BucketTree) {
+        let s = State::new();
+        let mut b = Bucket::default();
+        for i in 0..accounts.max(records) {
+            let mut k = [5u8; 32];
+            k[..2].copy_from_slice(&0x1234u16.to_be_bytes());
+            k[2..6].copy_from_slice(&i.to_be_bytes());
+            if i < accounts {
+                b.accounts.push((PublicKey(k), Account::default()));
+            }
+            if i < records {
+                b.records.push((
+                    (PublicKey(k), RecordKey::new(vec![1]).unwrap()),
+                    RecordValue::new(vec![i as u8]).unwrap(),
+                ));
+            }
+        }
+        let mut buckets = s.buckets.clone();
+        if !b.is_empty() {
+            buckets.insert(0x1234, b.clone());
+        }
+        let roots = buckets.iter().map(|(k, x)| (*k, x.root())).collect();
+        (b, state_root::BucketTree::new(&roots))
+    }
+
+    #[test]
+    fn every_piece_of_a_bucket_verifies_and_they_reassemble_into_its_chunk() {
+        for (accounts, records, bits) in [
+            (100, 0, 3),
+            (37, 29, 2),
+            (64, 64, 4),
+            (1, 0, 0),
+            (0, 5, 11),
+            (0, 0, 5),
+        ] {
+            let (bucket, tree) = crowded(accounts, records);
+            let root = tree.root();
+            let n = u64::from(accounts + records);
+            let count = PieceId::count(n, bits);
+            let mut pieces = Vec::new();
+            for index in 0..count as u32 {
+                let id = PieceId {
+                    bucket: 0x1234,
+                    bits,
+                    index,
+                };
+                let p = BucketPiece::of(Height(128), id, &bucket, &tree).unwrap();
+                p.verify(Height(128), id, &root)
+                    .unwrap_or_else(|e| panic!("{accounts}+{records} by 2^{bits}: {id}: {e}"));
+                pieces.push(p);
+            }
+            let past = PieceId {
+                bucket: 0x1234,
+                bits,
+                index: count as u32,
+            };
+            assert!(BucketPiece::of(Height(128), past, &bucket, &tree).is_none());
+            pieces.reverse();
+            let whole = BucketPiece::assemble(pieces).unwrap();
+            whole
+                .verify(Height(128), ChunkRange::new(0x1234, 0).unwrap(), &root)
+                .unwrap();
+            assert_eq!(whole.entries() as u64, n);
+        }
+    }
+
+    #[test]
+    fn a_piece_with_a_changed_entry_count_path_or_position_is_refused() {
+        let (bucket, tree) = crowded(37, 29);
+        let root = tree.root();
+        let id = PieceId {
+            bucket: 0x1234,
+            bits: 3,
+            index: 2,
+        };
+        let good = BucketPiece::of(Height(128), id, &bucket, &tree).unwrap();
+        let refused = |p: &BucketPiece| p.verify(Height(128), id, &root).unwrap_err();
+        // Another bucket size with the same pieces up to this one: the count is bound.
+        for leaves in [65, 67, 72, 80, 128] {
+            let mut p = good.clone();
+            p.leaves = leaves;
+            assert!(matches!(refused(&p), ChunkError::Root { .. }), "{leaves}");
+        }
+        let mut p = good.clone();
+        p.leaves = 17;
+        assert!(matches!(refused(&p), ChunkError::PieceLength { .. }));
+        let mut p = good.clone();
+        p.entries.accounts.pop();
+        assert!(matches!(refused(&p), ChunkError::PieceLength { .. }));
+        let mut p = good.clone();
+        p.entries.accounts[0].1.nonce = Nonce(9);
+        assert!(matches!(refused(&p), ChunkError::Root { .. }));
+        let mut p = good.clone();
+        p.entries.accounts.swap(0, 1);
+        assert!(matches!(refused(&p), ChunkError::Entry { .. }));
+        let mut p = good.clone();
+        p.path.push(Digest::of(b"extra"));
+        assert!(matches!(
+            refused(&p),
+            ChunkError::Root { .. } | ChunkError::PiecePath { .. }
+        ));
+        let mut p = good.clone();
+        p.proof.pop();
+        assert!(matches!(refused(&p), ChunkError::ProofLength { .. }));
+        // The true next piece, or this one answered for another.
+        let next = PieceId { index: 3, ..id };
+        let p = BucketPiece::of(Height(128), next, &bucket, &tree).unwrap();
+        assert!(matches!(refused(&p), ChunkError::Piece { .. }));
+        let mut p = good.clone();
+        p.piece = next;
+        assert!(matches!(
+            p.verify(Height(128), next, &root),
+            Err(ChunkError::Root { .. })
+        ));
+        // Pieces that are not all of one bucket's do not assemble.
+        let first = BucketPiece::of(Height(128), PieceId { index: 0, ..id }, &bucket, &tree);
+        assert!(BucketPiece::assemble(vec![first.clone().unwrap(), good.clone()]).is_none());
     }
 
     #[test]

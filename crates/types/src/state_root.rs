@@ -2,8 +2,9 @@
 //! against (issue 24).
 //!
 //! Entries (accounts, then records) fall into 2^16 buckets by the first two bytes of
-//! their owner's key, so a bucket is one key range in the store. A bucket's root is the
-//! RFC 6962 root of its entries' encodings in key order; the state root is the root of
+//! their owner's key, so a bucket is one key range in the store. A bucket's root hashes
+//! its entry count with the RFC 6962 root of its entries' encodings in key order
+//! ([`bucket_root`]); the state root is the root of
 //! the perfect tree over the 65,536 bucket roots in bucket order. A run of 2^m aligned
 //! buckets is one subtree, so a snapshot chunk of them is checked with one audit path.
 //!
@@ -60,19 +61,56 @@ impl Bucket {
         self.accounts.is_empty() && self.records.is_empty()
     }
 
-    /// The bucket's root: the Merkle root of its leaves in order.
-    pub fn root(&self) -> Digest {
-        debug_assert!(self.accounts.windows(2).all(|w| w[0].0 < w[1].0));
-        debug_assert!(self.records.windows(2).all(|w| w[0].0 < w[1].0));
-        let leaves: Vec<Vec<u8>> = self
-            .accounts
+    /// How many entries (leaves) it holds.
+    pub fn len(&self) -> u64 {
+        (self.accounts.len() + self.records.len()) as u64
+    }
+
+    /// Whether every entry is owned by a key of bucket `b` and each list is in key order
+    /// without repeats: what a peer's entries are checked for before they are hashed.
+    pub fn is_sorted_in(&self, b: u16) -> bool {
+        self.accounts.iter().all(|(k, _)| bucket_of(k) == b)
+            && self.accounts.windows(2).all(|w| w[0].0 < w[1].0)
+            && self.records.iter().all(|((o, _), _)| bucket_of(o) == b)
+            && self.records.windows(2).all(|w| w[0].0 < w[1].0)
+    }
+
+    /// Its leaves in order: accounts, then records.
+    pub fn leaves(&self) -> Vec<Vec<u8>> {
+        self.accounts
             .iter()
             .map(|(k, a)| account_leaf(k, a))
             .chain(self.records.iter().map(|((o, k), v)| record_leaf(o, k, v)))
-            .collect();
-        merkle::root(&leaves)
+            .collect()
+    }
+
+    /// The bucket's root: [`bucket_root`] of its leaves in order.
+    pub fn root(&self) -> Digest {
+        debug_assert!(self.accounts.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(self.records.windows(2).all(|w| w[0].0 < w[1].0));
+        bucket_root(self.len(), &merkle::root(&self.leaves()))
     }
 }
+
+/// A bucket's root from its entry count and the RFC 6962 root of its leaves; an empty
+/// bucket's is the root of no leaves, as in the tree over the buckets.
+///
+/// The count is hashed in because an audit path alone does not fix the number of leaves
+/// (RFC 6962 paths verify under several counts): a bucket too large for one chunk is
+/// served in pieces, and a syncing validator must learn from the first piece, without
+/// trusting its sender, how many pieces there are.
+pub fn bucket_root(leaves: u64, entries_root: &Digest) -> Digest {
+    if leaves == 0 {
+        return merkle::empty_root();
+    }
+    let mut count = Vec::with_capacity(BUCKET_COUNT_DOMAIN.len() + 8);
+    count.extend_from_slice(BUCKET_COUNT_DOMAIN.as_bytes());
+    count.extend_from_slice(&leaves.to_be_bytes());
+    merkle::node_hash(&merkle::leaf_hash(&count), entries_root)
+}
+
+/// Domain of the entry count hashed into a bucket's root.
+const BUCKET_COUNT_DOMAIN: &str = "stele/state/bucket-count";
 
 /// Roots of the empty subtrees: `[0]` an empty bucket's leaf, `[BUCKET_BITS]` the root
 /// of an empty state.
