@@ -342,6 +342,10 @@ impl Store {
             let Some(raw) = self.get_raw(META, &snapshot_cert_key(h))? else {
                 continue;
             };
+            // Checked against its root once after a restart (one scan of its files).
+            if self.kept_snapshot(h)?.is_none() {
+                continue;
+            }
             let checkpoint: CheckpointCertificate =
                 self.decode_value(META, &snapshot_cert_key(h), &raw, CERT_LIMIT)?;
             let (Some(opening), Some(block), Some(commit), Some(results)) = (
@@ -430,6 +434,28 @@ impl Store {
             Some(t) => t,
             None => {
                 let t = Arc::new(self.snapshot_tree(&db)?);
+                if self
+                    .state_opening(h)?
+                    .is_some_and(|o| o.state_root != t.root())
+                {
+                    // Its files do not hash to the root its checkpoint certifies (taken
+                    // before the bucket root's format changed, or damaged): every peer
+                    // would refuse each chunk of it, so it is not served at all.
+                    tracing::warn!(
+                        height = h.0,
+                        root = %t.root(),
+                        "a kept snapshot does not hash to its checkpoint's state root; removing it"
+                    );
+                    let dir = {
+                        let mut s = self.lock_snapshots();
+                        drop(s.kept.remove(&h));
+                        s.config.as_ref().map(|c| c.dir.clone())
+                    };
+                    if let Some(dir) = dir {
+                        remove(&dir.join(h.0.to_string()))?;
+                    }
+                    return Ok(None);
+                }
                 if let Some(k) = self.lock_snapshots().kept.get_mut(&h) {
                     k.tree = Some(t.clone());
                 }

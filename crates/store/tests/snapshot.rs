@@ -515,3 +515,67 @@ fn a_bucket_larger_than_a_chunk_is_served_in_pieces_and_installs() {
     };
     assert_eq!(sorted(again), sorted(chunks));
 }
+
+#[test]
+fn a_kept_snapshot_whose_files_do_not_hash_to_its_root_is_removed_not_served() {
+    // As after an upgrade that changed how the state root is computed, or damage: a
+    // snapshot whose entries no longer give its certified root. Every peer would refuse
+    // every chunk of it, so it must not be offered.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut mem = MemState::genesis(&genesis3());
+    let a = open_kept(dir.path());
+    for _ in 0..6 {
+        step(&a, &mut mem, &mut rng);
+    }
+    stable(&a, 3);
+    stable(&a, 6);
+    assert_eq!(a.snapshot_heights(), vec![Height(6)]);
+    drop(a);
+    // Served intact after a restart (the tree rebuilt from the files matches).
+    let a = open_kept(dir.path());
+    let m = a.snapshot_manifest().unwrap().unwrap();
+    assert_eq!(m.checkpoint.height, Height(6));
+    assert!(matches!(
+        a.snapshot_chunk(Height(6), ChunkRange::all(0)[0]).unwrap(),
+        ChunkAnswer::Chunk(_)
+    ));
+    drop(a);
+
+    let snap = dir.path().join("snapshots").join("6");
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &snap).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &snap, cfs).unwrap();
+        let accounts = db.cf_handle("accounts").unwrap();
+        let (k, v) = db
+            .iterator_cf(accounts, rocksdb::IteratorMode::Start)
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut v = v.to_vec();
+        *v.last_mut().unwrap() ^= 1;
+        db.put_cf(accounts, k, v).unwrap();
+    }
+    let a = open_kept(dir.path());
+    assert_eq!(
+        a.snapshot_heights(),
+        vec![Height(6)],
+        "not checked until asked"
+    );
+    assert_eq!(a.snapshot_manifest().unwrap(), None);
+    assert_eq!(a.snapshot_heights(), Vec::<Height>::new());
+    assert!(!snap.exists(), "its files are gone");
+    assert_eq!(
+        a.snapshot_chunk(Height(6), ChunkRange::all(0)[0]).unwrap(),
+        ChunkAnswer::Unavailable
+    );
+    // The next snapshot height is kept and served as usual.
+    for _ in 0..3 {
+        step(&a, &mut mem, &mut rng);
+    }
+    stable(&a, 9);
+    assert_eq!(
+        a.snapshot_manifest().unwrap().unwrap().checkpoint.height,
+        Height(9)
+    );
+}
