@@ -20,14 +20,14 @@ use stele_consensus::{
     group_commit, Action, Engine, Halt, Inbound, RecoveryGate, Step, TxClass, TxOutcome,
     VerifiedMessage,
 };
-use stele_crypto::{Digest, KeyPair, Verified};
+use stele_crypto::{Digest, KeyPair, PublicKey, Verified};
 use stele_ledger::{admit, Admission, Class, Refusal};
 use stele_store::{Store, StoreError};
 use stele_transport::{FrameClass, Transport};
 use stele_types::api::{Admitted, StatusResponse};
 use stele_types::{
-    codec, tx_hash, Block, CommitCertificate, CommittedBlock, Genesis, Height, Message, Params,
-    ReplicaId, TxBody, TxHash,
+    codec, tx_hash, Block, CommitCertificate, CommittedBlock, Genesis, Height, Message, Nonce,
+    Params, ReplicaId, TxBody, TxHash, TxResult,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -810,7 +810,7 @@ impl Loop {
                 .filter(|(_, r)| r.is_applied())
                 .map(|(t, _)| (t.sender, t.nonce)),
         );
-        let outcomes = self.outcomes(&block);
+        let outcomes = self.outcomes(&block, &exec.results);
         let (now, _) = self.clock();
         self.d
             .engine
@@ -818,15 +818,28 @@ impl Loop {
     }
 
     /// What execution meant for the pending txs of the senders a block touched.
-    fn outcomes(&self, block: &Block) -> Vec<(TxHash, TxOutcome)> {
+    ///
+    /// Decided from each sender's executed nonce alone, with no read per pending tx: a
+    /// tx applied (in this block or any before) has a nonce below its sender's, so it is
+    /// dead and leaves the mempool like an applied one. Reading each pending tx's
+    /// location instead cost the engine thread one RocksDB get per pending tx of every
+    /// sender a block touched: about 40 per committed tx under `stele bench`.
+    fn outcomes(&self, block: &Block, results: &[TxResult]) -> Vec<(TxHash, TxOutcome)> {
         let senders: HashSet<_> = block.txs.iter().map(|t| t.sender).collect();
+        // Only for the check below: what this block applied.
+        let applied_here: HashSet<(PublicKey, Nonce)> = block
+            .txs
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| r.is_applied())
+            .map(|(t, _)| (t.sender, t.nonce))
+            .collect();
         let mut accounts = std::collections::HashMap::new();
         self.d
             .engine
             .pending_of(&senders)
             .into_iter()
             .map(|(hash, sender, nonce)| {
-                let applied = matches!(self.d.store.tx_location_checked(&hash), Ok(Some(_)));
                 let next = *accounts.entry(sender).or_insert_with(|| {
                     self.d.store.account_of(&sender).ok().flatten().map(|a| {
                         (
@@ -835,17 +848,22 @@ impl Loop {
                         )
                     })
                 });
-                let o = if applied {
-                    TxOutcome::Applied
-                } else {
-                    match next.map(|(executed, in_flight)| {
-                        stele_ledger::classify_in_flight(executed, in_flight, nonce)
-                    }) {
-                        Some(Class::Executable) => TxOutcome::Reclassified(TxClass::Executable),
-                        Some(Class::Gapped) => TxOutcome::Reclassified(TxClass::Gapped),
-                        Some(Class::Dead) | None => TxOutcome::Dropped,
-                    }
+                let class = next.map(|(executed, in_flight)| {
+                    stele_ledger::classify_in_flight(executed, in_flight, nonce)
+                });
+                let o = match class {
+                    Some(Class::Executable) => TxOutcome::Reclassified(TxClass::Executable),
+                    Some(Class::Gapped) => TxOutcome::Reclassified(TxClass::Gapped),
+                    // Applied (here or before), or its nonce used by another tx: gone
+                    // from the mempool either way.
+                    Some(Class::Dead) | None => TxOutcome::Dropped,
                 };
+                // Applied here means its sender's nonce moved past it.
+                debug_assert!(
+                    !applied_here.contains(&(sender, nonce)) || class == Some(Class::Dead),
+                    "a tx applied at height {} is still classified {class:?}",
+                    block.height().0
+                );
                 (hash, o)
             })
             .collect()
