@@ -53,9 +53,37 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("Stele types always encode")
 }
 
-/// Length of the canonical encoding of `value`.
+/// Length of the canonical encoding of `value`, counted without building it.
 pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    encode(value).len()
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())
+        .expect("Stele types always encode");
+    size.bytes_written
+}
+
+/// `f` of the canonical encoding of `value`, built in a buffer this thread keeps: for
+/// bytes needed only for a moment, such as a tx's hash. A fresh `Vec` per tx cost three
+/// quarters of `tx_hash` in allocation and regrowth (`benches/benches/codec.rs`).
+pub fn with_encoding<T: Serialize + ?Sized, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // Kept between calls only up to this size: one huge value must not pin its buffer.
+    const KEEP: usize = 64 << 10;
+    BUF.with(|cell| {
+        // `f` may itself encode something: that inner call gets a buffer of its own.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return f(&encode(value));
+        };
+        buf.clear();
+        bincode::serde::encode_into_std_write(value, &mut *buf, config())
+            .expect("Stele types always encode");
+        let out = f(&buf);
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+        out
+    })
 }
 
 /// Decodes exactly one `T` from `bytes`, which must not be longer than `limit`.
@@ -128,6 +156,20 @@ mod tests {
     fn integers_have_fixed_width() {
         assert_eq!(encode(&1u64).len(), 8);
         assert_eq!(encode(&u64::MAX).len(), 8);
+    }
+
+    #[test]
+    fn the_reused_buffer_and_the_length_count_agree_with_encode() {
+        let values: Vec<Vec<u64>> = vec![vec![], vec![7], (0..20_000).collect(), vec![1, 2]];
+        for v in &values {
+            assert_eq!(encoded_len(v), encode(v).len());
+            assert_eq!(with_encoding(v, <[u8]>::to_vec), encode(v));
+            // An encoding inside another's callback uses its own buffer.
+            let nested = with_encoding(v, |outer| {
+                (outer.to_vec(), with_encoding(&values[1], <[u8]>::to_vec))
+            });
+            assert_eq!(nested, (encode(v), encode(&values[1])));
+        }
     }
 
     #[test]

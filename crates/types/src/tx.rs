@@ -72,7 +72,7 @@ pub fn sign_tx(body: TxBody, chain: &ChainBinding, signer: &dyn Signer) -> Trans
 
 /// The tx hash: SHA-256 of the canonical bytes of the whole signed tx.
 pub fn tx_hash(tx: &Transaction) -> TxHash {
-    Digest::of(&codec::encode(tx))
+    codec::with_encoding(tx, Digest::of)
 }
 
 /// Why a transaction is not well-formed (checked before its signature).
