@@ -132,6 +132,12 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// The next input waiting in the tx lane, if any (tests).
+    #[cfg(test)]
+    pub(crate) fn try_recv_tx(&self) -> Option<Input> {
+        self.txs.try_recv().ok()
+    }
+
     /// Handles up to [`INPUT_BURST`] validator messages, one from each non-empty lane in
     /// turn; true when inputs were left waiting.
     fn drain_peers(&mut self, mut handle: impl FnMut(Input) -> bool) -> bool {

@@ -226,13 +226,22 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
             return;
         }
     };
-    // A proposal's txs verified here go in the cache too: at low load the primary
-    // proposes a tx before its relays arrive, and each relayed copy was checked again.
-    // (Relays from any validator already fill the cache this way, so a Byzantine
-    // primary gains nothing it did not have.)
-    if matches!(v.inbound(), Inbound::Proposal { .. }) && !counting.local.is_empty() {
-        ctx.cache.insert_all(std::mem::take(&mut counting.local));
-    }
+    // A proposal's txs verified here are treated as relayed: cached, so their relayed
+    // copies are dropped unchecked (at low load the primary proposes a tx before its
+    // relays arrive, and each copy was checked again), and offered for admission, since
+    // a cached tx counts as admitted and this mempool must still hold it if the proposal
+    // never commits. (Relays from any validator already fill the cache this way, so a
+    // Byzantine primary gains nothing it did not have.) The tx lane is not waited on: a
+    // consensus message must not queue behind txs.
+    let proposed: Vec<Verified<TxBody>> =
+        if matches!(v.inbound(), Inbound::Proposal { .. }) && !counting.local.is_empty() {
+            let local = std::mem::take(&mut counting.local);
+            let txs = local.values().cloned().collect();
+            ctx.cache.insert_all(local);
+            txs
+        } else {
+            Vec::new()
+        };
     // Relayed txs go to the tx queue: a peer's relays, like clients' txs, cannot fill
     // the queue consensus messages wait in. A closed queue means the node is stopping.
     match v.inbound() {
@@ -256,6 +265,9 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
                     msg: v,
                 },
             );
+            if !proposed.is_empty() {
+                let _ = ctx.tx_queue.try_send(Input::Relay { txs: proposed });
+            }
         }
     }
 }
@@ -330,7 +342,7 @@ mod tests {
         // (1.2-1.4 checks per tx per backup at 2,000 tx/s in `stele bench`).
         let genesis = test_genesis();
         let vs = genesis.validator_set();
-        let (_engine, peer_inputs, tx_inputs, _rx) = crate::driver::input_queues(vs.n());
+        let (_engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
         let metrics = Metrics::new();
         let ctx = Ctx {
             engine: peer_inputs,
@@ -369,6 +381,17 @@ mod tests {
             3,
             "the proposal's txs, once each"
         );
+        // Offered for admission like relayed txs: cached means admitted.
+        match rx.try_recv_tx() {
+            Some(Input::Relay { txs: offered }) => {
+                let mut got: Vec<_> = offered.iter().map(|t| tx_hash(t.signed())).collect();
+                let mut want: Vec<_> = txs.iter().map(tx_hash).collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want);
+            }
+            other => panic!("the proposal's txs were not offered for admission: {other:?}"),
+        }
         for peer in [1, 2] {
             handle(
                 &ctx,
