@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use http_body_util::BodyExt;
 use stele_crypto::{Digest, KeyPair, PublicKey, Verified};
 use stele_ledger::{admit, Admission, Refusal};
-use stele_store::{ChunkAnswer, PieceAnswer, Store, StoreError};
+use stele_store::{ChunkAnswer, PieceAnswer, Store, StoreError, MIN_SERVED_PIECE_BITS};
 use stele_types::api::{
     decode_submit_body, AccountResponse, Admitted, ApiError, BlockResponse, CheckpointResponse,
     StatusResponse, SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus,
@@ -360,7 +360,7 @@ async fn snapshot_chunk(
 
 /// Piece `index` (of 2^`bits` entries) of one bucket of the snapshot at `height`, for a
 /// bucket too large for one chunk: 404 `no_snapshot` when that height is not kept, 404
-/// `no_piece` past the bucket's last piece, 400 when `bits` passes the largest piece.
+/// `no_piece` past the bucket's last piece, 400 when `bits` is outside 6..=11.
 async fn snapshot_piece(
     State(api): State<Arc<Api>>,
     Path((height, bucket, bits, index)): Path<(String, String, String, String)>,
@@ -379,7 +379,7 @@ async fn snapshot_piece(
                 index,
             },
         ))
-        .filter(|(_, id)| id.is_valid()),
+        .filter(|(_, id)| id.is_valid() && id.bits >= MIN_SERVED_PIECE_BITS),
         _ => None,
     };
     let Some((h, id)) = id else {
@@ -387,8 +387,8 @@ async fn snapshot_piece(
             StatusCode::BAD_REQUEST,
             "malformed",
             format!(
-                "expected /snapshot/{{height}}/piece/{{bucket}}/{{bits}}/{{index}} with bits <= \
-                 {MAX_PIECE_BITS}, found /snapshot/{height}/piece/{bucket}/{bits}/{index}"
+                "expected /snapshot/{{height}}/piece/{{bucket}}/{{bits}}/{{index}} with \
+                 {MIN_SERVED_PIECE_BITS} <= bits <= {MAX_PIECE_BITS}, found /snapshot/{height}/piece/{bucket}/{bits}/{index}"
             ),
         ));
     };

@@ -17,5 +17,5 @@ mod verify;
 
 pub use error::StoreError;
 pub use keys::COLUMN_FAMILIES;
-pub use snapshot::{ChunkAnswer, PieceAnswer};
+pub use snapshot::{ChunkAnswer, PieceAnswer, MIN_SERVED_PIECE_BITS};
 pub use store::{FinalLeaf, GenesisState, SnapshotConfig, Store, StoreConfig};

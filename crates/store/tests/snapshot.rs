@@ -31,19 +31,7 @@ fn genesis3() -> stele_types::Genesis {
 }
 
 fn open_kept(dir: &std::path::Path) -> Store {
-    open_with(
-        &dir.join("db"),
-        &genesis3(),
-        &StoreConfig {
-            snapshots: Some(SnapshotConfig {
-                dir: dir.join("snapshots"),
-                every: 3,
-                kept: 1,
-            }),
-            ..StoreConfig::default()
-        },
-    )
-    .unwrap()
+    open_kept_with(dir, &genesis3())
 }
 
 /// Executes and commits the next block of random txs over `s`, and over `mem` alike.
@@ -423,37 +411,46 @@ fn fetch_all(s: &Store, m: &SnapshotManifest, bits: u8) -> (Vec<SnapshotChunk>, 
     (chunks, pieces)
 }
 
-#[test]
-fn a_bucket_larger_than_a_chunk_is_served_in_pieces_and_installs() {
-    // 90,000 keys ground into bucket 0007 (4.5 MB, past the 4 MiB chunk): before pieces
-    // its only answer was "too large", so no validator could ever sync this state.
-    const CROWDED: u32 = 90_000;
-    let dir = tempfile::tempdir().unwrap();
+/// `genesis3` with `n` more accounts ground into bucket `bucket`.
+fn crowded_genesis(bucket: u16, n: u32) -> stele_types::Genesis {
     let mut g = genesis3();
-    g.accounts.extend((0..CROWDED).map(|i| {
+    g.accounts.extend((0..n).map(|i| {
         let mut k = [3u8; 32];
-        k[..2].copy_from_slice(&7u16.to_be_bytes());
+        k[..2].copy_from_slice(&bucket.to_be_bytes());
         k[2..6].copy_from_slice(&i.to_be_bytes());
         stele_types::GenesisAccount {
             key: stele_crypto::PublicKey(k),
             balance: stele_types::Amount(100),
         }
     }));
-    let open = |d: &std::path::Path| {
-        open_with(
-            &d.join("db"),
-            &g,
-            &StoreConfig {
-                snapshots: Some(SnapshotConfig {
-                    dir: d.join("snapshots"),
-                    every: 3,
-                    kept: 1,
-                }),
-                ..StoreConfig::default()
-            },
-        )
-        .unwrap()
-    };
+    g
+}
+
+/// A store of `g` in `dir` keeping a snapshot every 3 heights.
+fn open_kept_with(dir: &std::path::Path, g: &stele_types::Genesis) -> Store {
+    open_with(
+        &dir.join("db"),
+        g,
+        &StoreConfig {
+            snapshots: Some(SnapshotConfig {
+                dir: dir.join("snapshots"),
+                every: 3,
+                kept: 1,
+            }),
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_bucket_larger_than_a_chunk_is_served_in_pieces_and_installs() {
+    // 90,000 keys ground into bucket 0007 (4.5 MB, past the 4 MiB chunk): before pieces
+    // its only answer was "too large", so no validator could ever sync this state.
+    const CROWDED: u32 = 90_000;
+    let dir = tempfile::tempdir().unwrap();
+    let g = crowded_genesis(7, CROWDED);
+    let open = |d: &std::path::Path| open_kept_with(d, &g);
     let a = open(dir.path());
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut mem = MemState::genesis(&g);
@@ -479,15 +476,18 @@ fn a_bucket_larger_than_a_chunk_is_served_in_pieces_and_installs() {
         a.snapshot_piece(Height(3), past).unwrap(),
         PieceAnswer::NoSuchPiece
     );
-    let big = PieceId {
-        bits: MAX_PIECE_BITS + 1,
-        index: 0,
-        ..past
-    };
-    assert_eq!(
-        a.snapshot_piece(Height(3), big).unwrap(),
-        PieceAnswer::NoSuchPiece
-    );
+    for bits in [MAX_PIECE_BITS + 1, stele_store::MIN_SERVED_PIECE_BITS - 1] {
+        let other = PieceId {
+            bits,
+            index: 0,
+            ..past
+        };
+        assert_eq!(
+            a.snapshot_piece(Height(3), other).unwrap(),
+            PieceAnswer::NoSuchPiece,
+            "pieces of 2^{bits} are not served"
+        );
+    }
     let entries: usize = chunks.iter().map(SnapshotChunk::entries).sum();
     assert_eq!(entries, mem.accounts().count() + mem.records().count());
 
@@ -578,4 +578,30 @@ fn a_kept_snapshot_whose_files_do_not_hash_to_its_root_is_removed_not_served() {
         a.snapshot_manifest().unwrap().unwrap().checkpoint.height,
         Height(9)
     );
+}
+
+#[test]
+fn a_chunk_is_called_too_large_only_when_its_encoding_is() {
+    // A syncing validator judges a peer faulty when the halves (or pieces) of a range it
+    // called too large add up to less than the limit, so the server must never call a
+    // chunk too large that fits. 80,000 accounts in one bucket encode to about 3.8 MB.
+    let dir = tempfile::tempdir().unwrap();
+    let g = crowded_genesis(9, 80_000);
+    let a = open_kept_with(dir.path(), &g);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut mem = MemState::genesis(&g);
+    for _ in 0..3 {
+        step(&a, &mut mem, &mut rng);
+    }
+    stable(&a, 3);
+    let m = a.snapshot_manifest().unwrap().unwrap();
+    // The chunk of buckets 0000..=00ff holds bucket 0009 and a few genesis accounts.
+    match a.snapshot_chunk(Height(3), ChunkRange::all(8)[0]).unwrap() {
+        ChunkAnswer::Chunk(c) => {
+            c.verify(Height(3), c.range, &m.opening.state_root).unwrap();
+            let len = stele_types::codec::encoded_len(&c);
+            assert!((3_800_000..=MAX_CHUNK_BYTES).contains(&len), "{len} bytes");
+        }
+        other => panic!("a chunk that fits was answered {other:?}"),
+    }
 }
