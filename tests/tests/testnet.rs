@@ -15,7 +15,10 @@ use stele_tests::chain::{
 };
 use stele_tests::torsion::TorsionSigner;
 use stele_tests::{bin, http, status, wait_connected, wait_for, Testnet};
-use stele_types::api::{Admitted, ApiError, CheckpointResponse};
+use stele_types::api::{
+    Admitted, ApiError, BinarySubmitResponse, CheckpointResponse, SubmitResponse,
+    BINARY_CONTENT_TYPE,
+};
 use stele_types::{Amount, Height, Nonce, Op, Transaction, TxResult};
 use tokio::sync::Mutex;
 
@@ -43,6 +46,7 @@ async fn thousand_transfers_agree_everywhere_and_verify_offline() {
     // Account j pays j+1 to account j+1 (mod 8), 125 times: 1,000 transfers. Sent in
     // rounds of 50 nonces per sender, inside the admission window G.
     let mut confirmed = Vec::new();
+    let mut last_round = Vec::new();
     for round in 0..PER_ACCOUNT.div_ceil(50) {
         let mut txs = Vec::new();
         for (j, k) in keys.iter().enumerate() {
@@ -62,8 +66,58 @@ async fn thousand_transfers_agree_everywhere_and_verify_offline() {
             assert_eq!(conf.result, TxResult::Ok, "{conf:?}");
             confirmed.push(conf);
         }
+        last_round = txs;
     }
     assert_eq!(confirmed.len(), 1000);
+
+    // A `?wait` answer asked for in binary is the JSON answer, with each block receipt
+    // once and in fewer bytes. The txs are final by now, so both answers are complete.
+    let sample = &last_round[..64];
+    let body = stele_types::codec::encode(sample);
+    let ask = |accept: &'static str| {
+        let (url, body) = (net.url(1), body.clone());
+        async move {
+            let r = http()
+                .post(format!("{url}/txs?wait=true"))
+                .header("content-type", BINARY_CONTENT_TYPE)
+                .header("accept", accept)
+                .body(body)
+                .send()
+                .await
+                .expect("answer");
+            assert_eq!(r.status().as_u16(), 200, "final outcomes answer 200");
+            let ct = r.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            (ct, r.bytes().await.expect("body").to_vec())
+        }
+    };
+    let (bin_type, bin_bytes) = ask(BINARY_CONTENT_TYPE).await;
+    let (json_type, json_bytes) = ask("application/json").await;
+    assert_eq!(bin_type, BINARY_CONTENT_TYPE);
+    assert!(json_type.starts_with("application/json"), "{json_type}");
+    let compact: BinarySubmitResponse =
+        stele_types::codec::decode(&bin_bytes, bin_bytes.len()).expect("a binary answer");
+    let heights: std::collections::BTreeSet<_> = compact
+        .txs
+        .iter()
+        .map(|e| e.outcome.as_ref().expect("final").height)
+        .collect();
+    assert_eq!(
+        compact.blocks.len(),
+        heights.len(),
+        "one block receipt per block"
+    );
+    let json: SubmitResponse = serde_json::from_slice(&json_bytes).expect("a JSON answer");
+    assert_eq!(json.txs.len(), 64);
+    assert_eq!(compact.into_response().expect("complete"), json);
+    assert!(
+        bin_bytes.len() * 2 < json_bytes.len(),
+        "binary {} bytes, JSON {}",
+        bin_bytes.len(),
+        json_bytes.len()
+    );
 
     let h = same_height(&net, &[0, 1, 2, 3], 1, Duration::from_secs(60)).await;
     same_chain(&net, &[0, 1, 2, 3], h).await;

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 use stele_crypto::PublicKey;
 use stele_types::api::{
-    AccountResponse, ApiError, BlockResponse, StatusResponse, SubmitResponse, TxResponse,
-    BINARY_CONTENT_TYPE,
+    AccountResponse, ApiError, BinarySubmitResponse, BlockResponse, StatusResponse, SubmitResponse,
+    TxResponse, BINARY_CONTENT_TYPE,
 };
 use stele_types::{
     codec, ChainBinding, ChainId, Genesis, Height, ReplicaId, Transaction, TxHash, ValidatorSet,
@@ -449,14 +449,30 @@ impl Client {
         timeout: Duration,
     ) -> Result<SubmitResponse, ClientError> {
         let url = format!("{}/txs{}", node.url, if wait { "?wait=true" } else { "" });
-        let req = self
+        let mut req = self
             .inner
             .http
             .post(&url)
             .header(CONTENT_TYPE, body.content_type)
             .body(body.bytes.clone())
             .timeout(timeout);
-        let (status, resp) = self.send::<SubmitResponse>(node, req, timeout).await?;
+        // A client that sends binary reads binary: the answer's receipts are most of its
+        // bytes, and in JSON each carried its block receipt again, in hex. The answer is
+        // read by its own content type, so a validator answering JSON is still understood.
+        if body.content_type == BINARY_CONTENT_TYPE {
+            req = req.header(ACCEPT, BINARY_CONTENT_TYPE);
+        }
+        let (status, resp) = self
+            .send_with(node, req, timeout, |binary, bytes| {
+                if !binary {
+                    return serde_json::from_slice(bytes).map_err(|e| e.to_string());
+                }
+                codec::decode::<BinarySubmitResponse>(bytes, MAX_RESPONSE_BYTES)
+                    .map_err(|e| e.to_string())?
+                    .into_response()
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
         let Some(resp) = resp else {
             return Err(ClientError::BadResponse {
                 node: node.to_string(),
@@ -546,6 +562,21 @@ impl Client {
         req: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<(StatusCode, Option<T>), ClientError> {
+        self.send_with(node, req, timeout, |_, bytes| {
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// [`Client::send`], with the 2xx body parsed by `parse(binary, bytes)`: `binary` when
+    /// the answer's content type is [`BINARY_CONTENT_TYPE`].
+    async fn send_with<T>(
+        &self,
+        node: &Node,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+        parse: impl FnOnce(bool, &[u8]) -> Result<T, String>,
+    ) -> Result<(StatusCode, Option<T>), ClientError> {
         let mut resp = req
             .send()
             .await
@@ -557,6 +588,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        let binary = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(BINARY_CONTENT_TYPE));
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -573,7 +609,7 @@ impl Client {
         }
         let api_error = || serde_json::from_slice::<ApiError>(&body).ok();
         if status.is_success() {
-            let value = serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            let value = parse(binary, &body).map_err(|e| ClientError::BadResponse {
                 node: node.to_string(),
                 detail: format!("HTTP {status} with a body that does not parse: {e}"),
             })?;

@@ -382,13 +382,13 @@ pub(crate) mod tests {
     fn altered_block_txs_are_rejected() {
         let f = fixture();
         let mut swapped = f.b.clone();
-        swapped.block.txs.swap(0, 1);
+        swapped.block.txs.make_mut().swap(0, 1);
         assert!(matches!(
             verify_block(&f.g, &swapped, &f.tx, None),
             Err(VerifyError::BodyMismatch { root_ok: false, .. })
         ));
         let mut replaced = f.b.clone();
-        replaced.block.txs[4] = txs(&f.g.chain_binding(), 1).remove(0);
+        replaced.block.txs.make_mut()[4] = txs(&f.g.chain_binding(), 1).remove(0);
         assert!(matches!(
             verify_block(&f.g, &replaced, &f.tx, None),
             Err(VerifyError::BodyMismatch { .. })
@@ -396,7 +396,11 @@ pub(crate) mod tests {
         // Recomputing the header to fit the new txs changes the digest the
         // certificate signed.
         let mut rebuilt = replaced.clone();
-        rebuilt.block = Block::new(Height(7), f.b.block.header.timestamp_ms, replaced.block.txs);
+        rebuilt.block = Block::new(
+            Height(7),
+            f.b.block.header.timestamp_ms,
+            replaced.block.txs.into_vec(),
+        );
         rebuilt.digest = rebuilt.block.digest();
         assert!(matches!(
             verify_block(&f.g, &rebuilt, &f.tx, None),

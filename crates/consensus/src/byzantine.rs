@@ -399,7 +399,7 @@ fn with_digest(m: &Message, digest: Digest, vs: &ValidatorSet, signer: &dyn Sign
 /// The conflicting block an equivocating primary sends beside its engine's: one tx
 /// fewer and one millisecond later, so its digest always differs.
 pub fn twin(body: &Block) -> Block {
-    let mut txs = body.txs.clone();
+    let mut txs = body.txs.to_vec();
     txs.pop();
     let twin = Block::new(
         body.height(),
@@ -736,7 +736,7 @@ fn redate(
                 && !p.body.is_null() =>
         {
             let ts = p.body.header.timestamp_ms.saturating_add_signed(shift_ms);
-            let body = Block::new(p.body.height(), ts.max(1), p.body.txs.clone());
+            let body = Block::new(p.body.height(), ts.max(1), p.body.txs.to_vec());
             let pre_prepare = sign(
                 PrePrepare {
                     digest: body.digest(),
@@ -860,7 +860,7 @@ fn flood_evidence(
         Message::Proposal(p) if vs.primary(p.pre_prepare.view) == me => (1..=FLOOD)
             .map(|i| {
                 let ts = p.body.header.timestamp_ms.saturating_add(i);
-                let body = Block::new(p.body.height(), ts, p.body.txs.clone());
+                let body = Block::new(p.body.height(), ts, p.body.txs.to_vec());
                 let pre_prepare = sign(
                     PrePrepare {
                         digest: body.digest(),
@@ -1446,7 +1446,7 @@ mod tests {
             let Ok(Inbound::Proposal { body, .. }) = n.verify(0, m) else {
                 panic!()
             };
-            assert_eq!(body.txs, vec![n.tx(1, 0)]);
+            assert_eq!(body.txs.to_vec(), vec![n.tx(1, 0)]);
         }
         let own_commit = Message::Commit(sign(
             Commit {

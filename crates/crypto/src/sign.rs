@@ -100,8 +100,15 @@ impl<'de> Deserialize<'de> for Signature {
 /// it with the genesis digest (see [`ChainBinding`]), since an id can be reused.
 ///
 /// 1 to 64 characters from `[a-z0-9._-]`, so it is safe in file names, logs and URLs.
+///
+/// Held inline, not as a `String`: every tx carries one, so a heap string meant one
+/// allocation per tx decoded and per tx cloned. Bytes past `len` are always zero, so the
+/// derived equality, hash and order are those of the text.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChainId(String);
+pub struct ChainId {
+    bytes: [u8; MAX_CHAIN_ID_LEN],
+    len: u8,
+}
 
 /// A chain id that breaks the rule above.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,7 +125,12 @@ impl ChainId {
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
         if ok {
-            Ok(ChainId(s.to_owned()))
+            let mut bytes = [0; MAX_CHAIN_ID_LEN];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Ok(ChainId {
+                bytes,
+                len: s.len() as u8,
+            })
         } else {
             Err(ChainIdError {
                 found: s.chars().take(MAX_CHAIN_ID_LEN + 8).collect(),
@@ -128,25 +140,26 @@ impl ChainId {
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // `new` admits ASCII only, so any prefix of the bytes is UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("a chain id is ASCII")
     }
 }
 
 impl fmt::Display for ChainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for ChainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChainId({})", self.0)
+        write!(f, "ChainId({})", self.as_str())
     }
 }
 
 impl Serialize for ChainId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -215,7 +228,7 @@ impl fmt::Debug for ChainBinding {
 /// The exact bytes a signature covers: prefix, chain id (length-prefixed), genesis
 /// digest (32 bytes), kind tag (length-prefixed), payload (u32 length, little-endian).
 pub fn signing_message(chain: &ChainBinding, domain: &str, payload: &[u8]) -> Vec<u8> {
-    let id = chain.id.0.as_bytes();
+    let id = chain.id.as_str().as_bytes();
     let mut m = Vec::with_capacity(
         SIGNING_PREFIX.len() + id.len() + DIGEST_LEN + domain.len() + payload.len() + 8,
     );

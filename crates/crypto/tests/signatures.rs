@@ -82,6 +82,26 @@ fn chain_ids_are_checked() {
     }
 }
 
+/// A chain id is held inline: its text, equality and order must still be the string's.
+#[test]
+fn chain_ids_compare_and_print_as_their_text() {
+    let long = "z".repeat(64);
+    let ids = ["a", "a.", "a-b", "ab", "b", "net-1", "0", long.as_str()];
+    for x in ids {
+        let cx = ChainId::new(x).unwrap();
+        assert_eq!(cx.as_str(), x);
+        assert_eq!(cx.to_string(), x);
+        let json = serde_json::to_string(&cx).unwrap();
+        assert_eq!(json, format!("\"{x}\""));
+        assert_eq!(serde_json::from_str::<ChainId>(&json).unwrap(), cx);
+        for y in ids {
+            let cy = ChainId::new(y).unwrap();
+            assert_eq!(cx == cy, x == y, "{x:?} == {y:?}");
+            assert_eq!(cx.cmp(&cy), x.cmp(y), "{x:?} vs {y:?}");
+        }
+    }
+}
+
 #[test]
 fn verified_derefs_to_the_value_and_keeps_the_signature() {
     let k = KeyPair::from_seed([3; 32]);

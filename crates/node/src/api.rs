@@ -20,9 +20,9 @@ use stele_crypto::{Digest, KeyPair, PublicKey, Verified};
 use stele_ledger::{admit, Admission, Refusal};
 use stele_store::{ChunkAnswer, PieceAnswer, Store, StoreError, MIN_SERVED_PIECE_BITS};
 use stele_types::api::{
-    decode_submit_body, AccountResponse, Admitted, ApiError, BlockResponse, CheckpointResponse,
-    StatusResponse, SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse, TxStatus,
-    BINARY_CONTENT_TYPE, MAX_SUBMIT_BODY,
+    decode_submit_body, AccountResponse, Admitted, ApiError, BinarySubmitResponse, BlockResponse,
+    CheckpointResponse, StatusResponse, SubmitBodyError, SubmitEntry, SubmitResponse, TxResponse,
+    TxStatus, BINARY_CONTENT_TYPE, MAX_SUBMIT_BODY,
 };
 use stele_types::snapshot::{ChunkRange, PieceId, MAX_CHUNK_BYTES, MAX_PIECE_BITS};
 use stele_types::{
@@ -560,7 +560,7 @@ fn final_outcome(
             .store
             .block(leaf.height)
             .map_err(internal)?
-            .and_then(|b| b.txs.into_iter().nth(leaf.index as usize));
+            .and_then(|b| b.txs.get(leaf.index as usize).cloned());
         (TxStatus::StaleNonce, used_by)
     } else {
         (TxStatus::Applied, None)
@@ -821,11 +821,16 @@ async fn submit(
     })?;
     let slot = slot(&api)?;
     let (bytes, budget) = read_body(&api, &headers, body).await?;
-    let binary = headers
+    let binary_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(BINARY_CONTENT_TYPE));
-    let parsed = decode_submit_body(&bytes, binary);
+    // Only a client that asks for it gets the binary answer; errors stay JSON.
+    let binary_answer = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(BINARY_CONTENT_TYPE));
+    let parsed = decode_submit_body(&bytes, binary_body);
     // The txs own their bytes now: the body and its share of the budget go.
     drop(bytes);
     drop(budget);
@@ -1019,7 +1024,20 @@ async fn submit(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((code, Json(SubmitResponse { txs: entries })).into_response())
+    let resp = SubmitResponse { txs: entries };
+    if binary_answer {
+        match BinarySubmitResponse::from_response(&resp) {
+            Ok(b) => {
+                let mut r = binary(stele_types::codec::encode(&b));
+                *r.status_mut() = code;
+                return Ok(r);
+            }
+            // Every outcome above is final with its receipt; should one not be, the
+            // client still gets the whole answer, as JSON.
+            Err(e) => tracing::warn!(error = %e, "binary answer not built, answering JSON"),
+        }
+    }
+    Ok((code, Json(resp)).into_response())
 }
 
 /// Waits until the tx has a final outcome here, or the deadline. When too many wait on

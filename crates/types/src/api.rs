@@ -4,7 +4,8 @@
 //! `GET /status`, `/blocks/{height}`, `/txs/{hash}`, `/accounts/{key}`, `/metrics`,
 //! `/health`, `/ready`; `POST /txs` (one tx or a JSON array, or the codec encoding of a
 //! `Vec<Transaction>` with `content-type: application/octet-stream`; `?wait=true` waits
-//! for the final outcome). Every 4xx carries an [`ApiError`]. [`decode_submit_body`]
+//! for the final outcome; `accept: application/octet-stream` asks for the answer as a
+//! [`BinarySubmitResponse`]). Every 4xx carries an [`ApiError`]. [`decode_submit_body`]
 //! parses a `POST /txs` body.
 
 use std::cell::Cell;
@@ -12,14 +13,14 @@ use std::fmt;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use stele_crypto::{ChainId, Digest, PublicKey};
+use stele_crypto::{merkle, ChainId, Digest, PublicKey, Signed};
 
 use crate::block::Block;
 use crate::certs::CommitCertificate;
 use crate::codec::{self, CodecError};
 use crate::exec::TxResult;
 use crate::ids::{Amount, Height, Nonce, ReplicaId, ViewNumber};
-use crate::messages::Receipt;
+use crate::messages::{BlockReceipt, Receipt};
 use crate::tx::{Transaction, TxHash};
 
 /// Most txs one `POST /txs` may carry.
@@ -209,6 +210,177 @@ pub struct SubmitEntry {
     /// Why it was refused, with `Admitted::Refused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ApiError>,
+}
+
+/// `POST /txs` answer in the binary codec, sent instead of [`SubmitResponse`] when the
+/// request says `accept: application/octet-stream`: each signed block receipt once, not
+/// once per tx, digests as bytes rather than hex, and nothing the client sent echoed.
+/// [`BinarySubmitResponse::into_response`] gives back the JSON answer's value exactly.
+///
+/// No field is skipped when empty: the codec has no field names, so every field is
+/// always encoded (which is why this is not [`SubmitResponse`] itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinarySubmitResponse {
+    /// The distinct block receipts the outcomes below point into.
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub blocks: Vec<Signed<BlockReceipt>>,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub txs: Vec<BinarySubmitEntry>,
+}
+
+/// One entry of a [`BinarySubmitResponse`]: a [`SubmitEntry`] with its receipt's block
+/// part as an index into `blocks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinarySubmitEntry {
+    pub hash: TxHash,
+    pub admitted: Admitted,
+    pub outcome: Option<BinaryOutcome>,
+    /// `(reason, error, index, horizon)` of the [`ApiError`].
+    pub error: Option<(String, String, Option<u64>, Option<Height>)>,
+}
+
+/// A final outcome in a [`BinarySubmitResponse`] (only final outcomes are sent there:
+/// a `?wait` answer leaves the others out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryOutcome {
+    pub status: TxStatus,
+    pub height: Height,
+    pub index: u32,
+    pub result: TxResult,
+    /// Index of the block receipt in `blocks`.
+    pub block: u32,
+    /// The receipt's leaf: this tx's hash, or for `stale_nonce` that of `used_by`.
+    pub leaf_hash: TxHash,
+    pub leaf_result: TxResult,
+    pub proof_index: u64,
+    pub proof_leaf_count: u64,
+    #[serde(deserialize_with = "crate::codec::grown_vec")]
+    pub proof_path: Vec<Digest>,
+    pub used_by: Option<Transaction>,
+}
+
+/// Why a binary answer cannot be built from, or turned back into, a JSON one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinaryAnswerError {
+    #[error("entry {entry}: an outcome without height, index, result and receipt is not final")]
+    NotFinal { entry: usize },
+    #[error("entry {entry}: points at block receipt {block}, the answer has {blocks}")]
+    NoSuchBlock {
+        entry: usize,
+        block: u32,
+        blocks: usize,
+    },
+}
+
+impl BinarySubmitResponse {
+    /// The binary form of `resp`. Every outcome in it must be final, with its receipt.
+    pub fn from_response(resp: &SubmitResponse) -> Result<Self, BinaryAnswerError> {
+        let mut blocks: Vec<Signed<BlockReceipt>> = Vec::new();
+        let mut txs = Vec::with_capacity(resp.txs.len());
+        for (entry, e) in resp.txs.iter().enumerate() {
+            let outcome = match &e.outcome {
+                None => None,
+                Some(o) => {
+                    let (Some(height), Some(index), Some(result), Some(receipt)) =
+                        (o.height, o.index, o.result, &o.receipt)
+                    else {
+                        return Err(BinaryAnswerError::NotFinal { entry });
+                    };
+                    if !o.status.is_final() {
+                        return Err(BinaryAnswerError::NotFinal { entry });
+                    }
+                    // A ?wait batch's outcomes fall in a few blocks, most often the last.
+                    let block = match blocks.iter().rposition(|b| *b == receipt.block) {
+                        Some(i) => i,
+                        None => {
+                            blocks.push(receipt.block.clone());
+                            blocks.len() - 1
+                        }
+                    };
+                    Some(BinaryOutcome {
+                        status: o.status,
+                        height,
+                        index,
+                        result,
+                        block: block as u32,
+                        leaf_hash: receipt.tx_hash,
+                        leaf_result: receipt.result,
+                        proof_index: receipt.proof.index,
+                        proof_leaf_count: receipt.proof.leaf_count,
+                        proof_path: receipt.proof.path.clone(),
+                        used_by: o.used_by.clone(),
+                    })
+                }
+            };
+            txs.push(BinarySubmitEntry {
+                hash: e.hash,
+                admitted: e.admitted,
+                outcome,
+                error: e.error.as_ref().map(|a| {
+                    (
+                        a.reason.clone(),
+                        a.error.clone(),
+                        a.index.map(|i| i as u64),
+                        a.horizon,
+                    )
+                }),
+            });
+        }
+        Ok(BinarySubmitResponse { blocks, txs })
+    }
+
+    /// The [`SubmitResponse`] this stands for.
+    pub fn into_response(self) -> Result<SubmitResponse, BinaryAnswerError> {
+        let blocks = self.blocks;
+        let mut txs = Vec::with_capacity(self.txs.len());
+        for (entry, e) in self.txs.into_iter().enumerate() {
+            let outcome = match e.outcome {
+                None => None,
+                Some(o) => {
+                    let block =
+                        blocks
+                            .get(o.block as usize)
+                            .ok_or(BinaryAnswerError::NoSuchBlock {
+                                entry,
+                                block: o.block,
+                                blocks: blocks.len(),
+                            })?;
+                    Some(TxResponse {
+                        hash: e.hash,
+                        status: o.status,
+                        height: Some(o.height),
+                        index: Some(o.index),
+                        result: Some(o.result),
+                        receipt: Some(Receipt {
+                            block: block.clone(),
+                            tx_hash: o.leaf_hash,
+                            result: o.leaf_result,
+                            proof: merkle::Proof {
+                                index: o.proof_index,
+                                leaf_count: o.proof_leaf_count,
+                                path: o.proof_path,
+                            },
+                        }),
+                        used_by: o.used_by,
+                        tx: None,
+                        horizon: None,
+                    })
+                }
+            };
+            txs.push(SubmitEntry {
+                hash: e.hash,
+                admitted: e.admitted,
+                outcome,
+                error: e.error.map(|(reason, error, index, horizon)| ApiError {
+                    reason,
+                    error,
+                    index: index.and_then(|i| usize::try_from(i).ok()),
+                    horizon,
+                }),
+            });
+        }
+        Ok(SubmitResponse { txs })
+    }
 }
 
 /// `GET /accounts/{key}`.
@@ -513,5 +685,130 @@ mod tests {
         assert!(!TxStatus::Pending.is_final());
         assert!(!TxStatus::Gapped.is_final());
         assert!(!TxStatus::Unknown.is_final());
+    }
+
+    fn block_receipt(height: u64) -> Signed<BlockReceipt> {
+        Signed {
+            value: BlockReceipt {
+                replica: ReplicaId(2),
+                height: Height(height),
+                block_digest: Digest::of(&height.to_le_bytes()),
+                results_root: Digest::of(b"results"),
+                state_digest: Digest::of(b"state"),
+            },
+            signature: stele_crypto::Signature([height as u8; 64]),
+        }
+    }
+
+    fn final_entry(t: &Transaction, height: u64, index: u32, stale: bool) -> SubmitEntry {
+        let hash = crate::tx::tx_hash(t);
+        let used_by = stale.then(|| tx(t.nonce.0 + 100));
+        let leaf = used_by.as_ref().map_or(hash, crate::tx::tx_hash);
+        let path: Vec<Digest> = (0..index + 1)
+            .map(|i| Digest::of(&i.to_le_bytes()))
+            .collect();
+        SubmitEntry {
+            hash,
+            admitted: Admitted::Accepted,
+            outcome: Some(TxResponse {
+                hash,
+                status: if stale {
+                    TxStatus::StaleNonce
+                } else {
+                    TxStatus::Applied
+                },
+                height: Some(Height(height)),
+                index: Some(index),
+                result: Some(if stale {
+                    TxResult::StaleNonce
+                } else {
+                    TxResult::Ok
+                }),
+                receipt: Some(Receipt {
+                    block: block_receipt(height),
+                    tx_hash: leaf,
+                    result: TxResult::Ok,
+                    proof: merkle::Proof {
+                        index: u64::from(index),
+                        leaf_count: 9,
+                        path,
+                    },
+                }),
+                used_by,
+                tx: None,
+                horizon: None,
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_binary_answer_holds_each_block_receipt_once_and_gives_back_the_json_answer() {
+        let txs: Vec<Transaction> = (0..6).map(tx).collect();
+        let resp = SubmitResponse {
+            txs: vec![
+                final_entry(&txs[0], 7, 0, false),
+                final_entry(&txs[1], 7, 1, false),
+                final_entry(&txs[2], 8, 0, true),
+                final_entry(&txs[3], 7, 2, false),
+                // Admitted, not final within the wait: no outcome.
+                SubmitEntry {
+                    hash: crate::tx::tx_hash(&txs[4]),
+                    admitted: Admitted::Known,
+                    outcome: None,
+                    error: None,
+                },
+                SubmitEntry {
+                    hash: crate::tx::tx_hash(&txs[5]),
+                    admitted: Admitted::Refused,
+                    outcome: None,
+                    error: Some(ApiError {
+                        reason: "bad_signature".into(),
+                        error: "signature does not verify".into(),
+                        index: Some(5),
+                        horizon: Some(Height(3)),
+                    }),
+                },
+            ],
+        };
+        let bin = BinarySubmitResponse::from_response(&resp).expect("outcomes are final");
+        assert_eq!(bin.blocks, vec![block_receipt(7), block_receipt(8)]);
+        let bytes = codec::encode(&bin);
+        let back: BinarySubmitResponse = codec::decode(&bytes, bytes.len()).expect("decodes");
+        assert_eq!(back, bin);
+        assert_eq!(back.into_response().expect("indexes in range"), resp);
+        // And smaller than the JSON it stands for, which repeats each block receipt.
+        assert!(bytes.len() * 2 < json(&resp).len(), "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn a_binary_answer_is_built_only_from_final_outcomes_and_read_only_with_its_blocks() {
+        let t = tx(1);
+        let mut pending = final_entry(&t, 7, 0, false);
+        if let Some(o) = pending.outcome.as_mut() {
+            o.status = TxStatus::Pending;
+        }
+        let resp = SubmitResponse {
+            txs: vec![final_entry(&t, 7, 0, false), pending],
+        };
+        assert_eq!(
+            BinarySubmitResponse::from_response(&resp),
+            Err(BinaryAnswerError::NotFinal { entry: 1 })
+        );
+        let mut bin = BinarySubmitResponse::from_response(&SubmitResponse {
+            txs: vec![final_entry(&t, 7, 0, false)],
+        })
+        .expect("final");
+        if let Some(o) = bin.txs[0].outcome.as_mut() {
+            o.block = 1;
+        }
+        assert_eq!(
+            bin.into_response(),
+            Err(BinaryAnswerError::NoSuchBlock {
+                entry: 0,
+                block: 1,
+                blocks: 1
+            })
+        );
     }
 }

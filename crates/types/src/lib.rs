@@ -23,7 +23,7 @@ pub mod state_root;
 pub mod tx;
 pub mod validators;
 
-pub use block::{Block, BlockError, BlockHeader};
+pub use block::{Block, BlockError, BlockHeader, Txs};
 pub use bounded::BoundedBytes;
 pub use certs::{
     CertError, CheckpointCertificate, CommitCertificate, PreparedCertificate, SignatureEntry,

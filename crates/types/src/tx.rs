@@ -79,7 +79,12 @@ pub fn tx_hash(tx: &Transaction) -> TxHash {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
     #[error("transaction is for chain {found}, this is {expected}")]
-    WrongChain { expected: ChainId, found: ChainId },
+    // Boxed: a chain id is held inline (65 bytes), and this error is on the hot path's
+    // return type, so it is kept small.
+    WrongChain {
+        expected: Box<ChainId>,
+        found: Box<ChainId>,
+    },
     #[error("transaction encodes to {len} bytes, the maximum is {MAX_TX_LEN}")]
     TooLarge { len: usize },
     #[error("transfer of amount 0")]
@@ -94,8 +99,8 @@ pub enum TxError {
 pub fn check_well_formed(tx: &Transaction, chain: &ChainId) -> Result<(), TxError> {
     if tx.chain_id != *chain {
         return Err(TxError::WrongChain {
-            expected: chain.clone(),
-            found: tx.chain_id.clone(),
+            expected: Box::new(chain.clone()),
+            found: Box::new(tx.chain_id.clone()),
         });
     }
     let len = codec::encoded_len(tx);

@@ -77,7 +77,7 @@ fn block() -> impl Strategy<Value = Block> {
                 timestamp_ms,
                 tx_root,
             },
-            txs,
+            txs: txs.into(),
         },
     )
 }
