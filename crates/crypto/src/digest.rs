@@ -120,7 +120,7 @@ impl Serialize for Digest {
         if s.is_human_readable() {
             s.serialize_str(&self.to_hex())
         } else {
-            self.0.serialize(s)
+            crate::fixed_bytes::serialize(&self.0, s)
         }
     }
 }
@@ -131,7 +131,7 @@ impl<'de> Deserialize<'de> for Digest {
             let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
             s.parse().map_err(serde::de::Error::custom)
         } else {
-            <[u8; DIGEST_LEN]>::deserialize(d).map(Digest)
+            crate::fixed_bytes::deserialize(d, "a digest").map(Digest)
         }
     }
 }

@@ -156,7 +156,7 @@ impl Serialize for PublicKey {
         if s.is_human_readable() {
             s.serialize_str(&self.to_hex())
         } else {
-            self.0.serialize(s)
+            crate::fixed_bytes::serialize(&self.0, s)
         }
     }
 }
@@ -167,7 +167,7 @@ impl<'de> Deserialize<'de> for PublicKey {
             let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
             s.parse().map_err(serde::de::Error::custom)
         } else {
-            <[u8; PUBLIC_KEY_LEN]>::deserialize(d).map(PublicKey)
+            crate::fixed_bytes::deserialize(d, "a public key").map(PublicKey)
         }
     }
 }

@@ -6,6 +6,7 @@
 //! style Merkle trees. Nothing here knows about blocks or consensus.
 
 mod digest;
+mod fixed_bytes;
 mod keys;
 pub mod merkle;
 mod sign;

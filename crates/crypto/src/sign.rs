@@ -16,8 +16,7 @@ use std::sync::{OnceLock, RwLock};
 
 use curve25519_dalek::Scalar;
 use ed25519_consensus::{VerificationKey, VerificationKeyBytes};
-use serde::de::{self, SeqAccess, Visitor};
-use serde::ser::SerializeTuple;
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::digest::{Digest, DIGEST_LEN};
@@ -59,11 +58,7 @@ impl Serialize for Signature {
             return s.serialize_str(&hex::encode(self.0));
         }
         // A fixed-size tuple: no length prefix, so exactly one encoding.
-        let mut t = s.serialize_tuple(SIGNATURE_LEN)?;
-        for b in &self.0 {
-            t.serialize_element(b)?;
-        }
-        t.end()
+        crate::fixed_bytes::serialize(&self.0, s)
     }
 }
 
@@ -76,23 +71,7 @@ impl<'de> Deserialize<'de> for Signature {
                 .map_err(|_| de::Error::custom("expected a signature as 128 hex digits"))?;
             return Ok(Signature(out));
         }
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Signature;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("64 signature bytes")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Signature, A::Error> {
-                let mut out = [0u8; SIGNATURE_LEN];
-                for (i, b) in out.iter_mut().enumerate() {
-                    *b = seq
-                        .next_element()?
-                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
-                }
-                Ok(Signature(out))
-            }
-        }
-        d.deserialize_tuple(SIGNATURE_LEN, V)
+        crate::fixed_bytes::deserialize(d, "a signature").map(Signature)
     }
 }
 

@@ -297,6 +297,24 @@ proptest! {
         round_trip(&c);
     }
 
+    /// Keys, signatures and digests are serialized as words (`stele_crypto`'s
+    /// `fixed_bytes`) but must encode as exactly their bytes, as serde's byte tuples did:
+    /// every tx hash, signature message and stored value depends on it.
+    #[test]
+    fn keys_signatures_and_digests_encode_as_exactly_their_bytes(
+        k in key(), s in sig(), d in digest(), cut in 0usize..64,
+    ) {
+        prop_assert_eq!(codec::encode(&k), k.0.to_vec());
+        prop_assert_eq!(codec::encode(&s), s.0.to_vec());
+        prop_assert_eq!(codec::encode(&d), d.0.to_vec());
+        prop_assert_eq!(codec::decode::<PublicKey>(&k.0, 32), Ok(k));
+        prop_assert_eq!(codec::decode::<Signature>(&s.0, 64), Ok(s));
+        prop_assert_eq!(codec::decode::<Digest>(&d.0, 32), Ok(d));
+        // A value cut short anywhere, even inside a word, is refused.
+        prop_assert!(codec::decode::<Signature>(&s.0[..cut], 64).is_err());
+        prop_assert!(codec::decode::<PublicKey>(&k.0[..cut % 32], 32).is_err());
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder(bytes in vec(any::<u8>(), 0..2048)) {
         let _ = codec::decode::<Message>(&bytes, 1 << 20);
