@@ -6,6 +6,7 @@
 //! block, one per consensus persist; `open` refuses a corrupt, half-written or foreign
 //! database with an error naming what is wrong rather than serve a shorter chain.
 
+mod account_cache;
 mod durable;
 mod error;
 mod keys;

@@ -820,8 +820,10 @@ impl Store {
         );
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
-        self.db
-            .write_opt(batch, &opts)
+        let written = self.db.write_opt(batch, &opts);
+        // Every account may have changed (and on a failure, any part of them).
+        self.accounts.replaced();
+        written
             .map_err(|e| self.rocks(&format!("install the snapshot at height {h}"), BLOCKS, e))?;
         *tip = crate::store::Tip {
             height: h,

@@ -22,6 +22,7 @@ use stele_types::{
     StateChanges, StateError, StateView, Transaction, TxHash, TxLocation, TxResult,
 };
 
+use crate::account_cache::{AccountCache, Lookup, ACCOUNT_CACHE_CAP};
 use crate::error::StoreError;
 use crate::keys::{self, *};
 
@@ -128,6 +129,8 @@ pub struct Store {
     pub(crate) background: std::sync::atomic::AtomicBool,
     /// The snapshots kept to serve.
     pub(crate) snapshots: Mutex<crate::snapshot::Snapshots>,
+    /// Accounts read recently, updated by every write (`account_cache.rs`).
+    pub(crate) accounts: AccountCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -233,6 +236,7 @@ impl Store {
             snapshot_kept: std::sync::Condvar::new(),
             background: Default::default(),
             snapshots: Mutex::new(Default::default()),
+            accounts: AccountCache::new(ACCOUNT_CACHE_CAP),
         };
         let tip = match store.get_block_entry(Height(0))? {
             None => {
@@ -361,9 +365,14 @@ impl Store {
         }
         self.put_indexes(&mut batch, height, block, results);
         self.put_changes(&mut batch, changes);
-        self.db
-            .write_opt(batch, &self.write_opts)
-            .map_err(|e| self.rocks(&format!("commit block {height}"), BLOCKS, e))?;
+        let written = self.db.write_opt(batch, &self.write_opts);
+        if let Err(e) = written {
+            // Whatever part of the write a failure left behind, nothing cached may
+            // contradict it.
+            self.accounts.replaced();
+            return Err(self.rocks(&format!("commit block {height}"), BLOCKS, e));
+        }
+        self.accounts.wrote(&changes.accounts);
         *tip = Tip {
             height,
             state_digest,
@@ -583,7 +592,13 @@ impl Store {
 
     /// The account of `key`.
     pub fn account_of(&self, key: &PublicKey) -> Result<Option<Account>, StoreError> {
-        self.get_decoded(ACCOUNTS, key.as_bytes(), SMALL_VALUE_LIMIT)
+        let epoch = match self.accounts.get(key) {
+            Lookup::Hit(a) => return Ok(a),
+            Lookup::Miss(epoch) => epoch,
+        };
+        let account = self.get_decoded(ACCOUNTS, key.as_bytes(), SMALL_VALUE_LIMIT)?;
+        self.accounts.fill(key, account, epoch);
+        Ok(account)
     }
 
     /// The record `key` of `owner`.
