@@ -977,6 +977,17 @@ async fn submit(
     let keys: Vec<TxKey> = txs.iter().map(TxKey::of).collect();
     drop(txs);
     let deadline = Instant::now() + WAIT_LIMIT;
+    let mut outcomes: Vec<Option<TxResponse>> = if wait {
+        let admitted_keys = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| errors[*i].is_none() && admitted[*i].is_some())
+            .map(|(i, k)| (i, *k))
+            .collect();
+        wait_final(&api, admitted_keys, keys.len(), deadline).await?
+    } else {
+        Vec::new()
+    };
     let mut entries = Vec::with_capacity(keys.len());
     let mut all_final = true;
     for (i, key) in keys.into_iter().enumerate() {
@@ -992,11 +1003,7 @@ async fn submit(
                 }),
             },
             (None, Some(a)) => {
-                let outcome = if wait {
-                    wait_final(&api, key, deadline).await?
-                } else {
-                    None
-                };
+                let outcome = outcomes.get_mut(i).and_then(Option::take);
                 all_final &= outcome.is_some();
                 SubmitEntry {
                     hash,
@@ -1040,42 +1047,79 @@ async fn submit(
     Ok((code, Json(resp)).into_response())
 }
 
-/// Waits until the tx has a final outcome here, or the deadline. When too many wait on
-/// it (or in all), answers with what is known now: the client asks again later.
+/// Waits until each of `keys` (a request's admitted txs, by index among its `n`) has a
+/// final outcome here, or the deadline, in order: one tx at a time is waited on, and
+/// each wake-up looks up, in one blocking task, every tx from it on up to the first that
+/// is not final yet (txs of one request mostly commit in one block). A task per tx put
+/// 64 blocking tasks, with their thread wake-ups, behind every batch of 64. When too
+/// many wait on a tx (or in all), answers with what is known now: the client asks again
+/// later.
 async fn wait_final(
     api: &Arc<Api>,
-    key: TxKey,
+    keys: Vec<(usize, TxKey)>,
+    n: usize,
     deadline: Instant,
-) -> Result<Option<TxResponse>, Fail> {
-    let look = |api: &Arc<Api>| {
-        let api = api.clone();
-        blocking(move || final_outcome(&api, key, None))
+) -> Result<Vec<Option<TxResponse>>, Fail> {
+    let mut out: Vec<Option<TxResponse>> = (0..n).map(|_| None).collect();
+    // The final outcomes of `keys` in order, up to the first not final (or all of them).
+    let look = |api: &Arc<Api>, keys: &[(usize, TxKey)], all: bool| {
+        let (api, keys) = (api.clone(), keys.to_vec());
+        blocking(move || {
+            let mut found = Vec::with_capacity(keys.len());
+            for (i, key) in keys {
+                match final_outcome(&api, key, None)? {
+                    Some(r) => found.push((i, r)),
+                    None if all => {}
+                    None => break,
+                }
+            }
+            Ok(found)
+        })
     };
-    let Some(notify) = api.waiters.register(key.sender, key.nonce) else {
-        api.metrics.refuse_http("waiters_full");
-        return look(api).await;
-    };
-    let out = loop {
+    let mut pending: &[(usize, TxKey)] = &keys;
+    while let Some(&(_, first)) = pending.first() {
+        let Some(notify) = api.waiters.register(first.sender, first.nonce) else {
+            api.metrics.refuse_http("waiters_full");
+            for (i, r) in look(api, pending, true).await? {
+                out[i] = Some(r);
+            }
+            return Ok(out);
+        };
         // Armed before the check, so a commit between the check and the wait still wakes
         // us.
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match look(api).await {
-            Ok(Some(r)) => break Ok(Some(r)),
-            Ok(None) => {}
-            Err(e) => break Err(e),
+        let found = look(api, pending, false).await;
+        let found = match found {
+            Ok(f) => f,
+            Err(e) => {
+                api.waiters.unregister(first.sender, first.nonce);
+                return Err(e);
+            }
+        };
+        let done = found.len();
+        for (i, r) in found {
+            out[i] = Some(r);
         }
+        pending = &pending[done..];
         let now = Instant::now();
-        if now >= deadline {
-            break Ok(None);
+        if done == 0 && now < deadline {
+            // Re-check at least every second: a block committed by state transfer wakes
+            // nobody twice, and a missed wake-up must cost a second, not the whole wait.
+            let _ =
+                tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), notified).await;
         }
-        // Re-check at least every second: a block committed by state transfer wakes
-        // nobody twice, and a missed wake-up must cost a second, not the whole wait.
-        let _ = tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), notified).await;
-    };
-    api.waiters.unregister(key.sender, key.nonce);
-    out
+        api.waiters.unregister(first.sender, first.nonce);
+        if now >= deadline {
+            // Past the deadline each tx is still looked up once, without waiting.
+            for (i, r) in look(api, pending, true).await? {
+                out[i] = Some(r);
+            }
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
