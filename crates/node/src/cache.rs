@@ -7,7 +7,9 @@
 //! of a double spend), so their `stale_nonce` receipt can still be made.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use stele_consensus::KnownTxs;
 use stele_crypto::{PublicKey, Verified};
@@ -34,12 +36,30 @@ struct Fifo {
 /// again (1.2 checks per tx per validator in `stele bench`). A relayed copy of a tx that
 /// is verified or held is dropped before its signature is checked: the path holding it
 /// admits it.
+///
+/// A proposal's txs are checked on the consensus path, which does not queue behind tx
+/// work; a relay being checked right then holds some of them, and the proposal waits for
+/// that check ([`VerifiedTxs::wait_for_relays`]) rather than make it again: without the
+/// wait, backups checked 1.07–1.12 signatures per committed tx in the closed-loop bench.
 #[derive(Debug)]
 pub struct VerifiedTxs {
     inner: Mutex<Fifo>,
     cap: usize,
-    /// Hashes held by some path, with how many paths hold each.
-    held: Mutex<HashMap<TxHash, u32>>,
+    /// Hashes held by some path, with how many paths of each kind hold each.
+    held: Mutex<HashMap<TxHash, Holders>>,
+    /// Rung when a relay's hold ends while someone waits for it.
+    relay_done: Condvar,
+    /// Threads in [`VerifiedTxs::wait_for_relays`]: a hold ends without a system call
+    /// when nobody waits.
+    waiting: AtomicUsize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Holders {
+    /// Clients' requests (their jobs may still be queued).
+    clients: u32,
+    /// Relays (claimed inside a running job: their check is under way).
+    relays: u32,
 }
 
 /// Hashes held in a [`VerifiedTxs`] until this is dropped.
@@ -47,6 +67,7 @@ pub struct VerifiedTxs {
 pub struct Hold {
     cache: Arc<VerifiedTxs>,
     hashes: Vec<TxHash>,
+    relay: bool,
 }
 
 impl Drop for Hold {
@@ -54,11 +75,20 @@ impl Drop for Hold {
         let mut held = self.cache.lock_held();
         for h in &self.hashes {
             if let Some(n) = held.get_mut(h) {
-                *n -= 1;
-                if *n == 0 {
+                let count = if self.relay {
+                    &mut n.relays
+                } else {
+                    &mut n.clients
+                };
+                *count = count.saturating_sub(1);
+                if n.clients == 0 && n.relays == 0 {
                     held.remove(h);
                 }
             }
+        }
+        // Read under the lock a waiter checks and counts itself under: no wake-up lost.
+        if self.relay && self.cache.waiting.load(Ordering::Relaxed) > 0 {
+            self.cache.relay_done.notify_all();
         }
     }
 }
@@ -70,10 +100,12 @@ impl VerifiedTxs {
             inner: Mutex::new(Fifo::default()),
             cap,
             held: Mutex::new(HashMap::new()),
+            relay_done: Condvar::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
-    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<TxHash, u32>> {
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<TxHash, Holders>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -82,12 +114,40 @@ impl VerifiedTxs {
     pub fn hold(self: &Arc<Self>, hashes: Vec<TxHash>) -> Hold {
         let mut held = self.lock_held();
         for h in &hashes {
-            *held.entry(*h).or_insert(0) += 1;
+            held.entry(*h).or_default().clients += 1;
         }
         drop(held);
         Hold {
             cache: self.clone(),
             hashes,
+            relay: false,
+        }
+    }
+
+    /// Waits, at most `timeout`, until no relay holds any of `hashes`; whether none
+    /// does. A relay's hold is taken inside its running job and ends when its txs are
+    /// cached (or refused), so the wait is that job's remainder.
+    pub fn wait_for_relays(&self, hashes: &[TxHash], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut held = self.lock_held();
+        loop {
+            if !hashes
+                .iter()
+                .any(|h| held.get(h).is_some_and(|n| n.relays > 0))
+            {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            held = self
+                .relay_done
+                .wait_timeout(held, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -102,7 +162,13 @@ impl VerifiedTxs {
             if done.map.contains_key(&h) || held.contains_key(&h) {
                 continue;
             }
-            held.insert(h, 1);
+            held.insert(
+                h,
+                Holders {
+                    clients: 0,
+                    relays: 1,
+                },
+            );
             hashes.push(h);
             kept.push((h, t));
         }
@@ -113,8 +179,15 @@ impl VerifiedTxs {
             Hold {
                 cache: self.clone(),
                 hashes,
+                relay: true,
             },
         )
+    }
+
+    /// Threads waiting in [`VerifiedTxs::wait_for_relays`].
+    #[cfg(test)]
+    pub fn relay_waiters(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// How many hashes are held now.

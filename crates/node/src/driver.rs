@@ -138,6 +138,12 @@ impl Inputs {
         self.txs.try_recv().ok()
     }
 
+    /// The next input waiting in `from`'s lane, if any (tests).
+    #[cfg(test)]
+    pub(crate) fn try_recv_peer(&self, from: ReplicaId) -> Option<Input> {
+        self.peers.get(from.index())?.try_recv().ok()
+    }
+
     /// Handles up to [`INPUT_BURST`] validator messages, one from each non-empty lane in
     /// turn; true when inputs were left waiting.
     fn drain_peers(&mut self, mut handle: impl FnMut(Input) -> bool) -> bool {

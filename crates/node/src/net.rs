@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use stele_consensus::{FrameVerdicts, Inbound, KnownTxs, Verifier};
 use stele_crypto::{Ed25519, Verified};
@@ -122,6 +122,8 @@ pub struct Ctx {
     pub cache: Arc<VerifiedTxs>,
     pub frames: Arc<FrameVerdicts>,
     pub metrics: Metrics,
+    /// Longest a proposal waits for relays checking its txs ([`RELAY_WAIT`]).
+    pub relay_wait: Duration,
 }
 
 /// Decodes and counts frames, and queues each on the verification pool (runs on the
@@ -168,6 +170,10 @@ pub async fn inbound_loop(mut inbound: stele_transport::Inbound, pool: VerifyPoo
     }
 }
 
+/// Longest a proposal waits for relays checking its txs (a relay job of 256 txs takes
+/// about 10 ms on a loaded two-core machine).
+pub const RELAY_WAIT: Duration = Duration::from_millis(25);
+
 /// Verifies one message and passes it to the engine thread, waiting when the engine's
 /// queue is full.
 fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
@@ -208,6 +214,13 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
             .precheck(f.from, &msg)
             .is_ok()
     {
+        if matches!(msg, Message::Proposal(_)) {
+            // A relay checking some of these txs right now finishes first, and they are
+            // then found in the cache instead of being checked twice. Bounded: past it,
+            // they are checked here.
+            let hashes: Vec<TxHash> = txs.iter().map(tx_hash).collect();
+            ctx.cache.wait_for_relays(&hashes, ctx.relay_wait);
+        }
         if let Ok(v) = verifier_with(vs, genesis, &counting).check_txs(txs) {
             counting.local = v.into_iter().map(|t| (tx_hash(t.signed()), t)).collect();
         }
@@ -335,6 +348,22 @@ mod tests {
         );
     }
 
+    /// View 0's primary's proposal of `txs` at height 1.
+    fn proposal(vs: &ValidatorSet, txs: Vec<stele_types::Transaction>) -> Message {
+        let body = stele_types::Block::new(stele_types::Height(1), 1, txs);
+        let primary = vs.primary(stele_types::ViewNumber(0));
+        let pre_prepare = Signed::sign(
+            stele_types::PrePrepare {
+                view: stele_types::ViewNumber(0),
+                height: stele_types::Height(1),
+                digest: body.digest(),
+            },
+            vs.chain(),
+            &KeyPair::from_seed([primary.0 as u8; 32]),
+        );
+        Message::Proposal(stele_types::Proposal { pre_prepare, body })
+    }
+
     #[test]
     fn a_tx_verified_inside_a_proposal_is_not_verified_again_when_relayed() {
         // At low load the primary proposes a tx before the relays of it arrive: a backup
@@ -352,19 +381,10 @@ mod tests {
             cache: Arc::new(VerifiedTxs::new(64)),
             frames: Arc::new(FrameVerdicts::default()),
             metrics: metrics.clone(),
+            relay_wait: RELAY_WAIT,
         };
         let txs: Vec<_> = (10..13).map(|seed| signed_tx(&genesis, seed)).collect();
-        let body = stele_types::Block::new(stele_types::Height(1), 1, txs.clone());
         let primary = vs.primary(stele_types::ViewNumber(0));
-        let pre_prepare = Signed::sign(
-            stele_types::PrePrepare {
-                view: stele_types::ViewNumber(0),
-                height: stele_types::Height(1),
-                digest: body.digest(),
-            },
-            vs.chain(),
-            &KeyPair::from_seed([primary.0 as u8; 32]),
-        );
         let frame = |from: u16, class| InboundFrame {
             from: stele_types::ReplicaId(from),
             class,
@@ -374,7 +394,7 @@ mod tests {
         handle(
             &ctx,
             frame(primary.0, stele_transport::FrameClass::Consensus),
-            Message::Proposal(stele_types::Proposal { pre_prepare, body }),
+            proposal(&vs, txs.clone()),
         );
         assert_eq!(
             metrics.sig_verified.get(),
@@ -403,6 +423,71 @@ mod tests {
             metrics.sig_verified.get(),
             3,
             "relayed copies of txs verified in a proposal were checked again"
+        );
+    }
+
+    /// A proposal arriving while a relay of its txs is being checked waits for that
+    /// check instead of making it again (backups checked 1.07–1.12 signatures per
+    /// committed tx in the closed-loop bench). Before the wait, this counted 3.
+    #[test]
+    fn a_proposal_waits_for_the_relay_checking_its_txs() {
+        let genesis = test_genesis();
+        let vs = genesis.validator_set();
+        let (_engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
+        let metrics = Metrics::new();
+        let cache = Arc::new(VerifiedTxs::new(64));
+        let ctx = Ctx {
+            engine: peer_inputs,
+            tx_queue: tx_inputs,
+            genesis: genesis.clone(),
+            validators: vs.clone(),
+            cache: cache.clone(),
+            frames: Arc::new(FrameVerdicts::default()),
+            metrics: metrics.clone(),
+            // Long, so a slow test machine cannot time the wait out: the relay below
+            // ends its check as soon as the proposal waits.
+            relay_wait: Duration::from_secs(60),
+        };
+        let txs: Vec<_> = (20..23).map(|seed| signed_tx(&genesis, seed)).collect();
+        // A relay job has claimed the txs and is checking them.
+        let (kept, hold) = cache.claim_new(txs.iter().map(|t| (tx_hash(t), t.clone())).collect());
+        assert_eq!(kept.len(), 3);
+        let relay = {
+            let (cache, genesis) = (cache.clone(), genesis.clone());
+            std::thread::spawn(move || {
+                // (Without the wait, nobody ever waits: the check ends after a while.)
+                let give_up = Instant::now() + Duration::from_secs(5);
+                while cache.relay_waiters() == 0 && Instant::now() < give_up {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                let chain = genesis.chain_binding();
+                cache.insert_all(kept.into_iter().map(|(h, t)| {
+                    let sender = t.sender;
+                    (h, t.verify(&chain, &sender, &Ed25519).expect("well signed"))
+                }));
+                drop(hold);
+            })
+        };
+        let primary = vs.primary(stele_types::ViewNumber(0));
+        handle(
+            &ctx,
+            InboundFrame {
+                from: primary,
+                class: stele_transport::FrameClass::Consensus,
+                arrival_unix_ms: 0,
+                frame: bytes::Bytes::from_static(b"-"),
+            },
+            proposal(&vs, txs),
+        );
+        relay.join().expect("relay thread");
+        assert_eq!(
+            metrics.sig_verified.get(),
+            0,
+            "the proposal checked txs a relay was checking"
+        );
+        assert!(
+            matches!(rx.try_recv_peer(primary), Some(Input::Message { .. })),
+            "the proposal did not reach the engine"
         );
     }
 }

@@ -197,6 +197,7 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
             cache: cache.clone(),
             frames: frames.clone(),
             metrics: metrics.clone(),
+            relay_wait: net::RELAY_WAIT,
         }),
     ));
 
