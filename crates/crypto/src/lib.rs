@@ -16,7 +16,7 @@ pub mod sim;
 pub use digest::{Digest, DigestParseError, Hasher, DIGEST_LEN};
 pub use keys::{KeyError, KeyPair, PublicKey, PUBLIC_KEY_LEN};
 pub use sign::{
-    signing_message, verify_time, ChainBinding, ChainId, ChainIdError, Ed25519, Scheme, Signable,
-    Signature, SignatureError, Signed, SignedMessage, Signer, Verified, MAX_CHAIN_ID_LEN,
+    signing_message, verify_time, BatchItem, ChainBinding, ChainId, ChainIdError, Ed25519, Scheme,
+    Signable, Signature, SignatureError, Signed, SignedMessage, Signer, Verified, MAX_CHAIN_ID_LEN,
     SIGNATURE_LEN,
 };

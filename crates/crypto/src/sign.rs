@@ -242,7 +242,17 @@ pub trait Scheme: Send + Sync + fmt::Debug {
     ) -> Vec<Result<(), SignatureError>> {
         items.iter().map(|(k, m, s)| self.verify(k, m, s)).collect()
     }
+
+    /// [`Scheme::verify_batch`]'s verdicts for each group, possibly checked as one batch
+    /// (larger batches cost less per signature). A bad item costs its own group the
+    /// slow path, not the other groups: they are then checked one batch each.
+    fn verify_groups(&self, groups: &[&[BatchItem<'_>]]) -> Vec<Vec<Result<(), SignatureError>>> {
+        groups.iter().map(|g| self.verify_batch(g)).collect()
+    }
 }
+
+/// A key, the message it signed and the signature, for [`Scheme::verify_batch`].
+pub type BatchItem<'a> = (&'a PublicKey, &'a [u8], &'a Signature);
 
 /// Makes signatures. [`crate::KeyPair`] in the product.
 pub trait Signer: Send + Sync {
@@ -349,10 +359,45 @@ impl Scheme for Ed25519 {
         count_verify_time(t0);
         out
     }
+
+    fn verify_groups(&self, groups: &[&[BatchItem<'_>]]) -> Vec<Vec<Result<(), SignatureError>>> {
+        let t0 = thread_cpu_nanos();
+        let all: Vec<BatchItem<'_>> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+        let out = match Ed25519::try_batch(&all) {
+            (verdicts, _, true) => {
+                let mut rest = verdicts.into_iter();
+                groups
+                    .iter()
+                    .map(|g| rest.by_ref().take(g.len()).collect())
+                    .collect()
+            }
+            // Some item is bad: each group alone, so only the bad one's group goes
+            // through the single path.
+            (_, _, false) => groups.iter().map(|g| Ed25519::verify_many(g)).collect(),
+        };
+        count_verify_time(t0);
+        out
+    }
 }
 
 impl Ed25519 {
     fn verify_many(items: &[(&PublicKey, &[u8], &Signature)]) -> Vec<Result<(), SignatureError>> {
+        let (mut out, batched, ok) = Ed25519::try_batch(items);
+        if !ok {
+            // Find the bad items one by one; the single path's verdict is the rule.
+            for i in batched {
+                let (k, m, s) = items[i];
+                out[i] = Ed25519::verify_one(k, m, s);
+            }
+        }
+        out
+    }
+
+    /// One verdict per item and `true` when they are final: items refused before the
+    /// batch equation are refused alone, with the single path's error, and the rest
+    /// passed it. `false` when the equation failed: some item among the ones named
+    /// (those that reached it, `Ok` so far) is bad.
+    fn try_batch(items: &[BatchItem<'_>]) -> (Vec<Result<(), SignatureError>>, Vec<usize>, bool) {
         let mut out: Vec<Result<(), SignatureError>> = Vec::with_capacity(items.len());
         let mut batch_idx = Vec::with_capacity(items.len());
         let mut batch = ed25519_consensus::batch::Verifier::new();
@@ -377,18 +422,17 @@ impl Ed25519 {
         }
         let batch_ok = match batch_idx.len() {
             0 => true,
-            1 => false, // a batch of one is slower than the single path
-            _ => batch.verify(rand::rngs::OsRng).is_ok(),
-        };
-        if !batch_ok {
-            // Find the bad items one by one; the single path's verdict is the rule.
-            for &i in &batch_idx {
+            // A batch of one is slower than the single path, whose verdict is final.
+            1 => {
+                let i = batch_idx[0];
                 let (k, m, s) = items[i];
                 out[i] = Ed25519::verify_one(k, m, s);
+                return (out, Vec::new(), true);
             }
-        }
+            _ => batch.verify(rand::rngs::OsRng).is_ok(),
+        };
         debug_assert_eq!(out.len(), items.len());
-        out
+        (out, batch_idx, batch_ok)
     }
 }
 
@@ -475,6 +519,44 @@ impl<T: Signable> Signed<T> {
             .into_iter()
             .zip(verdicts)
             .map(|((s, _), v)| v.map(|()| Verified(s)))
+            .collect()
+    }
+
+    /// [`Signed::verify_batch`] for each group, through [`Scheme::verify_groups`]: one
+    /// batch for all of them when every item is good.
+    #[allow(clippy::type_complexity)]
+    pub fn verify_groups(
+        groups: Vec<Vec<(Signed<T>, PublicKey)>>,
+        chain: &ChainBinding,
+        scheme: &dyn Scheme,
+    ) -> Vec<Vec<Result<Verified<T>, SignatureError>>> {
+        let msgs: Vec<Vec<Vec<u8>>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(s, _)| s.message(chain)).collect())
+            .collect();
+        let refs: Vec<Vec<BatchItem<'_>>> = groups
+            .iter()
+            .zip(&msgs)
+            .map(|(g, ms)| {
+                g.iter()
+                    .zip(ms)
+                    .map(|((s, k), m)| (k, m.as_slice(), &s.signature))
+                    .collect()
+            })
+            .collect();
+        let slices: Vec<&[BatchItem<'_>]> = refs.iter().map(Vec::as_slice).collect();
+        let verdicts = scheme.verify_groups(&slices);
+        debug_assert_eq!(verdicts.len(), groups.len());
+        groups
+            .into_iter()
+            .zip(verdicts)
+            .map(|(g, vs)| {
+                debug_assert_eq!(g.len(), vs.len());
+                g.into_iter()
+                    .zip(vs)
+                    .map(|((s, _), v)| v.map(|()| Verified(s)))
+                    .collect()
+            })
             .collect()
     }
 }

@@ -356,6 +356,36 @@ fn batch_finds_the_bad_items_among_many() {
 }
 
 #[test]
+fn grouped_check_finds_a_bad_item_and_keeps_the_other_groups() {
+    let c = chain("groups");
+    let keys: Vec<KeyPair> = (0..48u8).map(|i| KeyPair::from_seed([i; 32])).collect();
+    let signed = |range: std::ops::Range<usize>| -> Vec<(Signed<Vote>, PublicKey)> {
+        range
+            .map(|i| (Signed::sign(Vote(i as u64), &c, &keys[i]), keys[i].public()))
+            .collect()
+    };
+    let good = Signed::verify_groups(
+        vec![signed(0..16), signed(16..40), signed(40..48)],
+        &c,
+        &Ed25519,
+    );
+    assert_eq!(good.iter().map(Vec::len).collect::<Vec<_>>(), [16, 24, 8]);
+    assert!(good.iter().flatten().all(Result::is_ok));
+
+    let mut groups = vec![signed(0..16), signed(16..40), signed(40..48)];
+    groups[1][7].0.signature.0[3] ^= 1;
+    let out = Signed::verify_groups(groups, &c, &Ed25519);
+    for (g, verdicts) in out.iter().enumerate() {
+        for (i, r) in verdicts.iter().enumerate() {
+            assert_eq!(r.is_ok(), !(g == 1 && i == 7), "group {g} item {i}");
+        }
+    }
+    // A group may be empty.
+    let out = Signed::verify_groups(vec![vec![], signed(0..3), vec![]], &c, &Ed25519);
+    assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [0, 3, 0]);
+}
+
+#[test]
 fn signing_message_separates_every_part() {
     let c = chain("c");
     assert_ne!(

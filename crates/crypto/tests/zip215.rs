@@ -294,4 +294,26 @@ proptest! {
         let items: Vec<Item> = mix.into_iter().map(build).collect();
         prop_assert_eq!(batch(&items), single(&items));
     }
+
+    /// Groups checked together (the node's verification pool joins jobs into one
+    /// batch) get each item's own verdict too, whatever the other groups hold.
+    #[test]
+    fn grouped_verdicts_equal_single_verdicts(
+        mix in proptest::collection::vec(arb_item(), 1..16),
+        cuts in proptest::collection::vec(0usize..16, 0..4),
+    ) {
+        let items: Vec<Item> = mix.into_iter().map(build).collect();
+        let refs: Vec<_> = items
+            .iter()
+            .map(|x| (&x.key, x.msg.as_slice(), &x.sig))
+            .collect();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(refs.len())).collect();
+        cuts.push(0);
+        cuts.push(refs.len());
+        cuts.sort_unstable();
+        let groups: Vec<&[_]> = cuts.windows(2).map(|w| &refs[w[0]..w[1]]).collect();
+        let grouped = Ed25519.verify_groups(&groups);
+        prop_assert_eq!(grouped.len(), groups.len());
+        prop_assert_eq!(grouped.concat(), single(&items));
+    }
 }

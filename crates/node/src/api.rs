@@ -34,8 +34,7 @@ use tracing::error;
 use crate::cache::{VerifiedTxs, Waiters};
 use crate::driver::{Input, Shared, TxInputs, TxQueueError};
 use crate::metrics::Metrics;
-use crate::net::verify_client_txs;
-use crate::pool::{VerifyPool, CLIENT_CHUNK};
+use crate::pool::{TxVerdicts, TxWork, VerifyPool, CLIENT_CHUNK};
 use crate::receipts::BlockReceipts;
 
 /// Longest `?wait=true` waits for a final outcome before answering 202.
@@ -693,29 +692,90 @@ type ChunkVerdicts = (
     Vec<(usize, Refusal)>,
 );
 
-/// Cheap checks, then signatures, for one chunk of a request's txs (on the pool).
-fn verify_chunk(
-    api: &Api,
+/// One chunk of a request's txs on the pool: cheap checks and the verified cache, then
+/// the signatures left (in one batch with other tx work queued beside it), then the
+/// verdicts back to the request. The good ones reach the cache only if admitted.
+struct ClientChunk {
+    api: Arc<Api>,
     candidates: Vec<(usize, Transaction)>,
-) -> Result<ChunkVerdicts, StoreError> {
-    let (candidates, early) = cheap_checks(api, candidates)?;
-    let (idx, batch): (Vec<usize>, Vec<Transaction>) = candidates.into_iter().unzip();
-    let verdicts = verify_client_txs(
-        &api.genesis,
-        &api.validators,
-        &api.cache,
-        &api.metrics,
-        &batch,
-    );
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
-    for (i, v) in idx.into_iter().zip(verdicts) {
-        match v {
-            Some(v) => good.push((i, v)),
-            None => bad.push(i),
+    good: Vec<(usize, Verified<TxBody>)>,
+    early: Vec<(usize, Refusal)>,
+    /// The candidates whose signatures are being checked, in order.
+    checking: Vec<usize>,
+    failed: Option<StoreError>,
+    reply: Option<oneshot::Sender<Result<ChunkVerdicts, StoreError>>>,
+}
+
+impl ClientChunk {
+    fn new(
+        api: Arc<Api>,
+        candidates: Vec<(usize, Transaction)>,
+        reply: oneshot::Sender<Result<ChunkVerdicts, StoreError>>,
+    ) -> ClientChunk {
+        ClientChunk {
+            api,
+            candidates,
+            good: Vec::new(),
+            early: Vec::new(),
+            checking: Vec::new(),
+            failed: None,
+            reply: Some(reply),
         }
     }
-    Ok((good, bad, early))
+}
+
+impl TxWork for ClientChunk {
+    fn most_txs(&self) -> usize {
+        self.candidates.len()
+    }
+
+    fn prepare(&mut self) -> Vec<Transaction> {
+        let (keep, early) = match cheap_checks(&self.api, std::mem::take(&mut self.candidates)) {
+            Ok(k) => k,
+            Err(e) => {
+                self.failed = Some(e);
+                return Vec::new();
+            }
+        };
+        self.early = early;
+        let mut fresh = Vec::with_capacity(keep.len());
+        for (i, t) in keep {
+            match self.api.cache.get(&tx_hash(&t)) {
+                Some(v) => self.good.push((i, v)),
+                None => {
+                    self.checking.push(i);
+                    fresh.push(t);
+                }
+            }
+        }
+        fresh
+    }
+
+    fn finish(mut self: Box<Self>, verdicts: TxVerdicts) {
+        debug_assert_eq!(verdicts.len(), self.checking.len());
+        let out = match self.failed.take() {
+            Some(e) => Err(e),
+            None => {
+                let mut bad = Vec::new();
+                for (i, v) in std::mem::take(&mut self.checking).into_iter().zip(verdicts) {
+                    match v {
+                        Some(v) => self.good.push((i, v)),
+                        None => bad.push(i),
+                    }
+                }
+                // In the request's order: admission takes a sender's nonces in turn.
+                self.good.sort_unstable_by_key(|(i, _)| *i);
+                Ok((
+                    std::mem::take(&mut self.good),
+                    bad,
+                    std::mem::take(&mut self.early),
+                ))
+            }
+        };
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(out);
+        }
+    }
 }
 
 fn refusal(r: &Refusal) -> (StatusCode, &'static str) {
@@ -888,7 +948,7 @@ async fn submit(
             let api2 = api.clone();
             let (g, b, e) = api
                 .pool
-                .client(move || verify_chunk(&api2, chunk))
+                .client(move |reply| Box::new(ClientChunk::new(api2, chunk, reply)))
                 .await
                 .map_err(|e| {
                     api.metrics.refuse_http("busy");

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stele_consensus::{FrameVerdicts, Inbound, KnownTxs, Verifier};
-use stele_crypto::{Ed25519, Verified};
+use stele_crypto::{Ed25519, Signed, Verified};
 use stele_transport::InboundFrame;
 use stele_types::{codec, max_frame_len, tx_hash, Genesis, Message, TxBody, TxHash, ValidatorSet};
 use tracing::debug;
 
-use crate::cache::VerifiedTxs;
+use crate::cache::{Hold, VerifiedTxs};
 use crate::driver::{Input, PeerInputs, TxInputs};
 use crate::metrics::Metrics;
-use crate::pool::{PoolError, VerifyPool};
+use crate::pool::{BatchVerify, PoolError, TxVerdicts, TxWork, VerifyPool};
 
 /// Messages from one peer waiting for the verification pool.
 pub const PEER_QUEUE: usize = 4096;
@@ -61,31 +61,35 @@ impl KnownTxs for Counting<'_> {
     }
 }
 
-/// Verifies client txs (HTTP) against the cache and records the time and count: one
-/// verdict per tx (None: bad signature). The good ones reach the cache if admitted.
-/// `validators` is `genesis`'s set, made once by the caller: it hashes the whole genesis.
-pub fn verify_client_txs(
-    genesis: &Genesis,
-    validators: &ValidatorSet,
-    cache: &VerifiedTxs,
-    metrics: &Metrics,
-    txs: &[stele_types::Transaction],
-) -> Vec<Option<Verified<TxBody>>> {
-    let counting = Counting::new(cache);
-    let verifier = Verifier {
-        validators,
-        genesis,
-        scheme: &Ed25519,
-        known: Some(&counting),
-    };
-    let t0 = Instant::now();
-    let verdicts: Vec<Option<Verified<TxBody>>> = verifier
-        .check_txs_each(txs)
-        .into_iter()
-        .map(Result::ok)
-        .collect();
-    record(metrics, &counting, t0);
-    verdicts
+/// The pool's tx signature checks ([`crate::pool::BatchVerify`]): each group against
+/// its senders' keys, one batch for all of them when all are good; records the time and
+/// the count. `validators` is the genesis's set, made once by the caller: it hashes the
+/// whole genesis.
+pub fn batch_verifier(validators: ValidatorSet, metrics: Metrics) -> BatchVerify {
+    Arc::new(move |groups: Vec<Vec<stele_types::Transaction>>| {
+        let n: usize = groups.iter().map(Vec::len).sum();
+        let t0 = Instant::now();
+        let keyed = groups
+            .into_iter()
+            .map(|g| {
+                g.into_iter()
+                    .map(|t| {
+                        let key = t.sender;
+                        (t, key)
+                    })
+                    .collect()
+            })
+            .collect();
+        let verdicts: Vec<TxVerdicts> = Signed::verify_groups(keyed, validators.chain(), &Ed25519)
+            .into_iter()
+            .map(|g| g.into_iter().map(Result::ok).collect())
+            .collect();
+        if n > 0 {
+            metrics.sig_verify.observe(t0.elapsed().as_secs_f64());
+            metrics.sig_verified.inc_by(n as u64);
+        }
+        verdicts
+    })
 }
 
 fn verifier_with<'a>(
@@ -150,17 +154,19 @@ pub async fn inbound_loop(mut inbound: stele_transport::Inbound, pool: VerifyPoo
             .with_label_values(&[msg.kind()])
             .inc();
         let peer = f.from.index();
-        let relay = matches!(msg, Message::Relay(_));
-        let job = {
-            let ctx = ctx.clone();
-            move || handle(&ctx, f, msg)
-        };
         // Blocking here would stall the runtime; a full queue means the node is behind,
         // and the engine's retransmission repairs what is dropped.
-        let queued = if relay {
-            pool.relay(job)
-        } else {
-            pool.consensus(peer, job)
+        let queued = match msg {
+            Message::Relay(r) => pool.relay(RelayWork {
+                ctx: ctx.clone(),
+                frame: f,
+                txs: r.txs,
+                claimed: None,
+            }),
+            msg => {
+                let ctx = ctx.clone();
+                pool.consensus(peer, move || handle(&ctx, f, msg))
+            }
         };
         match queued {
             Ok(()) => {}
@@ -174,53 +180,125 @@ pub async fn inbound_loop(mut inbound: stele_transport::Inbound, pool: VerifyPoo
 /// about 10 ms on a loaded two-core machine).
 pub const RELAY_WAIT: Duration = Duration::from_millis(25);
 
-/// Verifies one message and passes it to the engine thread, waiting when the engine's
-/// queue is full.
-fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
-    let (vs, genesis) = (&ctx.validators, &ctx.genesis);
-    // A relayed tx this validator has verified, or is verifying or admitting on another
-    // path (a client's copy, another peer's relay), is dropped unchecked: that path
-    // admits it. The rest stay held until they are in the verified cache.
-    let (msg, relay_hold) = match msg {
-        Message::Relay(r) => {
-            let items: Vec<(TxHash, stele_types::Transaction)> =
-                r.txs.into_iter().map(|t| (tx_hash(&t), t)).collect();
-            let (kept, hold) = ctx.cache.claim_new(items);
-            if kept.is_empty() {
+/// A peer's relayed txs on the pool: the ones this validator has verified, or is
+/// verifying or admitting on another path (a client's copy, another peer's relay), are
+/// dropped unchecked, since that path admits them; the rest are held (so the others
+/// drop their copies) until they are in the verified cache, and their signatures are
+/// checked in one batch with other tx work queued beside them.
+struct RelayWork {
+    ctx: Arc<Ctx>,
+    frame: InboundFrame,
+    txs: Vec<stele_types::Transaction>,
+    /// After [`TxWork::prepare`]: the relay of the txs kept, their hashes, their hold,
+    /// and whether their signatures were sent to be checked (the precheck passed).
+    claimed: Option<(Message, Vec<TxHash>, Hold, bool)>,
+}
+
+impl TxWork for RelayWork {
+    fn most_txs(&self) -> usize {
+        self.txs.len()
+    }
+
+    fn prepare(&mut self) -> Vec<stele_types::Transaction> {
+        let items: Vec<(TxHash, stele_types::Transaction)> = std::mem::take(&mut self.txs)
+            .into_iter()
+            .map(|t| (tx_hash(&t), t))
+            .collect();
+        let (kept, hold) = self.ctx.cache.claim_new(items);
+        if kept.is_empty() {
+            return Vec::new();
+        }
+        let (hashes, txs): (Vec<TxHash>, Vec<_>) = kept.into_iter().unzip();
+        // Sender and size first: a Byzantine peer makes fresh txs at will, and each one
+        // not seen before is a signature check. A relay the precheck refuses goes on to
+        // `verify`, which refuses it the same way, without a signature checked.
+        let to_check = txs.clone();
+        let msg = Message::Relay(stele_types::TxRelay { txs });
+        let counting = Counting::new(&self.ctx.cache);
+        let checked = verifier_with(&self.ctx.validators, &self.ctx.genesis, &counting)
+            .precheck(self.frame.from, &msg)
+            .is_ok();
+        self.claimed = Some((msg, hashes, hold, checked));
+        if checked {
+            to_check
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn finish(self: Box<Self>, verdicts: TxVerdicts) {
+        let RelayWork {
+            ctx,
+            frame,
+            claimed,
+            ..
+        } = *self;
+        let Some((msg, hashes, _hold, checked)) = claimed else {
+            return;
+        };
+        let mut counting = Counting::new(&ctx.cache);
+        // All good: the message's own check finds them. One bad: it checks them again
+        // and refuses the relay, as it refuses any message with a bad tx.
+        if checked && verdicts.iter().all(Option::is_some) {
+            debug_assert_eq!(verdicts.len(), hashes.len());
+            counting.local = hashes
+                .iter()
+                .copied()
+                .zip(verdicts.into_iter().flatten())
+                .collect();
+        }
+        let t0 = Instant::now();
+        let verified = verifier_with(&ctx.validators, &ctx.genesis, &counting).verify_remembered(
+            frame.from,
+            msg,
+            &ctx.frames,
+        );
+        record(&ctx.metrics, &counting, t0);
+        let v = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                debug!(peer = %frame.from, reason = e.label(), error = %e, "relay rejected");
+                ctx.metrics.reject_message(e.label());
                 return;
             }
-            let (hashes, txs): (Vec<TxHash>, Vec<_>) = kept.into_iter().unzip();
-            (
-                Message::Relay(stele_types::TxRelay { txs }),
-                Some((hashes, hold)),
-            )
+        };
+        // Relayed txs go to the tx queue: a peer's relays, like clients' txs, cannot fill
+        // the queue consensus messages wait in. A closed queue means the node is stopping.
+        if let Inbound::Relay(relayed) = v.into_inbound() {
+            // Verified: later copies find them in the cache (the hold ends after).
+            debug_assert_eq!(hashes.len(), relayed.len());
+            ctx.cache
+                .insert_all(hashes.into_iter().zip(relayed.iter().cloned()));
+            let _ = ctx.tx_queue.send(Input::Relay { txs: relayed });
         }
-        m => (m, None),
-    };
+    }
+}
+
+/// Verifies one consensus message and passes it to the engine thread, waiting when the
+/// engine's queue is full.
+fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
+    let (vs, genesis) = (&ctx.validators, &ctx.genesis);
     let mut counting = Counting::new(&ctx.cache);
     let t0 = Instant::now();
-    // Txs inside a message are verified first (in one batch), so the message's own
-    // check finds them and each tx is verified once.
+    // A proposal's txs are verified first (in one batch), so the message's own check
+    // finds them and each tx is verified once.
     let txs: &[stele_types::Transaction] = match &msg {
         Message::Proposal(p) => &p.body.txs,
-        Message::Relay(r) => &r.txs,
         _ => &[],
     };
-    // Sender and size first: a Byzantine peer makes fresh txs at will, and each one
-    // not seen before is a signature check. A message the precheck refuses goes on
-    // to `verify`, which refuses it the same way, without a signature checked.
+    // Sender and size first: a Byzantine primary makes fresh txs at will, and each one
+    // not seen before is a signature check. A message the precheck refuses goes on to
+    // `verify`, which refuses it the same way, without a signature checked.
     if !txs.is_empty()
         && verifier_with(vs, genesis, &counting)
             .precheck(f.from, &msg)
             .is_ok()
     {
-        if matches!(msg, Message::Proposal(_)) {
-            // A relay checking some of these txs right now finishes first, and they are
-            // then found in the cache instead of being checked twice. Bounded: past it,
-            // they are checked here.
-            let hashes: Vec<TxHash> = txs.iter().map(tx_hash).collect();
-            ctx.cache.wait_for_relays(&hashes, ctx.relay_wait);
-        }
+        // A relay checking some of these txs right now finishes first, and they are
+        // then found in the cache instead of being checked twice. Bounded: past it,
+        // they are checked here.
+        let hashes: Vec<TxHash> = txs.iter().map(tx_hash).collect();
+        ctx.cache.wait_for_relays(&hashes, ctx.relay_wait);
         if let Ok(v) = verifier_with(vs, genesis, &counting).check_txs(txs) {
             counting.local = v.into_iter().map(|t| (tx_hash(t.signed()), t)).collect();
         }
@@ -255,33 +333,16 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
         } else {
             Vec::new()
         };
-    // Relayed txs go to the tx queue: a peer's relays, like clients' txs, cannot fill
-    // the queue consensus messages wait in. A closed queue means the node is stopping.
-    match v.inbound() {
-        Inbound::Relay(_) => {
-            if let Inbound::Relay(relayed) = v.into_inbound() {
-                // Verified: later copies find them in the cache (the hold ends after).
-                if let Some((hashes, _hold)) = relay_hold {
-                    debug_assert_eq!(hashes.len(), relayed.len());
-                    ctx.cache
-                        .insert_all(hashes.into_iter().zip(relayed.iter().cloned()));
-                }
-                let _ = ctx.tx_queue.send(Input::Relay { txs: relayed });
-            }
-        }
-        _ => {
-            let _ = ctx.engine.send(
-                f.from,
-                Input::Message {
-                    from: f.from,
-                    arrival_unix_ms: f.arrival_unix_ms,
-                    msg: v,
-                },
-            );
-            if !proposed.is_empty() {
-                let _ = ctx.tx_queue.try_send(Input::Relay { txs: proposed });
-            }
-        }
+    let _ = ctx.engine.send(
+        f.from,
+        Input::Message {
+            from: f.from,
+            arrival_unix_ms: f.arrival_unix_ms,
+            msg: v,
+        },
+    );
+    if !proposed.is_empty() {
+        let _ = ctx.tx_queue.try_send(Input::Relay { txs: proposed });
     }
 }
 
@@ -326,26 +387,116 @@ mod tests {
         )
     }
 
+    /// The pool's signature check has no cache to fill: a tx verified for a client
+    /// reaches the verified cache only when admitted (a stream of throwaway keys' txs,
+    /// refused at admission, would otherwise evict the txs clients look up by hash).
     #[test]
-    fn txs_verified_for_a_client_stay_out_of_the_cache_until_admitted() {
+    fn the_batch_verifier_judges_each_tx_and_counts_them() {
         let genesis = test_genesis();
+        let metrics = Metrics::new();
+        let verify = batch_verifier(genesis.validator_set(), metrics.clone());
+        let good = signed_tx(&genesis, 7);
+        let mut bad = signed_tx(&genesis, 9);
+        bad.signature.0[1] ^= 1;
+        let out = verify(vec![vec![good.clone()], vec![bad, good], vec![]]);
+        let shape: Vec<Vec<bool>> = out
+            .iter()
+            .map(|g| g.iter().map(Option::is_some).collect())
+            .collect();
+        assert_eq!(shape, [vec![true], vec![false, true], vec![]]);
+        assert_eq!(metrics.sig_verified.get(), 3);
+    }
+
+    fn frame(from: u16, class: stele_transport::FrameClass) -> InboundFrame {
+        InboundFrame {
+            from: stele_types::ReplicaId(from),
+            class,
+            arrival_unix_ms: 0,
+            frame: bytes::Bytes::from_static(b"-"),
+        }
+    }
+
+    /// What the pool does with a relay: its checks before signatures, the signatures,
+    /// then the rest.
+    fn run_relay(ctx: &Arc<Ctx>, from: u16, txs: Vec<stele_types::Transaction>) {
+        let mut work = Box::new(RelayWork {
+            ctx: ctx.clone(),
+            frame: frame(from, stele_transport::FrameClass::Relay),
+            txs,
+            claimed: None,
+        });
+        let to_check = work.prepare();
+        let verify = batch_verifier(ctx.validators.clone(), ctx.metrics.clone());
+        let verdicts = verify(vec![to_check]).pop().expect("one group");
+        work.finish(verdicts);
+    }
+
+    /// A context, and the engine's ends of its queues (and its own sender, kept open).
+    fn test_ctx(
+        genesis: &Genesis,
+        metrics: &Metrics,
+    ) -> (
+        Arc<Ctx>,
+        crate::driver::Inputs,
+        std::sync::mpsc::SyncSender<Input>,
+    ) {
         let vs = genesis.validator_set();
-        let cache = VerifiedTxs::new(8);
-        let tx = signed_tx(&genesis, 7);
-        let verdicts = verify_client_txs(
-            &genesis,
-            &vs,
-            &cache,
-            &Metrics::new(),
-            std::slice::from_ref(&tx),
-        );
-        assert!(verdicts[0].is_some(), "a good signature verifies");
-        // A key with no account: admission refuses it, so it must not take a cache slot
-        // (a stream of them would evict the admitted txs clients look up by hash).
+        let (engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
+        let ctx = Ctx {
+            engine: peer_inputs,
+            tx_queue: tx_inputs,
+            genesis: genesis.clone(),
+            validators: vs,
+            cache: Arc::new(VerifiedTxs::new(64)),
+            frames: Arc::new(FrameVerdicts::default()),
+            metrics: metrics.clone(),
+            relay_wait: RELAY_WAIT,
+        };
+        (Arc::new(ctx), rx, engine)
+    }
+
+    #[test]
+    fn a_relay_is_checked_once_and_a_bad_tx_refuses_it() {
+        let genesis = test_genesis();
+        let metrics = Metrics::new();
+        let (ctx, rx, _engine) = test_ctx(&genesis, &metrics);
+        let txs: Vec<_> = (30..34).map(|seed| signed_tx(&genesis, seed)).collect();
+        run_relay(&ctx, 1, txs.clone());
+        assert_eq!(metrics.sig_verified.get(), 4);
+        match rx.try_recv_tx() {
+            Some(Input::Relay { txs: offered }) => assert_eq!(offered.len(), 4),
+            other => panic!("the relayed txs were not offered for admission: {other:?}"),
+        }
+        // Another peer's copies: in the cache, dropped unchecked.
+        run_relay(&ctx, 2, txs);
+        assert_eq!(metrics.sig_verified.get(), 4);
+        assert!(rx.try_recv_tx().is_none());
+        // A relay with a bad signature is refused whole, and counted.
+        let mut more: Vec<_> = (40..43).map(|seed| signed_tx(&genesis, seed)).collect();
+        more[1].signature.0[2] ^= 1;
+        run_relay(&ctx, 3, more.clone());
         assert!(
-            cache.get(&tx_hash(&tx)).is_none(),
-            "a verified, unadmitted tx took a slot of the verified-tx cache"
+            rx.try_recv_tx().is_none(),
+            "a relay with a bad tx was admitted"
         );
+        assert_eq!(
+            metrics
+                .messages_rejected
+                .with_label_values(&["bad_tx_signature"])
+                .get(),
+            1
+        );
+        // Its good txs were not cached: an honest copy of them is checked and admitted.
+        let honest: Vec<_> = more
+            .iter()
+            .filter(|&t| t.signature != more[1].signature)
+            .cloned()
+            .collect();
+        run_relay(&ctx, 1, honest);
+        match rx.try_recv_tx() {
+            Some(Input::Relay { txs: offered }) => assert_eq!(offered.len(), 2),
+            other => panic!("the honest relay was not offered for admission: {other:?}"),
+        }
     }
 
     /// View 0's primary's proposal of `txs` at height 1.
@@ -371,26 +522,10 @@ mod tests {
         // (1.2-1.4 checks per tx per backup at 2,000 tx/s in `stele bench`).
         let genesis = test_genesis();
         let vs = genesis.validator_set();
-        let (_engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
         let metrics = Metrics::new();
-        let ctx = Ctx {
-            engine: peer_inputs,
-            tx_queue: tx_inputs,
-            genesis: genesis.clone(),
-            validators: vs.clone(),
-            cache: Arc::new(VerifiedTxs::new(64)),
-            frames: Arc::new(FrameVerdicts::default()),
-            metrics: metrics.clone(),
-            relay_wait: RELAY_WAIT,
-        };
+        let (ctx, rx, _engine) = test_ctx(&genesis, &metrics);
         let txs: Vec<_> = (10..13).map(|seed| signed_tx(&genesis, seed)).collect();
         let primary = vs.primary(stele_types::ViewNumber(0));
-        let frame = |from: u16, class| InboundFrame {
-            from: stele_types::ReplicaId(from),
-            class,
-            arrival_unix_ms: 0,
-            frame: bytes::Bytes::from_static(b"-"),
-        };
         handle(
             &ctx,
             frame(primary.0, stele_transport::FrameClass::Consensus),
@@ -413,11 +548,7 @@ mod tests {
             other => panic!("the proposal's txs were not offered for admission: {other:?}"),
         }
         for peer in [1, 2] {
-            handle(
-                &ctx,
-                frame(peer, stele_transport::FrameClass::Relay),
-                Message::Relay(stele_types::TxRelay { txs: txs.clone() }),
-            );
+            run_relay(&ctx, peer, txs.clone());
         }
         assert_eq!(
             metrics.sig_verified.get(),

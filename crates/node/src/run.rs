@@ -184,8 +184,13 @@ pub async fn run(loaded: Loaded, options: Options) -> Result<Exit, StartError> {
     let (engine_tx, peer_inputs, tx_inputs, engine_rx) = input_queues(vs.n());
 
     // One verification pool for every signature the node checks, consensus first.
-    let pool = VerifyPool::start(VerifyPool::default_threads(), vs.n(), net::PEER_QUEUE)
-        .context("starting the verification pool")?;
+    let pool = VerifyPool::start(
+        VerifyPool::default_threads(),
+        vs.n(),
+        net::PEER_QUEUE,
+        net::batch_verifier(vs.clone(), metrics.clone()),
+    )
+    .context("starting the verification pool")?;
     tokio::spawn(net::inbound_loop(
         inbound,
         pool.clone(),
