@@ -158,6 +158,51 @@ fn only_applied_txs_enter_the_tx_and_nonce_indexes() {
     assert_eq!(s.tx_location(&h[0]).unwrap().unwrap().height, Height(1));
 }
 
+/// The indexes are write-once, and the store checks it in the builds that keep debug
+/// assertions (the tests', and the one `make testnet` runs): results that apply a tx a
+/// second time are a bug upstream, never something to write over.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "applied twice: the tx index is write-once")]
+fn results_applying_a_tx_again_trip_the_write_once_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).unwrap();
+    let ok = pay(sender(0), 0, sender(1), 5);
+    commit_next(&s, vec![pay(sender(2), 0, sender(1), 1), ok.clone()]);
+    let b2 = Block::new(
+        Height(2),
+        1_000_000,
+        vec![pay(sender(2), 1, sender(1), 1), ok],
+    );
+    let _ = s.commit_block(
+        &b2,
+        &cert(&b2),
+        &[TxResult::Ok, TxResult::Ok],
+        &Default::default(),
+        Digest([1; 32]),
+        None,
+    );
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "used twice: the nonce index is write-once")]
+fn results_applying_a_used_nonce_trip_the_write_once_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).unwrap();
+    commit_next(&s, vec![pay(sender(0), 0, sender(1), 5)]);
+    // Another tx with the same sender and nonce.
+    let b2 = Block::new(Height(2), 1_000_000, vec![pay(sender(0), 0, sender(1), 6)]);
+    let _ = s.commit_block(
+        &b2,
+        &cert(&b2),
+        &[TxResult::Ok],
+        &Default::default(),
+        Digest([1; 32]),
+        None,
+    );
+}
+
 #[test]
 fn final_leaves_name_the_application_or_the_tx_that_used_the_nonce() {
     let dir = tempfile::tempdir().unwrap();
