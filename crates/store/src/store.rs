@@ -131,6 +131,8 @@ pub struct Store {
     pub(crate) snapshots: Mutex<crate::snapshot::Snapshots>,
     /// Accounts read recently, updated by every write (`account_cache.rs`).
     pub(crate) accounts: AccountCache,
+    /// The genesis's checkpoint interval: state roots are computed at its multiples.
+    pub(crate) checkpoint_interval: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -237,6 +239,7 @@ impl Store {
             background: Default::default(),
             snapshots: Mutex::new(Default::default()),
             accounts: AccountCache::new(ACCOUNT_CACHE_CAP),
+            checkpoint_interval: genesis.params.checkpoint_interval,
         };
         let tip = match store.get_block_entry(Height(0))? {
             None => {
@@ -377,7 +380,7 @@ impl Store {
             height,
             state_digest,
         };
-        self.mark_changed(changes);
+        self.mark_changed(height, changes);
         if let Some(o) = opening {
             // Still holding the tip, and the next commit waits for a snapshot the
             // background thread takes: no later height commits before the state is kept.
