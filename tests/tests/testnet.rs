@@ -11,7 +11,8 @@ use stele_client::{verify_block, Client, ClientConfig, Verdict};
 use stele_crypto::{Digest, Ed25519};
 use stele_crypto::{KeyPair, Signer as _};
 use stele_tests::chain::{
-    block, client_of, key, max_height, metric, same_chain, same_height, transfer,
+    block, client_of, key, max_height, metric, metric_sum, metrics_text, same_chain, same_height,
+    transfer,
 };
 use stele_tests::torsion::TorsionSigner;
 use stele_tests::{bin, http, status, wait_connected, wait_for, Testnet};
@@ -176,6 +177,27 @@ async fn thousand_transfers_agree_everywhere_and_verify_offline() {
         "stele verify accepted a block with an altered signature: {}",
         String::from_utf8_lossy(&refused.stdout)
     );
+    // Each committed block is one synced write, and the consensus records behind it are
+    // counted too (`stele bench` prints synced writes per block from these). The block's
+    // write is counted just before the block, so a scrape between them sees one more.
+    for i in 0..4 {
+        let text = metrics_text(&net.url(i)).await.expect("metrics");
+        let blocks = metric_sum(&text, "stele_blocks_committed_total").expect("blocks");
+        let synced = |what: &str| {
+            metric_sum(
+                &text,
+                &format!("stele_store_synced_writes_total{{what=\"{what}\"}}"),
+            )
+            .expect("synced writes")
+        };
+        assert!(blocks > 0.0, "validator {i} committed nothing");
+        let block_writes = synced("block");
+        assert!(
+            block_writes == blocks || block_writes == blocks + 1.0,
+            "validator {i}: {block_writes} synced block writes for {blocks} blocks"
+        );
+        assert!(synced("consensus") > 0.0, "validator {i}");
+    }
 }
 
 async fn post_raw(url: &str, body: Vec<u8>, content_type: &str) -> (u16, ApiError) {

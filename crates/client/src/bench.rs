@@ -221,7 +221,7 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     found
 }
 
-/// What one node said at one moment: `/status` sync and two `/metrics` counters.
+/// What one node said at one moment: `/status` sync and its `/metrics` counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct NodeSample {
     pub sync: Option<bool>,
@@ -231,6 +231,10 @@ pub struct NodeSample {
     pub cpu_s: Option<f64>,
     /// `stele_sig_verify_cpu_seconds_total`: its time in signature checks.
     pub verify_s: Option<f64>,
+    /// `stele_blocks_committed_total`.
+    pub blocks: Option<f64>,
+    /// `stele_store_synced_writes_total`, every kind: its fsyncs on the commit path.
+    pub synced_writes: Option<f64>,
 }
 
 /// One node before and after a run.
@@ -262,8 +266,16 @@ impl NodeCheck {
         Some(self.after.verify_s? - self.before.verify_s?)
     }
 
+    /// Synced writes per committed block over the run.
+    pub fn synced_per_block(&self) -> Option<f64> {
+        let blocks = self.after.blocks? - self.before.blocks?;
+        let writes = self.after.synced_writes? - self.before.synced_writes?;
+        (blocks > 0.0).then(|| writes / blocks)
+    }
+
     /// One line on what the run cost this validator per committed tx: CPU, the share of
-    /// it spent verifying signatures, and signature checks (one per tx is the least).
+    /// it spent verifying signatures, and signature checks (one per tx is the least);
+    /// then its synced writes per block.
     pub fn cost_line(&self, committed: u64) -> String {
         let per_tx = |x: f64| x / committed.max(1) as f64;
         let cpu = self
@@ -276,8 +288,11 @@ impl NodeCheck {
         let checks = self
             .sig_verified_delta()
             .map_or_else(|| "-".to_owned(), |v| format!("{:.2}", per_tx(v)));
+        let synced = self
+            .synced_per_block()
+            .map_or_else(|| "-".to_owned(), |w| format!("{w:.2}"));
         format!(
-            "{}  CPU {cpu} per tx, {share} of it verifying signatures, {checks} tx signature checks per tx",
+            "{}  CPU {cpu} per tx, {share} of it verifying signatures, {checks} tx signature checks per tx, {synced} synced writes per block",
             self.url
         )
     }
@@ -1143,6 +1158,8 @@ pub async fn sample(client: &Client) -> Vec<(String, NodeSample)> {
                     txs_committed: get("stele_txs_committed_total"),
                     cpu_s: get("stele_process_cpu_seconds_total"),
                     verify_s: get("stele_sig_verify_cpu_seconds_total"),
+                    blocks: get("stele_blocks_committed_total"),
+                    synced_writes: get("stele_store_synced_writes_total"),
                 })
             }
         })
@@ -1511,6 +1528,8 @@ mod tests {
             txs_committed: Some(0.0),
             cpu_s: None,
             verify_s: None,
+            blocks: None,
+            synced_writes: None,
         };
         NodeCheck {
             url: "http://n".into(),
@@ -1545,6 +1564,13 @@ mod tests {
         assert!(line.contains("CPU 2.000 ms per tx"), "{line}");
         assert!(line.contains("25 % of it verifying"), "{line}");
         assert!(line.contains("1.05 tx signature checks per tx"), "{line}");
+        assert!(line.contains("- synced writes per block"), "{line}");
+        n.before.blocks = Some(100.0);
+        n.after.blocks = Some(140.0);
+        n.before.synced_writes = Some(300.0);
+        n.after.synced_writes = Some(400.0);
+        let line = n.cost_line(1000);
+        assert!(line.contains("2.50 synced writes per block"), "{line}");
         // An old validator without the CPU counters: said, not guessed.
         let old = node((true, true), (0.0, 1000.0));
         assert!(

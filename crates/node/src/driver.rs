@@ -557,11 +557,10 @@ impl Loop {
                     return;
                 }
                 match step {
-                    Step::Records(entries) => {
-                        if let Err(e) = self.d.store.persist(&entries) {
-                            self.fail_store("persisting consensus state", e);
-                        }
-                    }
+                    Step::Records(entries) => match self.d.store.persist(&entries) {
+                        Ok(()) => self.synced("consensus"),
+                        Err(e) => self.fail_store("persisting consensus state", e),
+                    },
                     Step::Do(a) => self.perform(a),
                 }
             }
@@ -586,6 +585,17 @@ impl Loop {
         )
     }
 
+    /// Counts a synced write (`stele_store_synced_writes_total`); none with sync off.
+    fn synced(&self, what: &str) {
+        if self.d.sync {
+            self.d
+                .metrics
+                .synced_writes
+                .with_label_values(&[what])
+                .inc();
+        }
+    }
+
     fn fail_store(&mut self, what: &str, e: StoreError) {
         error!(error = %e, "{what} failed; stopping: a validator that cannot write must not vote");
         self.exit = Some(Exit::StoreFailed(format!("{what}: {e}")));
@@ -593,19 +603,30 @@ impl Loop {
 
     fn perform(&mut self, a: Action) {
         match a {
-            Action::Persist(entries) => {
-                if let Err(e) = self.d.store.persist(&entries) {
-                    self.fail_store("persisting consensus state", e);
-                }
-            }
+            Action::Persist(entries) => match self.d.store.persist(&entries) {
+                Ok(()) => self.synced("consensus"),
+                Err(e) => self.fail_store("persisting consensus state", e),
+            },
             Action::PersistCheckpoint(c) => {
                 if let Err(e) = self.d.store.persist_stable_checkpoint(&c) {
                     return self.fail_store("persisting a stable checkpoint", e);
                 }
+                self.synced("checkpoint");
                 if let Some(keep) = self.d.retain_blocks {
                     let target = self.prune_target(c.height, keep);
+                    let before = self.d.store.horizon().ok();
                     match self.d.store.prune_below(target) {
-                        Ok(h) => self.d.metrics.horizon.set(h.0 as i64),
+                        Ok(h) => {
+                            // Only a moved horizon was written (always synced).
+                            if before != Some(h) {
+                                self.d
+                                    .metrics
+                                    .synced_writes
+                                    .with_label_values(&["prune"])
+                                    .inc();
+                            }
+                            self.d.metrics.horizon.set(h.0 as i64)
+                        }
                         Err(e) => self.fail_store("pruning old blocks", e),
                     }
                 }
@@ -628,8 +649,9 @@ impl Loop {
             Action::Evidence(e) => {
                 warn!(evidence = ?e, "Byzantine behaviour proven by signed messages");
                 self.d.metrics.evidence.with_label_values(&[e.kind()]).inc();
-                if let Err(err) = self.d.store.record_evidence(&format!("{e:?}")) {
-                    self.fail_store("recording evidence", err);
+                match self.d.store.record_evidence(&format!("{e:?}")) {
+                    Ok(()) => self.synced("evidence"),
+                    Err(err) => self.fail_store("recording evidence", err),
                 }
             }
             Action::Rejected { from, reason } => {
@@ -788,6 +810,7 @@ impl Loop {
         ) {
             return self.fail_store("committing a block", e);
         }
+        self.synced("block");
         if let Some(root) = exec.state_root() {
             self.state_root = Some(stele_types::api::StateRootAt { height: h, root });
             tracing::debug!(height = h.0, %root, "state root at a checkpoint height");

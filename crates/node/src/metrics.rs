@@ -53,6 +53,7 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     pub block_txs: Histogram,
     pub blocks_committed: IntCounter,
+    pub synced_writes: IntCounterVec,
     pub txs_committed: IntCounter,
     pub txs_rejected: IntCounterVec,
     pub http_refused: IntCounterVec,
@@ -113,6 +114,12 @@ pub const HTTP_REFUSE_REASONS: [&str; 7] = [
 /// not among them: it attests a state digest that execution determines, so signing one
 /// twice cannot conflict, and DESIGN.md lets a recovering validator send it.
 pub const VOTE_KINDS: [&str; 5] = ["proposal", "prepare", "commit", "view_change", "new_view"];
+
+/// What a synced write on the engine thread's path was for (`stele_store_synced_writes_total`):
+/// a committed block; the consensus records of one drain (votes with their bodies, views,
+/// certificates: safety rule 3, grouped per drain); a stable checkpoint; pruning below
+/// it; evidence.
+pub const SYNCED_WRITE_KINDS: [&str; 5] = ["block", "consensus", "checkpoint", "prune", "evidence"];
 
 fn secs(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
@@ -211,6 +218,14 @@ impl Metrics {
                 ],
             ),
             blocks_committed: counter("stele_blocks_committed_total", "Blocks committed."),
+            synced_writes: vec(
+                "stele_store_synced_writes_total",
+                "Synced RocksDB writes on the engine thread's path, by what they were for (with \
+                 sync off only pruning, which is always synced); against \
+                 stele_blocks_committed_total, the fsyncs per block.",
+                "what",
+                &SYNCED_WRITE_KINDS,
+            ),
             txs_committed: counter(
                 "stele_txs_committed_total",
                 "Txs applied (any applied result) in committed blocks.",
@@ -360,6 +375,7 @@ impl Metrics {
             Box::new(m.commit_latency.clone()),
             Box::new(m.block_txs.clone()),
             Box::new(m.blocks_committed.clone()),
+            Box::new(m.synced_writes.clone()),
             Box::new(m.txs_committed.clone()),
             Box::new(m.txs_rejected.clone()),
             Box::new(m.http_refused.clone()),
@@ -569,6 +585,11 @@ mod tests {
         }
         for kind in VOTE_KINDS {
             assert!(text.contains(&format!("stele_votes_sent_total{{kind=\"{kind}\"}} 0")));
+        }
+        for what in SYNCED_WRITE_KINDS {
+            assert!(text.contains(&format!(
+                "stele_store_synced_writes_total{{what=\"{what}\"}} 0"
+            )));
         }
         assert!(text.contains("stele_recovery_bound_height -1"));
         assert!(text.contains("stele_recovery_lowest_vote_view -1"));
