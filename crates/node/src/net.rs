@@ -176,8 +176,9 @@ pub async fn inbound_loop(mut inbound: stele_transport::Inbound, pool: VerifyPoo
     }
 }
 
-/// Longest a proposal waits for relays checking its txs (a relay job of 256 txs takes
-/// about 10 ms on a loaded two-core machine).
+/// Longest a proposal waits for relays checking its txs (a batch of 256 txs, joined from
+/// at most [`crate::pool::TX_BATCH_JOBS`] jobs, takes about 10 ms on a loaded two-core
+/// machine).
 pub const RELAY_WAIT: Duration = Duration::from_millis(25);
 
 /// A peer's relayed txs on the pool: the ones this validator has verified, or is

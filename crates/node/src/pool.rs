@@ -17,13 +17,19 @@
 //! thread is always free for consensus when the machine has two cores or more.
 //!
 //! A thread that takes tx work also takes the tx work queued behind it, up to
-//! [`TX_BATCH`] txs, and checks all their signatures in one batch: a batch of 256 costs
-//! about a sixth less per signature than four of 64 (`cargo bench --bench crypto`), and
-//! under load most requests and relays wait here anyway. A bad signature costs its own
-//! job the slow path only ([`stele_crypto::Scheme::verify_groups`]).
+//! [`TX_BATCH`] txs and [`TX_BATCH_JOBS`] jobs, and checks all their signatures in one
+//! batch: a batch of 256 costs about a sixth less per signature than four of 64 (`cargo
+//! bench --bench crypto`), and under load most requests and relays wait here anyway.
+//! A bad signature sends only its own job down the single-signature path
+//! ([`stele_crypto::Scheme::verify_groups`]), but every job joined with it is checked a
+//! second time, in a batch of its own. So after a joined batch with a bad signature,
+//! batches take one job each for [`SOLO_AFTER_BAD`]: anyone can send a bad signature
+//! (a client needs only a funded account's key, which is public), and then joins are
+//! off, as before they existed, instead of doubling everyone's checks.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use stele_crypto::Verified;
 use stele_types::{Transaction, TxBody};
@@ -40,6 +46,12 @@ pub const RELAY_QUEUE: usize = 4096;
 /// Most txs a thread takes from the tx queues for one signature batch (a single job
 /// larger than this is still taken whole).
 pub const TX_BATCH: usize = 256;
+/// Most jobs in one batch. A job whose txs are all known (a relayed copy, say) adds no
+/// tx to it, and each job keeps its txs held until the batch is done, so without this a
+/// stream of such jobs would keep one batch open and a proposal waiting on its holds.
+pub const TX_BATCH_JOBS: usize = 16;
+/// How long batches take one job each after a joined batch had a bad signature.
+pub const SOLO_AFTER_BAD: Duration = Duration::from_secs(1);
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -108,6 +120,8 @@ struct State {
     relays: VecDeque<Work>,
     clients: VecDeque<Work>,
     tx_running: usize,
+    /// Until when tx jobs are not joined ([`SOLO_AFTER_BAD`]).
+    solo_until: Option<Instant>,
     /// Consensus jobs taken since the last tx job.
     streak: usize,
     stopped: bool,
@@ -216,6 +230,7 @@ impl VerifyPool {
                 relays: VecDeque::new(),
                 clients: VecDeque::new(),
                 tx_running: 0,
+                solo_until: None,
                 streak: 0,
                 stopped: false,
             }),
@@ -311,9 +326,11 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     out
 }
 
-/// A tx job and the tx jobs queued behind it (up to [`TX_BATCH`] txs): their checks
-/// before signatures, one batch of signatures, then their checks after, each in turn.
+/// A tx job and the tx jobs queued behind it (up to [`TX_BATCH`] txs and
+/// [`TX_BATCH_JOBS`] jobs, or none while joins are off): their checks before
+/// signatures, one batch of signatures, then their checks after, each in turn.
 fn run_tx_work(inner: &Inner, first: Work) {
+    let solo = inner.lock().solo_until.is_some_and(|t| Instant::now() < t);
     let mut jobs: Vec<(Work, Vec<Transaction>)> = Vec::new();
     let mut txs = 0;
     let mut next = Some(first);
@@ -322,7 +339,11 @@ fn run_tx_work(inner: &Inner, first: Work) {
             txs += t.len();
             jobs.push((job, t));
         }
-        next = inner.lock().take_more_tx(TX_BATCH.saturating_sub(txs));
+        next = if solo || jobs.len() >= TX_BATCH_JOBS {
+            None
+        } else {
+            inner.lock().take_more_tx(TX_BATCH.saturating_sub(txs))
+        };
     }
     let (jobs, groups): (Vec<Work>, Vec<Vec<Transaction>>) = jobs.into_iter().unzip();
     let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
@@ -337,6 +358,10 @@ fn run_tx_work(inner: &Inner, first: Work) {
         sizes,
         "one verdict per tx"
     );
+    let joined = sizes.iter().filter(|&&n| n > 0).count() > 1;
+    if joined && verdicts.iter().flatten().any(Option::is_none) {
+        inner.lock().solo_until = Some(Instant::now() + SOLO_AFTER_BAD);
+    }
     for (job, v) in jobs.into_iter().zip(verdicts) {
         guarded(|| job.finish(v));
     }
@@ -568,6 +593,9 @@ mod tests {
         assert_eq!(client.join().expect("thread"), Ok(()));
     }
 
+    /// Each signature batch's group sizes, in order.
+    type BatchLog = Arc<Mutex<Vec<Vec<usize>>>>;
+
     /// Which jobs finished, in order, and which of their txs verified.
     type FinishLog = Arc<Mutex<Vec<(&'static str, Vec<bool>)>>>;
 
@@ -595,28 +623,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tx_jobs_queued_together_are_checked_in_one_batch_of_at_most_256() {
-        use stele_crypto::{ChainBinding, ChainId, Digest, Ed25519, KeyPair, Signed};
+    /// Transfers signed by one key, by nonce.
+    fn signed_tx(nonce: u64) -> Transaction {
+        use stele_crypto::{KeyPair, Signed};
         use stele_types::{Amount, Nonce, Op};
-
-        let chain = ChainBinding::new(ChainId::new("pool-test").expect("id"), Digest::of(b"g"));
         let key = KeyPair::from_seed([3; 32]);
-        let tx = |nonce: u64| {
-            let body = TxBody {
-                chain_id: chain.id().clone(),
-                sender: key.public(),
-                nonce: Nonce(nonce),
-                op: Op::Transfer {
-                    to: KeyPair::from_seed([4; 32]).public(),
-                    amount: Amount(1),
-                },
-            };
-            Signed::sign(body, &chain, &key)
+        let body = TxBody {
+            chain_id: test_chain().id().clone(),
+            sender: key.public(),
+            nonce: Nonce(nonce),
+            op: Op::Transfer {
+                to: KeyPair::from_seed([4; 32]).public(),
+                amount: Amount(1),
+            },
         };
-        let calls = Arc::new(Mutex::new(Vec::<Vec<usize>>::new()));
+        Signed::sign(body, &test_chain(), &key)
+    }
+
+    fn test_chain() -> stele_crypto::ChainBinding {
+        use stele_crypto::{ChainBinding, ChainId, Digest};
+        ChainBinding::new(ChainId::new("pool-test").expect("id"), Digest::of(b"g"))
+    }
+
+    /// A pool of two threads (one for consensus, one for tx work) checking signatures
+    /// for real, recording each batch's group sizes; its tx thread is held by a job
+    /// until the returned sender goes.
+    fn held_pool() -> (VerifyPool, BatchLog, mpsc::Sender<()>) {
+        use stele_crypto::{Ed25519, Signed};
+        let calls = BatchLog::default();
         let verify: BatchVerify = {
-            let (calls, chain) = (calls.clone(), chain.clone());
+            let calls = calls.clone();
             Arc::new(move |groups: Vec<Vec<Transaction>>| {
                 calls
                     .lock()
@@ -626,13 +662,12 @@ mod tests {
                     .into_iter()
                     .map(|g| g.into_iter().map(|t| (t.clone(), t.sender)).collect())
                     .collect();
-                Signed::verify_groups(keyed, &chain, &Ed25519)
+                Signed::verify_groups(keyed, &test_chain(), &Ed25519)
                     .into_iter()
                     .map(|g| g.into_iter().map(Result::ok).collect())
                     .collect()
             })
         };
-        // Two threads: one for consensus, one for tx work.
         let pool = VerifyPool::start(2, 1, 8, verify).expect("pool");
         let (started_tx, started) = mpsc::channel();
         let (open, blocker) = gate();
@@ -642,6 +677,13 @@ mod tests {
         }))
         .expect("queued");
         started.recv().expect("the blocker runs");
+        (pool, calls, open)
+    }
+
+    #[test]
+    fn tx_jobs_queued_together_are_checked_in_one_batch_of_at_most_256() {
+        let (pool, calls, open) = held_pool();
+        let tx = signed_tx;
         let log = Arc::new(Mutex::new(Vec::new()));
         let job = |name, n: u64| Txs {
             name,
@@ -674,10 +716,11 @@ mod tests {
         }
         drop(open);
         assert_eq!(client.join().expect("thread"), Ok(()));
-        // a and b fill one batch (c would pass 256), then c and d.
+        // a and b fill one batch (c would pass 256). b's bad signature turns joins
+        // off for a while: c and d go alone.
         assert_eq!(
             *calls.lock().expect("calls"),
-            [vec![100, 100], vec![100, 50]]
+            [vec![100, 100], vec![100], vec![50]]
         );
         let log = log.lock().expect("log").clone();
         let names: Vec<&str> = log.iter().map(|(n, _)| *n).collect();
@@ -687,6 +730,36 @@ mod tests {
             let want: &[usize] = if *name == "b" { &[7] } else { &[] };
             assert_eq!(bad, want, "job {name}");
         }
+    }
+
+    /// With no bad signature, joins go on, at most [`TX_BATCH_JOBS`] jobs a batch: a
+    /// job adding no tx to the batch must not keep it open (each job holds its txs until
+    /// the batch is done).
+    #[test]
+    fn a_batch_joins_at_most_sixteen_jobs() {
+        let (pool, calls, open) = held_pool();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..20u64 {
+            pool.relay(Txs {
+                name: "one",
+                txs: vec![signed_tx(i)],
+                log: log.clone(),
+                reply: None,
+            })
+            .expect("queued");
+        }
+        drop(open);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log.lock().expect("log").len() < 20 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let log = log.lock().expect("log").clone();
+        assert_eq!(log.len(), 20);
+        assert!(log.iter().all(|(_, ok)| ok == &[true]));
+        assert_eq!(
+            *calls.lock().expect("calls"),
+            [vec![1; TX_BATCH_JOBS], vec![1; 20 - TX_BATCH_JOBS]]
+        );
     }
 
     #[test]
