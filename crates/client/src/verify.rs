@@ -105,7 +105,7 @@ pub fn verify_certified(
     }
     if block.block.check_matches(height, &digest).is_err() {
         let root_ok =
-            stele_crypto::merkle::root(&block.block.tx_hashes()) == block.block.header.tx_root;
+            stele_crypto::merkle::root(block.block.tx_hashes()) == block.block.header.tx_root;
         return Err(VerifyError::BodyMismatch {
             height,
             digest,
@@ -382,13 +382,16 @@ pub(crate) mod tests {
     fn altered_block_txs_are_rejected() {
         let f = fixture();
         let mut swapped = f.b.clone();
-        swapped.block.txs.make_mut().swap(0, 1);
+        swapped.block.txs.modify(|t| t.swap(0, 1));
         assert!(matches!(
             verify_block(&f.g, &swapped, &f.tx, None),
             Err(VerifyError::BodyMismatch { root_ok: false, .. })
         ));
         let mut replaced = f.b.clone();
-        replaced.block.txs.make_mut()[4] = txs(&f.g.chain_binding(), 1).remove(0);
+        replaced
+            .block
+            .txs
+            .modify(|t| t[4] = txs(&f.g.chain_binding(), 1).remove(0));
         assert!(matches!(
             verify_block(&f.g, &replaced, &f.tx, None),
             Err(VerifyError::BodyMismatch { .. })

@@ -131,7 +131,8 @@ impl Cluster {
         self.nonce += 1;
         let target = self.engines[0].delivered().next();
         for v in verifier.check_txs(&txs).expect("pre-verified") {
-            self.engines[0].on_request(self.now, self.now, v, TxClass::Executable, false);
+            let hash = tx_hash(v.signed());
+            self.engines[0].on_request(self.now, self.now, hash, v, TxClass::Executable, false);
         }
         let mut inbox: VecDeque<(usize, usize, Message)> = VecDeque::new();
         loop {

@@ -699,6 +699,7 @@ impl Engine {
         &mut self,
         now: u64,
         unix_ms: u64,
+        hash: TxHash,
         tx: Verified<TxBody>,
         class: TxClass,
         from_client: bool,
@@ -707,7 +708,7 @@ impl Engine {
             return;
         }
         let signed = tx.signed().clone();
-        if !self.pending.insert(tx, class, now, self.executed) {
+        if !self.pending.insert(hash, tx, class, now, self.executed) {
             return;
         }
         if from_client {
@@ -1224,7 +1225,7 @@ impl Engine {
                 self.timeout = self.params.view_timeout_ms;
             }
             self.stats.committed_heights += 1;
-            self.pending.mark_committed(&body.txs);
+            self.pending.mark_committed(body.txs.with_hashes());
             if !body.is_null() {
                 self.max_timestamp = self.max_timestamp.max(body.header.timestamp_ms);
             }
@@ -2082,8 +2083,9 @@ impl Engine {
             // (seeds 100263, 101964, 102260).
             if pp.height > self.delivered {
                 if let Some(b) = slot.bodies.get(&pp.digest) {
-                    let txs = b.txs.clone();
-                    self.pending.set_in_flight(&txs, true);
+                    let hashes = b.txs.clone();
+                    self.pending
+                        .set_in_flight(hashes.hashes().iter().copied(), true);
                 }
             }
         }
@@ -2232,7 +2234,8 @@ impl Engine {
         slot.signed.insert(view, d);
         slot.pre_prepare = Some(pp.clone());
         slot.add_body(body.clone());
-        self.pending.set_in_flight(&body.txs, true);
+        self.pending
+            .set_in_flight(body.txs.hashes().iter().copied(), true);
         self.next_height = n.next();
         self.actions
             .push(Action::Persist(vec![DurableEntry::PrePrepareSent {

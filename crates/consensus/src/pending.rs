@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use stele_crypto::{PublicKey, Verified};
-use stele_types::{tx_hash, Height, Nonce, Transaction, TxBody, TxHash};
+use stele_types::{Height, Nonce, Transaction, TxBody, TxHash};
 
 /// How the node's admission classified a pending tx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,13 +118,13 @@ impl Pending {
     /// false if already there or full of executable txs.
     pub fn insert(
         &mut self,
+        hash: TxHash,
         tx: Verified<TxBody>,
         class: TxClass,
         now: u64,
         executed: Height,
     ) -> bool {
         let tx = tx.into_signed();
-        let hash = tx_hash(&tx);
         if self.entries.contains_key(&hash) {
             return false;
         }
@@ -239,9 +239,8 @@ impl Pending {
 
     /// Marks the txs of a committed block: no longer tracked or proposable; txs with the
     /// same (sender, nonce) are shadowed until execution says what became of them.
-    pub fn mark_committed(&mut self, txs: &[Transaction]) {
-        for tx in txs {
-            let hash = tx_hash(tx);
+    pub fn mark_committed<'a>(&mut self, txs: impl IntoIterator<Item = (&'a Transaction, TxHash)>) {
+        for (tx, hash) in txs {
             if let Some(e) = self.entries.get_mut(&hash) {
                 e.committed = true;
                 e.in_flight = false;
@@ -295,9 +294,8 @@ impl Pending {
     }
 
     /// Sets the in-flight flag of the txs of a pre-prepared block.
-    pub fn set_in_flight(&mut self, txs: &[Transaction], in_flight: bool) {
-        for tx in txs {
-            let hash = tx_hash(tx);
+    pub fn set_in_flight(&mut self, hashes: impl IntoIterator<Item = TxHash>, in_flight: bool) {
+        for hash in hashes {
             if let Some(e) = self.entries.get_mut(&hash) {
                 if !e.committed {
                     e.in_flight = in_flight;
@@ -441,7 +439,7 @@ mod tests {
     use stele_crypto::sim::{MacScheme, MacSigner};
     use stele_crypto::Signer;
     use stele_types::tx::sign_tx;
-    use stele_types::{Amount, ChainBinding, ChainId, Digest, Op};
+    use stele_types::{tx_hash, Amount, ChainBinding, ChainId, Digest, Op};
 
     fn txs(senders: &[MacSigner], nonces: u64) -> Vec<Verified<TxBody>> {
         let chain = ChainBinding::new(
@@ -489,7 +487,7 @@ mod tests {
             } else {
                 TxClass::Gapped
             };
-            assert!(a.insert(tx.clone(), class, i as u64, Height(0)));
+            assert!(a.insert(tx_hash(tx.signed()), tx.clone(), class, i as u64, Height(0)));
         }
         for (i, tx) in all.iter().rev().enumerate() {
             let class = if tx.nonce == Nonce(0) {
@@ -497,7 +495,7 @@ mod tests {
             } else {
                 TxClass::Gapped
             };
-            assert!(b.insert(tx.clone(), class, i as u64, Height(0)));
+            assert!(b.insert(tx_hash(tx.signed()), tx.clone(), class, i as u64, Height(0)));
         }
         let (ta, _) = a.oldest_tracked().expect("a tracks");
         let (tb, _) = b.oldest_tracked().expect("b tracks");
@@ -519,7 +517,7 @@ mod tests {
             .map(|t| tx_hash(t.signed()))
             .expect("successor");
         for p in [&mut a, &mut b] {
-            p.mark_committed(std::slice::from_ref(&applied));
+            p.mark_committed([(&applied, tx_hash(&applied))]);
             p.apply_outcomes(
                 &[
                     (tx_hash(&applied), TxOutcome::Applied),
@@ -539,8 +537,8 @@ mod tests {
         for _ in 0..50 {
             let x = a.select(1, 1 << 20);
             let y = b.select(1, 1 << 20);
-            a.set_in_flight(&x, true);
-            b.set_in_flight(&y, true);
+            a.set_in_flight(x.iter().map(tx_hash), true);
+            b.set_in_flight(y.iter().map(tx_hash), true);
             order_a.extend(x);
             order_b.extend(y);
         }
@@ -566,15 +564,15 @@ mod tests {
             } else {
                 TxClass::Gapped
             };
-            assert!(p.insert(tx.clone(), class, 0, Height(0)));
+            assert!(p.insert(tx_hash(tx.signed()), tx.clone(), class, 0, Height(0)));
         }
         assert_eq!(p.next_nonce(&me, Nonce(0)), Nonce(0));
         let block1 = p.select(100, 1 << 20);
         assert_eq!(block1.len(), 3, "nonces 0, 1, 2 in one block");
-        p.set_in_flight(&block1, true);
+        p.set_in_flight(block1.iter().map(tx_hash), true);
         assert_eq!(p.next_nonce(&me, Nonce(0)), Nonce(3));
         // Committed but not executed still counts; a gap ends the run.
-        p.mark_committed(&block1[..2]);
+        p.mark_committed(block1[..2].iter().map(|t| (t, tx_hash(t))));
         assert_eq!(p.next_nonce(&me, Nonce(0)), Nonce(3));
         assert_eq!(p.next_nonce(&me, Nonce(1)), Nonce(3));
         assert_eq!(p.next_nonce(&me, Nonce(5)), Nonce(5));
@@ -588,7 +586,7 @@ mod tests {
             } else {
                 TxClass::Gapped
             };
-            assert!(p.insert(tx.clone(), class, 1, Height(0)));
+            assert!(p.insert(tx_hash(tx.signed()), tx.clone(), class, 1, Height(0)));
         }
         let block2 = p.select(100, 1 << 20);
         let nonces: Vec<u64> = block2.iter().map(|t| t.nonce.0).collect();

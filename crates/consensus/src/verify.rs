@@ -12,7 +12,7 @@ use stele_crypto::{Digest, Scheme, Signed, Verified};
 use stele_types::certs::CertError;
 use stele_types::{
     codec, Block, CommittedBlock, FetchBlocks, FetchBodies, Genesis, Height, Message, NewView,
-    PrePrepare, ReplicaId, Transaction, TxBody, ValidatorSet, ViewChange,
+    PrePrepare, ReplicaId, Transaction, TxBody, TxHash, Txs, ValidatorSet, ViewChange,
 };
 
 /// Why a message was refused before reaching the engine; `label()` is its metrics reason.
@@ -269,7 +269,7 @@ impl Verifier<'_> {
     /// Checks a body's content and every tx signature (batched).
     pub fn check_body(&self, body: &Block) -> Result<(), Reject> {
         self.check_content(body)?;
-        self.check_txs(&body.txs).map(|_| ())
+        self.check_block_txs(&body.txs).map(|_| ())
     }
 
     /// A body's content, no signature: tx count, each tx well-formed, no tx twice, bytes.
@@ -356,6 +356,25 @@ impl Verifier<'_> {
     /// ones of a batch (the HTTP API) never verifies a batch twice: refusing the first
     /// bad tx and retrying the rest would make a batch of bad txs cost n²/2 checks.
     pub fn check_txs_each(&self, txs: &[Transaction]) -> Vec<Result<Verified<TxBody>, Reject>> {
+        if self.known.is_none() {
+            return self.check_hashed(txs, &[]);
+        }
+        let hashes: Vec<TxHash> = txs.iter().map(stele_types::tx_hash).collect();
+        self.check_hashed(txs, &hashes)
+    }
+
+    /// [`Verifier::check_txs`] of a block's txs, with the hashes the block keeps.
+    pub fn check_block_txs(&self, txs: &Txs) -> Result<Vec<Verified<TxBody>>, Reject> {
+        self.check_hashed(txs, txs.hashes()).into_iter().collect()
+    }
+
+    /// `hashes` are the txs' hashes, or empty when there is no cache of verified txs to
+    /// look them up in.
+    fn check_hashed(
+        &self,
+        txs: &[Transaction],
+        hashes: &[TxHash],
+    ) -> Vec<Result<Verified<TxBody>, Reject>> {
         let Some(known) = self.known else {
             let items: Vec<_> = txs.iter().map(|t| (t.clone(), t.sender)).collect();
             return Signed::verify_batch(items, self.validators.chain(), self.scheme)
@@ -365,10 +384,9 @@ impl Verifier<'_> {
                 .collect();
         };
         // Only the txs not verified before go through the batch.
-        let mut out: Vec<Option<Result<Verified<TxBody>, Reject>>> = txs
-            .iter()
-            .map(|t| known.verified(&stele_types::tx_hash(t)).map(Ok))
-            .collect();
+        debug_assert_eq!(hashes.len(), txs.len());
+        let mut out: Vec<Option<Result<Verified<TxBody>, Reject>>> =
+            hashes.iter().map(|h| known.verified(h).map(Ok)).collect();
         let fresh: Vec<usize> = (0..txs.len()).filter(|&i| out[i].is_none()).collect();
         let items: Vec<_> = fresh
             .iter()
@@ -516,7 +534,7 @@ impl Verifier<'_> {
                     });
                 }
                 // The content was checked first (`precheck`).
-                self.check_txs(&p.body.txs)?;
+                self.check_block_txs(&p.body.txs)?;
                 Inbound::Proposal {
                     pre_prepare,
                     body: p.body,
@@ -566,7 +584,7 @@ impl Verifier<'_> {
             }
             Message::Bodies(b) => {
                 for body in &b.blocks {
-                    self.check_txs(&body.txs)?;
+                    self.check_block_txs(&body.txs)?;
                 }
                 Inbound::Bodies(b.blocks)
             }
@@ -584,7 +602,7 @@ impl Verifier<'_> {
                     }
                     cb.certificate.verify(self.validators, self.scheme)?;
                     // No content or skew checks: a committed block is what it is.
-                    self.check_txs(&cb.block.txs)?;
+                    self.check_block_txs(&cb.block.txs)?;
                 }
                 Inbound::Blocks(b.blocks)
             }

@@ -176,7 +176,7 @@ pub fn execute<V: StateView + ?Sized>(
     }
 
     let changes = overlay.into_changes();
-    let results_tree = results_tree(&tx_hashes, &results);
+    let results_tree = results_tree(tx_hashes, &results);
     let results_root = results_tree.root();
     let block_digest = block.digest();
     let checkpoint = params.checkpoint_interval != 0 && height.0 % params.checkpoint_interval == 0;
@@ -200,7 +200,7 @@ pub fn execute<V: StateView + ?Sized>(
     let execution = Execution {
         height,
         block_digest,
-        tx_hashes,
+        tx_hashes: tx_hashes.to_vec(),
         results,
         changes,
         results_root,

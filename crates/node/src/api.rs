@@ -528,8 +528,12 @@ struct TxKey {
 
 impl TxKey {
     fn of(tx: &Transaction) -> TxKey {
+        TxKey::hashed(tx, tx_hash(tx))
+    }
+
+    fn hashed(tx: &Transaction, hash: TxHash) -> TxKey {
         TxKey {
-            hash: tx_hash(tx),
+            hash,
             sender: tx.sender,
             nonce: tx.nonce,
         }
@@ -697,6 +701,8 @@ type ChunkVerdicts = (
 /// verdicts back to the request. The good ones reach the cache only if admitted.
 struct ClientChunk {
     api: Arc<Api>,
+    /// The request's tx hashes, by the candidates' index.
+    hashes: Arc<[TxHash]>,
     candidates: Vec<(usize, Transaction)>,
     good: Vec<(usize, Verified<TxBody>)>,
     early: Vec<(usize, Refusal)>,
@@ -709,11 +715,13 @@ struct ClientChunk {
 impl ClientChunk {
     fn new(
         api: Arc<Api>,
+        hashes: Arc<[TxHash]>,
         candidates: Vec<(usize, Transaction)>,
         reply: oneshot::Sender<Result<ChunkVerdicts, StoreError>>,
     ) -> ClientChunk {
         ClientChunk {
             api,
+            hashes,
             candidates,
             good: Vec::new(),
             early: Vec::new(),
@@ -740,7 +748,7 @@ impl TxWork for ClientChunk {
         self.early = early;
         let mut fresh = Vec::with_capacity(keep.len());
         for (i, t) in keep {
-            match self.api.cache.get(&tx_hash(&t)) {
+            match self.api.cache.get(&self.hashes[i]) {
                 Some(v) => self.good.push((i, v)),
                 None => {
                     self.checking.push(i);
@@ -908,10 +916,14 @@ async fn submit(
         )
     })?;
     let single = txs.len() == 1;
+    // Each tx hashed and sized once, here; every step below reads these.
+    let (hashes, lens): (Vec<TxHash>, Vec<usize>) =
+        txs.iter().map(stele_types::tx::tx_hash_and_len).unzip();
+    let hashes: Arc<[TxHash]> = hashes.into();
     let mut errors: Vec<Option<Fail>> = Vec::with_capacity(txs.len());
-    for t in &txs {
+    for (t, len) in txs.iter().zip(lens) {
         errors.push(
-            stele_types::tx::check_well_formed(t, &api.genesis.chain_id)
+            stele_types::tx::check_well_formed_sized(t, len, &api.genesis.chain_id)
                 .err()
                 .map(|e| {
                     let reason = match e {
@@ -926,10 +938,11 @@ async fn submit(
     // Held until admission has answered, so relayed copies arriving meanwhile are not
     // checked a second time (the verified cache has them once admitted).
     let hold = api.cache.hold(
-        txs.iter()
+        hashes
+            .iter()
             .enumerate()
             .filter(|(i, _)| errors[*i].is_none())
-            .map(|(_, t)| tx_hash(t))
+            .map(|(_, h)| *h)
             .collect(),
     );
     // Signatures, batched, on the verification pool in chunks (consensus work waiting
@@ -945,10 +958,10 @@ async fn submit(
         let mut rest = candidates.into_iter().peekable();
         while rest.peek().is_some() {
             let chunk: Vec<(usize, Transaction)> = rest.by_ref().take(CLIENT_CHUNK).collect();
-            let api2 = api.clone();
+            let (api2, hashes2) = (api.clone(), hashes.clone());
             let (g, b, e) = api
                 .pool
-                .client(move |reply| Box::new(ClientChunk::new(api2, chunk, reply)))
+                .client(move |reply| Box::new(ClientChunk::new(api2, hashes2, chunk, reply)))
                 .await
                 .map_err(|e| {
                     api.metrics.refuse_http("busy");
@@ -984,7 +997,8 @@ async fn submit(
     }
     let mut admitted: Vec<Option<Admitted>> = vec![None; txs.len()];
     if !good.is_empty() {
-        let (idx, vtxs): (Vec<usize>, Vec<_>) = good.into_iter().unzip();
+        let (idx, vtxs): (Vec<usize>, Vec<_>) =
+            good.into_iter().map(|(i, v)| (i, (hashes[i], v))).unzip();
         let (reply, rx) = oneshot::channel();
         match api.engine.try_send(Input::Submit { txs: vtxs, reply }) {
             Ok(()) => {}
@@ -1034,7 +1048,11 @@ async fn submit(
     // Waiting is bounded by the waiters, not by the work slots; and a waiter keeps only
     // what finds its outcome, not the request's txs.
     drop(slot);
-    let keys: Vec<TxKey> = txs.iter().map(TxKey::of).collect();
+    let keys: Vec<TxKey> = txs
+        .iter()
+        .zip(hashes.iter())
+        .map(|(t, h)| TxKey::hashed(t, *h))
+        .collect();
     drop(txs);
     let deadline = Instant::now() + WAIT_LIMIT;
     let mut outcomes: Vec<Option<TxResponse>> = if wait {

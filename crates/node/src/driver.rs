@@ -26,8 +26,8 @@ use stele_store::{Store, StoreError};
 use stele_transport::{FrameClass, Transport};
 use stele_types::api::{Admitted, StatusResponse};
 use stele_types::{
-    codec, tx_hash, Block, CommitCertificate, CommittedBlock, Genesis, Height, Message, Nonce,
-    Params, ReplicaId, TxBody, TxHash, TxResult,
+    codec, Block, CommitCertificate, CommittedBlock, Genesis, Height, Message, Nonce, Params,
+    ReplicaId, TxBody, TxHash, TxResult,
 };
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -221,11 +221,13 @@ pub enum Input {
         msg: VerifiedMessage,
     },
     /// Txs relayed by a validator, signatures verified.
-    Relay { txs: Vec<Verified<TxBody>> },
+    Relay {
+        txs: Vec<(TxHash, Verified<TxBody>)>,
+    },
     /// Txs submitted by a client, signatures verified; the reply says what admission made
     /// of each.
     Submit {
-        txs: Vec<Verified<TxBody>>,
+        txs: Vec<(TxHash, Verified<TxBody>)>,
         reply: oneshot::Sender<Vec<Result<Admitted, Refusal>>>,
     },
     /// Whether a tx is pending here, and how.
@@ -459,15 +461,15 @@ impl Loop {
                 if self.d.recovery.as_ref().is_some_and(|g| !g.done()) {
                     return;
                 }
-                for tx in txs {
+                for (hash, tx) in txs {
                     // A relayed tx the sender's state refuses is simply not ours to keep.
-                    let _ = self.admit(tx, false, now, unix);
+                    let _ = self.admit(hash, tx, false, now, unix);
                 }
             }
             Input::Submit { txs, reply } => {
                 let out = txs
                     .into_iter()
-                    .map(|tx| self.admit(tx, true, now, unix))
+                    .map(|(hash, tx)| self.admit(hash, tx, true, now, unix))
                     .collect();
                 let _ = reply.send(out);
             }
@@ -483,12 +485,12 @@ impl Loop {
     /// blocks in flight.
     fn admit(
         &mut self,
+        hash: TxHash,
         tx: Verified<TxBody>,
         from_client: bool,
         now: u64,
         unix: u64,
     ) -> Result<Admitted, Refusal> {
-        let hash = tx_hash(tx.signed());
         if self.d.engine.has_pending(&hash) {
             return Ok(Admitted::Known);
         }
@@ -520,7 +522,9 @@ impl Loop {
         };
         // Admitted txs only: a tx a client may ask about by hash until it is final.
         self.d.cache.insert_all([(hash, tx.clone())]);
-        self.d.engine.on_request(now, unix, tx, class, from_client);
+        self.d
+            .engine
+            .on_request(now, unix, hash, tx, class, from_client);
         Ok(Admitted::Accepted)
     }
 

@@ -268,8 +268,8 @@ impl TxWork for RelayWork {
         if let Inbound::Relay(relayed) = v.into_inbound() {
             // Verified: later copies find them in the cache (the hold ends after).
             debug_assert_eq!(hashes.len(), relayed.len());
-            ctx.cache
-                .insert_all(hashes.into_iter().zip(relayed.iter().cloned()));
+            let relayed: Vec<_> = hashes.into_iter().zip(relayed).collect();
+            ctx.cache.insert_all(relayed.iter().cloned());
             let _ = ctx.tx_queue.send(Input::Relay { txs: relayed });
         }
     }
@@ -283,25 +283,25 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
     let t0 = Instant::now();
     // A proposal's txs are verified first (in one batch), so the message's own check
     // finds them and each tx is verified once.
-    let txs: &[stele_types::Transaction] = match &msg {
-        Message::Proposal(p) => &p.body.txs,
-        _ => &[],
+    let txs: Option<&stele_types::Txs> = match &msg {
+        Message::Proposal(p) => Some(&p.body.txs),
+        _ => None,
     };
     // Sender and size first: a Byzantine primary makes fresh txs at will, and each one
     // not seen before is a signature check. A message the precheck refuses goes on to
     // `verify`, which refuses it the same way, without a signature checked.
-    if !txs.is_empty()
-        && verifier_with(vs, genesis, &counting)
+    if let Some(txs) = txs.filter(|t| !t.is_empty()) {
+        if verifier_with(vs, genesis, &counting)
             .precheck(f.from, &msg)
             .is_ok()
-    {
-        // A relay checking some of these txs right now finishes first, and they are
-        // then found in the cache instead of being checked twice. Bounded: past it,
-        // they are checked here.
-        let hashes: Vec<TxHash> = txs.iter().map(tx_hash).collect();
-        ctx.cache.wait_for_relays(&hashes, ctx.relay_wait);
-        if let Ok(v) = verifier_with(vs, genesis, &counting).check_txs(txs) {
-            counting.local = v.into_iter().map(|t| (tx_hash(t.signed()), t)).collect();
+        {
+            // A relay checking some of these txs right now finishes first, and they
+            // are then found in the cache instead of being checked twice. Bounded: past
+            // it, they are checked here.
+            ctx.cache.wait_for_relays(txs.hashes(), ctx.relay_wait);
+            if let Ok(v) = verifier_with(vs, genesis, &counting).check_block_txs(txs) {
+                counting.local = txs.hashes().iter().copied().zip(v).collect();
+            }
         }
     }
     // VIEW-CHANGE, NEW-VIEW and checkpoint certificates: verdicts, good and bad, are
@@ -325,10 +325,10 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
     // never commits. (Relays from any validator already fill the cache this way, so a
     // Byzantine primary gains nothing it did not have.) The tx lane is not waited on: a
     // consensus message must not queue behind txs.
-    let proposed: Vec<Verified<TxBody>> =
+    let proposed: Vec<(TxHash, Verified<TxBody>)> =
         if matches!(v.inbound(), Inbound::Proposal { .. }) && !counting.local.is_empty() {
             let local = std::mem::take(&mut counting.local);
-            let txs = local.values().cloned().collect();
+            let txs = local.iter().map(|(h, t)| (*h, t.clone())).collect();
             ctx.cache.insert_all(local);
             txs
         } else {
@@ -540,7 +540,13 @@ mod tests {
         // Offered for admission like relayed txs: cached means admitted.
         match rx.try_recv_tx() {
             Some(Input::Relay { txs: offered }) => {
-                let mut got: Vec<_> = offered.iter().map(|t| tx_hash(t.signed())).collect();
+                let mut got: Vec<_> = offered
+                    .iter()
+                    .map(|(h, t)| {
+                        assert_eq!(*h, tx_hash(t.signed()), "each tx with its own hash");
+                        *h
+                    })
+                    .collect();
                 let mut want: Vec<_> = txs.iter().map(tx_hash).collect();
                 got.sort();
                 want.sort();

@@ -107,7 +107,7 @@ impl BlockReceipts {
         if results.len() != block.txs.len() {
             return Err(missing("result for each tx"));
         }
-        let tree = stele_ledger::results_tree(&block.tx_hashes(), &results);
+        let tree = stele_ledger::results_tree(block.tx_hashes(), &results);
         let entry = Arc::new(self.sign(height, block.digest(), state_digest, tree));
         self.keep(height, entry.clone());
         Ok(entry)

@@ -1499,7 +1499,7 @@ impl Sim {
         };
         let (now, unix) = (self.now, self.unix(r));
         if let Some(e) = self.replicas[r].engine.as_mut() {
-            e.on_request(now, unix, verified, class, from_client);
+            e.on_request(now, unix, hash, verified, class, from_client);
         }
         self.input_done(r);
     }

@@ -6,7 +6,7 @@
 //! block stays, so peers can still start from it.
 
 use rocksdb::WriteBatch;
-use stele_types::{tx_hash, Height};
+use stele_types::Height;
 
 use crate::error::StoreError;
 use crate::keys::*;
@@ -59,9 +59,9 @@ impl Store {
                 });
             };
             let results = self.results(h)?.unwrap_or_default();
-            for (tx, result) in block.txs.iter().zip(&results) {
+            for ((tx, hash), result) in block.txs.with_hashes().zip(&results) {
                 if result.is_applied() {
-                    batch.delete_cf(self.cf(TX_INDEX), tx_hash(tx).as_bytes());
+                    batch.delete_cf(self.cf(TX_INDEX), hash.as_bytes());
                     batch.delete_cf(self.cf(NONCE_INDEX), nonce_key(&tx.sender, tx.nonce));
                 }
             }

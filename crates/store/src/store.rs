@@ -406,11 +406,11 @@ impl Store {
     ) {
         let applied: Vec<(usize, &Transaction, &TxResult, TxHash)> = block
             .txs
-            .iter()
+            .with_hashes()
             .zip(results)
             .enumerate()
             .filter(|(_, (_, r))| r.is_applied())
-            .map(|(i, (tx, r))| (i, tx, r, tx_hash(tx)))
+            .map(|(i, ((tx, hash), r))| (i, tx, r, hash))
             .collect();
         #[cfg(debug_assertions)]
         self.assert_indexes_unwritten(&applied);

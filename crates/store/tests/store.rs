@@ -252,7 +252,7 @@ fn final_leaves_name_the_application_or_the_tx_that_used_the_nonce() {
     assert_eq!(s.final_leaf(&loser).unwrap().unwrap(), stale);
     let results = s.results(Height(2)).unwrap().unwrap();
     assert_eq!(
-        stele_ledger::results_root(&block.tx_hashes(), &results),
+        stele_ledger::results_root(block.tx_hashes(), &results),
         exec.results_root
     );
 }

@@ -7,14 +7,14 @@
 
 use std::collections::HashSet;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use stele_crypto::{merkle, ChainId, Digest};
 
 use crate::codec;
 use crate::ids::Height;
-use crate::tx::{check_well_formed, tx_hash, Transaction, TxError, TxHash};
+use crate::tx::{check_well_formed_sized, tx_hash_and_len, Transaction, TxError, TxHash};
 
 /// The part of a block that its digest covers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,31 +43,102 @@ pub struct Block {
 /// A block's transactions, shared: a body is held by its slot, its PREPARE record, its
 /// delivery, the store's write and the messages that carry it, and a clone of 1,000 txs
 /// was 1,000 allocations and about 200 KB copied each time. Encodes as a plain sequence.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Txs(Arc<Vec<Transaction>>);
+///
+/// Each tx's hash and encoded length are computed once, the first time they are needed,
+/// and shared by every holder of the list: the Merkle root, the content checks,
+/// execution, the store's indexes, the receipts and the pool's removal all read them
+/// here. Hashed again at each of those steps, a tx cost a backup about seven encodings
+/// and SHA-256s.
+#[derive(Clone, Debug, Default)]
+pub struct Txs(Arc<TxList>);
+
+#[derive(Debug, Default)]
+struct TxList {
+    /// Never changed once the list is made: the hashes below stay theirs.
+    txs: Vec<Transaction>,
+    /// `tx_hash` and encoded length of each tx, in order: computed the first time they
+    /// are asked for, so a block read from the store only for its header or one tx does
+    /// not hash every tx.
+    hashed: OnceLock<(Vec<TxHash>, Vec<usize>)>,
+}
+
+impl TxList {
+    fn new(txs: Vec<Transaction>) -> TxList {
+        TxList {
+            txs,
+            hashed: OnceLock::new(),
+        }
+    }
+
+    fn hashed(&self) -> &(Vec<TxHash>, Vec<usize>) {
+        self.hashed
+            .get_or_init(|| self.txs.iter().map(tx_hash_and_len).unzip())
+    }
+}
 
 impl Txs {
     /// The txs, owned: without a copy when this is the last holder.
     pub fn into_vec(self) -> Vec<Transaction> {
-        Arc::unwrap_or_clone(self.0)
+        Arc::try_unwrap(self.0).map_or_else(|shared| shared.txs.clone(), |list| list.txs)
     }
 
-    /// The txs to change in place (copied first if shared): for tests and forgeries.
-    pub fn make_mut(&mut self) -> &mut Vec<Transaction> {
-        Arc::make_mut(&mut self.0)
+    /// Changes a copy of the txs, which then replaces this list (hashed anew when
+    /// asked): for tests and forgeries.
+    pub fn modify(&mut self, f: impl FnOnce(&mut Vec<Transaction>)) {
+        let mut txs = self.0.txs.clone();
+        f(&mut txs);
+        *self = Txs::from(txs);
+    }
+
+    /// The tx hashes, in block order.
+    pub fn hashes(&self) -> &[TxHash] {
+        &self.0.hashed().0
+    }
+
+    /// Each tx with its hash, in block order.
+    pub fn with_hashes(&self) -> impl ExactSizeIterator<Item = (&Transaction, TxHash)> {
+        self.0.txs.iter().zip(self.hashes().iter().copied())
+    }
+
+    /// The length of each tx's encoding, in block order.
+    pub fn lens(&self) -> &[usize] {
+        &self.0.hashed().1
+    }
+
+    /// Whether the cached hashes and lengths are those of the txs. Not a debug
+    /// assertion on the hot path: it would hash every tx again, which is what the cache
+    /// saves; the fields are private and every constructor computes them.
+    #[cfg(test)]
+    fn is_consistent(&self) -> bool {
+        let (hashes, lens) = self.0.hashed();
+        let txs = &self.0.txs;
+        hashes.len() == txs.len()
+            && lens.len() == txs.len()
+            && txs
+                .iter()
+                .zip(hashes.iter().zip(lens))
+                .all(|(t, (h, n))| tx_hash_and_len(t) == (*h, *n))
     }
 }
+
+// The hashes and lengths follow from the txs.
+impl PartialEq for Txs {
+    fn eq(&self, other: &Txs) -> bool {
+        self.0.txs == other.0.txs
+    }
+}
+impl Eq for Txs {}
 
 impl Deref for Txs {
     type Target = [Transaction];
     fn deref(&self) -> &[Transaction] {
-        &self.0
+        &self.0.txs
     }
 }
 
 impl From<Vec<Transaction>> for Txs {
     fn from(txs: Vec<Transaction>) -> Txs {
-        Txs(Arc::new(txs))
+        Txs(Arc::new(TxList::new(txs)))
     }
 }
 
@@ -75,13 +146,13 @@ impl<'a> IntoIterator for &'a Txs {
     type Item = &'a Transaction;
     type IntoIter = std::slice::Iter<'a, Transaction>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.0.txs.iter()
     }
 }
 
 impl Serialize for Txs {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.0.txs.serialize(s)
     }
 }
 
@@ -109,14 +180,15 @@ pub enum BlockError {
 impl Block {
     /// A block of `txs` at `height`.
     pub fn new(height: Height, timestamp_ms: u64, txs: Vec<Transaction>) -> Block {
-        let tx_root = Block::root_of(&txs);
+        let txs = Txs::from(txs);
+        let tx_root = merkle::root(txs.hashes());
         Block {
             header: BlockHeader {
                 height,
                 timestamp_ms,
                 tx_root,
             },
-            txs: txs.into(),
+            txs,
         }
     }
 
@@ -146,13 +218,8 @@ impl Block {
     }
 
     /// The tx hashes in block order.
-    pub fn tx_hashes(&self) -> Vec<TxHash> {
-        self.txs.iter().map(tx_hash).collect()
-    }
-
-    fn root_of(txs: &[Transaction]) -> Digest {
-        let hashes: Vec<TxHash> = txs.iter().map(tx_hash).collect();
-        merkle::root(&hashes)
+    pub fn tx_hashes(&self) -> &[TxHash] {
+        self.txs.hashes()
     }
 
     /// Whether this body is the block named by (height, digest): the header hashes to
@@ -160,7 +227,7 @@ impl Block {
     pub fn matches(&self, height: Height, digest: &Digest) -> bool {
         self.header.height == height
             && self.header.digest() == *digest
-            && Block::root_of(&self.txs) == self.header.tx_root
+            && merkle::root(self.txs.hashes()) == self.header.tx_root
     }
 
     /// Like [`Block::matches`], as a `Result`.
@@ -191,10 +258,10 @@ impl Block {
         }
         let mut seen = HashSet::with_capacity(self.txs.len());
         let mut total = 0usize;
-        for (index, tx) in self.txs.iter().enumerate() {
-            check_well_formed(tx, chain).map_err(|source| BlockError::BadTx { index, source })?;
-            total += codec::encoded_len(tx);
-            let hash = tx_hash(tx);
+        for (index, ((tx, hash), len)) in self.txs.with_hashes().zip(self.txs.lens()).enumerate() {
+            check_well_formed_sized(tx, *len, chain)
+                .map_err(|source| BlockError::BadTx { index, source })?;
+            total += len;
             if !seen.insert(hash) {
                 return Err(BlockError::DuplicateTx { hash });
             }
@@ -210,7 +277,7 @@ impl Block {
 
     /// The Merkle proof that tx `index` is in this block.
     pub fn prove_tx(&self, index: usize) -> Option<merkle::Proof> {
-        merkle::prove(&self.tx_hashes(), index)
+        merkle::prove(self.tx_hashes(), index)
     }
 }
 
@@ -256,9 +323,32 @@ mod tests {
             "a clone shares the txs"
         );
         let mut d = b.clone();
-        d.txs.make_mut().pop();
+        d.txs.modify(|t| {
+            t.pop();
+        });
         assert_eq!(b.txs.len(), 3, "changing a clone leaves the original");
         assert_eq!(d.txs.len(), 2);
+    }
+
+    #[test]
+    fn hashes_and_lengths_follow_the_txs_when_made_decoded_or_changed() {
+        let b = Block::new(Height(5), 1000, txs(4));
+        assert!(b.txs.is_consistent());
+        assert_eq!(b.tx_hashes()[2], crate::tx::tx_hash(&b.txs[2]));
+        assert_eq!(b.txs.lens()[1], codec::encoded_len(&b.txs[1]));
+        let bytes = codec::encode(&b);
+        let back: Block = codec::decode(&bytes, bytes.len()).expect("decodes");
+        assert!(back.txs.is_consistent());
+        assert_eq!(back.tx_hashes(), b.tx_hashes());
+        let mut changed = b.clone();
+        changed.txs.modify(|t| t.swap(0, 3));
+        assert!(changed.txs.is_consistent());
+        assert_eq!(changed.tx_hashes()[0], b.tx_hashes()[3]);
+        assert_eq!(
+            b.tx_hashes()[0],
+            crate::tx::tx_hash(&b.txs[0]),
+            "the original kept"
+        );
     }
 
     #[test]
@@ -273,10 +363,12 @@ mod tests {
         let b = Block::new(Height(5), 1000, txs(3));
         let d = b.digest();
         let mut swapped = b.clone();
-        swapped.txs.make_mut().swap(0, 1);
+        swapped.txs.modify(|t| t.swap(0, 1));
         assert!(!swapped.matches(Height(5), &d));
         let mut fewer = b.clone();
-        fewer.txs.make_mut().pop();
+        fewer.txs.modify(|t| {
+            t.pop();
+        });
         assert!(!fewer.matches(Height(5), &d));
         // The reverse: the txs are right but the header is another.
         let mut other_header = b.clone();

@@ -25,7 +25,6 @@ use crate::exec::TxResult;
 use crate::ids::Height;
 use crate::messages::results_leaf;
 use crate::state_root::{self, Bucket, StateOpening, BUCKET_BITS};
-use crate::tx::tx_hash;
 use crate::validators::ValidatorSet;
 use stele_crypto::Scheme;
 
@@ -539,10 +538,10 @@ impl SnapshotManifest {
         }
         let leaves: Vec<Vec<u8>> = self
             .block
-            .txs
+            .tx_hashes()
             .iter()
             .zip(&self.results)
-            .map(|(tx, r)| results_leaf(&tx_hash(tx), *r))
+            .map(|(hash, r)| results_leaf(hash, *r))
             .collect();
         if self.results.len() != self.block.txs.len()
             || merkle::root(&leaves) != self.opening.results_root

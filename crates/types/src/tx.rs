@@ -75,6 +75,11 @@ pub fn tx_hash(tx: &Transaction) -> TxHash {
     codec::with_encoding(tx, Digest::of)
 }
 
+/// The tx hash and the length of the tx's encoding, from one encoding.
+pub fn tx_hash_and_len(tx: &Transaction) -> (TxHash, usize) {
+    codec::with_encoding(tx, |bytes| (Digest::of(bytes), bytes.len()))
+}
+
 /// Why a transaction is not well-formed (checked before its signature).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
@@ -97,13 +102,21 @@ pub enum TxError {
 
 /// Checks what can be checked without state or signature: chain, size, op sanity.
 pub fn check_well_formed(tx: &Transaction, chain: &ChainId) -> Result<(), TxError> {
+    check_well_formed_sized(tx, codec::encoded_len(tx), chain)
+}
+
+/// [`check_well_formed`] of a tx whose encoding is `len` bytes long, known already.
+pub fn check_well_formed_sized(
+    tx: &Transaction,
+    len: usize,
+    chain: &ChainId,
+) -> Result<(), TxError> {
     if tx.chain_id != *chain {
         return Err(TxError::WrongChain {
             expected: Box::new(chain.clone()),
             found: Box::new(tx.chain_id.clone()),
         });
     }
-    let len = codec::encoded_len(tx);
     if len > MAX_TX_LEN {
         return Err(TxError::TooLarge { len });
     }
