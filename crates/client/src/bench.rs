@@ -96,11 +96,18 @@ pub fn send_rate(released_txs: usize, last_batch_txs: usize, span: Duration) -> 
         .then(|| (released_txs - last_batch_txs) as f64 / secs)
 }
 
-/// A latency histogram in microseconds.
+/// A latency histogram in microseconds, and, when it has an origin, each tx's
+/// (scheduled send, latency) for `--latency-log`.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     hist: Histogram<u64>,
+    origin: Option<Instant>,
+    samples: Vec<Sample>,
 }
+
+/// One confirmed tx: its scheduled send in seconds from the run's start, and its latency
+/// in milliseconds.
+pub type Sample = (f32, f32);
 
 impl Default for Recorder {
     fn default() -> Self {
@@ -114,14 +121,37 @@ impl Recorder {
         // Constant bounds that hdrhistogram accepts (low ≥ 1, high ≥ 2·low, sigfig ≤ 5).
         let hist = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
             .unwrap_or_else(|e| unreachable!("constant histogram bounds: {e}"));
-        Recorder { hist }
+        Recorder {
+            hist,
+            origin: None,
+            samples: Vec::new(),
+        }
+    }
+
+    /// A recorder that also keeps each tx's sample, its send timed from `origin`.
+    pub fn with_samples(origin: Instant) -> Recorder {
+        Recorder {
+            origin: Some(origin),
+            ..Recorder::new()
+        }
     }
 
     /// Records a tx due at `scheduled`, confirmed at `done`.
     pub fn record(&mut self, scheduled: Instant, done: Instant) {
-        let us = latency_from_schedule(scheduled, done).as_micros();
-        let us = u64::try_from(us).unwrap_or(MAX_LATENCY_US).max(1);
+        let latency = latency_from_schedule(scheduled, done);
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(MAX_LATENCY_US)
+            .max(1);
         self.hist.saturating_record(us);
+        if let Some(origin) = self.origin {
+            let sent = scheduled.saturating_duration_since(origin).as_secs_f32();
+            self.samples.push((sent, latency.as_secs_f32() * 1000.0));
+        }
+    }
+
+    /// The samples kept, in the order recorded.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
     }
 
     /// How many were recorded.
@@ -441,6 +471,9 @@ pub struct Report {
     pub valid: bool,
     pub invalid_reasons: Vec<String>,
     pub nodes: Vec<NodeCheck>,
+    /// Each confirmed tx's (scheduled send, latency), in the order confirmed.
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
 }
 
 /// How a run was set up, for its report.
@@ -494,6 +527,7 @@ pub fn summarize(setup: &Setup, load: LoadResult, nodes: Vec<NodeCheck>) -> Repo
         },
         elapsed_s: secs,
         latency_ms: load.recorder.latency(),
+        samples: load.recorder.samples,
         client_cpu_s: load.client_cpu.map(|d| d.as_secs_f64()),
         valid: reasons.is_empty(),
         invalid_reasons: reasons,
@@ -599,6 +633,21 @@ pub fn csv(reports: &[Report]) -> String {
             r.ceiling,
             r.valid
         );
+    }
+    s
+}
+
+/// Every confirmed tx of every run, one row each, sorted by scheduled send within a run:
+/// when the slow ones were sent, to line them up with what the nodes did then.
+pub fn latency_csv(reports: &[Report]) -> String {
+    let mut s = String::from("run,offered_tx_s,sent_s,latency_ms\n");
+    for (i, r) in reports.iter().enumerate() {
+        let offered = r.offered.map_or_else(String::new, |r| format!("{r:.1}"));
+        let mut samples = r.samples.clone();
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (sent, latency) in samples {
+            let _ = writeln!(s, "{},{offered},{sent:.4},{latency:.3}", i + 1);
+        }
     }
     s
 }
@@ -1043,7 +1092,8 @@ pub async fn load(
 ) -> LoadResult {
     let b = opts.batch.clamp(1, MAX_SUBMIT_BATCH);
     let permits = Arc::new(Semaphore::new(opts.max_batches.max(1)));
-    let mut rec = Recorder::new();
+    let start = Instant::now();
+    let mut rec = Recorder::with_samples(start);
     let mut counts = Counts {
         txs: txs.len(),
         ..Counts::default()
@@ -1059,7 +1109,6 @@ pub async fn load(
         }
     };
     let cpu0 = process_cpu();
-    let start = Instant::now();
     let mut set: JoinSet<(Instant, Vec<Fate>)> = JoinSet::new();
     let (mut released, mut last_len, mut last_release) = (0usize, 0usize, start);
     for (k, chunk) in txs.chunks(b).enumerate() {
@@ -1651,6 +1700,41 @@ mod tests {
         assert_eq!(v["valid"], true);
         assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 19.0);
         assert_eq!(v["counts"]["ok"], 900);
+    }
+
+    #[test]
+    fn the_latency_log_has_a_row_per_confirmed_tx_in_send_order() {
+        let t0 = Instant::now();
+        let mut rec = Recorder::with_samples(t0);
+        let mut counts = Counts::default();
+        // Confirmed out of send order; a refused one has no latency.
+        for (due_ms, took_ms) in [(500, 40), (100, 250), (300, 10)] {
+            let due = t0 + Duration::from_millis(due_ms);
+            let fate = Fate::Confirmed {
+                at: due + Duration::from_millis(took_ms),
+                result: TxResult::Ok,
+            };
+            counts.add(due, fate, &mut rec);
+        }
+        counts.add(t0, Fate::Refused("sender_quota: full".into()), &mut rec);
+        assert_eq!(rec.samples().len(), 3);
+        let mut r = report(2000.0, 1, 10.0, 1e9);
+        r.samples = rec.samples().to_vec();
+        let csv = latency_csv(&[r]);
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            rows,
+            [
+                "run,offered_tx_s,sent_s,latency_ms",
+                "1,2000.0,0.1000,250.000",
+                "1,2000.0,0.3000,10.000",
+                "1,2000.0,0.5000,40.000"
+            ]
+        );
+        assert!(
+            Recorder::new().samples().is_empty(),
+            "no origin, no samples"
+        );
     }
 
     #[test]

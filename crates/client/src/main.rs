@@ -189,6 +189,8 @@ Examples:
   stele bench --txs 20000 --accounts 64               as fast as the nodes take them
   stele bench --txs 20000 --accounts 64 --rate 5000   open loop at 5,000 tx/s
   stele bench --txs 20000 --accounts 64 --json        one JSON object (throughput, ceiling, ...)
+  stele bench --txs 20000 --rate 2000 --latency-log lat.csv
+                                                      each tx's send time and latency, as CSV
   stele bench --txs 10000 --sweep 1000,2000,4000 --out docs/bench
                                                       docs/bench/bench.csv and bench.svg";
 
@@ -224,6 +226,10 @@ struct BenchArgs {
     /// Where --sweep writes bench.csv and bench.svg
     #[arg(long, value_name = "DIR", default_value = ".")]
     out: PathBuf,
+    /// Also write every confirmed tx's scheduled send time (seconds from its run's
+    /// start) and latency (ms) to FILE as CSV: to see when the slow ones were sent
+    #[arg(long, value_name = "FILE")]
+    latency_log: Option<PathBuf>,
     /// Seconds spent measuring the verify ceiling before the load
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     ceiling_secs: f64,
@@ -1219,6 +1225,12 @@ async fn bench(g: &Global, args: &BenchArgs, out: Out) -> Result<ExitCode> {
             .with_context(|| format!("writing {}", svg.display()))?;
         out.note(|| format!("wrote {} and {}", csv.display(), svg.display()));
         files = vec![csv.display().to_string(), svg.display().to_string()];
+    }
+    if let Some(path) = &args.latency_log {
+        fs::write(path, bench::latency_csv(&reports))
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.note(|| format!("wrote {}", path.display()));
+        files.push(path.display().to_string());
     }
     let valid = reports.iter().all(|r| r.valid);
     if out.json {
