@@ -22,7 +22,6 @@ pub fn transfers(count: usize, senders: usize) -> Vec<Transaction> {
             let k = &keys[i % senders];
             sign_tx(
                 TxBody {
-                    chain_id: chain.id().clone(),
                     sender: k.public(),
                     nonce: Nonce((i / senders) as u64),
                     op: Op::Transfer {

@@ -328,15 +328,29 @@ async fn double_spend_overdraft_and_bad_input() {
     )
     .await;
     assert_eq!((code, e.reason.as_str()), (400, "unknown_sender"));
-    let mut foreign = serde_json::to_value(transfer(&c, &b, 1, &a, 1)).expect("json");
-    foreign["value"]["chain_id"] = "another-chain".into();
+    // A tx names no chain; one signed for another chain fails its signature here.
+    let mut elsewhere = net.genesis.clone();
+    elsewhere.chain_id = stele_types::ChainId::new("another-chain").expect("chain id");
+    let foreign = Client::new(elsewhere, &net.urls(), ClientConfig::default()).expect("client");
     let (code, e) = post_raw(
         &url,
-        serde_json::to_vec(&foreign).expect("json"),
+        serde_json::to_vec(&transfer(&foreign, &b, 1, &a, 1)).expect("json"),
         "application/json",
     )
     .await;
-    assert_eq!((code, e.reason.as_str()), (400, "wrong_chain"));
+    assert_eq!((code, e.reason.as_str()), (400, "bad_signature"), "{e:?}");
+    // A tx in the old format, which named its chain, is refused as such, not accepted
+    // with the field ignored.
+    let mut old_format = serde_json::to_value(transfer(&c, &b, 1, &a, 1)).expect("json");
+    old_format["value"]["chain_id"] = net.genesis.chain_id.to_string().into();
+    let (code, e) = post_raw(
+        &url,
+        serde_json::to_vec(&old_format).expect("json"),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, e.reason.as_str()), (400, "malformed"), "{e:?}");
+    assert!(e.error.contains("chain_id"), "{e:?}");
     // Signed by a client that holds the genesis of a chain written again under this id
     // (one more account): signatures cover the genesis digest, so this chain refuses it
     // and names the genesis it runs.

@@ -710,7 +710,6 @@ mod tests {
             .map(|i| {
                 stele_types::tx::sign_tx(
                     TxBody {
-                        chain_id: chain.id().clone(),
                         sender: k.public(),
                         nonce: Nonce(i),
                         op: Op::Transfer {

@@ -764,7 +764,6 @@ pub(crate) mod tests {
         let mk = |amount| {
             stele_types::tx::sign_tx(
                 stele_types::TxBody {
-                    chain_id: chain.id().clone(),
                     sender: sender.public(),
                     nonce: Nonce(4),
                     op: stele_types::Op::Transfer {

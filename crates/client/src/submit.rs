@@ -151,7 +151,6 @@ impl Client {
     ) -> Result<Transaction, ClientError> {
         let tx = sign_tx(
             TxBody {
-                chain_id: self.chain_id().clone(),
                 sender: signer.public_key(),
                 nonce,
                 op,
@@ -159,8 +158,7 @@ impl Client {
             self.chain(),
             signer,
         );
-        check_well_formed(&tx, self.chain_id())
-            .map_err(|e| ClientError::Malformed(e.to_string()))?;
+        check_well_formed(&tx).map_err(|e| ClientError::Malformed(e.to_string()))?;
         Ok(tx)
     }
 
@@ -735,7 +733,6 @@ mod tests {
         let chain = ChainBinding::new(ChainId::new("t").unwrap(), Digest::ZERO);
         sign_tx(
             TxBody {
-                chain_id: chain.id().clone(),
                 sender: k.public(),
                 nonce: Nonce(nonce),
                 op: Op::Put {

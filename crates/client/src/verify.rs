@@ -220,7 +220,6 @@ pub(crate) mod tests {
             .map(|i| {
                 stele_types::tx::sign_tx(
                     TxBody {
-                        chain_id: chain.id().clone(),
                         sender: k.public(),
                         nonce: Nonce(i),
                         op: Op::Transfer {

@@ -111,7 +111,6 @@ impl Cluster {
             .map(|c| {
                 sign_tx(
                     TxBody {
-                        chain_id: self.genesis.chain_id.clone(),
                         sender: c.public_key(),
                         nonce: Nonce(self.nonce),
                         op: Op::Transfer {

@@ -966,7 +966,6 @@ mod tests {
             let c = &self.clients[client];
             sign_tx(
                 TxBody {
-                    chain_id: self.genesis.chain_id.clone(),
                     sender: c.public_key(),
                     nonce: Nonce(nonce),
                     op: Op::Transfer {

@@ -452,7 +452,6 @@ mod tests {
             for s in senders {
                 let tx = sign_tx(
                     TxBody {
-                        chain_id: chain.id().clone(),
                         sender: s.public_key(),
                         nonce: Nonce(n),
                         op: Op::Transfer {

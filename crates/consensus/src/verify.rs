@@ -275,12 +275,8 @@ impl Verifier<'_> {
     /// A body's content, no signature: tx count, each tx well-formed, no tx twice, bytes.
     fn check_content(&self, body: &Block) -> Result<(), Reject> {
         let p = &self.genesis.params;
-        body.check_content(
-            self.validators.chain_id(),
-            p.max_block_txs as usize,
-            p.max_block_bytes as usize,
-        )
-        .map_err(|e| Reject::BadBlock(e.to_string()))
+        body.check_content(p.max_block_txs as usize, p.max_block_bytes as usize)
+            .map_err(|e| Reject::BadBlock(e.to_string()))
     }
 
     /// What can be refused without checking a signature: who may send the message, how
@@ -314,7 +310,7 @@ impl Verifier<'_> {
                     });
                 }
                 for (index, tx) in r.txs.iter().enumerate() {
-                    stele_types::tx::check_well_formed(tx, self.validators.chain_id())
+                    stele_types::tx::check_well_formed(tx)
                         .map_err(|e| Reject::BadBlock(format!("relayed tx {index}: {e}")))?;
                 }
                 Ok(())

@@ -69,7 +69,6 @@ fn transfer_signed_for(g: &Genesis) -> stele_types::Transaction {
     let s = sender();
     sign_tx(
         TxBody {
-            chain_id: g.chain_id.clone(),
             sender: s.public_key(),
             nonce: Nonce(0),
             op: Op::Transfer {

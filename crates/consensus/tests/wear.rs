@@ -372,7 +372,6 @@ fn chain(heights: u64) -> ChainState {
                 .map(|i| {
                     sign_tx(
                         TxBody {
-                            chain_id: ChainId::new("wear-test").expect("chain id"),
                             sender: client.public_key(),
                             nonce: Nonce(h * 40 + i),
                             op: Op::Transfer {
@@ -674,7 +673,6 @@ fn tx(nonce: u64, record: bool) -> Transaction {
     };
     sign_tx(
         TxBody {
-            chain_id: ChainId::new("wear-test").expect("chain id"),
             sender: client.public_key(),
             nonce: Nonce(nonce),
             op,
@@ -816,7 +814,10 @@ fn an_oversized_or_malformed_relay_is_refused_before_any_signature() {
     let v = verifier.verify(ReplicaId(2), Message::Relay(TxRelay { txs: many }));
     assert_eq!(v.err().as_ref().map(Reject::label), Some("malformed"));
     let mut other = tx(0, false);
-    other.value.chain_id = ChainId::new("another-chain").expect("chain id");
+    other.value.op = Op::Transfer {
+        to: MacSigner::new([101; 32]).public_key(),
+        amount: Amount(0),
+    };
     let txs = vec![tx(1, false), other];
     let v = verifier.verify(ReplicaId(2), Message::Relay(TxRelay { txs }));
     assert_eq!(v.err().as_ref().map(Reject::label), Some("bad_block"));

@@ -68,7 +68,6 @@ pub fn txs() -> Vec<Transaction> {
         .enumerate()
         .map(|(n, op)| {
             let body = TxBody {
-                chain_id: chain.id().clone(),
                 sender: sender.public(),
                 nonce: Nonce(n as u64),
                 op,

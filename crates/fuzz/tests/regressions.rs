@@ -19,13 +19,21 @@ fn frame_peak(input: &[u8]) -> usize {
 }
 
 #[test]
-fn a_chain_id_longer_than_its_input_is_refused_without_allocating_it() {
+fn a_record_key_longer_than_its_input_is_refused_without_allocating_it() {
     assert!(alloc::installed());
-    // One tx whose chain id announces 32 MiB, followed by 10 bytes of it.
+    // One tx (sender, nonce, a Put) whose record key announces 32 MiB, followed by 10
+    // bytes of it. (Found when a tx still began with its chain id's length.)
     let claim = (32u64 << 20).to_le_bytes();
-    let chain_id = [claim.as_slice(), b"stele-fuzz"].concat();
+    let tx = [
+        [0x11u8; 32].as_slice(),
+        &5u64.to_le_bytes(),
+        &1u32.to_le_bytes(),
+        &claim,
+        b"stele-fuzz",
+    ]
+    .concat();
 
-    let body = [1u64.to_le_bytes().as_slice(), &chain_id].concat();
+    let body = [1u64.to_le_bytes().as_slice(), &tx].concat();
     let (parsed, peak) = alloc::measure(|| decode_submit_body(&body, true));
     assert!(parsed.is_err());
     let bound = CODEC_BOUND.for_len(body.len());
@@ -36,12 +44,7 @@ fn a_chain_id_longer_than_its_input_is_refused_without_allocating_it() {
     );
 
     // The same tx in a relay frame (Message::Relay is variant 12).
-    let frame = [
-        12u32.to_le_bytes().as_slice(),
-        &1u64.to_le_bytes(),
-        &chain_id,
-    ]
-    .concat();
+    let frame = [12u32.to_le_bytes().as_slice(), &1u64.to_le_bytes(), &tx].concat();
     let peak = frame_peak(&frame);
     let bound = CODEC_BOUND.for_len(frame.len());
     assert!(

@@ -1,6 +1,6 @@
 //! `POST /txs` bodies: what parsing one costs, measured with the counting allocator.
 
-use stele_crypto::{ChainId, PublicKey, Signature, Signed};
+use stele_crypto::{PublicKey, Signature, Signed};
 use stele_fuzz::alloc::{self, Counting};
 use stele_types::api::{decode_submit_body, SubmitBodyError, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY};
 use stele_types::tx::{RecordKey, RecordValue, MAX_RECORD_KEY_LEN, MAX_RECORD_VALUE_LEN};
@@ -46,11 +46,10 @@ fn an_8_mib_json_array_of_zeros_parses_within_the_bound() {
     );
 }
 
-/// The largest tx a client can send: longest chain id, key and value.
+/// The largest tx a client can send: longest key and value.
 fn largest_tx(nonce: u64) -> Transaction {
     Signed {
         value: TxBody {
-            chain_id: ChainId::new(&"c".repeat(64)).expect("valid id"),
             sender: PublicKey([1; 32]),
             nonce: Nonce(nonce),
             op: Op::Put {

@@ -35,7 +35,6 @@ fn bench_execute(c: &mut Criterion) {
     let txs: Vec<Transaction> = (0..TXS)
         .map(|i| Signed {
             value: TxBody {
-                chain_id: chain_id.clone(),
                 sender: key(i),
                 nonce: Nonce(0),
                 op: Op::Transfer {

@@ -374,7 +374,6 @@ mod tests {
     fn tx(sender: u8, nonce: u64, op: Op) -> Transaction {
         Signed {
             value: TxBody {
-                chain_id: ChainId::new("ledger-test").unwrap(),
                 sender: key(sender),
                 nonce: Nonce(nonce),
                 op,

@@ -923,11 +923,10 @@ async fn submit(
     let mut errors: Vec<Option<Fail>> = Vec::with_capacity(txs.len());
     for (t, len) in txs.iter().zip(lens) {
         errors.push(
-            stele_types::tx::check_well_formed_sized(t, len, &api.genesis.chain_id)
+            stele_types::tx::check_well_formed_sized(t, len)
                 .err()
                 .map(|e| {
                     let reason = match e {
-                        stele_types::TxError::WrongChain { .. } => "wrong_chain",
                         stele_types::TxError::TooLarge { .. } => "too_large",
                         _ => "malformed",
                     };

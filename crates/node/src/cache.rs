@@ -317,7 +317,6 @@ mod tests {
         let chain = ChainBinding::new(ChainId::new("t").expect("valid"), Digest::ZERO);
         let tx = sign_tx(
             TxBody {
-                chain_id: chain.id().clone(),
                 sender: k.public(),
                 nonce: Nonce(i),
                 op: Op::Transfer {

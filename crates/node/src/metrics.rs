@@ -13,10 +13,9 @@ use stele_transport::{MetricsSnapshot, RejectReason};
 use stele_types::Message;
 
 /// Why a client tx was refused at `POST /txs` (the `reason` label).
-pub const TX_REJECT_REASONS: [&str; 10] = [
+pub const TX_REJECT_REASONS: [&str; 9] = [
     "malformed",
     "too_large",
-    "wrong_chain",
     "bad_signature",
     "unknown_sender",
     "nonce_used",

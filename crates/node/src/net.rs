@@ -375,7 +375,6 @@ mod tests {
         let throwaway = KeyPair::from_seed([seed; 32]);
         Signed::sign(
             TxBody {
-                chain_id: genesis.chain_id.clone(),
                 sender: throwaway.public(),
                 nonce: Nonce(0),
                 op: Op::Transfer {

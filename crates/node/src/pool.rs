@@ -629,7 +629,6 @@ mod tests {
         use stele_types::{Amount, Nonce, Op};
         let key = KeyPair::from_seed([3; 32]);
         let body = TxBody {
-            chain_id: test_chain().id().clone(),
             sender: key.public(),
             nonce: Nonce(nonce),
             op: Op::Transfer {

@@ -1095,7 +1095,6 @@ impl Sim {
             let k = &self.client_keys[0];
             let tx = sign_tx(
                 TxBody {
-                    chain_id: chain_id(),
                     sender: k.public_key(),
                     nonce: Nonce(0),
                     op: Op::Transfer {
@@ -1380,7 +1379,6 @@ impl Sim {
         let amount = if copy == COPY_TWIN { 2 } else { 1 };
         sign_tx(
             TxBody {
-                chain_id: chain_id(),
                 sender: k.public_key(),
                 nonce: Nonce(nonce),
                 op: Op::Transfer {

@@ -57,11 +57,9 @@ fn open(dir: &std::path::Path, sync: bool) -> Store {
 
 /// The block at `height`: every sender pays the next one, with nonce height − 1.
 fn block(height: Height) -> Block {
-    let chain_id = ChainId::new("bench").expect("valid chain id");
     let txs: Vec<Transaction> = (0..TXS)
         .map(|i| Signed {
             value: TxBody {
-                chain_id: chain_id.clone(),
                 sender: key(i),
                 nonce: Nonce(height.0 - 1),
                 op: Op::Transfer {
@@ -298,7 +296,6 @@ fn bench_snapshot(_c: &mut Criterion) {
         ..StoreConfig::default()
     };
     let a = Store::open(&dir.path().join("a"), &g, &initial, &config).expect("opens");
-    let chain_id = ChainId::new("bench").expect("valid chain id");
     let amount = g.params.min_new_account.0.max(1);
     let started = Instant::now();
     let mut last = (Duration::ZERO, Duration::ZERO);
@@ -306,7 +303,6 @@ fn bench_snapshot(_c: &mut Criterion) {
         let txs: Vec<Transaction> = (0..PER_BLOCK)
             .map(|i| Signed {
                 value: TxBody {
-                    chain_id: chain_id.clone(),
                     sender: key(i % TXS),
                     nonce: Nonce((h - 1) * 2 + (i / TXS) as u64),
                     op: Op::Transfer {
@@ -462,7 +458,6 @@ fn bench_checkpoint_latency(_c: &mut Criterion) {
         changes: genesis_changes(&g),
         state_digest: genesis_state_digest(&g),
     };
-    let chain_id = ChainId::new("bench").expect("valid chain id");
     for with_root in [false, true] {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = StoreConfig {
@@ -522,7 +517,6 @@ fn bench_checkpoint_latency(_c: &mut Criterion) {
                     nonces[from] += 1;
                     Signed {
                         value: TxBody {
-                            chain_id: chain_id.clone(),
                             sender: key(from),
                             nonce: Nonce(nonce),
                             op: Op::Transfer {

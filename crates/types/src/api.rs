@@ -398,7 +398,7 @@ pub struct AccountResponse {
 /// sentence for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
-    /// snake_case, e.g. `bad_signature`, `wrong_chain`, `unknown_sender`, `nonce_too_far`,
+    /// snake_case, e.g. `bad_signature`, `unknown_sender`, `nonce_too_far`,
     /// `sender_quota`, `mempool_full`, `malformed`, `too_large`, `not_found`.
     pub reason: String,
     pub error: String,
@@ -551,7 +551,6 @@ mod tests {
         // The parser never checks signatures; a fixed one keeps these tests fast.
         stele_crypto::Signed {
             value: crate::tx::TxBody {
-                chain_id: ChainId::new("t").expect("valid id"),
                 sender: PublicKey([1; 32]),
                 nonce: Nonce(nonce),
                 op: crate::tx::Op::Transfer {

@@ -10,7 +10,7 @@ use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use stele_crypto::{merkle, ChainId, Digest};
+use stele_crypto::{merkle, Digest};
 
 use crate::codec;
 use crate::ids::Height;
@@ -243,13 +243,9 @@ impl Block {
     }
 
     /// The content checks of a proposed body: count and size limits, every tx
-    /// well-formed for `chain`, no tx twice. Signatures are checked elsewhere, batched.
-    pub fn check_content(
-        &self,
-        chain: &ChainId,
-        max_txs: usize,
-        max_bytes: usize,
-    ) -> Result<(), BlockError> {
+    /// well-formed, no tx twice. Signatures (which bind the chain) are checked
+    /// elsewhere, batched.
+    pub fn check_content(&self, max_txs: usize, max_bytes: usize) -> Result<(), BlockError> {
         if self.txs.len() > max_txs {
             return Err(BlockError::TooManyTxs {
                 count: self.txs.len(),
@@ -259,7 +255,7 @@ impl Block {
         let mut seen = HashSet::with_capacity(self.txs.len());
         let mut total = 0usize;
         for (index, ((tx, hash), len)) in self.txs.with_hashes().zip(self.txs.lens()).enumerate() {
-            check_well_formed_sized(tx, *len, chain)
+            check_well_formed_sized(tx, *len)
                 .map_err(|source| BlockError::BadTx { index, source })?;
             total += len;
             if !seen.insert(hash) {
@@ -286,7 +282,7 @@ mod tests {
     use super::*;
     use crate::ids::{Amount, Nonce};
     use crate::tx::{sign_tx, Op, TxBody};
-    use stele_crypto::{ChainBinding, KeyPair};
+    use stele_crypto::{ChainBinding, ChainId, KeyPair};
 
     fn txs(n: u64) -> Vec<Transaction> {
         let k = KeyPair::from_seed([3; 32]);
@@ -295,7 +291,6 @@ mod tests {
             .map(|i| {
                 sign_tx(
                     TxBody {
-                        chain_id: ChainId::new("t").unwrap(),
                         sender: k.public(),
                         nonce: Nonce(i),
                         op: Op::Transfer {
@@ -399,19 +394,18 @@ mod tests {
         let mut t = txs(2);
         t.push(t[0].clone());
         let b = Block::new(Height(1), 1, t);
-        let chain = ChainId::new("t").unwrap();
         assert!(matches!(
-            b.check_content(&chain, 10, 1 << 20),
+            b.check_content(10, 1 << 20),
             Err(BlockError::DuplicateTx { .. })
         ));
         let ok = Block::new(Height(1), 1, txs(2));
-        assert_eq!(ok.check_content(&chain, 10, 1 << 20), Ok(()));
+        assert_eq!(ok.check_content(10, 1 << 20), Ok(()));
         assert!(matches!(
-            ok.check_content(&chain, 1, 1 << 20),
+            ok.check_content(1, 1 << 20),
             Err(BlockError::TooManyTxs { .. })
         ));
         assert!(matches!(
-            ok.check_content(&chain, 10, 10),
+            ok.check_content(10, 10),
             Err(BlockError::TooLarge { .. })
         ));
     }

@@ -3,9 +3,14 @@
 //! The tx hash covers the whole signed tx, signature included: dedup, the verified
 //! cache, the tx index and "no tx twice in a block" all use it, so a relayed copy with a
 //! garbled signature can never shadow the real one.
+//!
+//! A tx does not name its chain: its signature covers the chain id and the genesis
+//! digest (see [`Signed::sign`]), so a tx signed for another chain, or for another
+//! genesis under the same id, fails its signature check here and is never applied. Each
+//! tx is the shorter for it, and there is nothing left to compare per tx.
 
 use serde::{Deserialize, Serialize};
-use stele_crypto::{ChainBinding, ChainId, Digest, PublicKey, Signable, Signed, Signer};
+use stele_crypto::{ChainBinding, Digest, PublicKey, Signable, Signed, Signer};
 
 use crate::bounded::BoundedBytes;
 use crate::codec;
@@ -36,10 +41,12 @@ pub enum Op {
     Put { key: RecordKey, value: RecordValue },
 }
 
-/// The signed part of a transaction.
+/// The signed part of a transaction. The chain is not a field: the signature binds it.
+/// Unknown fields are refused, so a JSON tx of the format that named its chain is
+/// answered as malformed, not accepted with the name ignored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TxBody {
-    pub chain_id: ChainId,
     pub sender: PublicKey,
     pub nonce: Nonce,
     pub op: Op,
@@ -52,21 +59,12 @@ impl Signable for TxBody {
     }
 }
 
-/// A signed transaction: `chain_id`, `sender`, `nonce`, `op` and `signature`.
+/// A signed transaction: `sender`, `nonce`, `op` and `signature`.
 pub type Transaction = Signed<TxBody>;
 
 /// Signs a transaction body with the sender's key for `chain`: the signature covers the
-/// chain's genesis digest as well as the id the body names.
-///
-/// # Panics
-///
-/// If the body names another chain id than `chain`: such a tx could never be admitted.
+/// chain's id and genesis digest, so the tx verifies on that chain only.
 pub fn sign_tx(body: TxBody, chain: &ChainBinding, signer: &dyn Signer) -> Transaction {
-    assert_eq!(
-        &body.chain_id,
-        chain.id(),
-        "a tx body is signed for the chain it names"
-    );
     Signed::sign(body, chain, signer)
 }
 
@@ -83,13 +81,6 @@ pub fn tx_hash_and_len(tx: &Transaction) -> (TxHash, usize) {
 /// Why a transaction is not well-formed (checked before its signature).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
-    #[error("transaction is for chain {found}, this is {expected}")]
-    // Boxed: a chain id is held inline (65 bytes), and this error is on the hot path's
-    // return type, so it is kept small.
-    WrongChain {
-        expected: Box<ChainId>,
-        found: Box<ChainId>,
-    },
     #[error("transaction encodes to {len} bytes, the maximum is {MAX_TX_LEN}")]
     TooLarge { len: usize },
     #[error("transfer of amount 0")]
@@ -100,23 +91,14 @@ pub enum TxError {
     SmallOrderRecipient { to: PublicKey },
 }
 
-/// Checks what can be checked without state or signature: chain, size, op sanity.
-pub fn check_well_formed(tx: &Transaction, chain: &ChainId) -> Result<(), TxError> {
-    check_well_formed_sized(tx, codec::encoded_len(tx), chain)
+/// Checks what can be checked without state or signature: size and op sanity. The
+/// chain is checked by the signature.
+pub fn check_well_formed(tx: &Transaction) -> Result<(), TxError> {
+    check_well_formed_sized(tx, codec::encoded_len(tx))
 }
 
 /// [`check_well_formed`] of a tx whose encoding is `len` bytes long, known already.
-pub fn check_well_formed_sized(
-    tx: &Transaction,
-    len: usize,
-    chain: &ChainId,
-) -> Result<(), TxError> {
-    if tx.chain_id != *chain {
-        return Err(TxError::WrongChain {
-            expected: Box::new(chain.clone()),
-            found: Box::new(tx.chain_id.clone()),
-        });
-    }
+pub fn check_well_formed_sized(tx: &Transaction, len: usize) -> Result<(), TxError> {
     if len > MAX_TX_LEN {
         return Err(TxError::TooLarge { len });
     }
@@ -139,7 +121,7 @@ pub fn check_well_formed_sized(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stele_crypto::KeyPair;
+    use stele_crypto::{ChainId, KeyPair};
 
     /// Chain "t"; no genesis is built here, any digest names one.
     fn chain() -> ChainBinding {
@@ -149,7 +131,6 @@ mod tests {
     fn tx(nonce: u64) -> (Transaction, KeyPair) {
         let k = KeyPair::from_seed([1; 32]);
         let body = TxBody {
-            chain_id: ChainId::new("t").unwrap(),
             sender: k.public(),
             nonce: Nonce(nonce),
             op: Op::Transfer {
@@ -170,10 +151,29 @@ mod tests {
     }
 
     #[test]
+    fn a_tx_carries_no_chain_id_and_verifies_only_on_its_own_chain() {
+        let long = ChainBinding::new(ChainId::new(&"c".repeat(64)).unwrap(), Digest::ZERO);
+        let k = KeyPair::from_seed([1; 32]);
+        let t = sign_tx(tx(7).0.value, &long, &k);
+        let bytes = codec::encode(&t);
+        assert!(
+            !bytes.windows(8).any(|w| w == b"cccccccc"),
+            "the chain id is not in the tx's bytes"
+        );
+        // sender 32, nonce 8, op tag 4, recipient 32, amount 8, signature 64.
+        assert_eq!(bytes.len(), 32 + 8 + 4 + 32 + 8 + 64);
+        let scheme = stele_crypto::Ed25519;
+        assert!(t.clone().verify(&long, &k.public(), &scheme).is_ok());
+        let other_id = ChainBinding::new(ChainId::new("d").unwrap(), *long.genesis());
+        assert!(t.clone().verify(&other_id, &k.public(), &scheme).is_err());
+        let other_genesis = ChainBinding::new(long.id().clone(), Digest::of(b"another"));
+        assert!(t.verify(&other_genesis, &k.public(), &scheme).is_err());
+    }
+
+    #[test]
     fn largest_put_fits_in_max_tx_len() {
         let k = KeyPair::from_seed([1; 32]);
         let body = TxBody {
-            chain_id: ChainId::new(&"c".repeat(64)).unwrap(),
             sender: k.public(),
             nonce: Nonce(u64::MAX),
             op: Op::Put {
@@ -181,22 +181,13 @@ mod tests {
                 value: RecordValue::new(vec![0; MAX_RECORD_VALUE_LEN]).unwrap(),
             },
         };
-        let long = ChainBinding::new(body.chain_id.clone(), Digest::ZERO);
-        let t = sign_tx(body, &long, &k);
+        let t = sign_tx(body, &chain(), &k);
         assert!(
             codec::encoded_len(&t) <= MAX_TX_LEN,
             "{}",
             codec::encoded_len(&t)
         );
-        assert_eq!(check_well_formed(&t, &t.chain_id.clone()), Ok(()));
-    }
-
-    #[test]
-    #[should_panic(expected = "a tx body is signed for the chain it names")]
-    fn a_body_is_never_signed_for_another_chain_than_it_names() {
-        let (t, k) = tx(0);
-        let other = ChainBinding::new(ChainId::new("other").unwrap(), *chain().genesis());
-        sign_tx(t.value, &other, &k);
+        assert_eq!(check_well_formed(&t), Ok(()));
     }
 
     #[test]
@@ -210,7 +201,7 @@ mod tests {
             amount: Amount(5),
         };
         assert_eq!(
-            check_well_formed(&sign_tx(body, &chain(), &k), &t.chain_id),
+            check_well_formed(&sign_tx(body, &chain(), &k)),
             Err(TxError::SmallOrderRecipient {
                 to: PublicKey(identity)
             })
@@ -218,21 +209,26 @@ mod tests {
     }
 
     #[test]
-    fn wrong_chain_and_zero_amount_are_not_well_formed() {
-        let (t, _) = tx(0);
-        assert!(matches!(
-            check_well_formed(&t, &ChainId::new("other").unwrap()),
-            Err(TxError::WrongChain { .. })
-        ));
-        let k = KeyPair::from_seed([1; 32]);
+    fn zero_amount_and_self_transfer_are_not_well_formed() {
+        let (t, k) = tx(0);
+        assert_eq!(check_well_formed(&t), Ok(()));
         let mut body = t.value.clone();
         body.op = Op::Transfer {
             to: KeyPair::from_seed([2; 32]).public(),
             amount: Amount(0),
         };
         assert_eq!(
-            check_well_formed(&sign_tx(body, &chain(), &k), &t.chain_id),
+            check_well_formed(&sign_tx(body, &chain(), &k)),
             Err(TxError::ZeroAmount)
+        );
+        let mut body = t.value.clone();
+        body.op = Op::Transfer {
+            to: k.public(),
+            amount: Amount(1),
+        };
+        assert_eq!(
+            check_well_formed(&sign_tx(body, &chain(), &k)),
+            Err(TxError::SelfTransfer)
         );
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use stele_crypto::{ChainId, Digest, PublicKey, Signature, Signed};
+use stele_crypto::{Digest, PublicKey, Signature, Signed};
 use stele_types::certs::{
     CheckpointCertificate, CommitCertificate, PreparedCertificate, SignatureEntry,
 };
@@ -35,9 +35,6 @@ fn signed<T: std::fmt::Debug + Clone>(
 ) -> impl Strategy<Value = Signed<T>> {
     (v, sig()).prop_map(|(value, signature)| Signed { value, signature })
 }
-fn chain_id() -> impl Strategy<Value = ChainId> {
-    "[a-z0-9._-]{1,64}".prop_map(|s| ChainId::new(&s).unwrap())
-}
 fn view() -> impl Strategy<Value = ViewNumber> {
     any::<u64>().prop_map(ViewNumber)
 }
@@ -61,8 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 fn tx() -> impl Strategy<Value = Transaction> {
     signed(
-        (chain_id(), key(), any::<u64>(), op()).prop_map(|(chain_id, sender, n, op)| TxBody {
-            chain_id,
+        (key(), any::<u64>(), op()).prop_map(|(sender, n, op)| TxBody {
             sender,
             nonce: Nonce(n),
             op,

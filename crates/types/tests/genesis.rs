@@ -266,7 +266,6 @@ fn max_frame_len_bounds_the_largest_messages() {
         let big_tx = |nonce: u64| {
             sign_tx(
                 TxBody {
-                    chain_id: g.chain_id.clone(),
                     sender: sender.public(),
                     nonce: Nonce(nonce),
                     op: Op::Put {

@@ -41,7 +41,6 @@ pub fn genesis(accounts: &[(PublicKey, u64)], params: Params) -> Genesis {
 pub fn tx(sender: PublicKey, nonce: u64, op: Op) -> Transaction {
     Signed {
         value: TxBody {
-            chain_id: chain(),
             sender,
             nonce: Nonce(nonce),
             op,

@@ -82,7 +82,6 @@ pub fn open(dir: &Path) -> Result<Store, StoreError> {
 pub fn tx(sender: PublicKey, nonce: u64, op: Op) -> Transaction {
     Signed {
         value: TxBody {
-            chain_id: chain(),
             sender,
             nonce: Nonce(nonce),
             op,
