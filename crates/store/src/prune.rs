@@ -14,12 +14,20 @@ use crate::store::Store;
 
 impl Store {
     /// Removes every block below `target` (capped at the tip and at the lowest kept
-    /// snapshot's height) and moves the horizon there. Returns the horizon after.
+    /// snapshot's height, or the one still being kept) and moves the horizon there.
+    /// Returns the horizon after.
     pub fn prune_below(&self, target: Height) -> Result<Height, StoreError> {
         let horizon = self.horizon()?;
         let mut target = target.min(self.latest_height());
-        if let Some(lowest) = self.snapshot_heights().first() {
-            target = target.min(*lowest);
+        // Commits go on while the background thread registers a snapshot, so the tip
+        // can be past a snapshot that is not in the kept ones yet; its block stays too.
+        let lowest = self.snapshot_heights().first().copied();
+        if let Some(lowest) = lowest
+            .into_iter()
+            .chain(self.pending_snapshot_height())
+            .min()
+        {
+            target = target.min(lowest);
         }
         if target <= horizon {
             return Ok(horizon);

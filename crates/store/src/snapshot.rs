@@ -14,7 +14,7 @@
 //! batch: after a crash the store is either still at genesis or wholly at the snapshot.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, MutexGuard};
 
 use rocksdb::{Options, WriteBatch, DB};
@@ -236,18 +236,23 @@ impl Store {
     /// Keeps the state just committed at checkpoint height `h`, if it is a snapshot
     /// height (called by `commit_block` before the next height can commit).
     pub(crate) fn keep_snapshot(&self, h: Height, tree: BucketTree) -> Result<(), StoreError> {
+        match self.capture_snapshot(h)? {
+            Some(path) => self.register_snapshot(h, tree, &path),
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of keeping a snapshot: the RocksDB checkpoint of the state just
+    /// committed at `h`, if `h` is a snapshot height. Once it returns, later commits no
+    /// longer change what the snapshot holds. Returns its directory.
+    pub(crate) fn capture_snapshot(&self, h: Height) -> Result<Option<PathBuf>, StoreError> {
         let Some(config) = self.lock_snapshots().config.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         if config.every == 0 || h.0 % config.every != 0 {
-            return Ok(());
+            return Ok(None);
         }
         let path = config.dir.join(h.0.to_string());
-        let fail = |op: &str, source: rocksdb::Error| StoreError::Rocks {
-            op: op.into(),
-            path: path.clone(),
-            source,
-        };
         if path.exists() {
             // Left by a crash after the checkpoint was taken but before this height's
             // commit was durable: it may hold another state.
@@ -257,8 +262,29 @@ impl Store {
         // Not holding the snapshots' lock: `persist` takes it, and votes wait for that.
         rocksdb::checkpoint::Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(&path))
-            .map_err(|e| fail("take a checkpoint of the store", e))?;
-        let db = read_only(&path).map_err(|e| fail("open the snapshot just taken", e))?;
+            .map_err(|e| StoreError::Rocks {
+                op: "take a checkpoint of the store".into(),
+                path: path.clone(),
+                source: e,
+            })?;
+        Ok(Some(path))
+    }
+
+    /// The second half: opens the checkpoint at `path` and serves it as the snapshot of
+    /// `h`, with its certificate if `h` is already stable. Commits may go on meanwhile.
+    pub(crate) fn register_snapshot(
+        &self,
+        h: Height,
+        tree: BucketTree,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        #[cfg(test)]
+        crate::state_root::tests::hold_after_capture(path);
+        let db = read_only(path).map_err(|e| StoreError::Rocks {
+            op: "open the snapshot just taken".into(),
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         // With `persist`'s lock: a stable certificate for `h` is either already stored
         // (and stored again below) or persisted after this, seeing `h` kept.
         let _durable = self.durable_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -688,6 +714,10 @@ impl Store {
         chunks: &[SnapshotChunk],
     ) -> Result<(), StoreError> {
         let mut tip = self.lock_tip();
+        // A snapshot of the state being replaced, still registering, must not appear
+        // among the kept ones after the jump (no commit can start another: the tip is
+        // held).
+        self.wait_for_no_snapshot();
         let h = manifest.checkpoint.height;
         let refuse = |problem: String| StoreError::Inconsistent {
             path: self.path.clone(),

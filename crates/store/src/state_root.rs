@@ -63,6 +63,18 @@ impl StateBuckets {
 /// The tree over the bucket roots.
 pub(crate) type Tree = state_root::BucketTree;
 
+/// A snapshot the background thread keeps, from the commit of its height until it is
+/// served (or failed).
+#[derive(Debug)]
+pub(crate) struct PendingSnapshot {
+    height: Height,
+    /// Taken by the background thread when it starts.
+    tree: Option<Tree>,
+    /// Its RocksDB checkpoint exists, so later commits no longer change what it holds
+    /// and need not wait for the rest (opening it, registering it).
+    captured: bool,
+}
+
 /// Most buckets one refresh step rereads while holding the refresh lock: a checkpoint's
 /// root waits for at most one step.
 const REFRESH_STEP: usize = 256;
@@ -183,7 +195,7 @@ impl Store {
         Ok(())
     }
 
-    fn lock_pending(&self) -> MutexGuard<'_, Option<(Height, Option<Tree>)>> {
+    fn lock_pending(&self) -> MutexGuard<'_, Option<PendingSnapshot>> {
         self.pending_snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -200,14 +212,45 @@ impl Store {
             drop(pending);
             return self.keep_snapshot(h, tree);
         }
-        *pending = Some((h, Some(tree)));
+        // The one before may still be registering (commits went on once it was
+        // captured): one is pending at a time, so `keeps_snapshot` sees both.
+        while pending.is_some() {
+            pending = self
+                .snapshot_kept
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        // The thread may have died registering the one before: nothing would take this
+        // one, and the next commit would wait for it for good.
+        if !self.background.load(Ordering::SeqCst) {
+            drop(pending);
+            return self.keep_snapshot(h, tree);
+        }
+        *pending = Some(PendingSnapshot {
+            height: h,
+            tree: Some(tree),
+            captured: false,
+        });
         drop(pending);
         self.wake.notify();
         Ok(())
     }
 
-    /// Waits until no snapshot is pending.
+    /// Waits until no snapshot is pending that is not captured yet: until then, a commit
+    /// would change what the snapshot holds.
     pub(crate) fn wait_for_snapshot(&self) {
+        let mut p = self.lock_pending();
+        while p.as_ref().is_some_and(|p| !p.captured) {
+            p = self
+                .snapshot_kept
+                .wait(p)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until no snapshot is pending at all, captured or not (a store about to
+    /// replace its state must not have one registered after).
+    pub(crate) fn wait_for_no_snapshot(&self) {
         let mut p = self.lock_pending();
         while p.is_some() {
             p = self
@@ -217,25 +260,33 @@ impl Store {
         }
     }
 
-    /// The height of the snapshot still pending, if one is.
+    /// The height of the snapshot still pending (captured or not), if one is.
     pub(crate) fn pending_snapshot_height(&self) -> Option<Height> {
-        self.lock_pending().as_ref().map(|(h, _)| *h)
+        self.lock_pending().as_ref().map(|p| p.height)
     }
 
-    /// Keeps the pending snapshot, if any; commits wait until it is kept (or failed).
+    /// Keeps the pending snapshot, if any. Commits wait until its RocksDB checkpoint is
+    /// taken (or failed); opening and registering it goes on beside them.
     fn keep_pending_snapshot(&self) {
         let Some((h, tree)) = self
             .lock_pending()
             .as_mut()
-            .and_then(|(h, t)| Some((*h, t.take()?)))
+            .and_then(|p| Some((p.height, p.tree.take()?)))
         else {
             return;
         };
-        /// Clears the pending snapshot even if keeping it panics: commits wait for it.
+        /// Clears the pending snapshot even if keeping it panics: commits wait for it. On
+        /// a panic the thread is marked dead under the same lock, so a commit waiting in
+        /// `snapshot_at` to hand over the next one keeps that one inline instead.
         struct Done<'a>(&'a Store);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
-                *self.0.lock_pending() = None;
+                let mut pending = self.0.lock_pending();
+                if std::thread::panicking() {
+                    self.0.background.store(false, Ordering::SeqCst);
+                }
+                *pending = None;
+                drop(pending);
                 self.0.snapshot_kept.notify_all();
             }
         }
@@ -244,7 +295,17 @@ impl Store {
         if tests::DIE_AT_NEXT_SNAPSHOT.swap(false, Ordering::SeqCst) {
             panic!("the test kills the background thread while it keeps a snapshot");
         }
-        if let Err(e) = self.keep_snapshot(h, tree) {
+        let kept = self.capture_snapshot(h).and_then(|path| {
+            let Some(path) = path else {
+                return Ok(());
+            };
+            if let Some(p) = self.lock_pending().as_mut() {
+                p.captured = true;
+            }
+            self.snapshot_kept.notify_all();
+            self.register_snapshot(h, tree, &path)
+        });
+        if let Err(e) = kept {
             // The chain goes on; peers are served the snapshots kept before.
             tracing::warn!(height = %h, error = %e, "keeping a snapshot failed");
         }
@@ -587,6 +648,201 @@ pub(crate) mod tests {
         assert_eq!(
             s.state_root_after(&StateChanges::default()).expect("root"),
             root
+        );
+    }
+
+    /// Snapshots taken under this directory stop once their RocksDB checkpoint exists,
+    /// until it is cleared (per directory: tests run beside each other).
+    static HOLD_AFTER_CAPTURE: std::sync::Mutex<Option<std::path::PathBuf>> =
+        std::sync::Mutex::new(None);
+
+    pub(crate) fn hold_after_capture(path: &std::path::Path) {
+        let held = |p: &std::path::Path| {
+            HOLD_AFTER_CAPTURE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|dir| p.starts_with(dir))
+        };
+        while held(path) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut die = DIE_IN_REGISTER.lock().unwrap_or_else(|e| e.into_inner());
+        if die.as_ref().is_some_and(|dir| path.starts_with(dir)) {
+            *die = None;
+            drop(die);
+            panic!("the test kills the background thread while it registers a snapshot");
+        }
+    }
+
+    /// The background thread panics registering the next snapshot under this directory.
+    static DIE_IN_REGISTER: std::sync::Mutex<Option<std::path::PathBuf>> =
+        std::sync::Mutex::new(None);
+
+    fn store_with_snapshots(dir: &std::path::Path, key: PublicKey) -> (Arc<Store>, Genesis) {
+        let mut g = Genesis {
+            chain_id: ChainId::new("t").expect("chain id"),
+            genesis_time_ms: 0,
+            validators: vec![],
+            accounts: vec![GenesisAccount {
+                key,
+                balance: stele_types::Amount(1_000),
+            }],
+            params: Default::default(),
+        };
+        g.params.checkpoint_interval = 2;
+        let initial = GenesisState {
+            changes: stele_ledger::genesis_changes(&g),
+            state_digest: stele_ledger::genesis_state_digest(&g),
+        };
+        let config = StoreConfig {
+            sync: false,
+            snapshots: Some(SnapshotConfig {
+                dir: dir.join("snapshots"),
+                every: 2,
+                kept: 2,
+            }),
+            ..StoreConfig::default()
+        };
+        let s = Arc::new(Store::open(&dir.join("db"), &g, &initial, &config).expect("opens"));
+        (s, g)
+    }
+
+    fn commit(store: &Store, g: &Genesis, b: &Block) {
+        let e = stele_ledger::execute(b, store, &g.params).expect("executes");
+        let cert = CommitCertificate {
+            view: ViewNumber(0),
+            height: b.height(),
+            digest: b.digest(),
+            commits: vec![],
+        };
+        store
+            .commit_block(
+                b,
+                &cert,
+                &e.results,
+                &e.changes,
+                e.state_digest,
+                e.opening.as_ref(),
+            )
+            .expect("commits");
+    }
+
+    /// The next block commits once the snapshot's RocksDB checkpoint exists, while the
+    /// background thread still opens and registers it; the snapshot holds the state of
+    /// its own height all the same.
+    #[test]
+    fn commits_go_on_once_a_snapshot_is_captured_and_it_keeps_its_own_height() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = PublicKey([7; 32]);
+        let (s, g) = store_with_snapshots(dir.path(), key);
+        s.start_background().expect("starts");
+        *HOLD_AFTER_CAPTURE.lock().expect("hold") = Some(dir.path().join("snapshots"));
+        for h in 1..=2 {
+            commit(&s, &g, &Block::new(Height(h), h, vec![]));
+        }
+        // Block 3 changes the account: its nonce and a record (signatures are not
+        // execution's business).
+        let put = stele_crypto::Signed {
+            value: stele_types::TxBody {
+                sender: key,
+                nonce: stele_types::Nonce(0),
+                op: stele_types::Op::Put {
+                    key: stele_types::tx::RecordKey::new(b"k".to_vec()).expect("key"),
+                    value: stele_types::tx::RecordValue::new(b"v".to_vec()).expect("value"),
+                },
+            },
+            signature: stele_crypto::Signature([0; 64]),
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let (store, genesis) = (Arc::clone(&s), g.clone());
+        std::thread::spawn(move || {
+            commit(&store, &genesis, &Block::new(Height(3), 3, vec![put]));
+            let _ = done.send(());
+        });
+        let committed = finished.recv_timeout(Duration::from_secs(30));
+        assert!(s.keeps_snapshot(Height(2)), "still being kept counts");
+        // The tip is past it, and no snapshot is kept yet: pruning stops at its block.
+        assert_eq!(s.prune_below(Height(3)).expect("prunes"), Height(2));
+        assert!(s.block(Height(2)).expect("reads").is_some());
+        *HOLD_AFTER_CAPTURE.lock().expect("hold") = None;
+        committed.expect("block 3 commits while the snapshot of 2 is still being opened");
+        for _ in 0..3_000 {
+            if s.snapshot_heights().contains(&Height(2)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let chunk = match s
+            .snapshot_chunk(
+                Height(2),
+                stele_types::snapshot::ChunkRange::new(0, 16).expect("all"),
+            )
+            .expect("reads")
+        {
+            crate::ChunkAnswer::Chunk(c) => c,
+            other => panic!("the snapshot of 2 is kept: {other:?}"),
+        };
+        let (accounts, records): (Vec<_>, Vec<_>) = chunk
+            .buckets
+            .iter()
+            .map(|(_, b)| (b.accounts.clone(), b.records.clone()))
+            .unzip();
+        let accounts: Vec<_> = accounts.into_iter().flatten().collect();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].0, key);
+        assert_eq!(
+            accounts[0].1.nonce,
+            stele_types::Nonce(0),
+            "height 2's nonce"
+        );
+        assert!(records.iter().all(Vec::is_empty), "no record at height 2");
+        let live = s.account_of(&key).expect("reads").expect("exists");
+        assert_eq!(live.nonce, stele_types::Nonce(1), "block 3 committed");
+    }
+
+    /// The thread dies registering snapshot 2 while the commit of height 4 (the next
+    /// snapshot height) waits to hand its snapshot over: that commit keeps it inline,
+    /// and no later commit waits for a thread that is gone.
+    #[test]
+    fn a_thread_that_dies_registering_leaves_the_next_snapshot_kept_and_no_commit_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, g) = store_with_snapshots(dir.path(), PublicKey([7; 32]));
+        s.start_background().expect("starts");
+        let snapshots = dir.path().join("snapshots");
+        *HOLD_AFTER_CAPTURE.lock().expect("hold") = Some(snapshots.clone());
+        *DIE_IN_REGISTER.lock().expect("die") = Some(snapshots);
+        let (done, finished) = std::sync::mpsc::channel();
+        let (store, genesis) = (Arc::clone(&s), g.clone());
+        std::thread::spawn(move || {
+            for h in 1..=6 {
+                commit(&store, &genesis, &Block::new(Height(h), h, vec![]));
+                let _ = done.send(h);
+            }
+        });
+        // Height 3 commits once 2 is captured; 4 then waits for 2 to be registered.
+        for want in 1..=3 {
+            let h = finished
+                .recv_timeout(Duration::from_secs(30))
+                .expect("commits");
+            assert_eq!(h, want);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        *HOLD_AFTER_CAPTURE.lock().expect("hold") = None;
+        for want in 4..=6 {
+            let h = finished
+                .recv_timeout(Duration::from_secs(30))
+                .expect("commits go on after the thread died");
+            assert_eq!(h, want);
+        }
+        assert!(
+            !s.background.load(Ordering::SeqCst),
+            "the thread is known dead"
+        );
+        let kept = s.snapshot_heights();
+        assert!(
+            kept.contains(&Height(4)) && kept.contains(&Height(6)),
+            "{kept:?}"
         );
     }
 

@@ -121,9 +121,9 @@ pub struct Store {
     pub(crate) refresh_lock: Mutex<()>,
     /// Wakes the background thread after a commit.
     pub(crate) wake: Arc<crate::state_root::Wake>,
-    /// The snapshot height the background thread is still to keep, with its tree; the
-    /// next commit waits for it (`state_root.rs`).
-    pub(crate) pending_snapshot: Mutex<Option<(Height, Option<crate::state_root::Tree>)>>,
+    /// The snapshot the background thread is still to keep, with its tree; the next
+    /// commit waits until its RocksDB checkpoint is taken (`state_root.rs`).
+    pub(crate) pending_snapshot: Mutex<Option<crate::state_root::PendingSnapshot>>,
     pub(crate) snapshot_kept: std::sync::Condvar,
     /// Whether the background thread runs: without it, snapshots are kept inline.
     pub(crate) background: std::sync::atomic::AtomicBool,
