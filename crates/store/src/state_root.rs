@@ -854,56 +854,14 @@ pub(crate) mod tests {
     #[test]
     fn a_background_thread_that_dies_leaves_no_commit_waiting() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut g = Genesis {
-            chain_id: ChainId::new("t").expect("chain id"),
-            genesis_time_ms: 0,
-            validators: vec![],
-            accounts: vec![GenesisAccount {
-                key: PublicKey([7; 32]),
-                balance: stele_types::Amount(1_000),
-            }],
-            params: Default::default(),
-        };
-        g.params.checkpoint_interval = 2;
-        let initial = GenesisState {
-            changes: stele_ledger::genesis_changes(&g),
-            state_digest: stele_ledger::genesis_state_digest(&g),
-        };
-        let config = StoreConfig {
-            sync: false,
-            snapshots: Some(SnapshotConfig {
-                dir: dir.path().join("snapshots"),
-                every: 2,
-                kept: 2,
-            }),
-            ..StoreConfig::default()
-        };
-        let s =
-            Arc::new(Store::open(&dir.path().join("db"), &g, &initial, &config).expect("opens"));
+        let (s, g) = store_with_snapshots(dir.path(), PublicKey([7; 32]));
         s.start_background().expect("starts");
         DIE_AT_NEXT_SNAPSHOT.store(true, Ordering::SeqCst);
         let (done, finished) = std::sync::mpsc::channel();
         let store = Arc::clone(&s);
         std::thread::spawn(move || {
             for h in 1..=6 {
-                let b = Block::new(Height(h), h, vec![]);
-                let e = stele_ledger::execute(&b, &*store, &g.params).expect("executes");
-                let cert = CommitCertificate {
-                    view: ViewNumber(0),
-                    height: b.height(),
-                    digest: b.digest(),
-                    commits: vec![],
-                };
-                store
-                    .commit_block(
-                        &b,
-                        &cert,
-                        &e.results,
-                        &e.changes,
-                        e.state_digest,
-                        e.opening.as_ref(),
-                    )
-                    .expect("commits");
+                commit(&store, &g, &Block::new(Height(h), h, vec![]));
             }
             let _ = done.send(());
         });
