@@ -28,6 +28,20 @@ pub enum StoreError {
     /// The entries disagree with each other (a half-written or damaged database).
     #[error("inconsistent database in {path}: {problem}")]
     Inconsistent { path: PathBuf, problem: String },
+    /// The database was written in another store format (by another version of Stele).
+    #[error(
+        "database in {path} is in store format {found}, this build reads format {expected} \
+         (the encodings differ; format 1 is every database written before formats were \
+         marked): move the data directory aside and start this validator with --recover, \
+         and it fetches the chain from its peers; a testnet whose every store is in the old \
+         format starts again from `stele-node testnet init` into a new directory (for \
+         `make testnet`: remove `testnet/`)"
+    )]
+    Format {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     /// The database was initialised for another genesis.
     #[error(
         "database in {path} belongs to another chain: its state digest at height 0 is {found}, \

@@ -30,12 +30,15 @@ pub const RECORDS: &str = "records";
 pub const CONSENSUS: &str = "consensus";
 /// Byzantine evidence, written by the node.
 pub const EVIDENCE: &str = "evidence";
-/// Single facts about the store: [`HORIZON_KEY`], and the checkpoint certificate of each
+/// Single facts about the store: [`HORIZON_KEY`], [`FORMAT_KEY`], and the checkpoint certificate of each
 /// kept snapshot ([`snapshot_cert_key`]).
 pub const META: &str = "meta";
 /// → the lowest height above genesis whose block is kept (absent: 1). A store started
 /// from a snapshot at height h holds blocks from h on.
 pub const HORIZON_KEY: &[u8] = b"horizon";
+/// In `meta`: the store format the database was written in ([`crate::STORE_FORMAT`]),
+/// four bytes big-endian.
+pub const FORMAT_KEY: &[u8] = b"format";
 
 /// Every column family: DESIGN.md's "Store" list, with `results`, `openings` and `meta`
 /// (RocksDB's own `default` family exists too and stays empty).

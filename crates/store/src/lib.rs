@@ -19,4 +19,4 @@ mod verify;
 pub use error::StoreError;
 pub use keys::COLUMN_FAMILIES;
 pub use snapshot::{ChunkAnswer, PieceAnswer, MIN_SERVED_PIECE_BITS};
-pub use store::{FinalLeaf, GenesisState, SnapshotConfig, Store, StoreConfig};
+pub use store::{FinalLeaf, GenesisState, SnapshotConfig, Store, StoreConfig, STORE_FORMAT};

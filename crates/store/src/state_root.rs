@@ -679,7 +679,12 @@ pub(crate) mod tests {
     static DIE_IN_REGISTER: std::sync::Mutex<Option<std::path::PathBuf>> =
         std::sync::Mutex::new(None);
 
-    fn store_with_snapshots(dir: &std::path::Path, key: PublicKey) -> (Arc<Store>, Genesis) {
+    /// Opens a store in `dir/db` whose genesis funds `key`, with checkpoints every 2
+    /// heights and a snapshot at each (in `dir/snapshots`).
+    pub(crate) fn open_test_store(
+        dir: &std::path::Path,
+        key: PublicKey,
+    ) -> (Result<Store, StoreError>, Genesis) {
         let mut g = Genesis {
             chain_id: ChainId::new("t").expect("chain id"),
             genesis_time_ms: 0,
@@ -704,8 +709,12 @@ pub(crate) mod tests {
             }),
             ..StoreConfig::default()
         };
-        let s = Arc::new(Store::open(&dir.join("db"), &g, &initial, &config).expect("opens"));
-        (s, g)
+        (Store::open(&dir.join("db"), &g, &initial, &config), g)
+    }
+
+    fn store_with_snapshots(dir: &std::path::Path, key: PublicKey) -> (Arc<Store>, Genesis) {
+        let (s, g) = open_test_store(dir, key);
+        (Arc::new(s.expect("opens")), g)
     }
 
     fn commit(store: &Store, g: &Genesis, b: &Block) {

@@ -144,6 +144,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The encoding of what the store holds. A database written in another format is
+/// refused at open with an error that says so, rather than read as damaged.
+/// - 1: until 1218815, when a tx carried its chain id (no marker was written then).
+/// - 2: a tx without its chain id.
+pub const STORE_FORMAT: u32 = 2;
+
 /// Most table files RocksDB keeps open (its default is unlimited).
 pub const MAX_OPEN_FILES: i32 = 512;
 
@@ -256,7 +262,10 @@ impl Store {
                     found,
                 })
             }
-            Some(_) => store.check_tip()?,
+            Some(_) => {
+                store.check_format()?;
+                store.check_tip()?
+            }
         };
         if config.verify_on_open {
             store.verify_all(tip)?;
@@ -268,6 +277,28 @@ impl Store {
         *store.tip.get_mut().unwrap_or_else(|e| e.into_inner()) = tip;
         debug_assert_eq!(store.last_state_unchecked(), (tip.height, tip.state_digest));
         Ok(store)
+    }
+
+    /// Refuses a database written in another [`STORE_FORMAT`].
+    fn check_format(&self) -> Result<(), StoreError> {
+        let found = match self.get_raw(META, FORMAT_KEY)? {
+            None => None,
+            Some(v) => Some(
+                <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| {
+                        self.corrupt(META, FORMAT_KEY, "the format is not four bytes".into())
+                    })?,
+            ),
+        };
+        if found == Some(STORE_FORMAT) {
+            return Ok(());
+        }
+        Err(StoreError::Format {
+            path: self.path.clone(),
+            found: found.unwrap_or(1),
+            expected: STORE_FORMAT,
+        })
     }
 
     /// Writes the genesis entry and state into an empty database, synced.
@@ -296,6 +327,7 @@ impl Store {
             codec::encode(&(initial.state_digest, &genesis_block)),
         );
         self.put_changes(&mut batch, &initial.changes);
+        batch.put_cf(self.cf(META), FORMAT_KEY, STORE_FORMAT.to_be_bytes());
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db
@@ -890,4 +922,60 @@ impl StateView for Store {
 
 fn state_error(e: StoreError) -> StateError {
     StateError(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use stele_crypto::PublicKey;
+
+    use super::*;
+    use crate::state_root::tests::open_test_store;
+
+    /// A database written before the format was marked (a tx then named its chain), or
+    /// in a format this build does not read, is refused with an error that names the
+    /// formats and the way out, not read as damaged.
+    #[test]
+    fn a_database_in_another_format_is_refused_with_an_error_that_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = PublicKey([7; 32]);
+        drop(
+            open_test_store(dir.path(), key)
+                .0
+                .expect("a fresh store opens"),
+        );
+        let mut s = open_test_store(dir.path(), key).0.expect("and opens again");
+        assert_eq!(
+            s.get_raw(META, FORMAT_KEY).expect("reads"),
+            Some(STORE_FORMAT.to_be_bytes().to_vec())
+        );
+        for (marker, found) in [(None, 1), (Some(7u32), 7)] {
+            match marker {
+                None => s.db.delete_cf(s.cf(META), FORMAT_KEY),
+                Some(m) => s.db.put_cf(s.cf(META), FORMAT_KEY, m.to_be_bytes()),
+            }
+            .expect("writes");
+            drop(s);
+            let Err(err) = open_test_store(dir.path(), key).0 else {
+                panic!("format {found} is refused");
+            };
+            assert!(
+                matches!(err, StoreError::Format { found: f, expected: STORE_FORMAT, .. } if f == found),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("--recover"), "{err}");
+            // Put back, to try the next marker.
+            let raw = rocksdb::DB::open_cf(&db_options(), dir.path().join("db"), COLUMN_FAMILIES)
+                .expect("raw open");
+            raw.put_cf(
+                raw.cf_handle(META).expect("meta"),
+                FORMAT_KEY,
+                STORE_FORMAT.to_be_bytes(),
+            )
+            .expect("writes");
+            drop(raw);
+            s = open_test_store(dir.path(), key)
+                .0
+                .expect("opens once marked again");
+        }
+    }
 }
