@@ -207,19 +207,14 @@ impl Store {
     pub(crate) fn snapshot_at(&self, h: Height, tree: Tree) -> Result<(), StoreError> {
         let due = self.snapshot_every().is_some_and(|e| h.0 % e == 0);
         // The flag is read under the pending lock, which a dying thread takes to clear it.
-        let mut pending = self.lock_pending();
+        let pending = self.lock_pending();
         if !due || !self.background.load(Ordering::SeqCst) {
             drop(pending);
             return self.keep_snapshot(h, tree);
         }
         // The one before may still be registering (commits went on once it was
         // captured): one is pending at a time, so `keeps_snapshot` sees both.
-        while pending.is_some() {
-            pending = self
-                .snapshot_kept
-                .wait(pending)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        let mut pending = self.wait_pending(pending, |_| true);
         // The thread may have died registering the one before: nothing would take this
         // one, and the next commit would wait for it for good.
         if !self.background.load(Ordering::SeqCst) {
@@ -239,25 +234,25 @@ impl Store {
     /// Waits until no snapshot is pending that is not captured yet: until then, a commit
     /// would change what the snapshot holds.
     pub(crate) fn wait_for_snapshot(&self) {
-        let mut p = self.lock_pending();
-        while p.as_ref().is_some_and(|p| !p.captured) {
-            p = self
-                .snapshot_kept
-                .wait(p)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        drop(self.wait_pending(self.lock_pending(), |p| !p.captured));
     }
 
     /// Waits until no snapshot is pending at all, captured or not (a store about to
     /// replace its state must not have one registered after).
     pub(crate) fn wait_for_no_snapshot(&self) {
-        let mut p = self.lock_pending();
-        while p.is_some() {
-            p = self
-                .snapshot_kept
-                .wait(p)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        drop(self.wait_pending(self.lock_pending(), |_| true));
+    }
+
+    /// Waits, holding `pending`'s lock between wake-ups, while a snapshot is pending
+    /// for which `busy` holds.
+    fn wait_pending<'a>(
+        &'a self,
+        pending: MutexGuard<'a, Option<PendingSnapshot>>,
+        busy: impl Fn(&PendingSnapshot) -> bool,
+    ) -> MutexGuard<'a, Option<PendingSnapshot>> {
+        self.snapshot_kept
+            .wait_while(pending, |p| p.as_ref().is_some_and(&busy))
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The height of the snapshot still pending (captured or not), if one is.
@@ -712,6 +707,18 @@ pub(crate) mod tests {
         (Store::open(&dir.join("db"), &g, &initial, &config), g)
     }
 
+    /// Polls `done` until it holds, failing the test after 30 s.
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not within 30 s: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn store_with_snapshots(dir: &std::path::Path, key: PublicKey) -> (Arc<Store>, Genesis) {
         let (s, g) = open_test_store(dir, key);
         (Arc::new(s.expect("opens")), g)
@@ -776,12 +783,9 @@ pub(crate) mod tests {
         assert!(s.block(Height(2)).expect("reads").is_some());
         *HOLD_AFTER_CAPTURE.lock().expect("hold") = None;
         committed.expect("block 3 commits while the snapshot of 2 is still being opened");
-        for _ in 0..3_000 {
-            if s.snapshot_heights().contains(&Height(2)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("the snapshot of 2 is registered", || {
+            s.snapshot_heights().contains(&Height(2))
+        });
         let chunk = match s
             .snapshot_chunk(
                 Height(2),
@@ -836,7 +840,9 @@ pub(crate) mod tests {
                 .expect("commits");
             assert_eq!(h, want);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Block 4 is written and its commit goes on to hand its snapshot over, which
+        // waits for 2's registration (the tip's lock, held throughout, is not readable).
+        wait_until("block 4 is written", || s.lock_buckets().tip == Height(4));
         *HOLD_AFTER_CAPTURE.lock().expect("hold") = None;
         for want in 4..=6 {
             let h = finished
