@@ -223,6 +223,12 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             .store_disk_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
+    api.metrics
+        .snapshots_skipped
+        .set(i64::try_from(api.store.snapshots_skipped()).unwrap_or(i64::MAX));
+    api.metrics
+        .snapshot_write
+        .set(api.store.snapshot_writes().last.as_secs_f64());
     if let Ok(h) = api.store.horizon() {
         api.metrics
             .horizon

@@ -5,7 +5,7 @@
 //! "no data" for a thing that has not happened yet.
 
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
 use stele_consensus::{Evidence, Reject};
@@ -84,6 +84,10 @@ pub struct Metrics {
     pub execute_checkpoint: Histogram,
     /// Bytes of the store's data directory, brought up to date at each scrape.
     pub store_disk_bytes: IntGauge,
+    /// Snapshot heights passed over since start, brought up to date at each scrape.
+    pub snapshots_skipped: IntGauge,
+    /// How long writing the last snapshot took, brought up to date at each scrape.
+    pub snapshot_write: Gauge,
     pub votes_sent: IntCounterVec,
     pub recovery_bound_height: IntGauge,
     pub recovery_bound_view: IntGauge,
@@ -324,6 +328,15 @@ impl Metrics {
                 "stele_store_disk_bytes",
                 "Bytes the store's RocksDB directory takes on disk (SST files, WAL, manifests).",
             ),
+            snapshot_write: Gauge::new(
+                "stele_store_snapshot_write_seconds",
+                "How long writing the last snapshot kept took (a pass over the accounts and records, beside the commits); 0 before the first.",
+            )
+            .unwrap_or_else(|e| panic!("metric stele_store_snapshot_write_seconds: {e}")),
+            snapshots_skipped: gauge(
+                "stele_store_snapshots_skipped",
+                "Snapshot heights passed over since start because the snapshot before was still being written (a larger snapshot_every takes them less often).",
+            ),
             votes_sent: vec(
                 "stele_votes_sent_total",
                 "Votes and proposals this validator sent (CHECKPOINTs aside), by kind.",
@@ -396,6 +409,8 @@ impl Metrics {
             Box::new(m.execute.clone()),
             Box::new(m.execute_checkpoint.clone()),
             Box::new(m.store_disk_bytes.clone()),
+            Box::new(m.snapshots_skipped.clone()),
+            Box::new(m.snapshot_write.clone()),
             Box::new(m.votes_sent.clone()),
             Box::new(m.recovery_bound_height.clone()),
             Box::new(m.recovery_bound_view.clone()),
@@ -617,6 +632,8 @@ mod tests {
             "stele_execute_seconds_bucket",
             "stele_execute_checkpoint_seconds_bucket",
             "stele_store_disk_bytes",
+            "stele_store_snapshots_skipped",
+            "stele_store_snapshot_write_seconds",
             "stele_transport_retries_total",
             "stele_transport_connect_failures_total",
         ] {

@@ -577,7 +577,8 @@ fn bench_checkpoint_latency(_c: &mut Criterion) {
             "checkpoint latency, {ACCOUNTS} accounts, {total} txs at {rate} tx/s, {}: {blocks} \
              blocks in {:?}; tx latency p50 {:?} p90 {:?} p99 {:?} max {:?}; blocks p50 {:?} \
              p99 {:?}; the {} checkpoint blocks mean {mean:?} (executing {:?}, committing {:?}) \
-             max {slowest:?}",
+             max {slowest:?}; {} snapshots written, mean {:?} max {:?}; heights passed over \
+             (the one before still being written) {}",
             if with_root {
                 "state root and snapshots"
             } else {
@@ -593,6 +594,10 @@ fn bench_checkpoint_latency(_c: &mut Criterion) {
             checkpoint_blocks.len(),
             checkpoint_split.0 / count,
             checkpoint_split.1 / count,
+            store.snapshot_writes().count,
+            store.snapshot_writes().total / (store.snapshot_writes().count.max(1) as u32),
+            store.snapshot_writes().max,
+            store.snapshots_skipped(),
         );
     }
 }

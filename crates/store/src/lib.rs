@@ -18,5 +18,5 @@ mod verify;
 
 pub use error::StoreError;
 pub use keys::COLUMN_FAMILIES;
-pub use snapshot::{ChunkAnswer, PieceAnswer, MIN_SERVED_PIECE_BITS};
+pub use snapshot::{ChunkAnswer, PieceAnswer, SnapshotWrites, MIN_SERVED_PIECE_BITS};
 pub use store::{FinalLeaf, GenesisState, SnapshotConfig, Store, StoreConfig, STORE_FORMAT};

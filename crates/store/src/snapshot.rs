@@ -1,10 +1,11 @@
 //! Snapshots (issue 24): the state at the latest checkpoint heights, kept to serve to
 //! syncing validators, and the installation of a verified one into a new store.
 //!
-//! Right after a checkpoint height commits, the store takes a RocksDB checkpoint of
-//! itself (hard links to its table files, after a flush) into `<snapshots>/<height>`,
-//! and keeps the tree over the bucket roots of that height in memory for the chunks'
-//! proofs. Kept: the latest one at or below the stable checkpoint (what a peer can
+//! Right after a checkpoint height commits, the store fixes its state with a RocksDB
+//! snapshot (a sequence number: no flush, no file), and the background thread writes the
+//! accounts and records as they were then into a new RocksDB in `<snapshots>/<height>`
+//! while later blocks commit; it keeps the tree over the bucket roots of that height in
+//! memory for the chunks' proofs. Kept: the latest one at or below the stable checkpoint (what a peer can
 //! verify now) and every one above it (what becomes verifiable next); execution runs at
 //! most L = 2K past the stable checkpoint, so that is at most three. They survive a
 //! restart (the tree is rebuilt from the files on the first chunk asked for).
@@ -31,7 +32,7 @@ use crate::error::StoreError;
 use crate::keys::*;
 use crate::store::{SnapshotConfig, Store, CERT_LIMIT};
 
-/// One kept snapshot: a read-only RocksDB over its own hard-linked files.
+/// One kept snapshot: a read-only RocksDB over its own files.
 struct Kept {
     db: Arc<DB>,
     tree: Option<Arc<BucketTree>>,
@@ -100,6 +101,36 @@ fn read_only(path: &Path) -> Result<DB, rocksdb::Error> {
     o.set_paranoid_checks(true);
     o.set_max_open_files(64);
     DB::open_cf_for_read_only(&o, path, COLUMN_FAMILIES, false)
+}
+
+/// The state fixed at a snapshot height, still to be written ([`Store::write_snapshot`]).
+pub(crate) struct Captured<'a> {
+    height: Height,
+    dir: PathBuf,
+    state: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+/// How long writing the snapshots took, since the store opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotWrites {
+    pub count: u64,
+    pub total: std::time::Duration,
+    pub max: std::time::Duration,
+    pub last: std::time::Duration,
+}
+
+/// How much of a snapshot is written at once.
+const SNAPSHOT_BATCH_BYTES: usize = 4 << 20;
+
+/// Syncs every file in `dir` and then `dir` itself.
+fn sync_dir_and_files(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Removes a snapshot directory so that a crash at any moment leaves either the whole
@@ -236,42 +267,141 @@ impl Store {
     /// Keeps the state just committed at checkpoint height `h`, if it is a snapshot
     /// height (called by `commit_block` before the next height can commit).
     pub(crate) fn keep_snapshot(&self, h: Height, tree: BucketTree) -> Result<(), StoreError> {
-        match self.capture_snapshot(h)? {
-            Some(path) => self.register_snapshot(h, tree, &path),
+        match self.capture_snapshot(h) {
+            Some(captured) => {
+                let path = self.write_snapshot(captured)?;
+                self.register_snapshot(h, tree, &path)
+            }
             None => Ok(()),
         }
     }
 
-    /// The first half of keeping a snapshot: the RocksDB checkpoint of the state just
-    /// committed at `h`, if `h` is a snapshot height. Once it returns, later commits no
-    /// longer change what the snapshot holds. Returns its directory.
-    pub(crate) fn capture_snapshot(&self, h: Height) -> Result<Option<PathBuf>, StoreError> {
-        let Some(config) = self.lock_snapshots().config.clone() else {
-            return Ok(None);
-        };
+    /// The first step of keeping a snapshot: the state just committed at `h`, fixed by a
+    /// RocksDB snapshot, if `h` is a snapshot height. Once it returns, later commits no
+    /// longer change what it reads. It takes no flush and no file: a RocksDB checkpoint
+    /// flushed every column family first (a synced table each), and the next commit of
+    /// every validator, all at the same height, waited tens of milliseconds on it.
+    pub(crate) fn capture_snapshot(&self, h: Height) -> Option<Captured<'_>> {
+        let config = self.lock_snapshots().config.clone()?;
         if config.every == 0 || h.0 % config.every != 0 {
-            return Ok(None);
+            return None;
         }
-        let path = config.dir.join(h.0.to_string());
-        if path.exists() {
-            // Left by a crash after the checkpoint was taken but before this height's
-            // commit was durable: it may hold another state.
-            drop(self.lock_snapshots().kept.remove(&h));
-            remove(&path)?;
-        }
-        // Not holding the snapshots' lock: `persist` takes it, and votes wait for that.
-        rocksdb::checkpoint::Checkpoint::new(&self.db)
-            .and_then(|c| c.create_checkpoint(&path))
-            .map_err(|e| StoreError::Rocks {
-                op: "take a checkpoint of the store".into(),
-                path: path.clone(),
-                source: e,
-            })?;
-        Ok(Some(path))
+        Some(Captured {
+            height: h,
+            dir: config.dir,
+            state: self.db.snapshot(),
+        })
     }
 
-    /// The second half: opens the checkpoint at `path` and serves it as the snapshot of
-    /// `h`, with its certificate if `h` is already stable. Commits may go on meanwhile.
+    /// The second step, beside later commits: writes the captured accounts and records
+    /// (all a snapshot serves) into a new RocksDB in the snapshot's directory. It is
+    /// written under another name and renamed when complete and durable, so a crash
+    /// leaves the whole snapshot or nothing that looks like one. Returns its directory.
+    ///
+    /// The cost is one pass over the state, in the background; when a pass takes longer
+    /// than a snapshot interval, `snapshot_at` passes over the heights that come meanwhile.
+    pub(crate) fn write_snapshot(&self, c: Captured<'_>) -> Result<PathBuf, StoreError> {
+        let started = std::time::Instant::now();
+        let path = c.dir.join(c.height.0.to_string());
+        #[cfg(test)]
+        crate::state_root::tests::hold_after_capture(&path);
+        let writing = c.dir.join(format!("{}.writing", c.height.0));
+        if path.exists() {
+            // Left by a crash after it was written but before this height's commit was
+            // durable: it may hold another state.
+            drop(self.lock_snapshots().kept.remove(&c.height));
+            remove(&path)?;
+        }
+        if writing.exists() {
+            remove(&writing)?;
+        }
+        if let Err(e) = self.fill_snapshot(&c.state, &writing) {
+            // Nothing half written stays behind (a restart would remove it too).
+            if let Err(left) = remove(&writing) {
+                tracing::warn!(error = %left, "removing a snapshot that failed to write");
+            }
+            return Err(e);
+        }
+        // Read: later versions of the state may go at the next compaction.
+        drop(c.state);
+        let io = |what: &str, e: std::io::Error| StoreError::Inconsistent {
+            path: writing.clone(),
+            problem: format!("writing a snapshot: {what}: {e}"),
+        };
+        sync_dir_and_files(&writing).map_err(|e| io("syncing its files", e))?;
+        std::fs::rename(&writing, &path).map_err(|e| io("renaming it to its height", e))?;
+        std::fs::File::open(&c.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the snapshots directory", e))?;
+        let took = started.elapsed();
+        let mut w = self
+            .snapshot_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        w.count += 1;
+        w.total += took;
+        w.max = w.max.max(took);
+        w.last = took;
+        Ok(path)
+    }
+
+    /// Writes the accounts and records `state` reads into a new RocksDB at `writing`,
+    /// flushed (so durable without a WAL) and closed.
+    fn fill_snapshot(
+        &self,
+        state: &rocksdb::SnapshotWithThreadMode<'_, DB>,
+        writing: &Path,
+    ) -> Result<(), StoreError> {
+        let rocks = |op: &str, source: rocksdb::Error| StoreError::Rocks {
+            op: op.into(),
+            path: writing.to_owned(),
+            source,
+        };
+        let mut options = crate::store::db_options();
+        // Its tables are synced a MiB at a time as they are written, not in one fsync at
+        // the end: a large one would hold the live store's WAL syncs (every commit's)
+        // behind it on the same disk.
+        options.set_bytes_per_sync(1 << 20);
+        let out = crate::store::open_rocks(writing, &options)
+            .map_err(|e| rocks("create a snapshot", e))?;
+        let mut unlogged = rocksdb::WriteOptions::default();
+        // Durable by the flush below, before the rename makes it a snapshot.
+        unlogged.disable_wal(true);
+        for cf in [ACCOUNTS, RECORDS] {
+            let to = out.cf_handle(cf).ok_or_else(|| StoreError::Inconsistent {
+                path: writing.to_owned(),
+                problem: format!("a new snapshot lacks column family `{cf}`"),
+            })?;
+            let mut it = state.raw_iterator_cf(self.cf(cf));
+            it.seek_to_first();
+            let mut batch = WriteBatch::default();
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                batch.put_cf(to, k, v);
+                if batch.size_in_bytes() >= SNAPSHOT_BATCH_BYTES {
+                    out.write_opt(std::mem::take(&mut batch), &unlogged)
+                        .map_err(|e| rocks("write a snapshot", e))?;
+                }
+                it.next();
+            }
+            it.status()
+                .map_err(|e| self.rocks("read the state for a snapshot", cf, e))?;
+            out.write_opt(batch, &unlogged)
+                .map_err(|e| rocks("write a snapshot", e))?;
+        }
+        for cf in [ACCOUNTS, RECORDS] {
+            if let Some(h) = out.cf_handle(cf) {
+                out.flush_cf(h).map_err(|e| rocks("flush a snapshot", e))?;
+            }
+        }
+        drop(out);
+        Ok(())
+    }
+
+    /// The last step: opens the snapshot written at `path` and serves it as the snapshot
+    /// of `h`, with its certificate if `h` is already stable. Commits may go on meanwhile.
     pub(crate) fn register_snapshot(
         &self,
         h: Height,
@@ -279,7 +409,7 @@ impl Store {
         path: &Path,
     ) -> Result<(), StoreError> {
         #[cfg(test)]
-        crate::state_root::tests::hold_after_capture(path);
+        crate::state_root::tests::die_in_register(path);
         let db = read_only(path).map_err(|e| StoreError::Rocks {
             op: "open the snapshot just taken".into(),
             path: path.to_path_buf(),
@@ -316,6 +446,20 @@ impl Store {
     pub(crate) fn snapshot_every(&self) -> Option<u64> {
         let s = self.lock_snapshots();
         s.config.as_ref().map(|c| c.every).filter(|e| *e > 0)
+    }
+
+    /// How long writing the snapshots took, since the store opened.
+    pub fn snapshot_writes(&self) -> SnapshotWrites {
+        *self
+            .snapshot_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Snapshot heights passed over because the one before was still being written.
+    pub fn snapshots_skipped(&self) -> u64 {
+        self.snapshots_skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a snapshot is kept at `h` (so `persist` stores its certificate).

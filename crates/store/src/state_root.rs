@@ -6,8 +6,7 @@
 //! hundreds of milliseconds at a million accounts, and every tx behind it waited. A
 //! validator therefore runs [`Store::start_background`]: a thread that rereads the marked
 //! buckets as blocks commit, so the checkpoint block rereads only what the last block or
-//! two touched; and, a few blocks before a snapshot height, flushes RocksDB's memtables, so
-//! the snapshot's checkpoint at that height has little left to flush.
+//! two touched; and writes the snapshots kept at checkpoint heights, beside later commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -70,8 +69,8 @@ pub(crate) struct PendingSnapshot {
     height: Height,
     /// Taken by the background thread when it starts.
     tree: Option<Tree>,
-    /// Its RocksDB checkpoint exists, so later commits no longer change what it holds
-    /// and need not wait for the rest (opening it, registering it).
+    /// Its state is fixed (a RocksDB snapshot), so later commits no longer change what
+    /// it holds and need not wait for the rest (writing it, registering it).
     captured: bool,
 }
 
@@ -88,8 +87,6 @@ const REFRESH_LEAD: u64 = 8;
 /// Marked buckets past which the background thread rereads them wherever the tip is, so
 /// the work left for the blocks before a checkpoint stays bounded.
 const REFRESH_EAGER: usize = 1024;
-/// How many blocks before a snapshot height the memtables are flushed.
-const PREFLUSH_BLOCKS: u64 = 8;
 /// The longest the background thread sleeps without a commit to wake it.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
@@ -202,24 +199,28 @@ impl Store {
     }
 
     /// Keeps the snapshot of checkpoint height `h`, just committed: handed to the
-    /// background thread when it runs (the RocksDB checkpoint flushes and links files for
-    /// tens of milliseconds, beside the next block's execution), else at once.
+    /// background thread when it runs (writing it is a pass over the state, beside the
+    /// next blocks), else at once. If the one before is still being written, `h` is
+    /// passed over: waiting would hold up every commit for the rest of that pass, and
+    /// peers are served the snapshots kept before.
     pub(crate) fn snapshot_at(&self, h: Height, tree: Tree) -> Result<(), StoreError> {
         let due = self.snapshot_every().is_some_and(|e| h.0 % e == 0);
         // The flag is read under the pending lock, which a dying thread takes to clear it.
-        let pending = self.lock_pending();
+        let mut pending = self.lock_pending();
         if !due || !self.background.load(Ordering::SeqCst) {
             drop(pending);
             return self.keep_snapshot(h, tree);
         }
-        // The one before may still be registering (commits went on once it was
-        // captured): one is pending at a time, so `keeps_snapshot` sees both.
-        let mut pending = self.wait_pending(pending, |_| true);
-        // The thread may have died registering the one before: nothing would take this
-        // one, and the next commit would wait for it for good.
-        if !self.background.load(Ordering::SeqCst) {
-            drop(pending);
-            return self.keep_snapshot(h, tree);
+        if let Some(before) = pending.as_ref() {
+            let skipped = self.snapshots_skipped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                height = %h,
+                writing = %before.height,
+                skipped,
+                "no snapshot at this height: the one before is still being written \
+                 (a larger snapshot_every takes them less often)"
+            );
+            return Ok(());
         }
         *pending = Some(PendingSnapshot {
             height: h,
@@ -260,8 +261,8 @@ impl Store {
         self.lock_pending().as_ref().map(|p| p.height)
     }
 
-    /// Keeps the pending snapshot, if any. Commits wait until its RocksDB checkpoint is
-    /// taken (or failed); opening and registering it goes on beside them.
+    /// Keeps the pending snapshot, if any. Commits wait until its state is captured;
+    /// writing and registering it goes on beside them.
     fn keep_pending_snapshot(&self) {
         let Some((h, tree)) = self
             .lock_pending()
@@ -290,16 +291,17 @@ impl Store {
         if tests::DIE_AT_NEXT_SNAPSHOT.swap(false, Ordering::SeqCst) {
             panic!("the test kills the background thread while it keeps a snapshot");
         }
-        let kept = self.capture_snapshot(h).and_then(|path| {
-            let Some(path) = path else {
-                return Ok(());
-            };
-            if let Some(p) = self.lock_pending().as_mut() {
-                p.captured = true;
-            }
-            self.snapshot_kept.notify_all();
-            self.register_snapshot(h, tree, &path)
-        });
+        let captured = self.capture_snapshot(h);
+        if let Some(p) = self.lock_pending().as_mut() {
+            p.captured = true;
+        }
+        self.snapshot_kept.notify_all();
+        let Some(captured) = captured else {
+            return;
+        };
+        let kept = self
+            .write_snapshot(captured)
+            .and_then(|path| self.register_snapshot(h, tree, &path));
         if let Err(e) = kept {
             // The chain goes on; peers are served the snapshots kept before.
             tracing::warn!(height = %h, error = %e, "keeping a snapshot failed");
@@ -348,29 +350,6 @@ impl Store {
             }
         }
         Ok(!b.dirty.is_empty())
-    }
-
-    /// Flushes the memtables when a snapshot height is at most [`PREFLUSH_BLOCKS`]
-    /// above the tip and they were not flushed for it yet.
-    fn preflush(&self, flushed_for: &mut Height) -> Result<(), StoreError> {
-        let Some(every) = self.snapshot_every() else {
-            return Ok(());
-        };
-        // A commit may hold the tip while it waits for this thread to keep a snapshot.
-        let Ok(tip) = self.tip.try_lock().map(|t| t.height) else {
-            return Ok(());
-        };
-        let next = Height((tip.0 / every + 1).saturating_mul(every));
-        if next.0 - tip.0 > PREFLUSH_BLOCKS || *flushed_for == next {
-            return Ok(());
-        }
-        *flushed_for = next;
-        for cf in crate::keys::COLUMN_FAMILIES {
-            self.db
-                .flush_cf(self.cf(cf))
-                .map_err(|e| self.rocks("flush before a snapshot", cf, e))?;
-        }
-        Ok(())
     }
 
     /// The state root with `changes` (a block executed but not yet committed) applied
@@ -471,8 +450,8 @@ impl Store {
     }
 }
 
-/// The background thread's loop: reread marked buckets, flush ahead of a snapshot, sleep
-/// until the next commit.
+/// The background thread's loop: keep a snapshot handed over, reread marked buckets,
+/// sleep until the next commit.
 fn background(store: Weak<Store>, wake: Arc<Wake>) {
     /// If the thread dies (a panic), snapshots go back to being kept inline and nothing
     /// is left pending for a commit to wait on.
@@ -489,7 +468,6 @@ fn background(store: Weak<Store>, wake: Arc<Wake>) {
         }
     }
     let _exit = Exit(store.clone());
-    let mut flushed_for = Height(0);
     loop {
         let Some(s) = store.upgrade() else {
             return;
@@ -507,9 +485,6 @@ fn background(store: Weak<Store>, wake: Arc<Wake>) {
                 false
             }
         };
-        if let Err(e) = s.preflush(&mut flushed_for) {
-            tracing::warn!(error = %e, "flushing before a snapshot failed");
-        }
         drop(s);
         if !more {
             wake.wait(IDLE_WAIT);
@@ -646,8 +621,8 @@ pub(crate) mod tests {
         );
     }
 
-    /// Snapshots taken under this directory stop once their RocksDB checkpoint exists,
-    /// until it is cleared (per directory: tests run beside each other).
+    /// Snapshots taken under this directory stop once their state is captured, before
+    /// it is written, until it is cleared (per directory: tests run beside each other).
     static HOLD_AFTER_CAPTURE: std::sync::Mutex<Option<std::path::PathBuf>> =
         std::sync::Mutex::new(None);
 
@@ -662,6 +637,9 @@ pub(crate) mod tests {
         while held(path) {
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    pub(crate) fn die_in_register(path: &std::path::Path) {
         let mut die = DIE_IN_REGISTER.lock().unwrap_or_else(|e| e.into_inner());
         if die.as_ref().is_some_and(|dir| path.starts_with(dir)) {
             *die = None;
@@ -744,8 +722,8 @@ pub(crate) mod tests {
             .expect("commits");
     }
 
-    /// The next block commits once the snapshot's RocksDB checkpoint exists, while the
-    /// background thread still opens and registers it; the snapshot holds the state of
+    /// The next block commits once the snapshot's state is captured, while the
+    /// background thread still writes and registers it; the snapshot holds the state of
     /// its own height all the same.
     #[test]
     fn commits_go_on_once_a_snapshot_is_captured_and_it_keeps_its_own_height() {
@@ -782,7 +760,7 @@ pub(crate) mod tests {
         assert_eq!(s.prune_below(Height(3)).expect("prunes"), Height(2));
         assert!(s.block(Height(2)).expect("reads").is_some());
         *HOLD_AFTER_CAPTURE.lock().expect("hold") = None;
-        committed.expect("block 3 commits while the snapshot of 2 is still being opened");
+        committed.expect("block 3 commits while the snapshot of 2 is still to be written");
         wait_until("the snapshot of 2 is registered", || {
             s.snapshot_heights().contains(&Height(2))
         });
@@ -814,11 +792,11 @@ pub(crate) mod tests {
         assert_eq!(live.nonce, stele_types::Nonce(1), "block 3 committed");
     }
 
-    /// The thread dies registering snapshot 2 while the commit of height 4 (the next
-    /// snapshot height) waits to hand its snapshot over: that commit keeps it inline,
-    /// and no later commit waits for a thread that is gone.
+    /// While snapshot 2 is still being written and registered, the next snapshot height
+    /// (4) commits without waiting for it and is passed over; when the thread then dies
+    /// registering 2, nothing is left pending, and later snapshots are kept inline.
     #[test]
-    fn a_thread_that_dies_registering_leaves_the_next_snapshot_kept_and_no_commit_waiting() {
+    fn a_snapshot_height_reached_while_one_is_written_is_passed_over_and_nothing_waits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (s, g) = store_with_snapshots(dir.path(), PublicKey([7; 32]));
         s.start_background().expect("starts");
@@ -826,39 +804,114 @@ pub(crate) mod tests {
         *HOLD_AFTER_CAPTURE.lock().expect("hold") = Some(snapshots.clone());
         *DIE_IN_REGISTER.lock().expect("die") = Some(snapshots);
         let (done, finished) = std::sync::mpsc::channel();
+        let (go, gone) = std::sync::mpsc::channel::<()>();
         let (store, genesis) = (Arc::clone(&s), g.clone());
         std::thread::spawn(move || {
             for h in 1..=6 {
+                if h == 5 && gone.recv().is_err() {
+                    return;
+                }
                 commit(&store, &genesis, &Block::new(Height(h), h, vec![]));
                 let _ = done.send(h);
             }
         });
-        // Height 3 commits once 2 is captured; 4 then waits for 2 to be registered.
-        for want in 1..=3 {
+        for want in 1..=4 {
             let h = finished
                 .recv_timeout(Duration::from_secs(30))
-                .expect("commits");
+                .expect("commits while snapshot 2 is held");
             assert_eq!(h, want);
         }
-        // Block 4 is written and its commit goes on to hand its snapshot over, which
-        // waits for 2's registration (the tip's lock, held throughout, is not readable).
-        wait_until("block 4 is written", || s.lock_buckets().tip == Height(4));
+        assert_eq!(s.pending_snapshot_height(), Some(Height(2)));
+        assert_eq!(s.snapshots_skipped(), 1, "height 4 passed over");
         *HOLD_AFTER_CAPTURE.lock().expect("hold") = None;
-        for want in 4..=6 {
+        wait_until("the thread dies registering 2", || {
+            !s.background.load(Ordering::SeqCst)
+        });
+        assert_eq!(s.pending_snapshot_height(), None, "nothing left pending");
+        go.send(()).expect("the committer waits");
+        for want in 5..=6 {
             let h = finished
                 .recv_timeout(Duration::from_secs(30))
                 .expect("commits go on after the thread died");
             assert_eq!(h, want);
         }
-        assert!(
-            !s.background.load(Ordering::SeqCst),
-            "the thread is known dead"
+        assert_eq!(s.snapshot_heights(), vec![Height(6)], "6 kept inline");
+    }
+
+    /// A crash while a snapshot is written leaves its directory under another name
+    /// than a height's; the next open removes it and keeps the snapshots written whole.
+    #[test]
+    fn a_snapshot_left_half_written_by_a_crash_is_removed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = PublicKey([7; 32]);
+        {
+            let (s, g) = store_with_snapshots(dir.path(), key);
+            for h in 1..=3 {
+                commit(&s, &g, &Block::new(Height(h), h, vec![]));
+            }
+        }
+        let half = dir.path().join("snapshots").join("4.writing");
+        std::fs::create_dir_all(&half).expect("mkdir");
+        std::fs::write(half.join("000004.sst"), b"half a table").expect("writes");
+        let (s, _) = store_with_snapshots(dir.path(), key);
+        assert!(!half.exists(), "the half-written snapshot is gone");
+        assert_eq!(s.snapshot_heights(), vec![Height(2)]);
+        assert!(matches!(
+            s.snapshot_chunk(
+                Height(2),
+                stele_types::snapshot::ChunkRange::new(0, 16).expect("all")
+            )
+            .expect("reads"),
+            crate::ChunkAnswer::Chunk(_)
+        ));
+    }
+
+    /// The table files of the live store.
+    fn live_tables(s: &Store) -> usize {
+        s.db.live_files().expect("lists the live files").len()
+    }
+
+    /// Keeping a snapshot flushes nothing in the live store: a flush fsyncs a table per
+    /// column family (tens of milliseconds), and the next commit of every validator,
+    /// all at the same checkpoint height, waited on it (issue 23's p99 at 5,000 tx/s).
+    #[test]
+    fn keeping_a_snapshot_flushes_nothing_in_the_live_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = PublicKey([7; 32]);
+        let (s, g) = store_with_snapshots(dir.path(), key);
+        s.start_background().expect("starts");
+        let before = live_tables(&s);
+        for h in 1..=6 {
+            commit(&s, &g, &Block::new(Height(h), h, vec![]));
+            // Else the next snapshot height may come while this one is written, and be
+            // passed over.
+            s.wait_for_no_snapshot();
+        }
+        assert_eq!(
+            s.snapshot_heights(),
+            vec![Height(2), Height(4), Height(6)],
+            "none certified yet: all kept"
         );
-        let kept = s.snapshot_heights();
-        assert!(
-            kept.contains(&Height(4)) && kept.contains(&Height(6)),
-            "{kept:?}"
-        );
+        assert_eq!(live_tables(&s), before, "a snapshot flushed the live store");
+        // Each holds its own height's state.
+        for h in [2u64, 4, 6] {
+            let chunk = match s
+                .snapshot_chunk(
+                    Height(h),
+                    stele_types::snapshot::ChunkRange::new(0, 16).expect("all"),
+                )
+                .expect("reads")
+            {
+                crate::ChunkAnswer::Chunk(c) => c,
+                other => panic!("the snapshot of {h} is kept: {other:?}"),
+            };
+            let accounts: Vec<_> = chunk
+                .buckets
+                .iter()
+                .flat_map(|(_, b)| b.accounts.clone())
+                .collect();
+            assert_eq!(accounts.len(), 1, "height {h}");
+        }
     }
 
     /// Makes the background thread panic at the next snapshot it keeps.

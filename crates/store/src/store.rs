@@ -54,7 +54,7 @@ pub struct StoreConfig {
 /// Which snapshots a store keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotConfig {
-    /// Their directory (one RocksDB checkpoint per height inside).
+    /// Their directory (one RocksDB of the accounts and records per height inside).
     pub dir: PathBuf,
     /// Keep the state at heights that are a multiple of this (a multiple of the
     /// checkpoint interval, so a checkpoint certificate covers each).
@@ -122,11 +122,15 @@ pub struct Store {
     /// Wakes the background thread after a commit.
     pub(crate) wake: Arc<crate::state_root::Wake>,
     /// The snapshot the background thread is still to keep, with its tree; the next
-    /// commit waits until its RocksDB checkpoint is taken (`state_root.rs`).
+    /// commit waits until its state is captured (`state_root.rs`).
     pub(crate) pending_snapshot: Mutex<Option<crate::state_root::PendingSnapshot>>,
     pub(crate) snapshot_kept: std::sync::Condvar,
     /// Whether the background thread runs: without it, snapshots are kept inline.
     pub(crate) background: std::sync::atomic::AtomicBool,
+    /// Snapshot heights passed over because the one before was still being written.
+    pub(crate) snapshots_skipped: std::sync::atomic::AtomicU64,
+    /// How long writing the snapshots took.
+    pub(crate) snapshot_writes: Mutex<crate::snapshot::SnapshotWrites>,
     /// The snapshots kept to serve.
     pub(crate) snapshots: Mutex<crate::snapshot::Snapshots>,
     /// Accounts read recently, updated by every write (`account_cache.rs`).
@@ -153,7 +157,7 @@ pub const STORE_FORMAT: u32 = 2;
 /// Most table files RocksDB keeps open (its default is unlimited).
 pub const MAX_OPEN_FILES: i32 = 512;
 
-fn db_options() -> Options {
+pub(crate) fn db_options() -> Options {
     let mut o = Options::default();
     o.create_if_missing(true);
     o.create_missing_column_families(true);
@@ -194,6 +198,15 @@ fn cf_options(name: &str) -> Options {
     o
 }
 
+/// Opens (or creates) a RocksDB with every column family and the store's options: the
+/// store's own database, or a snapshot's while it is written.
+pub(crate) fn open_rocks(path: &Path, options: &Options) -> Result<DB, rocksdb::Error> {
+    let descriptors = COLUMN_FAMILIES
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+    DB::open_cf_descriptors(options, path, descriptors)
+}
+
 impl Store {
     /// Opens (or creates) the database in `path` for `genesis`.
     ///
@@ -210,10 +223,7 @@ impl Store {
         config: &StoreConfig,
     ) -> Result<Store, StoreError> {
         check_genesis_state(genesis, initial)?;
-        let descriptors = COLUMN_FAMILIES
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
-        let db = DB::open_cf_descriptors(&db_options(), path, descriptors).map_err(|source| {
+        let db = open_rocks(path, &db_options()).map_err(|source| {
             let op = if source.kind() == rocksdb::ErrorKind::Corruption {
                 "open the database (a WAL or SST file is damaged; a validator restarts from an \
                  empty data directory with --recover and fetches its chain from its peers)"
@@ -243,6 +253,8 @@ impl Store {
             pending_snapshot: Mutex::new(None),
             snapshot_kept: std::sync::Condvar::new(),
             background: Default::default(),
+            snapshots_skipped: Default::default(),
+            snapshot_writes: Default::default(),
             snapshots: Mutex::new(Default::default()),
             accounts: AccountCache::new(ACCOUNT_CACHE_CAP),
             checkpoint_interval: genesis.params.checkpoint_interval,

@@ -35,8 +35,9 @@ pub struct NodeConfig {
     pub log: String,
     /// Keep the state at every `snapshot_every`-th checkpoint height, to serve to
     /// validators that start from a snapshot instead of replaying every block (default:
-    /// 1, every checkpoint; 0 keeps none). Each is a RocksDB checkpoint (hard links) in
-    /// `data_dir/snapshots`.
+    /// 1, every checkpoint; 0 keeps none). Each is a small RocksDB of the accounts and
+    /// records in `data_dir/snapshots`, written beside later blocks; a snapshot height
+    /// reached while the one before is still being written is passed over.
     #[serde(default = "one")]
     pub snapshot_every: u64,
     /// How many snapshots with a stable checkpoint certificate to keep (default: 2). A
