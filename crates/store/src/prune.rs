@@ -21,12 +21,12 @@ impl Store {
         let mut target = target.min(self.latest_height());
         // Commits go on while the background thread registers a snapshot, so the tip
         // can be past a snapshot that is not in the kept ones yet; its block stays too.
+        // Pending first: a snapshot enters the kept ones before it stops being pending,
+        // so read in this order it is seen in one or the other (in the other order, it
+        // could move between the two reads and be in neither).
+        let pending = self.pending_snapshot_height();
         let lowest = self.snapshot_heights().first().copied();
-        if let Some(lowest) = lowest
-            .into_iter()
-            .chain(self.pending_snapshot_height())
-            .min()
-        {
+        if let Some(lowest) = lowest.into_iter().chain(pending).min() {
             target = target.min(lowest);
         }
         if target <= horizon {

@@ -96,11 +96,16 @@ pub enum PieceAnswer {
     Unavailable,
 }
 
+/// The column families a snapshot holds: all it serves.
+const SNAPSHOT_FAMILIES: [&str; 2] = [ACCOUNTS, RECORDS];
+
+/// Opens a snapshot's accounts and records (a snapshot kept before 64f3e28, a checkpoint
+/// of the whole store, has the other families too; read-only, they need not be named).
 fn read_only(path: &Path) -> Result<DB, rocksdb::Error> {
     let mut o = Options::default();
     o.set_paranoid_checks(true);
     o.set_max_open_files(64);
-    DB::open_cf_for_read_only(&o, path, COLUMN_FAMILIES, false)
+    DB::open_cf_for_read_only(&o, path, SNAPSHOT_FAMILIES, false)
 }
 
 /// The state fixed at a snapshot height, still to be written ([`Store::write_snapshot`]).
@@ -266,14 +271,73 @@ impl Store {
 
     /// Keeps the state just committed at checkpoint height `h`, if it is a snapshot
     /// height (called by `commit_block` before the next height can commit).
-    pub(crate) fn keep_snapshot(&self, h: Height, tree: BucketTree) -> Result<(), StoreError> {
-        match self.capture_snapshot(h) {
-            Some(captured) => {
-                let path = self.write_snapshot(captured)?;
-                self.register_snapshot(h, tree, &path)
-            }
-            None => Ok(()),
+    pub(crate) fn keep_snapshot(&self, h: Height, tree: BucketTree) {
+        if let Some(captured) = self.capture_snapshot(h) {
+            self.finish_snapshot(h, tree, captured);
         }
+    }
+
+    /// Writes and registers a captured snapshot. A failure (a full disk, say) is logged
+    /// and leaves nothing behind: the block is already committed, the chain goes on, and
+    /// peers are served the snapshots kept before.
+    pub(crate) fn finish_snapshot(&self, h: Height, tree: BucketTree, captured: Captured<'_>) {
+        let kept = self
+            .write_snapshot(captured)
+            .and_then(|path| self.register_snapshot(h, tree, &path));
+        if let Err(e) = kept {
+            tracing::warn!(height = %h, error = %e, "keeping a snapshot failed");
+            if let Err(e) = self.forget_snapshot(h) {
+                tracing::warn!(height = %h, error = %e, "removing a snapshot that failed");
+            }
+        }
+    }
+
+    /// Removes what a snapshot of `h` that failed before it was kept left behind: its
+    /// directory under either name, and the certificate `persist` stored for it while
+    /// it was pending (else it would stay for good: pruning sees only kept ones).
+    fn forget_snapshot(&self, h: Height) -> Result<(), StoreError> {
+        let _durable = self.durable_lock.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            // No longer pending, so `persist` stores no certificate for it after this.
+            let mut pending = self.lock_pending();
+            if pending.as_ref().is_some_and(|p| p.height() == h) {
+                *pending = None;
+            }
+        }
+        self.snapshot_kept.notify_all();
+        let s = self.lock_snapshots();
+        let Some(config) = s.config.clone().filter(|_| !s.kept.contains_key(&h)) else {
+            return Ok(());
+        };
+        drop(s);
+        self.db
+            .delete_cf_opt(self.cf(META), snapshot_cert_key(h), &self.write_opts)
+            .map_err(|e| self.rocks("drop a failed snapshot's certificate", META, e))?;
+        for dir in [
+            config.dir.join(h.0.to_string()),
+            config.dir.join(format!("{}.writing", h.0)),
+        ] {
+            if dir.exists() {
+                remove(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the stable checkpoint's certificate as the snapshot's if it is at `h`
+    /// (it came before `h` committed here, so `persist` did not see `h` kept).
+    pub(crate) fn store_cert_if_stable(&self, h: Height) -> Result<(), StoreError> {
+        if let Some(c) = self.stable_checkpoint()?.filter(|c| c.height == h) {
+            self.db
+                .put_cf_opt(
+                    self.cf(META),
+                    snapshot_cert_key(h),
+                    codec::encode(&c),
+                    &self.write_opts,
+                )
+                .map_err(|e| self.rocks("store a snapshot's certificate", META, e))?;
+        }
+        Ok(())
     }
 
     /// The first step of keeping a snapshot: the state just committed at `h`, fixed by a
@@ -324,6 +388,13 @@ impl Store {
         }
         // Read: later versions of the state may go at the next compaction.
         drop(c.state);
+        #[cfg(test)]
+        if crate::state_root::tests::fail_write(&path) {
+            return Err(StoreError::Inconsistent {
+                path: writing,
+                problem: "the test fails this snapshot's write".into(),
+            });
+        }
         let io = |what: &str, e: std::io::Error| StoreError::Inconsistent {
             path: writing.clone(),
             problem: format!("writing a snapshot: {what}: {e}"),
@@ -362,17 +433,22 @@ impl Store {
         // the end: a large one would hold the live store's WAL syncs (every commit's)
         // behind it on the same disk.
         options.set_bytes_per_sync(1 << 20);
-        let out = crate::store::open_rocks(writing, &options)
+        // Only the families it serves: creating each is a synced manifest write.
+        let out = crate::store::open_rocks(writing, &options, &SNAPSHOT_FAMILIES)
             .map_err(|e| rocks("create a snapshot", e))?;
         let mut unlogged = rocksdb::WriteOptions::default();
         // Durable by the flush below, before the rename makes it a snapshot.
         unlogged.disable_wal(true);
-        for cf in [ACCOUNTS, RECORDS] {
+        for cf in SNAPSHOT_FAMILIES {
             let to = out.cf_handle(cf).ok_or_else(|| StoreError::Inconsistent {
                 path: writing.to_owned(),
                 problem: format!("a new snapshot lacks column family `{cf}`"),
             })?;
-            let mut it = state.raw_iterator_cf(self.cf(cf));
+            let mut read = rocksdb::ReadOptions::default();
+            // One pass over the whole state: it would push the live store's hot blocks
+            // out of the block cache.
+            read.fill_cache(false);
+            let mut it = state.raw_iterator_cf_opt(self.cf(cf), read);
             it.seek_to_first();
             let mut batch = WriteBatch::default();
             while it.valid() {
@@ -391,7 +467,7 @@ impl Store {
             out.write_opt(batch, &unlogged)
                 .map_err(|e| rocks("write a snapshot", e))?;
         }
-        for cf in [ACCOUNTS, RECORDS] {
+        for cf in SNAPSHOT_FAMILIES {
             if let Some(h) = out.cf_handle(cf) {
                 out.flush_cf(h).map_err(|e| rocks("flush a snapshot", e))?;
             }
@@ -429,16 +505,7 @@ impl Store {
         );
         // Already stable (the others' CHECKPOINTs came before this height executed here):
         // its certificate is stored now, as `persist` would have.
-        if let Some(c) = self.stable_checkpoint()?.filter(|c| c.height == h) {
-            self.db
-                .put_cf_opt(
-                    self.cf(META),
-                    snapshot_cert_key(h),
-                    codec::encode(&c),
-                    &self.write_opts,
-                )
-                .map_err(|e| self.rocks("store a snapshot's certificate", META, e))?;
-        }
+        self.store_cert_if_stable(h)?;
         self.prune_snapshots(&mut s)
     }
 

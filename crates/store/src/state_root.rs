@@ -118,6 +118,12 @@ fn changed(changes: &StateChanges) -> BTreeMap<u16, Bucket> {
     state_root::buckets(&changes.accounts, &changes.records)
 }
 
+impl PendingSnapshot {
+    pub(crate) fn height(&self) -> Height {
+        self.height
+    }
+}
+
 impl Store {
     pub(crate) fn lock_buckets(&self) -> MutexGuard<'_, StateBuckets> {
         // Entries are replaced whole; a panic while holding the lock leaves them right.
@@ -192,7 +198,7 @@ impl Store {
         Ok(())
     }
 
-    fn lock_pending(&self) -> MutexGuard<'_, Option<PendingSnapshot>> {
+    pub(crate) fn lock_pending(&self) -> MutexGuard<'_, Option<PendingSnapshot>> {
         self.pending_snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -209,7 +215,8 @@ impl Store {
         let mut pending = self.lock_pending();
         if !due || !self.background.load(Ordering::SeqCst) {
             drop(pending);
-            return self.keep_snapshot(h, tree);
+            self.keep_snapshot(h, tree);
+            return Ok(());
         }
         if let Some(before) = pending.as_ref() {
             let skipped = self.snapshots_skipped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -229,7 +236,9 @@ impl Store {
         });
         drop(pending);
         self.wake.notify();
-        Ok(())
+        // Not holding the pending lock: `persist` takes it under the durable one.
+        let _durable = self.durable_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.store_cert_if_stable(h)
     }
 
     /// Waits until no snapshot is pending that is not captured yet: until then, a commit
@@ -272,8 +281,8 @@ impl Store {
             return;
         };
         /// Clears the pending snapshot even if keeping it panics: commits wait for it. On
-        /// a panic the thread is marked dead under the same lock, so a commit waiting in
-        /// `snapshot_at` to hand over the next one keeps that one inline instead.
+        /// a panic the thread is marked dead under the same lock, so the next snapshot
+        /// height's commit keeps its snapshot inline instead of handing it to no one.
         struct Done<'a>(&'a Store);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
@@ -296,15 +305,8 @@ impl Store {
             p.captured = true;
         }
         self.snapshot_kept.notify_all();
-        let Some(captured) = captured else {
-            return;
-        };
-        let kept = self
-            .write_snapshot(captured)
-            .and_then(|path| self.register_snapshot(h, tree, &path));
-        if let Err(e) = kept {
-            // The chain goes on; peers are served the snapshots kept before.
-            tracing::warn!(height = %h, error = %e, "keeping a snapshot failed");
+        if let Some(captured) = captured {
+            self.finish_snapshot(h, tree, captured);
         }
     }
 
@@ -648,6 +650,18 @@ pub(crate) mod tests {
         }
     }
 
+    /// The next snapshot written under this directory fails once its files are written.
+    static FAIL_WRITE: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+    pub(crate) fn fail_write(path: &std::path::Path) -> bool {
+        let mut fail = FAIL_WRITE.lock().unwrap_or_else(|e| e.into_inner());
+        let now = fail.as_ref().is_some_and(|dir| path.starts_with(dir));
+        if now {
+            *fail = None;
+        }
+        now
+    }
+
     /// The background thread panics registering the next snapshot under this directory.
     static DIE_IN_REGISTER: std::sync::Mutex<Option<std::path::PathBuf>> =
         std::sync::Mutex::new(None);
@@ -864,6 +878,52 @@ pub(crate) mod tests {
             .expect("reads"),
             crate::ChunkAnswer::Chunk(_)
         ));
+    }
+
+    /// A snapshot whose write fails (a full disk, say) leaves neither its files nor the
+    /// certificate `persist` stored for it while it was pending, which pruning would
+    /// never remove (it sees only kept snapshots); the chain and the next snapshot go on.
+    #[test]
+    fn a_snapshot_that_fails_to_write_leaves_no_files_and_no_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, g) = store_with_snapshots(dir.path(), PublicKey([7; 32]));
+        s.start_background().expect("starts");
+        let snapshots = dir.path().join("snapshots");
+        *HOLD_AFTER_CAPTURE.lock().expect("hold") = Some(snapshots.clone());
+        *FAIL_WRITE.lock().expect("fail") = Some(snapshots.clone());
+        for h in 1..=2 {
+            commit(&s, &g, &Block::new(Height(h), h, vec![]));
+        }
+        let digest = s
+            .state_digest(Height(2))
+            .expect("reads")
+            .expect("committed");
+        s.persist_stable_checkpoint(&stele_types::CheckpointCertificate {
+            height: Height(2),
+            state_digest: digest,
+            signatures: vec![],
+        })
+        .expect("persists");
+        let cert = crate::keys::snapshot_cert_key(Height(2));
+        assert!(
+            s.get_raw(crate::keys::META, &cert)
+                .expect("reads")
+                .is_some(),
+            "stored while pending"
+        );
+        *HOLD_AFTER_CAPTURE.lock().expect("hold") = None;
+        wait_until("the failed snapshot is no longer pending", || {
+            s.pending_snapshot_height().is_none()
+        });
+        assert_eq!(s.snapshot_heights(), Vec::<Height>::new());
+        assert_eq!(s.get_raw(crate::keys::META, &cert).expect("reads"), None);
+        assert!(!snapshots.join("2").exists());
+        assert!(!snapshots.join("2.writing").exists());
+        for h in 3..=4 {
+            commit(&s, &g, &Block::new(Height(h), h, vec![]));
+        }
+        s.wait_for_no_snapshot();
+        assert_eq!(s.snapshot_heights(), vec![Height(4)]);
     }
 
     /// The table files of the live store.

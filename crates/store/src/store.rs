@@ -198,10 +198,14 @@ fn cf_options(name: &str) -> Options {
     o
 }
 
-/// Opens (or creates) a RocksDB with every column family and the store's options: the
-/// store's own database, or a snapshot's while it is written.
-pub(crate) fn open_rocks(path: &Path, options: &Options) -> Result<DB, rocksdb::Error> {
-    let descriptors = COLUMN_FAMILIES
+/// Opens (or creates) a RocksDB with the column families `families` and the store's
+/// options: the store's own database (all of them), or a snapshot's while it is written.
+pub(crate) fn open_rocks(
+    path: &Path,
+    options: &Options,
+    families: &[&str],
+) -> Result<DB, rocksdb::Error> {
+    let descriptors = families
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
     DB::open_cf_descriptors(options, path, descriptors)
@@ -223,7 +227,7 @@ impl Store {
         config: &StoreConfig,
     ) -> Result<Store, StoreError> {
         check_genesis_state(genesis, initial)?;
-        let db = open_rocks(path, &db_options()).map_err(|source| {
+        let db = open_rocks(path, &db_options(), &COLUMN_FAMILIES).map_err(|source| {
             let op = if source.kind() == rocksdb::ErrorKind::Corruption {
                 "open the database (a WAL or SST file is damaged; a validator restarts from an \
                  empty data directory with --recover and fetches its chain from its peers)"
