@@ -296,32 +296,36 @@ impl Store {
     /// directory under either name, and the certificate `persist` stored for it while
     /// it was pending (else it would stay for good: pruning sees only kept ones).
     fn forget_snapshot(&self, h: Height) -> Result<(), StoreError> {
+        // Held throughout: `persist` cannot store the certificate between its deletion
+        // and the end of pending below.
         let _durable = self.durable_lock.lock().unwrap_or_else(|e| e.into_inner());
-        {
-            // No longer pending, so `persist` stores no certificate for it after this.
-            let mut pending = self.lock_pending();
-            if pending.as_ref().is_some_and(|p| p.height() == h) {
-                *pending = None;
-            }
-        }
-        self.snapshot_kept.notify_all();
         let s = self.lock_snapshots();
-        let Some(config) = s.config.clone().filter(|_| !s.kept.contains_key(&h)) else {
-            return Ok(());
-        };
+        let config = s.config.clone().filter(|_| !s.kept.contains_key(&h));
         drop(s);
-        self.db
-            .delete_cf_opt(self.cf(META), snapshot_cert_key(h), &self.write_opts)
-            .map_err(|e| self.rocks("drop a failed snapshot's certificate", META, e))?;
-        for dir in [
-            config.dir.join(h.0.to_string()),
-            config.dir.join(format!("{}.writing", h.0)),
-        ] {
-            if dir.exists() {
-                remove(&dir)?;
-            }
+        let removed = match config {
+            None => Ok(()),
+            Some(config) => self
+                .db
+                .delete_cf_opt(self.cf(META), snapshot_cert_key(h), &self.write_opts)
+                .map_err(|e| self.rocks("drop a failed snapshot's certificate", META, e))
+                .and_then(|()| {
+                    [
+                        config.dir.join(h.0.to_string()),
+                        config.dir.join(format!("{}.writing", h.0)),
+                    ]
+                    .iter()
+                    .filter(|dir| dir.exists())
+                    .try_for_each(|dir| remove(dir))
+                }),
+        };
+        // No longer pending, so `persist` stores no certificate for it after this.
+        let mut pending = self.lock_pending();
+        if pending.as_ref().is_some_and(|p| p.height() == h) {
+            *pending = None;
         }
-        Ok(())
+        drop(pending);
+        self.snapshot_kept.notify_all();
+        removed
     }
 
     /// Stores the stable checkpoint's certificate as the snapshot's if it is at `h`
