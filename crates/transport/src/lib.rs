@@ -30,8 +30,14 @@ pub use transport::{
     PeerEvent, SendError, SendOutcome, Transport, TransportConfig, TransportError, Tuning,
 };
 
-/// ALPN protocol id: a peer speaking anything else fails the handshake.
-pub const ALPN: &[u8] = b"stele/1";
+/// ALPN protocol id: a peer speaking anything else fails the handshake. Its number is
+/// the wire format's version, raised whenever a message's encoding changes, so that
+/// validators of two formats refuse each other at the handshake, naming the protocol,
+/// instead of connecting and then refusing each other's every frame as malformed (as a
+/// faulty peer's).
+/// - 1: the first.
+/// - 2: a tx without its chain id (1218815).
+pub const ALPN: &[u8] = b"stele/2";
 
 /// The class of a frame decides its queue, its stream and its priority.
 ///

@@ -11,16 +11,21 @@ use std::time::Duration;
 
 use crate::ALPN;
 
-/// A QUIC client endpoint speaking ALPN `stele/1` that trusts no certificate: enough
-/// to open handshakes, never to finish one.
+/// A QUIC client endpoint speaking the validators' ALPN that trusts no certificate:
+/// enough to open handshakes, never to finish one.
 pub fn quic_client() -> io::Result<quinn::Endpoint> {
+    quic_client_speaking(ALPN)
+}
+
+/// [`quic_client`], speaking ALPN `alpn` (another wire version's, say).
+pub fn quic_client_speaking(alpn: &[u8]) -> io::Result<quinn::Endpoint> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(io::Error::other)?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(io::Error::other)?;
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));

@@ -613,6 +613,22 @@ enum DialError {
     },
 }
 
+/// TLS alert 120, `no_application_protocol`: the peer speaks another ALPN.
+const NO_APPLICATION_PROTOCOL: u8 = 120;
+
+impl DialError {
+    /// The peer refused the handshake for its ALPN: it runs another wire version.
+    fn other_wire_version(&self) -> bool {
+        matches!(
+            self,
+            DialError::Handshake {
+                source: quinn::ConnectionError::ConnectionClosed(close),
+                ..
+            } if close.error_code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL)
+        )
+    }
+}
+
 /// Why an inbound handshake did not give a connection (logged, counted).
 #[derive(Debug, thiserror::Error)]
 enum InboundFailed {
@@ -807,6 +823,7 @@ impl Shared {
 
     async fn dial_loop(self: Arc<Self>, peer: ReplicaId) {
         let mut backoff = self.tuning.backoff_initial;
+        let mut warned_version = false;
         loop {
             match self.dial(peer).await {
                 Ok((conn, first)) => {
@@ -820,8 +837,16 @@ impl Shared {
                 }
                 Err(e) => {
                     self.metrics.connect_failed();
-                    debug!(local = self.local.0, peer = peer.0, error = %e, retry_in = ?backoff,
-                        "dial failed");
+                    if e.other_wire_version() && !warned_version {
+                        // Else it looks like any peer that is down: say it once.
+                        warned_version = true;
+                        warn!(local = self.local.0, peer = peer.0, error = %e,
+                            ours = %String::from_utf8_lossy(crate::ALPN),
+                            "the peer runs another wire version; every validator must run the same stele version");
+                    } else {
+                        debug!(local = self.local.0, peer = peer.0, error = %e, retry_in = ?backoff,
+                            "dial failed");
+                    }
                 }
             }
             tokio::time::sleep(jitter(backoff)).await;
@@ -1059,5 +1084,41 @@ impl Shared {
             }
             room.hand_over();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed_with(code: quinn::TransportErrorCode) -> DialError {
+        DialError::Handshake {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            source: quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+                error_code: code,
+                frame_type: None,
+                reason: Bytes::new(),
+            }),
+        }
+    }
+
+    /// Only the peer's `no_application_protocol` alert reads as another wire version (it
+    /// is warned about once); any other failed handshake is a peer down or faulty.
+    #[test]
+    fn only_the_alpn_alert_reads_as_another_wire_version() {
+        assert!(closed_with(quinn::TransportErrorCode::crypto(120)).other_wire_version());
+        // bad_certificate, handshake_failure, a protocol violation: not a version.
+        for code in [
+            quinn::TransportErrorCode::crypto(42),
+            quinn::TransportErrorCode::crypto(40),
+            quinn::TransportErrorCode::PROTOCOL_VIOLATION,
+        ] {
+            assert!(!closed_with(code).other_wire_version(), "{code:?}");
+        }
+        let timeout = DialError::Timeout {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!timeout.other_wire_version());
     }
 }

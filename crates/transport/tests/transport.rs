@@ -627,6 +627,33 @@ fn quic_client() -> quinn::Endpoint {
     testkit::quic_client().unwrap()
 }
 
+/// A validator of the previous wire format (ALPN `stele/1`: txs that carried their chain
+/// id) fails the handshake with an error that names the protocol, rather than
+/// connecting and having its every frame refused as malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_wire_version_fails_the_handshake_naming_the_protocol() {
+    assert_eq!(stele_transport::ALPN, b"stele/2");
+    let (g, _keys, _nodes) = network(4, 95);
+    let addr: SocketAddr = g.validators[0].p2p_addr.parse().unwrap();
+    let dial = |alpn: &'static [u8]| async move {
+        let client = testkit::quic_client_speaking(alpn).unwrap();
+        let connecting = client.connect(addr, "r0.stele").unwrap();
+        let answer = timeout(DEADLINE, connecting)
+            .await
+            .expect("an answer in time");
+        let error = answer.expect_err("the handshake fails").to_string();
+        client.close(0u32.into(), b"done");
+        error
+    };
+    let old = dial(b"stele/1").await;
+    assert!(old.contains("known protocol"), "{old}");
+    // The same client speaking this version gets past the protocol and fails only on
+    // the validator's certificate, which it does not trust.
+    let current = dial(stele_transport::ALPN).await;
+    assert!(!current.contains("known protocol"), "{current}");
+    assert!(current.contains("certificate"), "{current}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_peer_reconnects_through_a_silent_initial_flood() {
     let keys = keys(90, 4);
