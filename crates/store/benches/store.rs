@@ -567,6 +567,7 @@ fn bench_checkpoint_latency(_c: &mut Criterion) {
             latencies.extend((sent..sent + n).map(|i| clock - arrival(i)));
             sent += n;
         }
+        let writes = store.snapshot_writes();
         latencies.sort();
         other_blocks.sort();
         let blocks = other_blocks.len() + checkpoint_blocks.len();
@@ -594,9 +595,9 @@ fn bench_checkpoint_latency(_c: &mut Criterion) {
             checkpoint_blocks.len(),
             checkpoint_split.0 / count,
             checkpoint_split.1 / count,
-            store.snapshot_writes().count,
-            store.snapshot_writes().total / (store.snapshot_writes().count.max(1) as u32),
-            store.snapshot_writes().max,
+            writes.count,
+            writes.total / (writes.count.max(1) as u32),
+            writes.max,
             store.snapshots_skipped(),
         );
     }

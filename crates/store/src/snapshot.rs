@@ -299,33 +299,32 @@ impl Store {
         // Held throughout: `persist` cannot store the certificate between its deletion
         // and the end of pending below.
         let _durable = self.durable_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let s = self.lock_snapshots();
-        let config = s.config.clone().filter(|_| !s.kept.contains_key(&h));
-        drop(s);
-        let removed = match config {
-            None => Ok(()),
-            Some(config) => self
-                .db
-                .delete_cf_opt(self.cf(META), snapshot_cert_key(h), &self.write_opts)
-                .map_err(|e| self.rocks("drop a failed snapshot's certificate", META, e))
-                .and_then(|()| {
-                    [
-                        config.dir.join(h.0.to_string()),
-                        config.dir.join(format!("{}.writing", h.0)),
-                    ]
-                    .iter()
-                    .filter(|dir| dir.exists())
-                    .try_for_each(|dir| remove(dir))
-                }),
-        };
+        let removed = self.remove_unkept_snapshot(h);
         // No longer pending, so `persist` stores no certificate for it after this.
-        let mut pending = self.lock_pending();
-        if pending.as_ref().is_some_and(|p| p.height() == h) {
-            *pending = None;
-        }
-        drop(pending);
-        self.snapshot_kept.notify_all();
+        self.end_pending(h);
         removed
+    }
+
+    /// Deletes the certificate and the directories of a snapshot of `h` that is not
+    /// kept (with `persist`'s lock held).
+    fn remove_unkept_snapshot(&self, h: Height) -> Result<(), StoreError> {
+        let s = self.lock_snapshots();
+        let Some(config) = s.config.clone().filter(|_| !s.kept.contains_key(&h)) else {
+            return Ok(());
+        };
+        drop(s);
+        self.db
+            .delete_cf_opt(self.cf(META), snapshot_cert_key(h), &self.write_opts)
+            .map_err(|e| self.rocks("drop a failed snapshot's certificate", META, e))?;
+        for dir in [
+            config.dir.join(h.0.to_string()),
+            config.dir.join(format!("{}.writing", h.0)),
+        ] {
+            if dir.exists() {
+                remove(&dir)?;
+            }
+        }
+        Ok(())
     }
 
     /// Stores the stable checkpoint's certificate as the snapshot's if it is at `h`
@@ -383,13 +382,8 @@ impl Store {
         if writing.exists() {
             remove(&writing)?;
         }
-        if let Err(e) = self.fill_snapshot(&c.state, &writing) {
-            // Nothing half written stays behind (a restart would remove it too).
-            if let Err(left) = remove(&writing) {
-                tracing::warn!(error = %left, "removing a snapshot that failed to write");
-            }
-            return Err(e);
-        }
+        // On failure, `finish_snapshot` removes what is half written.
+        self.fill_snapshot(&c.state, &writing)?;
         // Read: later versions of the state may go at the next compaction.
         drop(c.state);
         #[cfg(test)]

@@ -118,12 +118,6 @@ fn changed(changes: &StateChanges) -> BTreeMap<u16, Bucket> {
     state_root::buckets(&changes.accounts, &changes.records)
 }
 
-impl PendingSnapshot {
-    pub(crate) fn height(&self) -> Height {
-        self.height
-    }
-}
-
 impl Store {
     pub(crate) fn lock_buckets(&self) -> MutexGuard<'_, StateBuckets> {
         // Entries are replaced whole; a panic while holding the lock leaves them right.
@@ -198,7 +192,7 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn lock_pending(&self) -> MutexGuard<'_, Option<PendingSnapshot>> {
+    fn lock_pending(&self) -> MutexGuard<'_, Option<PendingSnapshot>> {
         self.pending_snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -263,6 +257,16 @@ impl Store {
         self.snapshot_kept
             .wait_while(pending, |p| p.as_ref().is_some_and(&busy))
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the pending snapshot if it is the one of `h` (failed), waking who waits.
+    pub(crate) fn end_pending(&self, h: Height) {
+        let mut pending = self.lock_pending();
+        if pending.as_ref().is_some_and(|p| p.height == h) {
+            *pending = None;
+        }
+        drop(pending);
+        self.snapshot_kept.notify_all();
     }
 
     /// The height of the snapshot still pending (captured or not), if one is.
