@@ -119,8 +119,6 @@ pub enum Timer {
     ViewChangeResend,
     /// The primary's batch delay.
     BatchFlush,
-    /// Flush the tx relay buffer.
-    RelayFlush,
     /// Periodic STATUS.
     Status,
 }

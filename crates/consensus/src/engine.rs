@@ -606,7 +606,12 @@ impl Engine {
     }
 
     /// Takes the actions produced so far, in order.
+    ///
+    /// The client txs admitted since the last drain are relayed here, after the rest:
+    /// a driver drains after each burst of inputs, so a relay holds what arrived
+    /// together, and no tx waits for a timer before the primary can propose it.
     pub fn drain(&mut self) -> Vec<Action> {
+        self.flush_relay();
         std::mem::take(&mut self.actions)
     }
 
@@ -715,8 +720,6 @@ impl Engine {
             self.relay_buf.push(signed);
             if self.relay_buf.len() >= self.params.relay_batch_txs as usize {
                 self.flush_relay();
-            } else {
-                self.timers.entry(Timer::RelayFlush).or_insert(now + 5);
             }
         }
         self.update_tracking(now);
@@ -724,7 +727,6 @@ impl Engine {
     }
 
     fn flush_relay(&mut self) {
-        self.timers.remove(&Timer::RelayFlush);
         if !self.relay_buf.is_empty() {
             let txs = std::mem::take(&mut self.relay_buf);
             self.actions
@@ -787,7 +789,6 @@ impl Engine {
                     }
                 }
                 Timer::BatchFlush => self.maybe_propose(now, unix_ms),
-                Timer::RelayFlush => self.flush_relay(),
                 Timer::Status => {
                     self.broadcast_status();
                     self.retry_fetches(now);

@@ -3,43 +3,18 @@
 //! accepts nothing that was signed for the old one, even where the same keys sign on
 //! both.
 
-use stele_consensus::{Reject, Verifier};
-use stele_crypto::{ChainId, Digest, Ed25519, KeyPair, Signed, Signer};
-use stele_types::genesis::Params;
-use stele_types::tx::sign_tx;
+mod common;
+
+use common::{four_validators, transfer, validator, verifier};
+use stele_consensus::Reject;
+use stele_crypto::{Digest, Ed25519, KeyPair, Signed};
 use stele_types::{
-    Amount, BlockReceipt, Genesis, GenesisAccount, Height, Message, Nonce, Op, Prepare, ReplicaId,
-    TxBody, ValidatorInfo, ViewNumber,
+    Amount, BlockReceipt, Genesis, GenesisAccount, Height, Message, Prepare, ReplicaId, ViewNumber,
 };
-
-fn validator(i: u8) -> KeyPair {
-    KeyPair::from_seed([i; 32])
-}
-
-fn sender() -> KeyPair {
-    KeyPair::from_seed([100; 32])
-}
 
 /// The chain as first written: four validators, one funded account.
 fn old_chain() -> Genesis {
-    let g = Genesis {
-        chain_id: ChainId::new("stele-testnet").expect("chain id"),
-        genesis_time_ms: 1_700_000_000_000,
-        validators: (0..4)
-            .map(|i| ValidatorInfo {
-                key: validator(i).public(),
-                p2p_addr: format!("127.0.0.1:{}", 7100 + u16::from(i)),
-                api_addr: format!("127.0.0.1:{}", 7200 + u16::from(i)),
-            })
-            .collect(),
-        accounts: vec![GenesisAccount {
-            key: sender().public(),
-            balance: Amount(1_000),
-        }],
-        params: Params::default(),
-    };
-    g.validate().expect("the old genesis is valid");
-    g
+    four_validators("stele-testnet")
 }
 
 /// The chain written again under the same id, with the same validators and one more
@@ -56,29 +31,8 @@ fn new_chain() -> Genesis {
     g
 }
 
-fn verifier<'a>(g: &'a Genesis, vs: &'a stele_types::ValidatorSet) -> Verifier<'a> {
-    Verifier {
-        validators: vs,
-        genesis: g,
-        scheme: &Ed25519,
-        known: None,
-    }
-}
-
 fn transfer_signed_for(g: &Genesis) -> stele_types::Transaction {
-    let s = sender();
-    sign_tx(
-        TxBody {
-            sender: s.public_key(),
-            nonce: Nonce(0),
-            op: Op::Transfer {
-                to: validator(0).public(),
-                amount: Amount(5),
-            },
-        },
-        &g.chain_binding(),
-        &s,
-    )
+    transfer(g, 0)
 }
 
 fn prepare_signed_for(g: &Genesis) -> Message {

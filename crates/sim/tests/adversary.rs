@@ -54,9 +54,14 @@ fn thirteen_replicas_four_liars_of_four_kinds() {
 }
 
 /// n = 13: the primaries of views 0–3 are all Byzantine, each its own way (proposals to
-/// eight honest replicas only, every message to some peers only, no CHECKPOINT votes,
-/// bad votes), so the first four views fail one after another and the checkpoint quorum
-/// must form from the nine honest votes alone.
+/// seven honest replicas only, every message to some peers only, no CHECKPOINT votes,
+/// bad votes), and the checkpoint quorum must form from the nine honest votes alone.
+///
+/// View 0 must fail: seven backups with its proposals are one short of the 2f = 8
+/// PREPAREs a quorum needs. With eight, as this scenario first had, the primary and those
+/// eight are exactly 2f + 1, so view 0 could go on without a view change, and in some
+/// seeds it did (14 and 18 of 0..24 before relays went out with the drain, 2 and 6
+/// after): whether the view changed at all came down to message timing.
 #[test]
 fn thirteen_replicas_four_byzantine_primaries_in_a_row() {
     for seed in 0..3 {
@@ -69,7 +74,7 @@ fn thirteen_replicas_four_byzantine_primaries_in_a_row() {
             (
                 0,
                 Behaviour::ProposeToSome {
-                    peers: set(&[4, 5, 6, 7, 8, 9, 10, 11]),
+                    peers: set(&[4, 5, 6, 7, 8, 9, 10]),
                 },
             ),
             (
