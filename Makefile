@@ -27,9 +27,7 @@ lint: setup ## cargo fmt --check and clippy -D warnings
 	$(CARGO) clippy --workspace --all-targets --features stele-node/byzantine $(CARGO_FLAGS) -- -D warnings
 
 unit: ## the workspace's tests (unit, property, integration, the fault suite), then how many each suite ran
-	@mkdir -p $(CARGO_TARGET_DIR)
-	$(CARGO) test --workspace $(CARGO_FLAGS) 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
-	@bash scripts/test-summary.sh < $(CARGO_TARGET_DIR)/test-output.log
+	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" bash scripts/unit-tests.sh
 
 bench: setup ## criterion micro benchmarks (figures in README.md)
 	$(CARGO) bench --workspace $(CARGO_FLAGS)
@@ -75,7 +73,10 @@ build-bins: setup ## every binary (stele-node, stele, the fault suite's stele-no
 	@# The fault suite's Byzantine validator: stele-node with the non-default feature
 	@# `byzantine`, copied aside; then the normal build puts the honest binary back (both
 	@# variants stay compiled in the target directory, so each rebuild is incremental).
-	$(CARGO) build --workspace --all-targets --features stele-node/byzantine $(CARGO_FLAGS)
+	@# Only that binary is built with the feature: under `--workspace` every dependency
+	@# keeps the features of the full build (`cargo build -v` shows RocksDB `Fresh`), and
+	@# the tests and benches that link stele-node are not compiled and linked twice.
+	$(CARGO) build --workspace --bin stele-node --features stele-node/byzantine $(CARGO_FLAGS)
 	rm -f $(BIN_DIR)/stele-node-byzantine
 	cp $(BIN_DIR)/stele-node $(BIN_DIR)/stele-node-byzantine
 	$(CARGO) build --workspace --all-targets $(CARGO_FLAGS)
