@@ -295,7 +295,7 @@ impl Overlay {
         self.size = size;
         self.base_len = self.base_len.min(size);
         self.pages.retain(|&p, _| p * PAGE < size);
-        if size % PAGE != 0 {
+        if !size.is_multiple_of(PAGE) {
             if let Some(page) = self.pages.get_mut(&(size / PAGE)) {
                 page[(size % PAGE) as usize..].fill(0);
             }

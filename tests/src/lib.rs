@@ -36,24 +36,45 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Ports for one testnet: a block of 200 (QUIC on base + i, HTTP on base + 100 + i) whose
-/// ports are free now. Blocks lie in 10,000..32,000, below Linux's ephemeral range
-/// (32,768 and up), so no outgoing connection of this machine can hold one; the pid
-/// spreads concurrent test processes over the range.
-fn next_base_port() -> u16 {
+/// ports are free now, with the lock that holds the block for the testnet's life. Blocks
+/// lie in 10,000..32,000, below Linux's ephemeral range (32,768 and up), so no outgoing
+/// connection of this machine can hold one; the pid spreads concurrent test processes
+/// over the range.
+///
+/// The lock is an advisory lock on `$TMPDIR/stele-test-ports/BASE.lock`, released when
+/// the file closes (with the testnet, or with the process however it ends). A probe
+/// alone left a window: nextest runs several test processes at once, and two whose pids
+/// start them at the same block could both find it free before either bound a port.
+fn reserve_ports() -> (u16, std::fs::File) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     const BLOCKS: u16 = 110;
+    let dir = std::env::temp_dir().join("stele-test-ports");
+    std::fs::create_dir_all(&dir).expect("a directory for the port locks");
     let start = (std::process::id() % u32::from(BLOCKS)) as u16;
-    loop {
+    for _ in 0..BLOCKS {
         let slot = NEXT.fetch_add(1, Ordering::Relaxed);
         let base = 10_000 + (start + slot) % BLOCKS * 200;
+        let path = dir.join(format!("{base}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => panic!("locking {}: {e}", path.display()),
+        }
         let free = (0..100u16).all(|i| {
             std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
         });
-        if free || slot >= BLOCKS {
-            return base;
+        if free {
+            return (base, lock);
         }
     }
+    panic!("no block of 200 free ports in 10,000..32,000 that no other test holds");
 }
 
 /// A testnet of real validator processes in a temporary directory.
@@ -63,6 +84,8 @@ pub struct Testnet {
     pub genesis: Genesis,
     pub base_port: u16,
     procs: Vec<Option<Child>>,
+    /// Holds `base_port`'s block of ports against other test processes.
+    _ports: std::fs::File,
 }
 
 impl Testnet {
@@ -80,7 +103,7 @@ impl Testnet {
         top: &str,
     ) -> anyhow::Result<Testnet> {
         let dir = tempfile::tempdir()?;
-        let base_port = next_base_port();
+        let (base_port, ports) = reserve_ports();
         let config = dir.path().join("testnet.toml");
         std::fs::write(
             &config,
@@ -107,6 +130,7 @@ impl Testnet {
             genesis,
             base_port,
             procs: (0..n).map(|_| None).collect(),
+            _ports: ports,
         })
     }
 

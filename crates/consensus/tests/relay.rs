@@ -58,7 +58,16 @@ fn client_txs_are_relayed_with_the_actions_of_the_burst_that_admitted_them() {
     assert_eq!(
         relayed(&actions),
         txs,
-        "the burst's drain relays its three client txs, together and in order"
+        "the burst's drain relays its three client txs, in order"
+    );
+    let relays = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Broadcast(Message::Relay(_))))
+        .count();
+    assert_eq!(relays, 1, "one relay for the burst: {actions:?}");
+    assert!(
+        matches!(actions.last(), Some(Action::Broadcast(Message::Relay(_)))),
+        "the relay goes after the burst's other actions, behind any record they need"
     );
     // Sent once: nothing is left to relay at the next drain or timer.
     assert!(relayed(&engine.drain()).is_empty());
