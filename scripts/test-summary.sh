@@ -24,9 +24,10 @@ awk '
         next
     }
     # nextest: one status line per test, "PASS [   0.004s] (12/481) stele-types::codec
-    # name". A failed test is named again at the end of the run, so each (binary, test)
-    # counts once, with its last status.
-    /^ *[A-Z][A-Z0-9-]* +\[ *[0-9.]+s\]/ {
+    # name" (a skipped one "SKIP [         ] (───────) ..."). A failed test is named
+    # again at the end of the run, so each (binary, test) counts once, with its last
+    # status.
+    /^ *[A-Z][A-Z0-9-]* +\[[^]]*\] / {
         status = $1
         if (status == "SLOW" || status == "START" || status == "RETRY") next
         # LEAK: passed, but left a handle open past the leak timeout (LEAK-FAIL fails).
@@ -36,15 +37,6 @@ awk '
         key = w[1] " " w[2]
         if (!(key in last)) keys[++k] = key
         last[key] = status
-        binary[key] = w[1]
-        next
-    }
-    /^ *SKIP +/ {
-        line = $0; sub(/^ *SKIP +(\[[^]]*\] *)?/, "", line); sub(/^\([^)]*\) */, "", line)
-        split(line, w, " ")
-        key = w[1] " " w[2]
-        if (!(key in last)) keys[++k] = key
-        last[key] = "SKIP"
         binary[key] = w[1]
         next
     }
