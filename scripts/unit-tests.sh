@@ -11,7 +11,11 @@ CARGO=${CARGO:-cargo}
 read -r -a flags <<< "${CARGO_FLAGS:-}"
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target"
-log=$target/test-output.log
+# Each run writes its own file and leaves it as test-output.log when it ends: two runs on
+# one target directory at once (two clones, or CI beside a developer) used to write the
+# same file, and each printed a summary of the mixture.
+log=$(mktemp "$target/test-output.XXXXXX")
+trap 'mv -f "$log" "$target/test-output.log"' EXIT
 
 # Every runner goes to the end and the summary is printed even when a test failed; the
 # script then fails with the first failing runner's status.
