@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Answers like `cargo nextest` would: one PASS line per name in `$FAKE_TESTS`, a second
 /// apart, so that two runs started together overlap the whole time.
@@ -44,9 +45,29 @@ fn total(out: &Output) -> u32 {
         .unwrap_or_else(|| panic!("no count in {row:?}"))
 }
 
+/// Waits (up to a minute) until a file in `dir` holds `line`.
+fn started(dir: &Path, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let logged = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|text| text.contains(line)));
+        if logged {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "no file in {} logged {line:?} within a minute",
+        dir.display()
+    );
+}
+
 /// Two `make unit` runs on one target directory at once (two clones, or CI beside a
 /// developer) each summarise their own tests. They used to share one log file, and each
-/// printed a count of the mixture (4 and 3 here instead of 6 and 2).
+/// printed a count of the mixture (the run of six counted 4 here).
 #[test]
 fn two_runs_on_one_target_directory_each_count_their_own_tests() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -69,7 +90,9 @@ fn two_runs_on_one_target_directory_each_count_their_own_tests() {
             .expect("bash")
     };
     let six = run("a b c d e f");
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // The second run starts once the first has logged its first test, five of its six
+    // seconds still to go: the two overlap for the whole of the second.
+    started(&target, "fake::suite a");
     let two = run("x y");
     let two = two.wait_with_output().expect("second run");
     let six = six.wait_with_output().expect("first run");
