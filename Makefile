@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/stele-target
 CARGO ?= cargo
 CARGO_FLAGS ?=
 
-.PHONY: help setup test lint unit bench attack-bench sim soak join-soak fuzz testnet build-bins
+.PHONY: help setup test lint unit bench bench-bins attack-bench sim soak join-soak fuzz testnet build-bins
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -64,9 +64,10 @@ fuzz: setup ## fuzz every decoder from outside: make fuzz FUZZ_CASES=1000000 FUZ
 
 TESTNET_DIR ?= testnet
 # The binaries are built with the same profile and the same package selection as
-# `make test` (--workspace --all-targets, dependencies optimised, debug assertions on):
-# another selection can unify dependency features differently, and then cargo compiles
-# RocksDB's C++ a second time.
+# `make test` (--workspace with the test targets, dependencies optimised, debug assertions
+# on): another selection can unify dependency features differently, and then cargo
+# compiles RocksDB's C++ a second time. A selection with test or bench targets turns the
+# dev-dependencies on, so `--bins --tests` and `--benches` unify alike.
 BIN_DIR := $(CARGO_TARGET_DIR)/debug
 
 build-bins: setup ## every binary (stele-node, stele, the fault suite's stele-node-byzantine) and test, into $(CARGO_TARGET_DIR)/debug
@@ -79,7 +80,12 @@ build-bins: setup ## every binary (stele-node, stele, the fault suite's stele-no
 	$(CARGO) build --workspace --bin stele-node --features stele-node/byzantine $(CARGO_FLAGS)
 	rm -f $(BIN_DIR)/stele-node-byzantine
 	cp $(BIN_DIR)/stele-node $(BIN_DIR)/stele-node-byzantine
-	$(CARGO) build --workspace --all-targets $(CARGO_FLAGS)
+	@# The test targets, so that `make unit` finds them built; not the criterion benches,
+	@# which `make test` never runs (clippy still checks them): `make bench-bins`.
+	$(CARGO) build --workspace --bins --tests $(CARGO_FLAGS)
+
+bench-bins: setup ## the criterion benches in the dev profile, into $(CARGO_TARGET_DIR)/debug/deps (RocksDB's C++ not compiled again)
+	$(CARGO) build --workspace --benches $(CARGO_FLAGS)
 
 testnet: build-bins ## a four-validator testnet on 127.0.0.1 from config/testnet.toml (Ctrl-C stops it)
 	@if [ ! -f $(TESTNET_DIR)/genesis.json ]; then \
