@@ -309,13 +309,20 @@ impl Out {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        // `target=level` directives from RUST_LOG (`warn,stele_client=debug`), else warn.
+        use tracing_subscriber::filter::Targets;
+        use tracing_subscriber::prelude::*;
+        let targets = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| v.parse::<Targets>().ok())
+            .unwrap_or_else(|| Targets::new().with_default(tracing::Level::WARN));
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(targets)
+            .init();
+    }
     let out = Out {
         json: cli.global.json,
     };

@@ -69,9 +69,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     for (field, addr) in [("p2p_listen", &p2p_listen), ("api_listen", &api_listen)] {
         check_addr(addr).map_err(|p| ConfigError::new(path, field, p))?;
     }
-    if config.log.trim().is_empty() {
-        return Err(ConfigError::new(path, "log", "empty log filter"));
-    }
+    check_log_filter(&config.log).map_err(|p| ConfigError::new(path, "log", p))?;
     Ok(Loaded {
         path: path.to_path_buf(),
         data_dir: resolve(&config.data_dir),
@@ -96,9 +94,38 @@ pub fn check_addr(addr: &str) -> Result<(), String> {
     }
 }
 
+/// A log filter the node can use: `target=level` directives separated by commas, a bare
+/// level for everything else (`info,stele_node=debug,quinn=warn`).
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("empty log filter".into());
+    }
+    filter
+        .parse::<tracing_subscriber::filter::Targets>()
+        .map(|_| ())
+        .map_err(|e| {
+            format!("{filter:?} is not a log filter ({e}): use target=level directives, as in \"info,stele_node=debug\"")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filters() {
+        for good in [
+            "info",
+            "debug",
+            "info,stele_node=debug,quinn=warn",
+            "stele_node::driver=trace",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for bad in ["", "  ", "stele_node=loud", "info,=debug=x"] {
+            assert!(check_log_filter(bad).is_err(), "{bad:?} passed");
+        }
+    }
 
     #[test]
     fn bad_address_is_refused() {

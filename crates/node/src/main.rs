@@ -52,7 +52,7 @@ node.toml fields (paths relative to the file):
   p2p_listen = \"0.0.0.0:7100\"   optional; default: the genesis p2p_addr
   api_listen = \"0.0.0.0:7200\"   optional; default: the genesis api_addr
   sync = true                   false gives up durability (benchmarks only)
-  log = \"info\"                  log filter; RUST_LOG overrides it
+  log = \"info\"                  log filter (info,stele_node=debug); RUST_LOG overrides it
   snapshot_every = 1            keep the state every N checkpoints to serve (0: none)
   snapshots_kept = 2            certified snapshots kept
   start_from_snapshot = true    a store at genesis starts from the others' snapshot
@@ -152,13 +152,21 @@ fn load_genesis(path: &std::path::Path) -> Result<Genesis, ExitCode> {
     })
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` if it parses, else by the config's `log`, else
+/// at `info`. A filter is `target=level` directives (`info,stele_node=debug,quinn=warn`):
+/// `tracing_subscriber`'s `Targets`, which needs no regex engine in the node.
 fn init_logs(filter: &str) {
-    let env = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .or_else(|| filter.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(env)
         .with_target(false)
+        .finish()
+        .with(targets)
         .try_init();
 }
 
