@@ -219,6 +219,9 @@ pub struct Engine {
     max_timestamp: u64,
     pending: Pending,
     relay_buf: Vec<Signed<TxBody>>,
+    /// The clocks of the last request admitted since the last drain: the proposal they
+    /// may make waits for the drain, so an idle primary proposes a burst as one block.
+    requests_since_drain: Option<(u64, u64)>,
     /// Messages for a future view or just above the window, per peer, bounded.
     buffer: BTreeMap<ReplicaId, VecDeque<(u64, Inbound)>>,
     buffer_cap: usize,
@@ -320,6 +323,7 @@ impl Engine {
             next_height: chain.executed.next(),
             max_timestamp: 0,
             relay_buf: Vec::new(),
+            requests_since_drain: None,
             buffer: BTreeMap::new(),
             replay_due: false,
             wanted: BTreeMap::new(),
@@ -607,10 +611,16 @@ impl Engine {
 
     /// Takes the actions produced so far, in order.
     ///
-    /// The client txs admitted since the last drain are relayed here, after the rest:
-    /// a driver drains after each burst of inputs, so a relay holds what arrived
-    /// together, and no tx waits for a timer before the primary can propose it.
+    /// A driver drains after each burst of inputs, and the requests admitted since the
+    /// last drain are acted on here, as a burst. As primary, it proposes them: proposing
+    /// at each request sent a burst's first tx alone whenever no block was in flight (a
+    /// lone tx goes at once) and left the rest waiting for that block to execute. Then
+    /// the client txs among them are relayed, after the rest, so a relay holds what
+    /// arrived together and no tx waits for a timer before the primary can propose it.
     pub fn drain(&mut self) -> Vec<Action> {
+        if let Some((now, unix_ms)) = self.requests_since_drain.take() {
+            self.maybe_propose(now, unix_ms);
+        }
         self.flush_relay();
         std::mem::take(&mut self.actions)
     }
@@ -700,6 +710,7 @@ impl Engine {
 
     /// A verified client tx, classified by the node's admission. `from_client` txs are
     /// relayed to the other validators in batches; relayed ones are not relayed again.
+    /// A primary proposes it at the next [`Engine::drain`], with the rest of the burst.
     pub fn on_request(
         &mut self,
         now: u64,
@@ -723,7 +734,7 @@ impl Engine {
             }
         }
         self.update_tracking(now);
-        self.maybe_propose(now, unix_ms);
+        self.requests_since_drain = Some((now, unix_ms));
     }
 
     fn flush_relay(&mut self) {
