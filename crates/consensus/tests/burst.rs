@@ -5,24 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{four_validators, transfer, validator, verifier};
-use stele_consensus::{Action, Config, Engine, TxClass};
-use stele_crypto::Digest;
+use common::{four_validators, replica, transfer, verifier};
+use stele_consensus::{Action, TxClass};
 use stele_types::tx::tx_hash;
-use stele_types::{Genesis, Message, ReplicaId, Transaction};
-
-/// Replica 0, the primary of view 0, started at virtual time 0.
-fn primary(g: &Genesis) -> Engine {
-    let config = Config {
-        id: ReplicaId(0),
-        genesis: g.clone(),
-        signer: Arc::new(validator(0)),
-        genesis_state: Digest::ZERO,
-    };
-    Engine::new(config, 0)
-}
+use stele_types::{Message, Transaction};
 
 /// The tx counts of the proposals among `actions`, in order.
 fn proposed(actions: &[Action]) -> Vec<usize> {
@@ -39,7 +25,7 @@ fn proposed(actions: &[Action]) -> Vec<usize> {
 fn an_idle_primary_proposes_a_burst_of_requests_as_one_block() {
     let g = four_validators("burst-test");
     let vs = g.validator_set();
-    let mut engine = primary(&g);
+    let mut engine = replica(&g, 0);
     engine.drain();
     let txs: Vec<Transaction> = (0..5).map(|n| transfer(&g, n)).collect();
     let verified = verifier(&g, &vs).check_txs(&txs).expect("the txs verify");

@@ -5,24 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{four_validators, transfer, validator, verifier};
-use stele_consensus::{Action, Config, Engine, TxClass};
-use stele_crypto::Digest;
+use common::{four_validators, replica, transfer, verifier};
+use stele_consensus::{Action, Engine, TxClass};
 use stele_types::tx::tx_hash;
-use stele_types::{Genesis, Message, ReplicaId, Transaction};
-
-/// Replica 1 (a backup in view 0), started at virtual time 0.
-fn backup(g: &Genesis) -> Engine {
-    let config = Config {
-        id: ReplicaId(1),
-        genesis: g.clone(),
-        signer: Arc::new(validator(1)),
-        genesis_state: Digest::ZERO,
-    };
-    Engine::new(config, 0)
-}
+use stele_types::{Genesis, Message, Transaction};
 
 /// Hands `txs` to the engine as admitted requests at virtual time `now`.
 fn request(engine: &mut Engine, g: &Genesis, txs: &[Transaction], from_client: bool, now: u64) {
@@ -49,7 +35,7 @@ fn relayed(actions: &[Action]) -> Vec<Transaction> {
 #[test]
 fn client_txs_are_relayed_with_the_actions_of_the_burst_that_admitted_them() {
     let g = four_validators("relay-test");
-    let mut engine = backup(&g);
+    let mut engine = replica(&g, 1);
     engine.drain();
     let txs: Vec<Transaction> = (0..3).map(|n| transfer(&g, n)).collect();
 

@@ -3,12 +3,15 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
-use stele_consensus::Verifier;
-use stele_crypto::{ChainId, Ed25519, KeyPair, Signer};
+use std::sync::Arc;
+
+use stele_consensus::{Config, Engine, Verifier};
+use stele_crypto::{ChainId, Digest, Ed25519, KeyPair, Signer};
 use stele_types::genesis::Params;
 use stele_types::tx::sign_tx;
 use stele_types::{
-    Amount, Genesis, GenesisAccount, Nonce, Op, Transaction, TxBody, ValidatorInfo, ValidatorSet,
+    Amount, Genesis, GenesisAccount, Nonce, Op, ReplicaId, Transaction, TxBody, ValidatorInfo,
+    ValidatorSet,
 };
 
 pub fn validator(i: u8) -> KeyPair {
@@ -66,4 +69,15 @@ pub fn transfer(g: &Genesis, nonce: u64) -> Transaction {
         &g.chain_binding(),
         &s,
     )
+}
+
+/// Replica `id` of `g` (key `validator(id)`), started at virtual time 0.
+pub fn replica(g: &Genesis, id: u8) -> Engine {
+    let config = Config {
+        id: ReplicaId(u16::from(id)),
+        genesis: g.clone(),
+        signer: Arc::new(validator(id)),
+        genesis_state: Digest::ZERO,
+    };
+    Engine::new(config, 0)
 }
