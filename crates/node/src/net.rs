@@ -6,7 +6,7 @@
 //! they arrived. Tx signatures are verified once per validator: a tx in the
 //! verified cache is not checked again when it comes back inside a block.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -287,6 +287,12 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
         Message::Proposal(p) => Some(&p.body.txs),
         _ => None,
     };
+    // The proposal's txs this path checks are held, like a relay's, until they are
+    // cached below: a relayed copy arriving meanwhile is dropped unchecked instead of
+    // being checked beside it. Once an idle primary proposed a client's burst as soon as
+    // it had checked it, the proposal reached a backup about when the other relays did,
+    // and backups checked 1.04-1.07 signatures per committed tx at 500-1,000 tx/s.
+    let mut _claimed = None;
     // Sender and size first: a Byzantine primary makes fresh txs at will, and each one
     // not seen before is a signature check. A message the precheck refuses goes on to
     // `verify`, which refuses it the same way, without a signature checked.
@@ -295,10 +301,21 @@ fn handle(ctx: &Ctx, f: InboundFrame, msg: Message) {
             .precheck(f.from, &msg)
             .is_ok()
         {
-            // A relay checking some of these txs right now finishes first, and they
+            let (mine, hold) = ctx
+                .cache
+                .claim_new(txs.hashes().iter().map(|h| (*h, ())).collect());
+            _claimed = Some(hold);
+            // A relay checking some of the others right now finishes first, and they
             // are then found in the cache instead of being checked twice. Bounded: past
             // it, they are checked here.
-            ctx.cache.wait_for_relays(txs.hashes(), ctx.relay_wait);
+            let mine: HashSet<TxHash> = mine.into_iter().map(|(h, ())| h).collect();
+            let others: Vec<TxHash> = txs
+                .hashes()
+                .iter()
+                .filter(|h| !mine.contains(h))
+                .copied()
+                .collect();
+            ctx.cache.wait_for_relays(&others, ctx.relay_wait);
             if let Ok(v) = verifier_with(vs, genesis, &counting).check_block_txs(txs) {
                 counting.local = txs.hashes().iter().copied().zip(v).collect();
             }
@@ -621,6 +638,74 @@ mod tests {
             metrics.sig_verified.get(),
             0,
             "the proposal checked txs a relay was checking"
+        );
+        assert!(
+            matches!(rx.try_recv_peer(primary), Some(Input::Message { .. })),
+            "the proposal did not reach the engine"
+        );
+    }
+
+    /// A relay arriving while a proposal's check of the same txs is under way drops them
+    /// unchecked: the proposal holds them until they are cached. Before the hold, the
+    /// relay below checked the proposal's two txs beside it (counted 2 during the wait).
+    #[test]
+    fn a_relay_does_not_check_the_txs_a_proposal_is_checking() {
+        let genesis = test_genesis();
+        let vs = genesis.validator_set();
+        let (_engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
+        let metrics = Metrics::new();
+        let cache = Arc::new(VerifiedTxs::new(64));
+        let ctx = Arc::new(Ctx {
+            engine: peer_inputs,
+            tx_queue: tx_inputs,
+            genesis: genesis.clone(),
+            validators: vs.clone(),
+            cache: cache.clone(),
+            frames: Arc::new(FrameVerdicts::default()),
+            metrics: metrics.clone(),
+            relay_wait: Duration::from_secs(60),
+        });
+        let txs: Vec<_> = (50..54).map(|seed| signed_tx(&genesis, seed)).collect();
+        // A first relay is checking txs 0 and 1, so the proposal waits for it: that wait
+        // is where a second relay, with all four txs, arrives.
+        let (kept, hold) =
+            cache.claim_new(txs[..2].iter().map(|t| (tx_hash(t), t.clone())).collect());
+        assert_eq!(kept.len(), 2);
+        let relays = {
+            let (ctx, cache, genesis, txs) =
+                (ctx.clone(), cache.clone(), genesis.clone(), txs.clone());
+            let metrics = metrics.clone();
+            std::thread::spawn(move || {
+                let give_up = Instant::now() + Duration::from_secs(5);
+                while cache.relay_waiters() == 0 && Instant::now() < give_up {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                run_relay(&ctx, 2, txs);
+                let during = metrics.sig_verified.get();
+                let chain = genesis.chain_binding();
+                cache.insert_all(kept.into_iter().map(|(h, t)| {
+                    let sender = t.sender;
+                    (h, t.verify(&chain, &sender, &Ed25519).expect("well signed"))
+                }));
+                drop(hold);
+                during
+            })
+        };
+        let primary = vs.primary(stele_types::ViewNumber(0));
+        handle(
+            &ctx,
+            frame(primary.0, stele_transport::FrameClass::Consensus),
+            proposal(&vs, txs),
+        );
+        let during = relays.join().expect("relay thread");
+        assert_eq!(
+            during, 0,
+            "the second relay checked txs the proposal or the first relay held"
+        );
+        assert_eq!(
+            metrics.sig_verified.get(),
+            2,
+            "the proposal checks the two txs it holds, once"
         );
         assert!(
             matches!(rx.try_recv_peer(primary), Some(Input::Message { .. })),
