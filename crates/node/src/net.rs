@@ -457,6 +457,19 @@ mod tests {
         crate::driver::Inputs,
         std::sync::mpsc::SyncSender<Input>,
     ) {
+        test_ctx_waiting(genesis, metrics, RELAY_WAIT)
+    }
+
+    /// [`test_ctx`] whose proposals wait up to `relay_wait` for relays.
+    fn test_ctx_waiting(
+        genesis: &Genesis,
+        metrics: &Metrics,
+        relay_wait: Duration,
+    ) -> (
+        Arc<Ctx>,
+        crate::driver::Inputs,
+        std::sync::mpsc::SyncSender<Input>,
+    ) {
         let vs = genesis.validator_set();
         let (engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
         let ctx = Ctx {
@@ -467,9 +480,35 @@ mod tests {
             cache: Arc::new(VerifiedTxs::new(64)),
             frames: Arc::new(FrameVerdicts::default()),
             metrics: metrics.clone(),
-            relay_wait: RELAY_WAIT,
+            relay_wait,
         };
         (Arc::new(ctx), rx, engine)
+    }
+
+    /// A relay job's check of the txs it claimed: waits (at most 5 s) until a proposal
+    /// waits for it, runs `meanwhile`, then caches the txs and ends the hold.
+    fn relay_check<T: Send + 'static>(
+        ctx: &Arc<Ctx>,
+        kept: Vec<(TxHash, stele_types::Transaction)>,
+        hold: Hold,
+        meanwhile: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            // (Without the wait, nobody ever waits: the check ends after a while.)
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while ctx.cache.relay_waiters() == 0 && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            let out = meanwhile();
+            let chain = ctx.genesis.chain_binding();
+            ctx.cache.insert_all(kept.into_iter().map(|(h, t)| {
+                let sender = t.sender;
+                (h, t.verify(&chain, &sender, &Ed25519).expect("well signed"))
+            }));
+            drop(hold);
+            out
+        })
     }
 
     #[test]
@@ -587,50 +626,21 @@ mod tests {
     fn a_proposal_waits_for_the_relay_checking_its_txs() {
         let genesis = test_genesis();
         let vs = genesis.validator_set();
-        let (_engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
         let metrics = Metrics::new();
-        let cache = Arc::new(VerifiedTxs::new(64));
-        let ctx = Ctx {
-            engine: peer_inputs,
-            tx_queue: tx_inputs,
-            genesis: genesis.clone(),
-            validators: vs.clone(),
-            cache: cache.clone(),
-            frames: Arc::new(FrameVerdicts::default()),
-            metrics: metrics.clone(),
-            // Long, so a slow test machine cannot time the wait out: the relay below
-            // ends its check as soon as the proposal waits.
-            relay_wait: Duration::from_secs(60),
-        };
+        // Long, so a slow test machine cannot time the wait out: the relay below ends its
+        // check as soon as the proposal waits.
+        let (ctx, rx, _engine) = test_ctx_waiting(&genesis, &metrics, Duration::from_secs(60));
         let txs: Vec<_> = (20..23).map(|seed| signed_tx(&genesis, seed)).collect();
         // A relay job has claimed the txs and is checking them.
-        let (kept, hold) = cache.claim_new(txs.iter().map(|t| (tx_hash(t), t.clone())).collect());
+        let (kept, hold) = ctx
+            .cache
+            .claim_new(txs.iter().map(|t| (tx_hash(t), t.clone())).collect());
         assert_eq!(kept.len(), 3);
-        let relay = {
-            let (cache, genesis) = (cache.clone(), genesis.clone());
-            std::thread::spawn(move || {
-                // (Without the wait, nobody ever waits: the check ends after a while.)
-                let give_up = Instant::now() + Duration::from_secs(5);
-                while cache.relay_waiters() == 0 && Instant::now() < give_up {
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                let chain = genesis.chain_binding();
-                cache.insert_all(kept.into_iter().map(|(h, t)| {
-                    let sender = t.sender;
-                    (h, t.verify(&chain, &sender, &Ed25519).expect("well signed"))
-                }));
-                drop(hold);
-            })
-        };
+        let relay = relay_check(&ctx, kept, hold, || ());
         let primary = vs.primary(stele_types::ViewNumber(0));
         handle(
             &ctx,
-            InboundFrame {
-                from: primary,
-                class: stele_transport::FrameClass::Consensus,
-                arrival_unix_ms: 0,
-                frame: bytes::Bytes::from_static(b"-"),
-            },
+            frame(primary.0, stele_transport::FrameClass::Consensus),
             proposal(&vs, txs),
         );
         relay.join().expect("relay thread");
@@ -652,43 +662,20 @@ mod tests {
     fn a_relay_does_not_check_the_txs_a_proposal_is_checking() {
         let genesis = test_genesis();
         let vs = genesis.validator_set();
-        let (_engine, peer_inputs, tx_inputs, rx) = crate::driver::input_queues(vs.n());
         let metrics = Metrics::new();
-        let cache = Arc::new(VerifiedTxs::new(64));
-        let ctx = Arc::new(Ctx {
-            engine: peer_inputs,
-            tx_queue: tx_inputs,
-            genesis: genesis.clone(),
-            validators: vs.clone(),
-            cache: cache.clone(),
-            frames: Arc::new(FrameVerdicts::default()),
-            metrics: metrics.clone(),
-            relay_wait: Duration::from_secs(60),
-        });
+        let (ctx, rx, _engine) = test_ctx_waiting(&genesis, &metrics, Duration::from_secs(60));
         let txs: Vec<_> = (50..54).map(|seed| signed_tx(&genesis, seed)).collect();
         // A first relay is checking txs 0 and 1, so the proposal waits for it: that wait
         // is where a second relay, with all four txs, arrives.
-        let (kept, hold) =
-            cache.claim_new(txs[..2].iter().map(|t| (tx_hash(t), t.clone())).collect());
+        let (kept, hold) = ctx
+            .cache
+            .claim_new(txs[..2].iter().map(|t| (tx_hash(t), t.clone())).collect());
         assert_eq!(kept.len(), 2);
         let relays = {
-            let (ctx, cache, genesis, txs) =
-                (ctx.clone(), cache.clone(), genesis.clone(), txs.clone());
-            let metrics = metrics.clone();
-            std::thread::spawn(move || {
-                let give_up = Instant::now() + Duration::from_secs(5);
-                while cache.relay_waiters() == 0 && Instant::now() < give_up {
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                run_relay(&ctx, 2, txs);
-                let during = metrics.sig_verified.get();
-                let chain = genesis.chain_binding();
-                cache.insert_all(kept.into_iter().map(|(h, t)| {
-                    let sender = t.sender;
-                    (h, t.verify(&chain, &sender, &Ed25519).expect("well signed"))
-                }));
-                drop(hold);
-                during
+            let (ctx2, txs, metrics) = (ctx.clone(), txs.clone(), metrics.clone());
+            relay_check(&ctx, kept, hold, move || {
+                run_relay(&ctx2, 2, txs);
+                metrics.sig_verified.get()
             })
         };
         let primary = vs.primary(stele_types::ViewNumber(0));
